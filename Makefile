@@ -1,0 +1,42 @@
+# `make run` and `make test` set everything up on a fresh machine, then run.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SYSTEM_STAMP := $(VENV)/.system-packages
+HOST ?= 0.0.0.0
+PORT ?= 8000
+
+.PHONY: run test bench system-packages clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# System packages the engine and end-to-end tests use (ffmpeg for RTMP/ffprobe).
+$(SYSTEM_STAMP): | $(BIN)/python
+	@if ! command -v ffmpeg >/dev/null 2>&1; then \
+		if [ "$$(id -u)" = "0" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg >/dev/null; \
+		else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg >/dev/null; fi; \
+	fi
+	@touch $@
+
+# torch is pinned to the CPU build for this install; the Dockerfile installs the CUDA build.
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "torch==2.13.0"
+	$(BIN)/pip install -q -e ".[dev]"
+	@touch $@
+
+system-packages: $(SYSTEM_STAMP)
+
+run: $(STAMP) $(SYSTEM_STAMP)
+	$(BIN)/livestream serve --host $(HOST) --port $(PORT)
+
+test: $(STAMP) $(SYSTEM_STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP) $(SYSTEM_STAMP)
+	$(BIN)/python -m benchmarks
+
+clean:
+	rm -rf $(VENV)
