@@ -1,0 +1,224 @@
+"""Command line: `livestream serve`, `livestream trickle-server`, `livestream models tiny`.
+
+Every `serve` flag can also be set by an environment variable; where Livepeer's ai-runner has a
+name for it (PIPELINE, MODEL_ID, AUTH_TOKEN, MODEL_DIR, HOST, PORT) we use that name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from . import __version__
+from .errors import ConfigError
+from .settings import Settings, env_bool, env_int, env_str, parse_default_models
+
+__all__ = ["build_parser", "main", "settings_from_args"]
+
+log = logging.getLogger(__name__)
+
+_DESCRIPTION = """\
+livestream: a media engine for real-time AI video and the Livepeer AI runner API.
+
+Start the engine with `livestream serve` (API on http://localhost:8000, docs at /docs).
+Run `livestream COMMAND --help` for each command's options.
+"""
+
+_SERVE_EPILOG = """\
+examples:
+  livestream serve                                  every route, models loaded on demand
+  livestream serve --pipeline text-to-image --model-id stabilityai/sd-turbo
+                                                    one preloaded model, like an ai-runner container
+  livestream serve --pipeline live-video-to-video --model-id noop
+                                                    live video over trickle, as ai-runner runs it
+  livestream models tiny --task text-to-image --out /tmp/tiny-sd
+  livestream serve --pipeline text-to-image --model-id /tmp/tiny-sd
+                                                    offline smoke test with a random-weight model
+"""
+
+
+def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
+    env = os.environ if env is None else env
+    parser = argparse.ArgumentParser(
+        prog="livestream", description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--version", action="version", version=f"livestream {__version__}")
+    parser.add_argument(
+        "--log-level",
+        default=env_str(env, "LOG_LEVEL", "DEBUG" if env_bool(env, "VERBOSE_LOGGING", False) else "INFO"),
+        help="logging level (env LOG_LEVEL; VERBOSE_LOGGING=1 means DEBUG); default %(default)s",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    serve = commands.add_parser(
+        "serve",
+        help="start the engine (runner API, live sessions, trickle server)",
+        description="Start the engine: every runner API route, live sessions and the trickle server.",
+        epilog=_SERVE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    serve.add_argument("--host", default=env_str(env, "HOST", "0.0.0.0"), help="bind address (env HOST); default %(default)s")
+    serve.add_argument("--port", type=int, default=env_int(env, "PORT", 8000), help="HTTP port (env PORT); default %(default)s")
+    serve.add_argument(
+        "--pipeline",
+        default=env_str(env, "PIPELINE"),
+        help="serve one task like an ai-runner container, e.g. text-to-image or live-video-to-video (env PIPELINE)",
+    )
+    serve.add_argument(
+        "--model-id",
+        default=env_str(env, "MODEL_ID"),
+        help="model for --pipeline: Hugging Face id or local folder; for live-video-to-video the live pipeline name (env MODEL_ID)",
+    )
+    serve.add_argument(
+        "--auth-token",
+        default=env_str(env, "AUTH_TOKEN"),
+        help="require `Authorization: Bearer TOKEN` on runner routes (env AUTH_TOKEN); default open",
+    )
+    serve.add_argument(
+        "--model-dir",
+        type=Path,
+        default=Path(d) if (d := env_str(env, "MODEL_DIR")) else None,
+        help="folder with local models and the Hugging Face cache (env MODEL_DIR)",
+    )
+    serve.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[o for o in (env_str(env, "CORS_ORIGINS", "") or "").split(",") if o],
+        help="allow browser requests from this origin; repeatable, '*' for any (env CORS_ORIGINS, comma-separated); default off",
+    )
+    serve.add_argument(
+        "--default-model",
+        action="append",
+        metavar="TASK=ID",
+        default=[i for i in (env_str(env, "DEFAULT_MODELS", "") or "").split(",") if i],
+        help="model used by TASK when a request has no model_id; repeatable (env DEFAULT_MODELS, comma-separated)",
+    )
+    serve.add_argument(
+        "--max-queue",
+        type=int,
+        default=env_int(env, "MAX_QUEUE", 8),
+        help="requests that may wait per model while one runs; more get 503 (env MAX_QUEUE); default %(default)s",
+    )
+    serve.add_argument(
+        "--max-live-sessions",
+        type=int,
+        default=int(v) if (v := env_str(env, "MAX_LIVE_SESSIONS")) else None,
+        help="concurrent live sessions (env MAX_LIVE_SESSIONS); default 1 with --pipeline (a new start replaces the stream), else 4",
+    )
+    serve.add_argument(
+        "--trickle-autocreate",
+        action=argparse.BooleanOptionalAction,
+        default=env_bool(env, "TRICKLE_AUTOCREATE", False),
+        help="let trickle clients create channels on /ai/trickle/ (env TRICKLE_AUTOCREATE); default off",
+    )
+    serve.set_defaults(handler=_serve)
+
+    trickle = commands.add_parser(
+        "trickle-server",
+        help="run a standalone trickle server (stands in for an orchestrator in development)",
+        description="Run only Livepeer's trickle HTTP segment-streaming server.",
+    )
+    trickle.add_argument("--host", default="127.0.0.1", help="bind address; default %(default)s")
+    trickle.add_argument("--port", type=int, default=env_int(env, "TRICKLE_PORT", 8935), help="port; default %(default)s")
+    trickle.add_argument("--base-path", default="/", help="URL prefix of the channels; default %(default)s")
+    trickle.add_argument(
+        "--autocreate",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="create a channel on its first publish or subscribe; default on",
+    )
+    trickle.add_argument("--auth-token", default=env_str(env, "TRICKLE_AUTH_TOKEN"), help="require this bearer token")
+    trickle.set_defaults(handler=_trickle_server)
+
+    models = commands.add_parser("models", help="model utilities", description="Model utilities.")
+    model_commands = models.add_subparsers(dest="models_command", metavar="SUBCOMMAND", required=True)
+    tiny = model_commands.add_parser(
+        "tiny",
+        help="write a tiny random-weight model of a task's real architecture (a test fixture, not a real model)",
+        description=(
+            "Write a tiny model with random weights, built from configs and saved with save_pretrained, so a route "
+            "can be smoke-tested offline. Its output is noise: it is a test fixture, not a real model."
+        ),
+    )
+    tiny.add_argument("--task", required=True, help="task name, e.g. text-to-image")
+    tiny.add_argument("--out", required=True, type=Path, help="folder to write the model to")
+    tiny.set_defaults(handler=_models_tiny)
+    return parser
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    if args.port <= 0 or args.port > 65535:
+        raise ConfigError(f"--port must be 1..65535, got {args.port}.")
+    if args.max_queue < 0:
+        raise ConfigError(f"--max-queue must be >= 0, got {args.max_queue}.")
+    if args.max_live_sessions is not None and args.max_live_sessions < 1:
+        raise ConfigError(f"--max-live-sessions must be >= 1, got {args.max_live_sessions}.")
+    if args.pipeline and not args.model_id:
+        raise ConfigError("--pipeline needs --model-id (or MODEL_ID), as an ai-runner container does.")
+    return Settings(
+        host=args.host,
+        port=args.port,
+        pipeline=args.pipeline,
+        model_id=args.model_id,
+        auth_token=args.auth_token,
+        model_dir=args.model_dir,
+        cors_origins=tuple(args.cors_origin),
+        default_models=parse_default_models(args.default_model),
+        max_queue=args.max_queue,
+        max_live_sessions=args.max_live_sessions,
+        trickle_autocreate=args.trickle_autocreate,
+        version=env_str(os.environ, "VERSION", __version__) or __version__,
+    )
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from .app import build_app
+
+    settings = settings_from_args(args)
+    app = build_app(settings)
+    log.info("livestream %s listening on http://%s:%d", __version__, settings.host, settings.port)
+    web.run_app(app, host=settings.host, port=settings.port, shutdown_timeout=10, print=None)
+    return 0
+
+
+def _trickle_server(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from trickle.server import TrickleServerConfig, create_trickle_app
+
+    config = TrickleServerConfig(autocreate=args.autocreate, auth_token=args.auth_token)
+    app = create_trickle_app(config, base_path=args.base_path)
+    log.info("trickle server on http://%s:%d%s", args.host, args.port, args.base_path)
+    web.run_app(app, host=args.host, port=args.port, shutdown_timeout=5, print=None)
+    return 0
+
+
+def _models_tiny(args: argparse.Namespace) -> int:
+    from pipelines.tiny import write_tiny_model
+
+    write_tiny_model(args.task, args.out)
+    print(f"wrote a tiny random-weight {args.task} model to {args.out} (a test fixture, not a real model)")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=str(args.log_level).upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.handler(args))
+    except ConfigError as exc:
+        parser.exit(2, f"livestream: error: {exc}\n")
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,27 @@
+"""Engine errors.
+
+    LivestreamError
+     ├── ConfigError (ValueError)       bad flag or environment value
+     └── SessionError                   a live session could not start or failed
+          └── SessionLimitError         too many live sessions
+"""
+
+from __future__ import annotations
+
+__all__ = ["ConfigError", "LivestreamError", "SessionError", "SessionLimitError"]
+
+
+class LivestreamError(Exception):
+    """Base class of the engine's own errors."""
+
+
+class ConfigError(LivestreamError, ValueError):
+    """A configuration value is invalid."""
+
+
+class SessionError(LivestreamError):
+    """A live session could not start or ended with an error."""
+
+
+class SessionLimitError(SessionError):
+    """The engine already runs its maximum number of live sessions."""

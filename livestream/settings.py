@@ -1,0 +1,84 @@
+"""One typed settings object, built once by the CLI and passed down (never read from globals)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import ConfigError
+
+__all__ = ["Settings", "env_bool", "env_int", "env_str", "parse_default_models"]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Engine configuration. Field names follow the CLI flags; env names follow ai-runner."""
+
+    host: str = "0.0.0.0"
+    port: int = 8000
+    #: ai-runner's PIPELINE: with it, the engine behaves as one runner container for that task.
+    pipeline: str | None = None
+    #: ai-runner's MODEL_ID: the model (batch) or live pipeline name (live-video-to-video).
+    model_id: str | None = None
+    auth_token: str | None = None
+    model_dir: Path | None = None
+    cors_origins: tuple[str, ...] = ()
+    #: task -> model id used when a request leaves `model_id` empty.
+    default_models: Mapping[str, str] = field(default_factory=dict)
+    #: Requests allowed to wait per loaded model while one runs; more get 503.
+    max_queue: int = 8
+    #: Concurrent live sessions (None: 1 with --pipeline, else 4).
+    max_live_sessions: int | None = None
+    #: Allow trickle clients to create channels on the engine's own trickle server.
+    trickle_autocreate: bool = False
+    version: str = "0.1.0"
+
+    @property
+    def live_session_limit(self) -> int:
+        if self.max_live_sessions is not None:
+            return self.max_live_sessions
+        return 1 if self.pipeline else 4
+
+
+def env_str(env: Mapping[str, str], name: str, default: str | None = None) -> str | None:
+    value = env.get(name)
+    return value if value not in (None, "") else default
+
+
+def env_int(env: Mapping[str, str], name: str, default: int) -> int:
+    value = env.get(name)
+    if value in (None, ""):
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigError(f"Environment variable {name} has value {value!r}: not a valid integer.") from None
+
+
+def env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    value = env.get(name)
+    if value in (None, ""):
+        return default
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"Environment variable {name} has value {value!r}: not a valid boolean.")
+
+
+def parse_default_models(items: list[str]) -> dict[str, str]:
+    """Parse repeated `TASK=MODEL_ID` items."""
+    result: dict[str, str] = {}
+    for item in items:
+        task, sep, model_id = item.partition("=")
+        if not sep or not task.strip() or not model_id.strip():
+            raise ConfigError(f"--default-model expects TASK=MODEL_ID, got {item!r}.")
+        result[task.strip()] = model_id.strip()
+    return result
+
+
+def default_env() -> Mapping[str, str]:
+    return os.environ
