@@ -1,0 +1,1 @@
+"""Benchmarks: each module has `main() -> None` and prints ratios against a same-run baseline."""
