@@ -2,18 +2,91 @@
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
-__all__ = ["BatchPipeline"]
+from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["BatchPipeline", "BatchPipelineClass", "LiveParams", "LivePipeline", "params_schema"]
 
 
 @runtime_checkable
 class BatchPipeline(Protocol):
-    """A loaded model serving one batch task. Constructed by the registry with its model id.
+    """A loaded model serving one batch task.
 
-    Loading happens in `__init__` (in a worker thread); task-specific call methods
-    (e.g. `TextToImagePipeline.generate`) run in a worker thread, one at a time per model.
+    The registry (`pipelines.registry`) constructs it as `Class(model_id, model_dir=...)` in a
+    worker thread: loading happens in `__init__` and raises `ModelLoadError` on failure. The
+    task-specific call method (e.g. `TextToImagePipeline.generate(TextToImageInput)`) also runs
+    in a worker thread, one call at a time per loaded model, so it needs no locking of its own.
+    Bad requests raise `InvalidRequestError`; anything else it raises becomes `InferenceError`.
     """
 
     task: str
     model_id: str
+
+
+class BatchPipelineClass(Protocol):
+    """What `pipelines.registry.IMPLEMENTATIONS` names: a class loading a model in `__init__`."""
+
+    def __call__(self, model_id: str, *, model_dir: Path | None = None) -> BatchPipeline: ...
+
+
+class LiveParams(BaseModel):
+    """Base of every live pipeline's params: a full parameter set, unknown fields rejected.
+
+    `width`/`height` set the processing (and output) size; left out, the input's own size is
+    kept (clamped to 64..1024, multiples of 8). Param classes must import without torch: the
+    registry lists their JSON schema without loading any model.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    width: int | None = Field(default=None, ge=64, le=1024, multiple_of=8, description="Output width in pixels.")
+    height: int | None = Field(default=None, ge=64, le=1024, multiple_of=8, description="Output height in pixels.")
+
+
+@runtime_checkable
+class LivePipeline(Protocol):
+    """Frames in, frames out, with parameters that change while the stream runs.
+
+    All methods run in a worker thread, never on the event loop, one call at a time.
+    Frames are RGB `uint8` shaped `(N, H, W, 3)`; timestamps travel outside the pipeline, so
+    `process` returns exactly one output frame per input frame, in order.
+
+    Lifecycle: `load(params)` once, `warm(width, height)` before the first frame and again
+    whenever the frame size changes mid-stream, then `process` per batch; `update_params`
+    gets a validated full param set between batches.
+    """
+
+    #: Name in the live pipeline registry (the request's `model_id`).
+    name: ClassVar[str]
+    #: The pydantic params model (bounded `Field`s, `extra="forbid"`).
+    params_model: ClassVar[type[LiveParams]]
+    #: Most frames `process` takes at once.
+    max_batch: ClassVar[int]
+    #: True when `process` never changes pixels: the engine then skips the RGB round trip.
+    passthrough: ClassVar[bool]
+
+    def load(self, params: LiveParams) -> None: ...
+
+    def warm(self, width: int, height: int) -> None: ...
+
+    def process(self, frames: torch.Tensor) -> torch.Tensor:
+        """Args:
+        frames: `(N, H, W, 3)` uint8 RGB on the CPU.
+
+        Returns: `(N, H', W', 3)` uint8 RGB (any device), one frame per input frame.
+        """
+        ...
+
+    def update_params(self, params: LiveParams) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def params_schema(model: type[LiveParams]) -> dict[str, Any]:
+    """JSON schema of a params model, for `GET /live/pipelines`."""
+    return model.model_json_schema()

@@ -1,0 +1,331 @@
+"""Task name + model id -> a loaded batch pipeline; one job at a time per model.
+
+The registry is what the API awaits. For each (task, model id) it keeps one slot:
+
+- the model is loaded lazily, in a worker thread, on the first request; concurrent first
+  requests share that one load; a failed load is retried by the next request;
+- jobs run in a worker thread one at a time per model, in arrival order; at most `max_queue`
+  more requests may wait (for the load or for the running job); beyond that
+  `PipelineBusyError` (503) answers at once instead of a hang;
+- a waiter that is cancelled (client gone) leaves the queue; a job already running in its
+  thread finishes, and the model is not handed to the next job before it has.
+
+In runner mode (`pinned`, ai-runner's PIPELINE/MODEL_ID) the pinned model is preloaded by
+`start()` and `health` follows that load as ai-runner's `/health` does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import importlib
+import logging
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from .errors import InferenceError, ModelLoadError, ModelMismatchError, PipelineBusyError, PipelineError, PipelineNotAvailableError
+
+__all__ = ["BATCH_TASKS", "DEFAULT_MODEL_IDS", "IMPLEMENTATIONS", "Health", "PipelineFactory", "PipelineRegistry"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Health = Literal["LOADING", "OK", "IDLE", "ERROR"]
+#: Builds a loaded pipeline: `factory(model_id, model_dir)`; runs in a worker thread.
+PipelineFactory = Callable[[str, Path | None], Any]
+
+#: The runner API's batch tasks (routes).
+BATCH_TASKS: tuple[str, ...] = (
+    "text-to-image",
+    "image-to-image",
+    "image-to-video",
+    "upscale",
+    "audio-to-text",
+    "segment-anything-2",
+    "llm",
+    "image-to-text",
+    "text-to-speech",
+)
+
+#: Batch tasks with an implementation: task -> "module:Class", imported on first load.
+#: The class is constructed as `Class(model_id, model_dir=model_dir)`.
+IMPLEMENTATIONS: dict[str, str] = {
+    "text-to-image": "pipelines.text_to_image:TextToImagePipeline",
+}
+
+#: go-livepeer's default model per task (`server/ai_process.go`), used when a request names none.
+DEFAULT_MODEL_IDS: dict[str, str] = {
+    "text-to-image": "stabilityai/sdxl-turbo",
+    "image-to-image": "stabilityai/sdxl-turbo",
+    "image-to-video": "stabilityai/stable-video-diffusion-img2vid-xt",
+    "upscale": "stabilityai/stable-diffusion-x4-upscaler",
+    "audio-to-text": "openai/whisper-large-v3",
+    "llm": "meta-llama/llama-3.1-8B-Instruct",
+    "segment-anything-2": "facebook/sam2-hiera-large",
+    "image-to-text": "Salesforce/blip-image-captioning-large",
+    "text-to-speech": "parler-tts/parler-tts-large-v1",
+    "live-video-to-video": "noop",
+}
+
+
+def _import_factory(spec: str) -> PipelineFactory:
+    module_name, _, class_name = spec.partition(":")
+
+    def factory(model_id: str, model_dir: Path | None) -> Any:
+        cls = getattr(importlib.import_module(module_name), class_name)
+        return cls(model_id, model_dir=model_dir)
+
+    return factory
+
+
+class _Slot:
+    """One (task, model id): its pipeline, its load, its job lock and its queue count."""
+
+    def __init__(self, task: str, model_id: str) -> None:
+        self.task = task
+        self.model_id = model_id
+        self.pipeline: Any = None
+        self.load: asyncio.Task[Any] | None = None
+        self.load_failed = False
+        #: Held by the running job from submission until its thread returns.
+        self.lock = asyncio.Lock()
+        #: Requests admitted: the running job plus those waiting for the load or the lock.
+        self.admitted = 0
+
+    def __repr__(self) -> str:
+        return f"<{self.task} {self.model_id!r}>"
+
+
+class PipelineRegistry:
+    """Loads batch pipelines on demand and runs their jobs, one at a time per model.
+
+    Args:
+        model_dir: ai-runner's MODEL_DIR (local models, Hugging Face cache).
+        default_models: task -> model id for requests that name none.
+        pinned: `(task, model_id)` in runner mode (one ai-runner container), else `None`.
+        max_queue: requests that may wait per model while one runs (0: none wait).
+        factories: task -> factory, replacing the built-in `IMPLEMENTATIONS` (tests, plug-ins).
+    """
+
+    def __init__(
+        self,
+        *,
+        model_dir: Path | None,
+        default_models: Mapping[str, str],
+        pinned: tuple[str, str] | None,
+        max_queue: int,
+        factories: Mapping[str, PipelineFactory] | None = None,
+    ) -> None:
+        if max_queue < 0:
+            raise ValueError(f"max_queue must be >= 0, got {max_queue}.")
+        self._model_dir = model_dir
+        self._default_models = dict(default_models)
+        self._pinned = pinned
+        self._max_queue = max_queue
+        if factories is None:
+            factories = {task: _import_factory(spec) for task, spec in IMPLEMENTATIONS.items()}
+        self._factories = dict(factories)
+        self._slots: dict[tuple[str, str], _Slot] = {}
+        self._executor = concurrent.futures.ThreadPoolExecutor(thread_name_prefix="pipeline")
+        self._preload: asyncio.Task[None] | None = None
+        self._closed = False
+
+    # -- model ids -------------------------------------------------------------------------
+
+    def resolve_model_id(self, task: str, requested: str) -> str:
+        """The model a request for `task` runs on.
+
+        In runner mode, for the pinned task: the pinned model, and a different non-empty
+        `requested` raises `ModelMismatchError` (ai-runner's 400). Otherwise `requested`, else
+        the configured default for the task, else go-livepeer's default.
+        """
+        requested = requested.strip()
+        if self._pinned is not None and task == self._pinned[0]:
+            pinned_model = self._pinned[1]
+            if requested and requested != pinned_model:
+                raise ModelMismatchError(f"pipeline configured with {pinned_model} but called with {requested}")
+            return pinned_model
+        if requested:
+            return requested
+        model_id = self._default_models.get(task) or DEFAULT_MODEL_IDS.get(task)
+        if not model_id:
+            raise PipelineNotAvailableError(f"pipeline not available: unknown task {task!r}")
+        return model_id
+
+    def is_available(self, task: str) -> bool:
+        """`task` has an implementation (else `run` raises `PipelineNotAvailableError`)."""
+        return task in self._factories
+
+    # -- health and lifecycle --------------------------------------------------------------
+
+    @property
+    def health(self) -> Health:
+        """ai-runner's `/health` status for the batch side.
+
+        Runner mode with a batch task: LOADING until the pinned model is loaded, then OK, or
+        ERROR when its load failed (a later successful load returns it to OK). Otherwise OK:
+        models load on demand. (Live pipelines report their own state.)
+        """
+        if self._pinned is None or self._pinned[0] not in BATCH_TASKS:
+            return "OK"
+        if not self.is_available(self._pinned[0]):
+            return "ERROR"
+        slot = self._slots.get(self._pinned)
+        if slot is not None and slot.pipeline is not None:
+            return "OK"
+        if slot is not None and slot.load_failed:
+            return "ERROR"
+        return "LOADING"
+
+    async def start(self) -> None:
+        """Begin preloading the pinned model in a background task the registry owns."""
+        if self._pinned is None or self._preload is not None:
+            return
+        task, model_id = self._pinned
+        if task not in BATCH_TASKS:
+            return
+        if not self.is_available(task):
+            log.error("pipeline not available: no %s pipeline is implemented in this engine yet", task)
+            return
+        self._preload = asyncio.create_task(self._preload_pinned(task, model_id), name=f"preload {task} {model_id}")
+
+    async def _preload_pinned(self, task: str, model_id: str) -> None:
+        with contextlib.suppress(ModelLoadError):  # logged by _load; health says ERROR
+            await self._loaded(self._slot(task, model_id), self._factories[task])
+
+    async def aclose(self) -> None:
+        """Stop loading, forget every model. Jobs already running in threads finish on their own."""
+        if self._closed:
+            return
+        self._closed = True
+        tasks = [t for t in [self._preload, *(s.load for s in self._slots.values())] if t is not None]
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError, PipelineError):
+                await t
+        self._slots.clear()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # -- running jobs ----------------------------------------------------------------------
+
+    async def run(self, task: str, model_id: str, call: Callable[[Any], T]) -> T:
+        """Run `call(pipeline)` in a worker thread on the loaded model of (task, model_id).
+
+        Raises:
+            PipelineNotAvailableError: no implementation for `task`.
+            PipelineBusyError: the model's queue is full.
+            ModelLoadError: the model cannot be loaded.
+            InvalidRequestError: `call` rejected the request (any `PipelineError` passes through).
+            InferenceError: `call` raised anything else (traceback in the log).
+        """
+        factory = self._factories.get(task)
+        if factory is None:
+            if task in BATCH_TASKS:
+                raise PipelineNotAvailableError(
+                    f"pipeline not available: no {task} pipeline is implemented in this engine yet"
+                )
+            raise PipelineNotAvailableError(f"pipeline not available: unknown task {task!r}")
+        if self._closed:
+            raise PipelineNotAvailableError("pipeline not available: the engine is shutting down")
+        slot = self._slot(task, model_id)
+        if slot.admitted >= 1 + self._max_queue:
+            raise PipelineBusyError(
+                f"{task} model {model_id} is busy: one request is running and {self._max_queue} are waiting; "
+                "try again later"
+            )
+        slot.admitted += 1
+        submitted = False
+        try:
+            pipeline = await self._loaded(slot, factory)
+            await slot.lock.acquire()
+            try:
+                job = self._executor.submit(self._invoke, slot, call, pipeline)
+            except BaseException:
+                slot.lock.release()
+                raise
+            submitted = True
+            loop = asyncio.get_running_loop()
+            job.add_done_callback(lambda _: self._call_soon(loop, self._job_done, slot))
+            # Cancelling this await leaves the thread running; the slot stays locked until it returns.
+            return await asyncio.wrap_future(job)
+        finally:
+            if not submitted:
+                slot.admitted -= 1
+
+    @staticmethod
+    def _call_soon(loop: asyncio.AbstractEventLoop, fn: Callable[[_Slot], None], slot: _Slot) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting any more
+            loop.call_soon_threadsafe(fn, slot)
+
+    @staticmethod
+    def _job_done(slot: _Slot) -> None:
+        slot.admitted -= 1
+        slot.lock.release()
+
+    @staticmethod
+    def _invoke(slot: _Slot, call: Callable[[Any], T], pipeline: Any) -> T:
+        try:
+            return call(pipeline)
+        except PipelineError:
+            raise
+        except Exception as exc:
+            log.exception("%s model %s failed while running", slot.task, slot.model_id)
+            torch = sys.modules.get("torch")
+            if torch is not None and isinstance(exc, torch.cuda.OutOfMemoryError):
+                torch.cuda.empty_cache()
+                raise InferenceError(f"{slot.task} pipeline ran out of GPU memory") from exc
+            raise InferenceError(f"{slot.task} pipeline error") from exc
+
+    # -- loading ---------------------------------------------------------------------------
+
+    def _slot(self, task: str, model_id: str) -> _Slot:
+        slot = self._slots.get((task, model_id))
+        if slot is None:
+            slot = self._slots[(task, model_id)] = _Slot(task, model_id)
+        return slot
+
+    async def _loaded(self, slot: _Slot, factory: PipelineFactory) -> Any:
+        """The slot's pipeline, loading it (once, shared by all waiters) if needed."""
+        if slot.pipeline is not None:
+            return slot.pipeline
+        if slot.load is None:
+            slot.load = asyncio.create_task(self._load(slot, factory), name=f"load {slot.task} {slot.model_id}")
+            slot.load.add_done_callback(_consume_exception)
+        load = slot.load
+        # asyncio.wait, not await: a cancelled waiter must not cancel the load the others share.
+        await asyncio.wait({load})
+        return load.result()
+
+    async def _load(self, slot: _Slot, factory: PipelineFactory) -> Any:
+        log.info("loading %s model %s", slot.task, slot.model_id)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            pipeline = await asyncio.wrap_future(self._executor.submit(factory, slot.model_id, self._model_dir))
+        except ModelLoadError as exc:
+            log.error("could not load %s model %s: %s", slot.task, slot.model_id, exc)
+            self._load_failed(slot)
+            raise
+        except Exception as exc:
+            log.exception("could not load %s model %s", slot.task, slot.model_id)
+            self._load_failed(slot)
+            raise ModelLoadError(f"could not load {slot.task} model {slot.model_id}: {exc}") from exc
+        slot.pipeline = pipeline
+        slot.load_failed = False
+        log.info("loaded %s model %s in %.1f s", slot.task, slot.model_id, loop.time() - started)
+        return pipeline
+
+    @staticmethod
+    def _load_failed(slot: _Slot) -> None:
+        slot.load_failed = True
+        slot.load = None  # the next request tries again
+
+
+def _consume_exception(task: asyncio.Task[Any]) -> None:
+    # Every waiter reads the result; this only keeps asyncio quiet when all of them were cancelled.
+    if not task.cancelled():
+        task.exception()

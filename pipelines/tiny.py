@@ -1,0 +1,151 @@
+"""Tiny random-weight models of each task's real architecture: test fixtures, not real models.
+
+Each builder makes the same family of model a task loads in production (a Stable Diffusion
+pipeline for text-to-image), shrunk to a few MB, seeded so the bytes are reproducible, and
+saved with `save_pretrained` so it loads back through the same `from_pretrained` path as a
+downloaded model. The output is noise. Nothing is downloaded: the tokenizer is built in memory.
+
+    livestream models tiny --task text-to-image --out /tmp/tiny-sd
+    livestream serve --pipeline text-to-image --model-id /tmp/tiny-sd
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+__all__ = ["TINY_TASKS", "write_tiny_model"]
+
+log = logging.getLogger(__name__)
+
+#: Marker file written next to the model so nobody mistakes it for a real one.
+_README = """\
+# Tiny random-weight {task} model
+
+Written by `livestream models tiny --task {task}`. A test fixture with random weights: it has
+the real architecture of the task's model family, so it loads and runs through the same code,
+but it generates noise. Not a real model.
+"""
+
+
+def _byte_chars() -> list[str]:
+    """GPT-2/CLIP's byte-to-unicode table: one printable character for each of the 256 bytes."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    chars: list[str] = []
+    extra = 0
+    for byte in range(256):
+        if byte in printable:
+            chars.append(chr(byte))
+        else:
+            chars.append(chr(256 + extra))
+            extra += 1
+    return chars
+
+
+def _clip_tokenizer() -> object:
+    """A CLIP BPE tokenizer with a byte-level vocabulary and no merges (vocab 514).
+
+    256 byte characters, their 256 end-of-word forms, and the two specials; every word is
+    encoded character by character, which is all a random-weight text encoder needs.
+    """
+    from transformers import CLIPTokenizer
+
+    chars = _byte_chars()
+    tokens = chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"]
+    vocab = {token: i for i, token in enumerate(tokens)}
+    return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77)
+
+
+def _write_text_to_image(out: Path) -> None:
+    """A Stable Diffusion 1.x-style pipeline: UNet (32, 64), VAE [32, 64], 2-layer CLIP text encoder.
+
+    The UNet's sample size is 32 latents and the VAE downsamples by 2, so the default output is
+    64x64 pixels; any multiple of 8 works.
+    """
+    import torch
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        sample_size=32,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=8,
+        norm_num_groups=32,
+    )
+    torch.manual_seed(1)
+    vae = AutoencoderKL(
+        block_out_channels=[32, 64],
+        in_channels=3,
+        out_channels=3,
+        down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
+        up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"],
+        latent_channels=4,
+        norm_num_groups=32,
+        sample_size=64,
+    )
+    torch.manual_seed(2)
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            bos_token_id=512,
+            eos_token_id=513,
+            pad_token_id=513,
+            hidden_size=32,
+            intermediate_size=37,
+            num_attention_heads=4,
+            num_hidden_layers=2,
+            projection_dim=32,
+            vocab_size=514,
+            max_position_embeddings=77,
+        )
+    )
+    scheduler = EulerDiscreteScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        num_train_timesteps=1000,
+        steps_offset=1,
+    )
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=_clip_tokenizer(),
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(out, safe_serialization=True)
+
+
+_BUILDERS: dict[str, Callable[[Path], None]] = {
+    "text-to-image": _write_text_to_image,
+}
+
+#: Tasks `write_tiny_model` can build.
+TINY_TASKS: tuple[str, ...] = tuple(_BUILDERS)
+
+
+def write_tiny_model(task: str, out: Path) -> None:
+    """Write the tiny random-weight model of `task` into folder `out` (created if needed).
+
+    Raises:
+        ValueError: `task` has no tiny model (the message lists the tasks that have one).
+    """
+    builder = _BUILDERS.get(task)
+    if builder is None:
+        supported = ", ".join(TINY_TASKS)
+        raise ValueError(f"No tiny model for task {task!r}; supported tasks: {supported}.")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    builder(out)
+    (out / "README.md").write_text(_README.format(task=task))
+    log.info("wrote tiny random-weight %s model to %s", task, out)

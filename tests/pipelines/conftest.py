@@ -1,0 +1,35 @@
+"""Fixtures for the pipeline tests: offline Hugging Face access and the tiny text-to-image model."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pipelines.tiny import write_tiny_model
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _hf_offline() -> Iterator[None]:
+    # Nothing may be downloaded here; with this set, an id that is not cached fails at once.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HF_HUB_OFFLINE", "1")
+        yield
+
+
+@pytest.fixture(scope="session")
+def tiny_t2i_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny random-weight Stable Diffusion model, built once per test session."""
+    out = tmp_path_factory.getbasetemp() / "tiny-text-to-image"
+    if not (out / "model_index.json").exists():
+        write_tiny_model("text-to-image", out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def t2i_pipeline(tiny_t2i_dir: Path):  # type: ignore[no-untyped-def]
+    """The tiny model loaded once through `TextToImagePipeline` (the same from_pretrained path)."""
+    from pipelines.text_to_image import TextToImagePipeline
+
+    return TextToImagePipeline(str(tiny_t2i_dir), device="cpu")
