@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from aiohttp import web
 
 from .settings import Settings
 
-__all__ = ["SETTINGS_KEY"]
+if TYPE_CHECKING:
+    from pipelines.registry import PipelineRegistry
+
+    from .api.health import HealthSource
+
+__all__ = ["LIVE_HEALTH_KEY", "REGISTRY_KEY", "SETTINGS_KEY"]
 
 SETTINGS_KEY = web.AppKey("settings", Settings)
+#: The batch pipeline registry; created and closed by the API's cleanup context.
+REGISTRY_KEY: web.AppKey[PipelineRegistry] = web.AppKey("registry")
+#: Set by the live session manager: `/health` reports its state (IDLE/OK/...) in live runner mode.
+LIVE_HEALTH_KEY: web.AppKey[HealthSource] = web.AppKey("live_health")

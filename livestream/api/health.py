@@ -1,0 +1,37 @@
+"""`GET /health` status, with ai-runner's meaning (see shared/reference/ai-runner-contract.md §3).
+
+- Batch: LOADING while the pinned model preloads, ERROR if it failed to load, OK otherwise
+  (ai-runner's batch pipelines always answer OK once up).
+- Live runner mode (`--pipeline live-video-to-video`): whatever the live session manager says
+  (LOADING, IDLE with no stream, OK streaming, ERROR); it registers itself under
+  `livestream.keys.LIVE_HEALTH_KEY`.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from aiohttp import web
+
+from ..keys import LIVE_HEALTH_KEY, REGISTRY_KEY
+from ..settings import Settings
+from .schemas import HealthStatus
+
+__all__ = ["LIVE_TASK", "HealthSource", "health_status"]
+
+LIVE_TASK = "live-video-to-video"
+
+
+class HealthSource(Protocol):
+    @property
+    def health(self) -> HealthStatus: ...
+
+
+def health_status(app: web.Application, settings: Settings) -> HealthStatus:
+    live = app.get(LIVE_HEALTH_KEY)
+    if live is not None and settings.pipeline == LIVE_TASK:
+        return live.health
+    registry = app.get(REGISTRY_KEY)
+    if registry is None:
+        return "LOADING"
+    return registry.health

@@ -1,0 +1,67 @@
+"""Response helpers: media as ai-runner returns it (PNG/WAV data URLs) and JSON responses."""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Protocol
+
+import pydantic
+from aiohttp import web
+
+from .schemas import ImageResponse, Media
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+__all__ = [
+    "GeneratedImageLike",
+    "audio_to_data_url",
+    "image_response",
+    "image_to_data_url",
+    "model_response",
+    "open_image",
+]
+
+
+class GeneratedImageLike(Protocol):
+    @property
+    def image(self) -> Image.Image: ...
+    @property
+    def seed(self) -> int: ...
+    @property
+    def nsfw(self) -> bool: ...
+
+
+def image_to_data_url(image: Image.Image) -> str:
+    """`data:image/png;base64,...`, as ai-runner's `image_to_data_url` (PNG always)."""
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def audio_to_data_url(data: bytes, fmt: str = "wav") -> str:
+    return f"data:audio/{fmt};base64," + base64.b64encode(data).decode("ascii")
+
+
+def image_response(images: Iterable[GeneratedImageLike]) -> ImageResponse:
+    """Encode generated images (CPU-bound: call it in a worker thread)."""
+    return ImageResponse(
+        images=[Media(url=image_to_data_url(g.image), seed=g.seed, nsfw=bool(g.nsfw)) for g in images]
+    )
+
+
+def model_response(model: pydantic.BaseModel, status: int = 200) -> web.Response:
+    return web.Response(status=status, body=model.model_dump_json().encode(), content_type="application/json")
+
+
+def open_image(data: bytes) -> Image.Image:
+    """Open an uploaded image as RGB; an unreadable one raises `ValueError`."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return img.convert("RGB")
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
+        raise ValueError(f"Unsupported image format or malformed file: {exc}") from None

@@ -1,0 +1,338 @@
+"""Handlers of the runner API routes, registered from the route table in `operations.py`.
+
+Every POST route: bearer auth (when a token is configured) -> body parsing and validation
+(415/413/422) -> route checks as ai-runner makes them -> `model_id` check -> the pipeline
+registry, which runs the model in a worker thread (or answers 503 for tasks without a
+pipeline yet).
+
+Ordering note: ai-runner (FastAPI) validates the body before its handler checks the token, so
+there an unauthenticated invalid request gets 422; we check the token first, so an
+unauthenticated client gets 401 and never has its upload read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import pydantic
+from aiohttp import hdrs, web
+
+from pipelines.errors import ModelMismatchError, PipelineNotAvailableError
+
+from ..keys import REGISTRY_KEY
+from ..settings import Settings
+from . import schemas as s
+from .bodies import BodyLimits, read_json_body, read_multipart_body
+from .errors import ApiError
+from .hardware import HardwareInfo
+from .health import LIVE_TASK, health_status
+from .media import image_response, model_response, open_image
+from .operations import OPERATIONS, Operation
+
+__all__ = ["AUDIO_FILE_LIMIT", "RunnerApi"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+#: ai-runner's upload limit for /audio-to-text and /image-to-text (50 MiB).
+AUDIO_FILE_LIMIT = 50 * 1024 * 1024
+
+_UNAUTHORIZED_HEADERS = {hdrs.WWW_AUTHENTICATE: "Bearer"}
+_AUDIO_FORMAT_ERROR = "Unsupported audio format or malformed file."
+_HEALTH_BODIES = {status: json.dumps({"status": status}).encode() for status in ("LOADING", "OK", "ERROR", "IDLE")}
+
+
+def _parse_return_timestamps(value: str) -> bool | str:
+    """ai-runner's `parse_return_timestamps`: 'sentence' is the model default (True)."""
+    lowered = value.lower()
+    if lowered in ("true", "1", "sentence"):
+        return True
+    if lowered in ("false", "0"):
+        return False
+    return lowered
+
+
+def _probe_audio(data: bytes) -> float | None:
+    """Duration in seconds of an audio upload; `ValueError` when it holds no decodable audio."""
+    import av
+
+    try:
+        with av.open(io.BytesIO(data), mode="r") as container:
+            if not container.streams.audio:
+                raise ValueError("no audio stream")
+            if container.duration is not None:
+                return container.duration / av.time_base
+            stream = container.streams.audio[0]
+            if stream.duration is not None and stream.time_base is not None:
+                return float(stream.duration * stream.time_base)
+            return None
+    except av.FFmpegError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _json_array(value: str | None, name: str) -> Any:
+    """ai-runner's `json_str_to_np_array` check, without numpy: bad JSON is a 400."""
+    if not value:
+        return None
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise ApiError(400, f"Error parsing JSON for {name}: {exc}") from None
+
+
+class RunnerApi:
+    """The runner API's handlers, bound to one settings object."""
+
+    def __init__(self, settings: Settings, limits: BodyLimits | None = None) -> None:
+        self.settings = settings
+        self.limits = limits or BodyLimits()
+        self.hardware = HardwareInfo()
+        self._openapi: bytes | None = None
+        self._docs: bytes | None = None
+
+    # --- registration -----------------------------------------------------------------------
+
+    def add_routes(self, app: web.Application) -> None:
+        handlers: dict[str, Callable[..., Awaitable[web.StreamResponse]]] = {
+            "genTextToImage": self.text_to_image,
+            "genImageToImage": self.image_to_image,
+            "genImageToVideo": self.image_to_video,
+            "genUpscale": self.upscale,
+            "genAudioToText": self.audio_to_text,
+            "genSegmentAnything2": self.segment_anything_2,
+            "genLLM": self.llm,
+            "genImageToText": self.image_to_text,
+            "genLiveVideoToVideo": self.live_video_to_video,
+            "genTextToSpeech": self.text_to_speech,
+            "health": self.health,
+            "hardware_info": self.hardware_info,
+            "hardware_stats": self.hardware_stats,
+            "version": self.version,
+        }
+        for op in OPERATIONS:
+            handler = self._endpoint(op, handlers[op.operation_id])
+            # ai-runner also answers each path with a trailing slash (not in its schema).
+            for path in (op.path, op.path + "/"):
+                if op.method == "GET":
+                    app.router.add_get(path, handler)
+                else:
+                    app.router.add_post(path, handler)
+        app.router.add_get("/openapi.json", self.openapi_json)
+        app.router.add_get("/docs", self.docs)
+
+    def _endpoint(self, op: Operation, fn: Callable[..., Awaitable[web.StreamResponse]]) -> _Handler:
+        token = self.settings.auth_token if op.secured else None
+        limits = self.limits
+        body_model = op.body
+        file_limit = AUDIO_FILE_LIMIT if op.path in ("/audio-to-text", "/image-to-text") else None
+
+        if body_model is None:
+            return fn
+
+        async def handle(request: web.Request) -> web.StreamResponse:
+            if token:
+                _check_bearer(request, token)
+            body: pydantic.BaseModel
+            if op.body_kind == "multipart":
+                body = await read_multipart_body(request, body_model, limits, file_limit)
+            else:
+                body = await read_json_body(request, body_model, limits)
+            return await fn(request, body)
+
+        handle.__name__ = fn.__name__
+        return handle
+
+    # --- shared steps -----------------------------------------------------------------------
+
+    def _check_model(self, task: str, requested: str, *, period: str = ".") -> None:
+        """A non-empty model id other than the pinned one is a 400, worded as ai-runner's."""
+        settings = self.settings
+        if settings.pipeline == task and requested and requested != settings.model_id:
+            raise ModelMismatchError(
+                f"pipeline configured with {settings.model_id} but called with {requested}{period}"
+            )
+
+    async def _run(
+        self, request: web.Request, task: str, requested: str, call: Callable[[Any], T], *, period: str = "."
+    ) -> T:
+        self._check_model(task, requested, period=period)
+        registry = request.app[REGISTRY_KEY]
+        model_id = registry.resolve_model_id(task, requested)
+        return await registry.run(task, model_id, call)
+
+    @staticmethod
+    async def _image(upload: s.UploadedFile) -> Any:
+        try:
+            return await asyncio.to_thread(open_image, upload.data)
+        except ValueError:
+            raise ApiError(415, "Unsupported image format or malformed file.") from None
+
+    # --- batch routes -----------------------------------------------------------------------
+
+    async def text_to_image(self, request: web.Request, params: s.TextToImageParams) -> web.StreamResponse:
+        if not params.prompt:
+            raise ApiError(400, "Prompt must be provided.")
+        from pipelines.text_to_image import TextToImageInput
+
+        inp = TextToImageInput(
+            prompt=params.prompt,
+            negative_prompt=params.negative_prompt,
+            height=params.height,
+            width=params.width,
+            guidance_scale=params.guidance_scale,
+            num_inference_steps=params.num_inference_steps,
+            num_images_per_prompt=params.num_images_per_prompt,
+            seed=params.seed,
+            safety_check=params.safety_check,
+            loras=params.loras,
+        )
+        images = await self._run(request, "text-to-image", params.model_id, lambda p: p.generate(inp))
+        return model_response(await asyncio.to_thread(image_response, images))
+
+    async def image_to_image(self, request: web.Request, body: s.Body_genImageToImage) -> web.StreamResponse:
+        image = await self._image(body.image)
+        kwargs = body.model_dump(exclude={"image", "model_id"})
+        images = await self._run(request, "image-to-image", body.model_id, lambda p: p(image=image, **kwargs))
+        return model_response(await asyncio.to_thread(image_response, images))
+
+    async def image_to_video(self, request: web.Request, body: s.Body_genImageToVideo) -> web.StreamResponse:
+        image = await self._image(body.image)
+        kwargs = body.model_dump(exclude={"image", "model_id"})
+        result = await self._run(request, "image-to-video", body.model_id, lambda p: p(image=image, **kwargs))
+        return model_response(s.VideoResponse.model_validate(result))
+
+    async def upscale(self, request: web.Request, body: s.Body_genUpscale) -> web.StreamResponse:
+        image = await self._image(body.image)
+        kwargs = body.model_dump(exclude={"image", "model_id"})
+        images = await self._run(request, "upscale", body.model_id, lambda p: p(image=image, **kwargs))
+        return model_response(await asyncio.to_thread(image_response, images))
+
+    async def audio_to_text(self, request: web.Request, body: s.Body_genAudioToText) -> web.StreamResponse:
+        return_timestamps = _parse_return_timestamps(body.return_timestamps)
+        try:
+            metadata = json.loads(body.metadata or "{}")
+            duration = metadata.get("duration") if isinstance(metadata, dict) else None
+            duration = float(duration) if duration is not None else None
+        except (json.JSONDecodeError, TypeError, ValueError):
+            raise ApiError(400, "Unable to calculate duration of file") from None
+        try:
+            probed = await asyncio.to_thread(_probe_audio, body.audio.data)
+        except ValueError:
+            raise ApiError(415, _AUDIO_FORMAT_ERROR) from None
+        if duration is None:
+            duration = probed
+        if duration is None:
+            raise ApiError(400, "Unable to calculate duration of file")
+        audio = body.audio
+        result = await self._run(
+            request,
+            "audio-to-text",
+            body.model_id,
+            lambda p: p(audio=audio, return_timestamps=return_timestamps, duration=duration),
+        )
+        return model_response(s.TextResponse.model_validate(result))
+
+    async def segment_anything_2(self, request: web.Request, body: s.Body_genSegmentAnything2) -> web.StreamResponse:
+        prompts = {
+            name: _json_array(getattr(body, name), name) for name in ("point_coords", "point_labels", "box", "mask_input")
+        }
+        image = await self._image(body.image)
+        flags = body.model_dump(include={"multimask_output", "return_logits", "normalize_coords"})
+        result = await self._run(
+            request, "segment-anything-2", body.model_id, lambda p: p(image, **prompts, **flags)
+        )
+        return model_response(s.MasksResponse.model_validate(result))
+
+    async def llm(self, request: web.Request, body: s.LLMRequest) -> web.StreamResponse:
+        # ai-runner words this mismatch without the final period.
+        result = await self._run(request, "llm", body.model, lambda p: p(body), period="")
+        return model_response(s.LLMResponse.model_validate(result))
+
+    async def image_to_text(self, request: web.Request, body: s.Body_genImageToText) -> web.StreamResponse:
+        image = await self._image(body.image)
+        prompt = body.prompt
+        text = await self._run(
+            request, "image-to-text", body.model_id, lambda p: p(prompt=prompt, image=image), period=""
+        )
+        return model_response(s.ImageToTextResponse(text=text))
+
+    async def text_to_speech(self, request: web.Request, params: s.TextToSpeechParams) -> web.StreamResponse:
+        if not params.text:
+            raise ApiError(400, "Text input must be provided.")
+        kwargs = params.model_dump(exclude={"model_id"})
+        result = await self._run(request, "text-to-speech", params.model_id, lambda p: p(**kwargs))
+        return model_response(s.AudioResponse.model_validate(result))
+
+    # --- live -------------------------------------------------------------------------------
+
+    async def live_video_to_video(self, request: web.Request, params: s.LiveVideoToVideoParams) -> web.StreamResponse:
+        self._check_model(LIVE_TASK, params.model_id)
+        # The live session manager replaces this line: start (or replace) the session for
+        # `params` and answer `LiveVideoToVideoResponse(subscribe_url="", publish_url="",
+        # control_url="")`, as ai-runner does (the orchestrator sets the real URLs).
+        raise PipelineNotAvailableError("Live pipeline not available: live-video-to-video is not implemented yet.")
+
+    # --- health, hardware, version, docs ----------------------------------------------------
+
+    async def health(self, request: web.Request) -> web.StreamResponse:
+        try:
+            status = health_status(request.app, self.settings)
+        except Exception:
+            log.exception("failed to retrieve pipeline status")
+            raise ApiError(500, "Failed to retrieve pipeline status.") from None
+        return web.Response(body=_HEALTH_BODIES[status], content_type="application/json")
+
+    async def hardware_info(self, request: web.Request) -> web.StreamResponse:
+        gpu_info = await asyncio.to_thread(self.hardware.compute_info)
+        return model_response(
+            s.HardwareInformation(
+                pipeline=self.settings.pipeline or "", model_id=self.settings.model_id or "", gpu_info=gpu_info
+            )
+        )
+
+    async def hardware_stats(self, request: web.Request) -> web.StreamResponse:
+        gpu_stats = await asyncio.to_thread(self.hardware.utilization_stats)
+        return model_response(
+            s.HardwareStats(
+                pipeline=self.settings.pipeline or "", model_id=self.settings.model_id or "", gpu_stats=gpu_stats
+            )
+        )
+
+    async def version(self, request: web.Request) -> web.StreamResponse:
+        return model_response(
+            s.Version(
+                pipeline=self.settings.pipeline or "",
+                model_id=self.settings.model_id or "",
+                version=self.settings.version,
+            )
+        )
+
+    async def openapi_json(self, request: web.Request) -> web.StreamResponse:
+        if self._openapi is None:
+            from .openapi import build_openapi
+
+            self._openapi = json.dumps(build_openapi(self.settings.version)).encode()
+        return web.Response(body=self._openapi, content_type="application/json")
+
+    async def docs(self, request: web.Request) -> web.StreamResponse:
+        if self._docs is None:
+            from .docs import render_docs
+            from .openapi import build_openapi
+
+            self._docs = render_docs(build_openapi(self.settings.version)).encode()
+        return web.Response(body=self._docs, content_type="text/html", charset="utf-8")
+
+
+def _check_bearer(request: web.Request, token: str) -> None:
+    """FastAPI's `HTTPBearer(auto_error=False)` parsing, then ai-runner's comparison."""
+    scheme, _, credentials = request.headers.get(hdrs.AUTHORIZATION, "").partition(" ")
+    if scheme.lower() != "bearer" or not secrets.compare_digest(credentials.encode(), token.encode()):
+        raise ApiError(401, "Invalid bearer token.", _UNAUTHORIZED_HEADERS)
