@@ -22,7 +22,7 @@ import contextlib
 import importlib
 import logging
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -54,6 +54,7 @@ BATCH_TASKS: tuple[str, ...] = (
 #: The class is constructed as `Class(model_id, model_dir=model_dir)`.
 IMPLEMENTATIONS: dict[str, str] = {
     "text-to-image": "pipelines.text_to_image:TextToImagePipeline",
+    "llm": "pipelines.llm:LLMPipeline",
 }
 
 #: go-livepeer's default model per task (`server/ai_process.go`), used when a request names none.
@@ -222,15 +223,7 @@ class PipelineRegistry:
             InvalidRequestError: `call` rejected the request (any `PipelineError` passes through).
             InferenceError: `call` raised anything else (traceback in the log).
         """
-        factory = self._factories.get(task)
-        if factory is None:
-            if task in BATCH_TASKS:
-                raise PipelineNotAvailableError(
-                    f"pipeline not available: no {task} pipeline is implemented in this engine yet"
-                )
-            raise PipelineNotAvailableError(f"pipeline not available: unknown task {task!r}")
-        if self._closed:
-            raise PipelineNotAvailableError("pipeline not available: the engine is shutting down")
+        factory = self._factory_for(task)
         slot = self._slot(task, model_id)
         if slot.admitted >= 1 + self._max_queue:
             raise PipelineBusyError(
@@ -255,6 +248,47 @@ class PipelineRegistry:
         finally:
             if not submitted:
                 slot.admitted -= 1
+
+    @contextlib.asynccontextmanager
+    async def acquire(self, task: str, model_id: str) -> AsyncIterator[Any]:
+        """Hold (task, model_id)'s turn for a job the caller drives itself, e.g. a token stream.
+
+        Yields the loaded pipeline once the request's turn comes; the turn passes on when the
+        block exits, so the block must not exit before the job has stopped (the LLM stream
+        returns only once its thread is idle). Admission, queueing and errors are `run`'s. A
+        pipeline with a `concurrency` above 1 (it batches requests itself, as vLLM does) serves
+        that many blocks at once, plus `max_queue` waiting.
+        """
+        factory = self._factory_for(task)
+        slot = self._slot(task, model_id)
+        concurrency = max(1, getattr(slot.pipeline, "concurrency", 1)) if slot.pipeline is not None else 1
+        if slot.admitted >= concurrency + self._max_queue:
+            raise PipelineBusyError(
+                f"{task} model {model_id} is busy: {concurrency} request(s) running and {self._max_queue} waiting; "
+                "try again later"
+            )
+        slot.admitted += 1
+        try:
+            pipeline = await self._loaded(slot, factory)
+            if getattr(pipeline, "concurrency", 1) > 1:
+                yield pipeline
+            else:
+                async with slot.lock:
+                    yield pipeline
+        finally:
+            slot.admitted -= 1
+
+    def _factory_for(self, task: str) -> PipelineFactory:
+        factory = self._factories.get(task)
+        if factory is None:
+            if task in BATCH_TASKS:
+                raise PipelineNotAvailableError(
+                    f"pipeline not available: no {task} pipeline is implemented in this engine yet"
+                )
+            raise PipelineNotAvailableError(f"pipeline not available: unknown task {task!r}")
+        if self._closed:
+            raise PipelineNotAvailableError("pipeline not available: the engine is shutting down")
+        return factory
 
     @staticmethod
     def _call_soon(loop: asyncio.AbstractEventLoop, fn: Callable[[_Slot], None], slot: _Slot) -> None:

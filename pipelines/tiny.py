@@ -126,8 +126,15 @@ def _write_text_to_image(out: Path) -> None:
     pipe.save_pretrained(out, safe_serialization=True)
 
 
+def _write_llm(out: Path) -> None:
+    from .tiny_llm import write_tiny_llm
+
+    write_tiny_llm(out)
+
+
 _BUILDERS: dict[str, Callable[[Path], None]] = {
     "text-to-image": _write_text_to_image,
+    "llm": _write_llm,
 }
 
 #: Tasks `write_tiny_model` can build.

@@ -127,7 +127,8 @@ async def test_task_without_implementation_is_not_available() -> None:
 def test_builtin_implementations() -> None:
     registry = PipelineRegistry(model_dir=None, default_models={}, pinned=None, max_queue=1)
     assert registry.is_available("text-to-image")
-    assert not registry.is_available("llm")
+    assert registry.is_available("llm")
+    assert not registry.is_available("image-to-video")
 
 
 # -- loading -----------------------------------------------------------------------------------
