@@ -11,6 +11,9 @@
     media.py       response helpers (PNG data URLs)
     openapi.py     /openapi.json from the models and the route table
     docs.py        /docs, the same rendered as HTML
+    chat.py        what /llm and /v1 share: the model's turn, the token stream, SSE
+    llm.py         the /llm route (ai-runner's shapes, streaming)
+    openai.py      /v1/chat/completions and /v1/models (OpenAI's shapes and errors)
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from ..settings import Settings
 from .bodies import BodyLimits
 from .cors import cors_middleware
 from .errors import error_middleware
+from .openai import add_openai_routes
 from .routes import RunnerApi
 
 if TYPE_CHECKING:
@@ -58,6 +62,7 @@ def setup_api(app: web.Application, settings: Settings, *, limits: BodyLimits | 
         app.middlewares.append(cors_middleware(settings.cors_origins))
     app.middlewares.append(error_middleware)
     api.add_routes(app)
+    add_openai_routes(app, settings)
 
     async def registry_ctx(app: web.Application) -> AsyncIterator[None]:
         registry = create_registry(settings)

@@ -2,16 +2,18 @@
 
 Limits: a JSON body, each uploaded file and each multipart text field has a size limit
 (413 `File size exceeds limit.` for files, as ai-runner answers). A JSON route given another
-content type, or a multipart route given anything but `multipart/form-data`, answers 415.
+content type, or a multipart route given anything but a form (`multipart/form-data`, or
+`application/x-www-form-urlencoded`, which cannot carry the upload), answers 415.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.message import Message
 from typing import Any, TypeVar
+from urllib.parse import parse_qsl
 
 import pydantic
 from aiohttp import BodyPartReader, hdrs, web
@@ -33,10 +35,15 @@ class BodyLimits:
 
     #: A whole JSON body (ComfyUI workflows in live params and long LLM chats fit easily).
     json_bytes: int = 16 * _MiB
-    #: One uploaded file; ai-runner's limit for audio-to-text and image-to-text.
+    #: One uploaded file: ai-runner's limit for audio-to-text and image-to-text, here for every route.
     file_bytes: int = 50 * _MiB
     #: One multipart text field (SAM2's `mask_input` is a 256x256 JSON array).
     field_bytes: int = 8 * _MiB
+    #: Route path -> file limit, overriding `file_bytes` for that route.
+    route_file_bytes: Mapping[str, int] = field(default_factory=dict)
+
+    def file_limit(self, path: str) -> int:
+        return self.route_file_bytes.get(path, self.file_bytes)
 
 
 def _media_type(header: str) -> tuple[str, str]:
@@ -100,9 +107,8 @@ async def read_json_body(request: web.Request, model: type[M], limits: BodyLimit
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         pos = getattr(exc, "pos", getattr(exc, "start", 0))
         reason = getattr(exc, "msg", getattr(exc, "reason", str(exc)))
-        raise RequestValidationError(
-            [{"type": "json_invalid", "loc": ["body", pos], "msg": "JSON decode error", "input": {}, "ctx": {"error": reason}}]
-        ) from None
+        error = {"type": "json_invalid", "loc": ["body", pos], "msg": "JSON decode error", "input": {}}
+        raise RequestValidationError([{**error, "ctx": {"error": reason}}]) from None
     try:
         return model.model_validate(data)
     except pydantic.ValidationError as exc:
@@ -123,13 +129,31 @@ async def _read_part(part: BodyPartReader, limit: int, msg: str) -> bytes:
     return bytes(buf)
 
 
-async def read_multipart_body(request: web.Request, model: type[M], limits: BodyLimits, file_limit: int | None = None) -> M:
+async def read_multipart_body(
+    request: web.Request, model: type[M], limits: BodyLimits, file_limit: int | None = None
+) -> M:
     header = request.headers.get(hdrs.CONTENT_TYPE)
-    if header is None or _media_type(header) != ("multipart", "form-data"):
-        raise ApiError(415, "Unsupported Media Type: expected multipart/form-data.")
+    media_type = _media_type(header) if header is not None else None
     file_limit = limits.file_bytes if file_limit is None else file_limit
     files = file_fields(model)
     values: dict[str, Any] = {}
+    if media_type == ("application", "x-www-form-urlencoded"):
+        # A form without files, as FastAPI also accepts it: the missing upload is then a 422.
+        raw = await _read_limited(request, limits.field_bytes)
+        values.update(parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True))
+    elif media_type != ("multipart", "form-data"):
+        raise ApiError(415, "Unsupported Media Type: expected multipart/form-data.")
+    else:
+        await _read_multipart(request, values, limits, file_limit)
+    try:
+        return model.model_validate(values)
+    except pydantic.ValidationError as exc:
+        # Missing files are reported as FastAPI does; text given where a file was expected too.
+        inputs = {k: v for k, v in values.items() if k not in files or isinstance(v, str)}
+        raise RequestValidationError(_errors(exc, inputs)) from None
+
+
+async def _read_multipart(request: web.Request, values: dict[str, Any], limits: BodyLimits, file_limit: int) -> None:
     try:
         reader = await request.multipart()
         while (part := await reader.next()) is not None:
@@ -149,10 +173,5 @@ async def read_multipart_body(request: web.Request, model: type[M], limits: Body
                         values[name] = data.decode(charset)
                     except (UnicodeDecodeError, LookupError):
                         values[name] = data.decode("utf-8", "replace")
-    except ValueError as exc:  # malformed multipart framing (aiohttp raises ValueError/AssertionError)
+    except ValueError as exc:  # malformed multipart framing
         raise ApiError(400, f"Malformed multipart body: {exc}") from None
-    try:
-        return model.model_validate(values)
-    except pydantic.ValidationError as exc:
-        # Missing files are reported as FastAPI does; text given where a file was expected too.
-        raise RequestValidationError(_errors(exc, {k: v for k, v in values.items() if k not in files or isinstance(v, str)})) from None

@@ -95,11 +95,11 @@ OPERATIONS: tuple[Operation, ...] = (
     _gen("/text-to-speech", "genTextToSpeech", "Text To Speech",
          "Generate a text-to-speech audio file based on the provided text input and speaker description.",
          s.TextToSpeechParams, "json", s.AudioResponse, "textToSpeech"),
-    Operation("/health", "GET", "health", "Health", s.HealthCheck, spec_errors=(), extra_errors=()),
+    Operation("/health", "GET", "health", "Health", s.HealthCheck, spec_errors=(), extra_errors=(), data_override=False),
     Operation("/hardware/info", "GET", "hardware_info", "Hardware Info", s.HardwareInformation,
-              spec_errors=(), extra_errors=()),
+              spec_errors=(), extra_errors=(), data_override=False),
     Operation("/hardware/stats", "GET", "hardware_stats", "Hardware Stats", s.HardwareStats,
-              spec_errors=(), extra_errors=()),
+              spec_errors=(), extra_errors=(), data_override=False),
     # GET /version follows ai-runner's runner/openapi.yaml (newer than the reference copy).
-    Operation("/version", "GET", "version", "Version", s.Version, spec_errors=(), extra_errors=()),
+    Operation("/version", "GET", "version", "Version", s.Version, spec_errors=(), extra_errors=(), data_override=False),
 )  # fmt: skip

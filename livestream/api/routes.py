@@ -35,15 +35,12 @@ from .health import LIVE_TASK, health_status
 from .media import image_response, model_response, open_image
 from .operations import OPERATIONS, Operation
 
-__all__ = ["AUDIO_FILE_LIMIT", "RunnerApi"]
+__all__ = ["RunnerApi"]
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-#: ai-runner's upload limit for /audio-to-text and /image-to-text (50 MiB).
-AUDIO_FILE_LIMIT = 50 * 1024 * 1024
 
 _UNAUTHORIZED_HEADERS = {hdrs.WWW_AUTHENTICATE: "Bearer"}
 _AUDIO_FORMAT_ERROR = "Unsupported audio format or malformed file."
@@ -130,10 +127,7 @@ class RunnerApi:
 
     def _endpoint(self, op: Operation, fn: Callable[..., Awaitable[web.StreamResponse]]) -> _Handler:
         token = self.settings.auth_token if op.secured else None
-        limits = self.limits
         body_model = op.body
-        file_limit = AUDIO_FILE_LIMIT if op.path in ("/audio-to-text", "/image-to-text") else None
-
         if body_model is None:
             return fn
 
@@ -142,9 +136,9 @@ class RunnerApi:
                 _check_bearer(request, token)
             body: pydantic.BaseModel
             if op.body_kind == "multipart":
-                body = await read_multipart_body(request, body_model, limits, file_limit)
+                body = await read_multipart_body(request, body_model, self.limits, self.limits.file_limit(op.path))
             else:
-                body = await read_json_body(request, body_model, limits)
+                body = await read_json_body(request, body_model, self.limits)
             return await fn(request, body)
 
         handle.__name__ = fn.__name__
@@ -252,9 +246,11 @@ class RunnerApi:
         return model_response(s.MasksResponse.model_validate(result))
 
     async def llm(self, request: web.Request, body: s.LLMRequest) -> web.StreamResponse:
+        from .llm import handle_llm  # streaming: the model's turn is held for the whole answer
+
         # ai-runner words this mismatch without the final period.
-        result = await self._run(request, "llm", body.model, lambda p: p(body), period="")
-        return model_response(s.LLMResponse.model_validate(result))
+        self._check_model("llm", body.model, period="")
+        return await handle_llm(request, body, request.app[REGISTRY_KEY].resolve_model_id("llm", body.model))
 
     async def image_to_text(self, request: web.Request, body: s.Body_genImageToText) -> web.StreamResponse:
         image = await self._image(body.image)

@@ -260,7 +260,7 @@ class LiveVideoToVideoParams(BaseModel):
             "depends on the pipeline implementation and might be configurable via the `params` argument."
         ),
     )
-    params: dict[str, Any] = Field(default_factory=dict, description="Initial parameters for the pipeline.")
+    params: dict[str, Any] = Field(default={}, description="Initial parameters for the pipeline.")
     gateway_request_id: str = Field(default="", description="The ID of the Gateway request (for logging purposes).")
     manifest_id: str = Field(default="", description="The manifest ID from the orchestrator (for logging purposes).")
     stream_id: str = Field(default="", description="The Stream ID (for logging purposes).")
