@@ -30,6 +30,8 @@ class BodyPipe:
         self.started = asyncio.Event()
 
     async def put(self, data: bytes) -> None:
+        if self._aborted:
+            raise PipeAborted
         if self._closed:
             raise RuntimeError("write after the segment was finished")
         while self._buffered >= self._max and not self._aborted:

@@ -95,9 +95,17 @@ class TrickleReadError(TrickleClientError):
 class TricklePublishError(TrickleClientError):
     """A segment could not be published (connection failure, or a non-200 answer)."""
 
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        #: The server's HTTP status when it answered; None when the request failed unanswered.
+        self.status = status
+
 
 class TrickleWriteTimeoutError(TricklePublishError, TimeoutError):
     """A segment write waited too long for the server to take the bytes."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
 
 
 class TrickleRetriesExhaustedError(TrickleClientError):

@@ -99,14 +99,17 @@ class SegmentWriter:
             return
 
     async def _recover(self) -> None:
-        """The POST ended before this segment was done: retry once if the server got no bytes yet."""
+        """The POST ended before this segment was done. Retry once on a fresh connection when it
+        failed without an answer and the server got no bytes; a segment the server closed (it
+        answered) is dropped, as go-livepeer's gateway drops it."""
         post = self._post
         error = await self._publisher._result_error(post)
         if isinstance(error, TrickleStreamGoneError):
             raise error
-        if self.bytes_written > 0 or self._retried:
-            raise error or TricklePublishError(f"segment {post.seq}: the server ended the request early")
-        log.info("segment %d: preconnected POST ended early (%s); retrying once", post.seq, error)
+        answered = error is None or error.status is not None
+        if answered or self.bytes_written > 0 or self._retried:
+            raise error or TricklePublishError(f"segment {post.seq}: the server ended the request before the segment")
+        log.info("segment %d: POST failed before any byte (%s); retrying once", post.seq, error)
         self._retried = True
         self._post = self._publisher._replace_post(post)
 
@@ -207,6 +210,8 @@ class TricklePublisher:
         post = self._pending if self._pending is not None else self._new_post(self._seq)
         self._seq = post.seq + 1
         self._pending = self._new_post(self._seq)
+        if post.task.done():
+            post = await self._revive(post)
         writer = SegmentWriter(self, post)
         try:
             yield writer
@@ -219,13 +224,18 @@ class TricklePublisher:
         post = writer.post
         post.pipe.close()
         error = await self._result_error(post)
+        if error is None and post.pipe.consumed < writer.bytes_written:
+            # The server answered before taking every byte (its segment was closed meanwhile).
+            error = TricklePublishError(
+                f"segment {post.seq}: the server took {post.pipe.consumed} of {writer.bytes_written} bytes"
+            )
         if error is None:
             return
         if not isinstance(error, TrickleStreamGoneError):
             await self._delete_segment(post.seq)
         raise error
 
-    async def _result_error(self, post: _Post) -> TrickleClientError | None:
+    async def _result_error(self, post: _Post) -> TricklePublishError | TrickleStreamGoneError | None:
         """Await `post` and map its outcome; None for success."""
         self._posts.discard(post)
         try:
@@ -243,11 +253,22 @@ class TricklePublisher:
             self._gone = TrickleStreamNotFoundError(f"{self.url}: stream not found")
             return self._gone
         if status != 200:
-            return TricklePublishError(f"segment {post.seq}: HTTP {status} {body.strip()}")
+            return TricklePublishError(f"segment {post.seq}: HTTP {status} {body.strip()}", status)
         seq = header_int(headers, HEADER_SEQ)
         if seq is not None and seq != post.seq:
             log.debug("segment %d was stored as seq %d", post.seq, seq)
         return None
+
+    async def _revive(self, post: _Post) -> _Post:
+        """The preconnect for this segment ended before it was used: open it again when the
+        connection failed; when the server closed the segment (it answered), drop the segment."""
+        error = await self._result_error(post)
+        if isinstance(error, TrickleStreamGoneError):
+            raise error
+        if error is None or error.status is not None:
+            raise TricklePublishError(f"segment {post.seq}: the server closed it before it started", 200)
+        log.info("segment %d: preconnect failed (%s); reconnecting", post.seq, error)
+        return self._replace_post(post)
 
     def _new_post(self, seq: int) -> _Post:
         post = _Post(self, seq, reset=self._reset_next)

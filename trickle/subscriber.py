@@ -87,7 +87,8 @@ class TrickleSubscriber:
         Args:
             start_seq: first seq; -1 waits for the next segment, -2 replays the current one.
             max_retries: consecutive failed attempts (errors, 5xx, 470 resyncs) before
-                `TrickleRetriesExhaustedError`.
+                `TrickleRetriesExhaustedError`; also how many times a seq ahead of the live
+                edge is retried before jumping back to the edge.
             retry_delay: pause before retrying after an error.
             ahead_delay: pause before retrying a seq the server is not at yet (470, Latest < seq).
         """
@@ -154,6 +155,7 @@ class TrickleSubscriber:
             self._current.release()
             self._current = None
         attempts = 0
+        waits_ahead = 0
         while not self._done:
             seq = self._seq
             try:
@@ -186,15 +188,16 @@ class TrickleSubscriber:
                 raise TrickleStreamNotFoundError(f"{self.url}: stream not found")
             if status == STATUS_SEQ_NOT_FOUND:
                 latest = header_int(response.headers, HEADER_LATEST)
-                attempts = self._count_attempt(attempts, f"seq {seq} not found (latest {latest})")
-                if latest is not None and seq >= 0 and latest < seq:
-                    # Ahead of the live edge: wait for the publisher.
+                if latest is not None and seq >= 0 and latest < seq and waits_ahead < self.max_retries:
+                    # Ahead of the live edge (e.g. the publisher restarted lower): give it a moment.
+                    waits_ahead += 1
                     await asyncio.sleep(self.ahead_delay)
                     continue
+                attempts = self._count_attempt(attempts, f"seq {seq} not found (latest {latest})")
                 target = latest if latest is not None else -1
                 if seq >= 0 and target > seq:
                     self.skipped += target - seq
-                log.info("%s: seq %d not found; resyncing to %d", self.url, seq, target)
+                log.info("%s: seq %d not found; resyncing to %s", self.url, seq, target)
                 self._seq = target
                 continue
             if status < 500:
