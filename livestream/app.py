@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from trickle import TrickleServer, TrickleServerConfig
+
 from .api import setup_api
 from .keys import SETTINGS_KEY
 from .settings import Settings
@@ -18,5 +20,7 @@ def build_app(settings: Settings) -> web.Application:
     """Build the whole engine application from one settings object."""
     app = web.Application(client_max_size=1024**2 * 64)
     app[SETTINGS_KEY] = settings
+    # Engine code creates channels in-process through `app[trickle.TRICKLE_SERVER_KEY]`.
+    TrickleServer(TrickleServerConfig(autocreate=settings.trickle_autocreate)).setup(app, TRICKLE_BASE_PATH)
     setup_api(app, settings)
     return app

@@ -129,9 +129,16 @@ def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParse
         "--autocreate",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="create a channel on its first publish or subscribe; default on",
+        help="create a channel on its first publish or on POST /{channel}; default on",
     )
     trickle.add_argument("--auth-token", default=env_str(env, "TRICKLE_AUTH_TOKEN"), help="require this bearer token")
+    trickle.add_argument("--max-streams", type=int, default=1000, help="channels held at once; default %(default)s")
+    trickle.add_argument(
+        "--max-segment-bytes", type=int, default=64 * 1024 * 1024, help="bytes per segment; default %(default)s"
+    )
+    trickle.add_argument(
+        "--idle-timeout", type=float, default=300.0, help="seconds without a publish before a channel is deleted"
+    )
     trickle.set_defaults(handler=_trickle_server)
 
     models = commands.add_parser("models", help="model utilities", description="Model utilities.")
@@ -190,9 +197,19 @@ def _serve(args: argparse.Namespace) -> int:
 def _trickle_server(args: argparse.Namespace) -> int:
     from aiohttp import web
 
+    from trickle.errors import TrickleConfigError
     from trickle.server import TrickleServerConfig, create_trickle_app
 
-    config = TrickleServerConfig(autocreate=args.autocreate, auth_token=args.auth_token)
+    try:
+        config = TrickleServerConfig(
+            autocreate=args.autocreate,
+            auth_token=args.auth_token,
+            max_streams=args.max_streams,
+            max_segment_bytes=args.max_segment_bytes,
+            idle_timeout=args.idle_timeout,
+        )
+    except TrickleConfigError as exc:
+        raise ConfigError(str(exc)) from None
     app = create_trickle_app(config, base_path=args.base_path)
     log.info("trickle server on http://%s:%d%s", args.host, args.port, args.base_path)
     web.run_app(app, host=args.host, port=args.port, shutdown_timeout=5, print=None)
