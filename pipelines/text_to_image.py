@@ -13,6 +13,11 @@ ai-runner:
 - `num_inference_steps < 1` means the model's default;
 - the safety checker flags images but does not alter them (see `pipelines.safety`);
 - `loras` is a JSON object of LoRA repos and strengths (see `pipelines.loras`).
+
+Not done (yet): ai-runner's special loading of `ByteDance/SDXL-Lightning` (SDXL base with the
+Lightning UNet swapped in) and its forced bfloat16 for SD3/FLUX; such ids load as plain
+diffusers repos or fail with `ModelLoadError`. Optimisation flags (SFAST, DEEPCACHE,
+TORCH_COMPILE) are not read.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from pipelines.tiny import write_tiny_model
 Client = TestClient[Any, Any]
 ClientFactory = Callable[..., Awaitable[Client]]
 
-FAST = {"height": 64, "width": 64, "num_inference_steps": 2}
+FAST: dict[str, Any] = {"height": 64, "width": 64, "num_inference_steps": 2}
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from pipelines.text_to_image import TextToImagePipeline
 from pipelines.tiny import write_tiny_model
 
 
@@ -28,8 +29,6 @@ def tiny_t2i_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def t2i_pipeline(tiny_t2i_dir: Path):  # type: ignore[no-untyped-def]
+def t2i_pipeline(tiny_t2i_dir: Path) -> TextToImagePipeline:
     """The tiny model loaded once through `TextToImagePipeline` (the same from_pretrained path)."""
-    from pipelines.text_to_image import TextToImagePipeline
-
     return TextToImagePipeline(str(tiny_t2i_dir), device="cpu")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -50,7 +51,7 @@ def test_lora_changes_the_image_and_is_disabled_again(tiny_t2i_dir: Path, tmp_pa
     pytest.importorskip("peft")
     write_tiny_lora(tiny_t2i_dir, tmp_path / "lora")
     pipeline = TextToImagePipeline(str(tiny_t2i_dir), device="cpu")
-    request = dict(prompt="x", seed=1, height=64, width=64, num_inference_steps=2)
+    request: dict[str, Any] = dict(prompt="x", seed=1, height=64, width=64, num_inference_steps=2)
 
     def run(loras: str = "") -> np.ndarray:
         return np.asarray(pipeline.generate(TextToImageInput(**request, loras=loras))[0].image)

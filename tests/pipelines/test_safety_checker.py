@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -54,7 +55,7 @@ def test_checker_flags_without_altering_images(
     shutil.copytree(tiny_t2i_dir, tmp_path / "tiny-sd")
     write_tiny_safety_checker(tmp_path, flag_everything=flag_everything)
     checked = TextToImagePipeline("tiny-sd", model_dir=tmp_path, device="cpu")
-    request = dict(prompt="x", seed=7, height=64, width=64, num_inference_steps=2)
+    request: dict[str, Any] = dict(prompt="x", seed=7, height=64, width=64, num_inference_steps=2)
     [flagged] = checked.generate(TextToImageInput(**request))
     [unchecked] = checked.generate(TextToImageInput(**request, safety_check=False))
     assert flagged.nsfw is flag_everything

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -19,7 +20,7 @@ from pipelines.text_to_image import (
 )
 
 # Small and quick: the tiny UNet at 64x64 with 2 steps.
-FAST = {"height": 64, "width": 64, "num_inference_steps": 2}
+FAST: dict[str, Any] = {"height": 64, "width": 64, "num_inference_steps": 2}
 
 
 def pixels(image: GeneratedImage) -> np.ndarray:
@@ -45,7 +46,7 @@ def test_same_seed_same_pixels_and_seed_plus_i(t2i_pipeline: TextToImagePipeline
     assert np.array_equal(pixels(second[0]), pixels(images[1]))
 
 
-def test_random_seed_when_absent(t2i_pipeline: TextToImageInput) -> None:
+def test_random_seed_when_absent(t2i_pipeline: TextToImagePipeline) -> None:
     images = t2i_pipeline.generate(TextToImageInput(prompt="x", num_images_per_prompt=2, **FAST))
     assert 0 <= images[0].seed < 2**32
     assert images[1].seed == images[0].seed + 1
@@ -55,7 +56,7 @@ def test_random_seed_when_absent(t2i_pipeline: TextToImageInput) -> None:
 def test_size_steps_and_guidance_are_honoured(t2i_pipeline: TextToImagePipeline) -> None:
     [wide] = t2i_pipeline.generate(TextToImageInput(prompt="x", seed=1, height=32, width=72, num_inference_steps=1))
     assert wide.image.size == (72, 32)
-    base = dict(prompt="x", seed=1, **FAST)
+    base: dict[str, Any] = dict(prompt="x", seed=1, **FAST)
     [two] = t2i_pipeline.generate(TextToImageInput(**base))
     [three] = t2i_pipeline.generate(TextToImageInput(**{**base, "num_inference_steps": 3}))
     [no_cfg] = t2i_pipeline.generate(TextToImageInput(**base, guidance_scale=0.0))
@@ -64,7 +65,7 @@ def test_size_steps_and_guidance_are_honoured(t2i_pipeline: TextToImagePipeline)
 
 
 def test_negative_prompt_and_split_prompt(t2i_pipeline: TextToImagePipeline) -> None:
-    base = dict(prompt="a cat", seed=5, **FAST)
+    base: dict[str, Any] = dict(prompt="a cat", seed=5, **FAST)
     [plain] = t2i_pipeline.generate(TextToImageInput(**base))
     [negative] = t2i_pipeline.generate(TextToImageInput(**base, negative_prompt="blurry"))
     assert not np.array_equal(pixels(plain), pixels(negative))
