@@ -259,13 +259,15 @@ async def test_unrouted_trickle_paths_keep_aiohttp_answers(make_client: ClientFa
 
 
 async def test_trickle_handler_errors_pass_through(aiohttp_client: Any) -> None:
-    from livestream.app import build_app
+    from livestream.api import setup_api
     from livestream.settings import Settings
 
     async def seq(request: web.Request) -> web.Response:
         raise _Http470()
 
-    app = build_app(Settings())
+    # The API alone, with a stand-in for a trickle route raising the protocol's 470.
+    app = web.Application()
+    setup_api(app, Settings())
     app.router.add_get("/ai/trickle/{name}/{seq}", seq)
     client = await aiohttp_client(app)
     resp = await client.get("/ai/trickle/chan/3")
