@@ -20,6 +20,7 @@ from types import TracebackType
 import aiohttp
 
 from .errors import (
+    TrickleClientError,
     TrickleHTTPError,
     TrickleReadError,
     TrickleRetriesExhaustedError,
@@ -160,6 +161,10 @@ class TrickleSubscriber:
             seq = self._seq
             try:
                 response = await self._open(seq)
+            except aiohttp.ClientSSLError as exc:
+                # A certificate problem will not fix itself: no retries.
+                self._done = True
+                raise TrickleClientError(f"{self.url}: TLS failure: {exc}") from exc
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                 attempts = self._count_attempt(attempts, f"GET seq {seq}: {exc!r}")
                 await asyncio.sleep(self.retry_delay)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import ssl
 import tracemalloc
+from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -12,10 +15,14 @@ from aiohttp import web
 from trickle_helpers import MakeServer, Served, get, post, request, wait_until
 
 from trickle import (
+    TRICKLE_SERVER_KEY,
+    TrickleClientError,
     TricklePublishError,
     TricklePublisher,
     TrickleRetriesExhaustedError,
     TrickleSegment,
+    TrickleServer,
+    TrickleServerConfig,
     TrickleStreamGoneError,
     TrickleStreamNotFoundError,
     TrickleSubscriber,
@@ -319,3 +326,31 @@ async def test_memory_stays_bounded_over_10000_segments(served: Served, http: ai
         assert http_channel is not None
         assert len(list(http_channel.segments())) <= 5
         assert sum(s.size for s in http_channel.segments()) <= 5 * len(payload)
+
+
+async def test_tls_is_verified_by_default(aiohttp_server: Any, tmp_path: Path) -> None:
+    """§10.2: certificates are validated by default; a session that skips verification works."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    openssl = await asyncio.create_subprocess_exec(
+        "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+        "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    assert await openssl.wait() == 0
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    app = web.Application()
+    TrickleServer(TrickleServerConfig(autocreate=True)).setup(app)
+    server = await aiohttp_server(app, ssl=context)
+    url = str(server.make_url("/tls"))
+    app[TRICKLE_SERVER_KEY].create_channel("tls", "text/plain")
+    with pytest.raises(TrickleClientError, match="TLS"):
+        async with TrickleSubscriber(url) as subscriber:
+            await subscriber.next_segment()
+    insecure = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=False))
+    async with insecure, TricklePublisher(url, "text/plain", session=insecure) as publisher:
+        async with publisher.segment() as segment:
+            await segment.write(b"secret")
+        async with TrickleSubscriber(url, start_seq=0, session=insecure) as subscriber:
+            got = await subscriber.next_segment()
+            assert got is not None and await got.read() == b"secret"
