@@ -83,7 +83,7 @@ async def test_too_old_seq_resyncs_to_the_live_edge(served: Served, http: aiohtt
                 await segment.write(f"s{i}".encode())
         async with TrickleSubscriber(served.url(), start_seq=0, session=http) as subscriber:
             reader = asyncio.create_task(subscriber.next_segment())
-            await asyncio.sleep(0.05)
+            await wait_until(lambda: subscriber.next_seq == 10)
             async with publisher.segment() as segment:
                 await segment.write(b"live")
             got = await asyncio.wait_for(reader, 5)
@@ -99,7 +99,7 @@ async def test_future_seq_waits_then_falls_back_to_the_edge(served: Served, http
             served.url(), start_seq=50, session=http, ahead_delay=0.01, max_retries=3
         ) as subscriber:
             reader = asyncio.create_task(subscriber.next_segment())
-            await asyncio.sleep(0.2)
+            await wait_until(lambda: subscriber.next_seq == 1)  # gave up waiting at 50
             async with publisher.segment() as segment:
                 await segment.write(b"one")
             got = await asyncio.wait_for(reader, 5)
