@@ -29,6 +29,9 @@ class BodyPipe:
         #: the server has answered `100 Continue`, i.e. has seen the request).
         self.started = asyncio.Event()
 
+    def has_room(self) -> bool:
+        return self._buffered < self._max and not self._aborted
+
     async def put(self, data: bytes) -> None:
         if self._aborted:
             raise PipeAborted

@@ -84,10 +84,14 @@ class SegmentWriter:
         """Send `data` now; waits (at most `write_timeout`) while the server is not taking bytes."""
         if not data:
             return
+        data = bytes(data)
         while True:
             try:
-                async with asyncio.timeout(self._publisher.write_timeout):
-                    await self._post.pipe.put(bytes(data))
+                if self._post.pipe.has_room():
+                    await self._post.pipe.put(data)  # does not wait
+                else:
+                    async with asyncio.timeout(self._publisher.write_timeout):
+                        await self._post.pipe.put(data)
             except TimeoutError:
                 raise TrickleWriteTimeoutError(
                     f"segment {self.seq}: server took no bytes for {self._publisher.write_timeout}s"
@@ -108,7 +112,7 @@ class SegmentWriter:
             raise error
         answered = error is None or error.status is not None
         if answered or self.bytes_written > 0 or self._retried:
-            raise error or TricklePublishError(f"segment {post.seq}: the server ended the request before the segment")
+            raise error or TricklePublishError(f"segment {post.seq}: the server ended the request early", 200)
         log.info("segment %d: POST failed before any byte (%s); retrying once", post.seq, error)
         self._retried = True
         self._post = self._publisher._replace_post(post)
