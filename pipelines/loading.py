@@ -7,8 +7,9 @@ A model id is, in this order:
 2. a Hugging Face id, loaded from the Hugging Face cache (under `model_dir` when one is set,
    as ai-runner's MODEL_DIR) and downloaded when it is not cached yet.
 
-With `HF_HUB_OFFLINE=1` in the environment at load time, an id that is not cached fails at
-once with `ModelLoadError` instead of retrying the network for tens of seconds.
+An id that is not cached fails at once with `ModelLoadError` when `HF_HUB_OFFLINE=1` is in
+the environment at load time or the Hub cannot be reached (a quick TCP connect), instead of
+retrying the network for tens of seconds.
 
 Device and dtype follow the hardware: CUDA with float16 when a GPU is present, else CPU with
 float32.
@@ -111,13 +112,43 @@ def resolve_model_source(model_id: str, model_dir: Path | None, *, probe_file: s
     if Path(model_id).is_absolute() or model_id.startswith((".", "~")) or model_id.count("/") > 1:
         raise ModelLoadError(f"Model folder {model_id!r} does not exist.")
     cached = _is_cached(model_id, cache_dir, probe_file)
-    if not cached and hf_offline():
+    if not cached:
         where = f" in {cache_dir}" if cache_dir is not None else ""
-        raise ModelLoadError(
-            f"Model {model_id!r} is neither a local folder nor in the Hugging Face cache{where}, "
-            "and HF_HUB_OFFLINE is set, so it cannot be downloaded."
-        )
+        if hf_offline():
+            raise ModelLoadError(
+                f"Model {model_id!r} is neither a local folder nor in the Hugging Face cache{where}, "
+                "and HF_HUB_OFFLINE is set, so it cannot be downloaded."
+            )
+        unreachable = _hub_unreachable()
+        if unreachable:
+            raise ModelLoadError(
+                f"Model {model_id!r} is neither a local folder nor in the Hugging Face cache{where}, "
+                f"and the Hugging Face Hub cannot be reached ({unreachable})."
+            )
     return ModelSource(model_id, None, cache_dir, cached)
+
+
+def _hub_unreachable(timeout: float = 3.0) -> str | None:
+    """Why the Hub cannot be reached, or None when it can (or a proxy decides).
+
+    huggingface_hub retries a dead network for about 25 s per file; a quick TCP connect
+    turns a machine without network into an immediate, clear error instead.
+    """
+    import socket
+    from urllib.parse import urlsplit
+
+    from huggingface_hub import constants
+
+    if any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return None
+    url = urlsplit(constants.ENDPOINT)
+    host = url.hostname or "huggingface.co"
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return None
+    except OSError as exc:
+        return f"{host}:{port}: {exc}"
 
 
 def _is_cached(model_id: str, cache_dir: Path | None, probe_file: str) -> bool:

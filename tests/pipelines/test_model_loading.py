@@ -61,3 +61,27 @@ def test_device_and_dtype() -> None:
     assert pick_device("cpu").type == "cpu"
     assert torch_dtype_for(torch.device("cpu")) == torch.float32
     assert torch_dtype_for(torch.device("cuda")) == torch.float16
+
+
+def test_hub_id_unreachable_fails_fast(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+    import time
+
+    from huggingface_hub import constants
+
+    import pipelines.loading as loading
+
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # read once, at import
+    for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+
+    def refuse(address: tuple[str, int], timeout: float | None = None) -> socket.socket:
+        raise OSError("Name or service not known")
+
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    assert not loading.hf_offline()
+    started = time.monotonic()
+    with pytest.raises(ModelLoadError, match=r"Hugging Face Hub cannot be reached \(huggingface.co:443"):
+        resolve_model_source("org/model", tmp_path)
+    assert time.monotonic() - started < 1
