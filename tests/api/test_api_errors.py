@@ -346,3 +346,20 @@ async def test_cors_other_origin_and_wildcard(make_client: ClientFactory) -> Non
     client = await make_client(cors_origins=("*",))
     resp = await client.get("/health", headers={"Origin": "http://any.example"})
     assert resp.headers["Access-Control-Allow-Origin"] == "*"
+
+
+async def test_unexpected_exception_is_logged_not_sent(
+    make_client: ClientFactory, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from livestream.api.routes import RunnerApi
+
+    async def broken(self: RunnerApi, request: web.Request) -> web.Response:
+        raise RuntimeError("secret internals at /srv/x.py")
+
+    monkeypatch.setattr(RunnerApi, "version", broken)
+    client = await make_client()
+    with caplog.at_level("ERROR", logger="livestream.api.errors"):
+        resp = await client.get("/version")
+    assert resp.status == 500
+    assert await resp.json() == {"detail": {"msg": "Internal Server Error."}}
+    assert any("secret internals" in (r.exc_text or "") or r.exc_info for r in caplog.records)
