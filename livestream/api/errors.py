@@ -126,8 +126,8 @@ async def error_middleware(request: web.Request, handler: _Handler) -> web.Strea
             log.info("%s %s: %s: %s", request.method, request.path, type(exc).__name__, exc)
         return _pipeline_response(exc)
     except web.HTTPException as exc:
-        if exc.status < 400 or exc.content_type == "application/json":
-            raise  # redirects, and errors whose handler already built a JSON body
+        if exc.status < 400 or exc.content_type != "text/plain":
+            raise  # redirects, and errors whose handler chose its body (JSON, SDP, ...)
         return _http_exception_response(exc)
     except Exception as exc:
         log.exception("unhandled error in %s %s", request.method, request.path)

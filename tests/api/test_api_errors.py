@@ -363,3 +363,25 @@ async def test_unexpected_exception_is_logged_not_sent(
     assert resp.status == 500
     assert await resp.json() == {"detail": {"msg": "Internal Server Error."}}
     assert any("secret internals" in (r.exc_text or "") or r.exc_info for r in caplog.records)
+
+
+async def test_raised_errors_with_their_own_body_are_left_alone(aiohttp_client: Any) -> None:
+    from livestream.api import setup_api
+    from livestream.settings import Settings
+
+    async def whep(request: web.Request) -> web.Response:
+        raise web.HTTPConflict(text="v=0 busy", content_type="application/sdp")
+
+    async def gone(request: web.Request) -> web.Response:
+        raise web.HTTPGone(text="stream s ended")
+
+    app = web.Application()
+    setup_api(app, Settings())
+    app.router.add_post("/live/{stream}/whep", whep)
+    app.router.add_get("/live/{stream}/status", gone)
+    client = await aiohttp_client(app)
+    resp = await client.post("/live/s/whep", data=b"v=0")
+    assert (resp.status, resp.content_type, await resp.text()) == (409, "application/sdp", "v=0 busy")
+    resp = await client.get("/live/s/status")  # plain-text errors of engine routes become JSON
+    assert resp.status == 410
+    assert await resp.json() == {"detail": {"msg": "stream s ended"}}
