@@ -6,7 +6,8 @@
 Pipeline errors (`pipelines.errors`) map as that module documents. Paths under
 `PASSTHROUGH_PREFIXES` (the trickle server, which answers in plain text and with status 470)
 are left entirely alone, and so is every response a handler returns: only raised exceptions
-are reshaped.
+are reshaped, and of aiohttp's HTTP errors only those with aiohttp's plain-text body (a raised
+error whose handler chose another body type, such as WHIP's SDP, keeps it).
 """
 
 from __future__ import annotations
