@@ -8,6 +8,7 @@ from trickle import TrickleServer, TrickleServerConfig
 
 from .api import setup_api
 from .keys import SETTINGS_KEY
+from .live import setup_live
 from .settings import Settings
 
 __all__ = ["TRICKLE_BASE_PATH", "build_app"]
@@ -23,4 +24,5 @@ def build_app(settings: Settings) -> web.Application:
     # Engine code creates channels in-process through `app[trickle.TRICKLE_SERVER_KEY]`.
     TrickleServer(TrickleServerConfig(autocreate=settings.trickle_autocreate)).setup(app, TRICKLE_BASE_PATH)
     setup_api(app, settings)
+    setup_live(app, settings)
     return app

@@ -23,9 +23,10 @@ from typing import Any, TypeVar
 import pydantic
 from aiohttp import hdrs, web
 
-from pipelines.errors import ModelMismatchError, PipelineNotAvailableError
+from pipelines.errors import ModelMismatchError
 
-from ..keys import REGISTRY_KEY
+from ..errors import SessionLimitError
+from ..keys import LIVE_MANAGER_KEY, REGISTRY_KEY
 from ..settings import Settings
 from . import schemas as s
 from .bodies import BodyLimits, read_json_body, read_multipart_body
@@ -271,10 +272,14 @@ class RunnerApi:
 
     async def live_video_to_video(self, request: web.Request, params: s.LiveVideoToVideoParams) -> web.StreamResponse:
         self._check_model(LIVE_TASK, params.model_id)
-        # The live session manager replaces this line: start (or replace) the session for
-        # `params` and answer `LiveVideoToVideoResponse(subscribe_url="", publish_url="",
-        # control_url="")`, as ai-runner does (the orchestrator sets the real URLs).
-        raise PipelineNotAvailableError("Live pipeline not available: live-video-to-video is not implemented yet.")
+        try:
+            session = await request.app[LIVE_MANAGER_KEY].start(**params.model_dump())
+        except SessionLimitError as exc:
+            raise ApiError(503, str(exc)) from None
+        # As ai-runner: the URLs are empty (the orchestrator sets them); plus the session id.
+        body = s.LiveVideoToVideoResponse(subscribe_url="", publish_url="", control_url="").model_dump()
+        body["stream_id"] = session.stream_id
+        return web.json_response(body)
 
     # --- health, hardware, version, docs ----------------------------------------------------
 

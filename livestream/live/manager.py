@@ -1,0 +1,242 @@
+"""The app's live sessions: start, replace, limit, list, stop, and `/health` in live mode.
+
+The `SessionManager` is opened and closed by the app's cleanup context (see `setup_live`),
+owns one aiohttp `ClientSession` for every trickle client and one task per session, and on
+shutdown ends each session gracefully (final event, channels closed) within a bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import OrderedDict
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import aiohttp
+
+from pipelines.errors import InvalidRequestError
+from pipelines.live import LivePipelineRegistry, LivePipelineSpec, default_live_registry
+
+from ..errors import SessionLimitError
+from ..settings import Settings
+from .control import ControlError, validate_params
+from .session import Session, SessionConfig, StartRequest
+
+__all__ = ["LIVE_TASK", "DEFAULT_LIVE_PIPELINE", "SessionManager"]
+
+log = logging.getLogger(__name__)
+
+LIVE_TASK = "live-video-to-video"
+#: go-livepeer's default live pipeline.
+DEFAULT_LIVE_PIPELINE = "noop"
+#: Sessions in a row that end because the pipeline is broken before `/health` says ERROR.
+PIPELINE_FAILURES_FOR_ERROR = 3
+
+HealthState = Literal["LOADING", "OK", "ERROR", "IDLE"]
+
+
+class SessionManager:
+    """Live sessions of one engine, keyed by stream id."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        registry: LivePipelineRegistry | None = None,
+        config: SessionConfig | None = None,
+    ) -> None:
+        self.settings = settings
+        self.registry = registry or default_live_registry()
+        self.config = config or SessionConfig()
+        self.limit = settings.live_session_limit
+        #: With `--pipeline`, a start beyond the limit replaces the oldest stream (ai-runner).
+        self.replace_when_full = bool(settings.pipeline)
+        self._sessions: dict[str, Session] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._ended: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._http: aiohttp.ClientSession | None = None
+        self._lock = asyncio.Lock()
+        self._closing = False
+        self._preload: asyncio.Task[None] | None = None
+        self._preload_error: str | None = None
+        self._loading = False
+        self._pipeline_failures = 0
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def __aenter__(self) -> SessionManager:
+        self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=10))
+        if self.settings.pipeline == LIVE_TASK:
+            self._loading = True
+            self._preload = asyncio.create_task(self._check_pipeline(), name="live-preload")
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def _check_pipeline(self) -> None:
+        """`--pipeline live-video-to-video`: load the pipeline once so `/health` can say ERROR."""
+        try:
+            spec = self.registry.get(self.pipeline_name(""))
+
+            def _load() -> None:
+                pipeline = spec.factory()
+                try:
+                    pipeline.load(spec.params_model())
+                finally:
+                    pipeline.close()
+
+            await asyncio.to_thread(_load)
+        except Exception as exc:
+            self._preload_error = f"{type(exc).__name__}: {exc}"
+            log.error("live pipeline failed to load: %s", self._preload_error)
+        finally:
+            self._loading = False
+
+    async def close(self) -> None:
+        """End every session (final events, channels closed) within a bound. Idempotent."""
+        if self._closing:
+            return
+        self._closing = True
+        if self._preload is not None:
+            self._preload.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._preload
+        for session in list(self._sessions.values()):
+            session.stop("engine shutting down")
+        tasks = list(self._tasks.values())
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=self.config.stop_timeout + 5.0)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=2.0)
+        if self._http is not None:
+            await self._http.close()
+
+    # --- health ---------------------------------------------------------------------------
+
+    @property
+    def health(self) -> HealthState:
+        """ai-runner's mapping: IDLE without streams, OK streaming, ERROR only when the
+        pipeline itself is broken (fails to load, or keeps failing stream after stream)."""
+        if self._loading:
+            return "LOADING"
+        if self._preload_error is not None or self._pipeline_failures >= PIPELINE_FAILURES_FOR_ERROR:
+            return "ERROR"
+        return "OK" if self._sessions else "IDLE"
+
+    def _pipeline_failed(self) -> None:
+        self._pipeline_failures += 1
+
+    # --- sessions -------------------------------------------------------------------------
+
+    def pipeline_name(self, requested: str) -> str:
+        if self.settings.pipeline == LIVE_TASK and self.settings.model_id:
+            return self.settings.model_id
+        return requested or DEFAULT_LIVE_PIPELINE
+
+    def sessions(self) -> list[Session]:
+        return list(self._sessions.values())
+
+    def get(self, stream_id: str) -> Session | None:
+        return self._sessions.get(stream_id)
+
+    def ended_status(self, stream_id: str) -> dict[str, Any] | None:
+        return self._ended.get(stream_id)
+
+    def pipelines(self) -> list[LivePipelineSpec]:
+        return list(self.registry)
+
+    async def start(
+        self,
+        *,
+        subscribe_url: str,
+        publish_url: str,
+        control_url: str = "",
+        events_url: str = "",
+        model_id: str = "",
+        params: Mapping[str, Any] | None = None,
+        stream_id: str = "",
+        gateway_request_id: str = "",
+        manifest_id: str = "",
+    ) -> Session:
+        """Start a session (replacing one with the same id); raises `InvalidRequestError`
+        for a bad pipeline or params and `SessionLimitError` when full."""
+        if self._closing or self._http is None:
+            raise SessionLimitError("The engine is shutting down.")
+        if not subscribe_url or not publish_url:
+            raise InvalidRequestError("subscribe_url and publish_url are required.")
+        spec = self.registry.get(self.pipeline_name(model_id))
+        try:
+            initial = validate_params(spec.params_model, params or {})
+        except ControlError as exc:
+            raise InvalidRequestError(str(exc)) from None
+        sid = StartRequest.session_id(stream_id, gateway_request_id)
+        request = StartRequest(
+            stream_id=sid,
+            subscribe_url=subscribe_url,
+            publish_url=publish_url,
+            control_url=control_url,
+            events_url=events_url,
+            params=initial,
+            gateway_request_id=gateway_request_id,
+            manifest_id=manifest_id,
+        )
+        async with self._lock:
+            if sid in self._sessions:
+                await self._stop(sid, "replaced by a new start for the same stream")
+            while len(self._sessions) >= self.limit:
+                if not self.replace_when_full:
+                    raise SessionLimitError(
+                        f"Live session limit reached ({self.limit}); stop a stream or raise --max-live-sessions."
+                    )
+                oldest = next(iter(self._sessions))
+                await self._stop(oldest, "replaced by a new stream")
+            session = Session(request, spec, self.config, self._http, on_pipeline_failure=self._pipeline_failed)
+            self._sessions[sid] = session
+            self._ended.pop(sid, None)
+            self._tasks[sid] = asyncio.create_task(self._run(session), name=f"live-session-{sid}")
+        log.info("live session %s started: pipeline %s", sid, spec.name)
+        return session
+
+    async def _run(self, session: Session) -> None:
+        sid = session.stream_id
+        try:
+            async with session:
+                await session.run()
+            if session.error is None and session.frames_out:
+                self._pipeline_failures = 0
+        except Exception:
+            log.exception("live session %s crashed", sid)
+        finally:
+            if self._sessions.get(sid) is session:
+                del self._sessions[sid]
+                self._tasks.pop(sid, None)
+            self._ended[sid] = session.status(final=True, for_api=True)
+            while len(self._ended) > 32:
+                self._ended.popitem(last=False)
+
+    async def stop(self, stream_id: str, reason: str = "stopped via API") -> dict[str, Any] | None:
+        """Stop a session and wait for it to end; its final status, or None if unknown."""
+        async with self._lock:
+            if stream_id not in self._sessions:
+                return None
+            await self._stop(stream_id, reason)
+        return self._ended.get(stream_id)
+
+    async def _stop(self, stream_id: str, reason: str) -> None:
+        session = self._sessions.get(stream_id)
+        task = self._tasks.get(stream_id)
+        if session is None or task is None:
+            return
+        session.stop(reason)
+        done, _ = await asyncio.wait([task], timeout=self.config.stop_timeout + 5.0)
+        if not done:
+            task.cancel()
+            await asyncio.wait([task], timeout=2.0)
+        if self._sessions.get(stream_id) is session:
+            del self._sessions[stream_id]
+            self._tasks.pop(stream_id, None)

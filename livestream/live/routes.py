@@ -1,0 +1,108 @@
+"""The session API: list, pipelines, status, params patch, stop.
+
+    GET    /live                    active sessions (a short status each)
+    GET    /live/pipelines          live pipelines and their params JSON schema
+    GET    /live/{stream}/status    full status (also for a recently ended stream)
+    POST   /live/{stream}/params    JSON patch merged into the current params
+    DELETE /live/{stream}           stop; answers the final status
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from pipelines.base import params_schema
+
+from ..api.errors import ApiError
+from ..keys import LIVE_MANAGER_KEY
+from .control import ControlError
+from .manager import SessionManager
+
+__all__ = ["LIVE_MANAGER_KEY", "add_live_routes"]
+
+routes = web.RouteTableDef()
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.Response(body=json.dumps(data, default=str).encode(), status=status, content_type="application/json")
+
+
+def _manager(request: web.Request) -> SessionManager:
+    return request.app[LIVE_MANAGER_KEY]
+
+
+@routes.get("/live")
+async def list_sessions(request: web.Request) -> web.Response:
+    items = []
+    for session in _manager(request).sessions():
+        status = session.status(for_api=True)
+        items.append(
+            {
+                k: status[k]
+                for k in ("stream_id", "pipeline", "state", "start_time", "width", "height", "frames_in", "frames_out")
+            }
+            | {"input_fps": status["input_status"]["fps"], "output_fps": status["inference_status"]["fps"]}
+        )
+    return _json({"sessions": items})
+
+
+@routes.get("/live/pipelines")
+async def list_pipelines(request: web.Request) -> web.Response:
+    manager = _manager(request)
+    return _json(
+        {
+            "pipelines": [
+                {"name": spec.name, "description": spec.description, "params_schema": params_schema(spec.params_model)}
+                for spec in manager.pipelines()
+            ]
+        }
+    )
+
+
+@routes.get("/live/{stream}/status")
+async def session_status(request: web.Request) -> web.Response:
+    manager = _manager(request)
+    stream = request.match_info["stream"]
+    session = manager.get(stream)
+    if session is not None:
+        return _json(session.status(for_api=True))
+    ended = manager.ended_status(stream)
+    if ended is not None:
+        return _json(ended)
+    raise ApiError(404, f"No live stream {stream!r}.")
+
+
+@routes.post("/live/{stream}/params")
+async def patch_params(request: web.Request) -> web.Response:
+    manager = _manager(request)
+    stream = request.match_info["stream"]
+    session = manager.get(stream)
+    if session is None:
+        raise ApiError(404, f"No live stream {stream!r}.")
+    try:
+        patch = await request.json()
+    except ValueError:
+        raise ApiError(400, "The body must be a JSON object of params.") from None
+    if not isinstance(patch, dict):
+        raise ApiError(400, "The body must be a JSON object of params.")
+    try:
+        params = session.patch_params(patch)
+    except ControlError as exc:
+        raise ApiError(400, str(exc)) from None
+    return _json({"stream_id": stream, "params": params.model_dump()})
+
+
+@routes.delete("/live/{stream}")
+async def stop_session(request: web.Request) -> web.Response:
+    stream = request.match_info["stream"]
+    final = await _manager(request).stop(stream)
+    if final is None:
+        raise ApiError(404, f"No live stream {stream!r}.")
+    return _json(final)
+
+
+def add_live_routes(app: web.Application) -> None:
+    app.router.add_routes(routes)
