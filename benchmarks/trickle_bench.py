@@ -190,6 +190,33 @@ async def _first_byte_latency(base: str, count: int) -> list[float]:
     return latencies
 
 
+async def _relay_latency(base: str, count: int) -> list[float]:
+    """Baseline for (b): a chunk through the bare relay's already-open POST and GET."""
+    outgoing: asyncio.Queue[bytes] = asyncio.Queue()
+    payload = b"\x47" + bytes(187)
+
+    async def body() -> AsyncIterator[bytes]:
+        while chunk := await outgoing.get():
+            yield chunk
+
+    latencies: list[float] = []
+    async with _session() as session:
+        poster = asyncio.create_task(session.post(f"{base}/relay/latency", data=body()))
+        outgoing.put_nowait(payload)
+        async with session.get(f"{base}/relay/latency") as response:
+            await response.content.readexactly(len(payload))
+            for _ in range(count):
+                await asyncio.sleep(0.002)
+                start = time.perf_counter()
+                outgoing.put_nowait(payload)
+                await response.content.readexactly(len(payload))
+                latencies.append(time.perf_counter() - start)
+            outgoing.put_nowait(b"")
+            await response.read()
+        (await poster).release()
+    return latencies
+
+
 async def _first_chunk(subscriber: TrickleSubscriber) -> tuple[float, bytes]:
     segment = await subscriber.next_segment()
     assert segment is not None
@@ -288,9 +315,15 @@ async def _run() -> None:
         print(f"    bare aiohttp relay      {relay / MiB:8.1f} MiB/s")
         print(f"    trickle, 8 MiB segments {trickle / MiB:8.1f} MiB/s  ratio {trickle / relay:.2f}")
         latencies = await _first_byte_latency(base, 300)
+        baseline = await _relay_latency(base, 300)
+        print(f"(b) first-byte latency, write -> subscriber read, {len(latencies)} samples:")
         print(
-            f"(b) first-byte latency, write -> subscriber read, {len(latencies)} segments: "
-            f"p50 {statistics.median(latencies) * 1e3:.2f} ms, p99 {_percentile(latencies, 0.99) * 1e3:.2f} ms"
+            f"    trickle, first bytes of a new segment  p50 {statistics.median(latencies) * 1e3:.2f} ms, "
+            f"p99 {_percentile(latencies, 0.99) * 1e3:.2f} ms"
+        )
+        print(
+            f"    bare relay, chunk on an open stream    p50 {statistics.median(baseline) * 1e3:.2f} ms, "
+            f"p99 {_percentile(baseline, 0.99) * 1e3:.2f} ms"
         )
         fan = await _fan_out(base, server, subscribers=100, segments=20)
         print(

@@ -5,7 +5,8 @@
             await segment.write(data)      # subscribers receive it now, not at segment end
 
 Like go-livepeer's publisher, the POST of the next segment is opened while the current one is
-written (a preconnect), so a new segment costs no connection setup. Every request runs in a
+written (a preconnect, started just after the current segment's first write), so a new segment
+costs no connection setup. Every request runs in a
 task the publisher owns; `close()` deletes the channel, then cancels and awaits them.
 """
 
@@ -28,7 +29,7 @@ from .errors import (
     TrickleStreamNotFoundError,
     TrickleWriteTimeoutError,
 )
-from .protocol import HEADER_LATEST, HEADER_RESET, HEADER_SEQ, header_int, is_closed
+from .protocol import HEADER_LATEST, HEADER_RESET, HEADER_SEQ, NEXT_SEQ, header_int, is_closed
 
 __all__ = ["SegmentWriter", "TricklePublisher"]
 
@@ -40,8 +41,12 @@ _CONTROL_TIMEOUT = aiohttp.ClientTimeout(total=10)
 class _Post:
     """One `POST {url}/{seq}` fed from a pipe, running in a task owned by the publisher."""
 
-    def __init__(self, publisher: TricklePublisher, seq: int, *, reset: bool) -> None:
+    def __init__(self, publisher: TricklePublisher, seq: int, *, reset: bool, url_seq: int | None = None) -> None:
+        #: The seq this segment should get; `url_seq` is what the URL asks for (-1: the server picks).
         self.seq = seq
+        self.url_seq = seq if url_seq is None else url_seq
+        #: `Lp-Trickle-Seq` of the answer: where the server stored the segment.
+        self.stored_seq: int | None = None
         self.pipe = BodyPipe(publisher.max_buffered_bytes)
         self.task: asyncio.Task[tuple[int, Mapping[str, str], str]] = asyncio.create_task(
             self._run(publisher, reset), name=f"trickle-post-{seq}"
@@ -53,7 +58,7 @@ class _Post:
             headers[HEADER_RESET] = "1"
         try:
             async with publisher.session.post(
-                f"{publisher.url}/{self.seq}", data=self.pipe, headers=headers, expect100=publisher.expect_continue
+                f"{publisher.url}/{self.url_seq}", data=self.pipe, headers=headers, expect100=publisher.expect_continue
             ) as resp:
                 body = await resp.text(errors="replace")
                 return resp.status, resp.headers.copy(), body
@@ -78,7 +83,8 @@ class SegmentWriter:
 
     @property
     def seq(self) -> int:
-        return self._post.seq
+        post = self._post
+        return post.stored_seq if post.stored_seq is not None else post.seq
 
     async def write(self, data: bytes) -> None:
         """Send `data` now; waits (at most `write_timeout`) while the server is not taking bytes."""
@@ -99,6 +105,8 @@ class SegmentWriter:
             except PipeAborted:
                 await self._recover()
                 continue
+            if not self.bytes_written:
+                self._publisher._preconnect()
             self.bytes_written += len(data)
             return
 
@@ -164,6 +172,8 @@ class TricklePublisher:
         self._gone: TrickleStreamGoneError | None = None
         self._closed = False
         self._started = False
+        #: After a retry to `-1`, the next seq is known only once the server answers.
+        self._seq_unknown = False
 
     async def __aenter__(self) -> TricklePublisher:
         await self.start()
@@ -212,8 +222,8 @@ class TricklePublisher:
             raise TrickleClientError("publisher is closed")
         await self.start()
         post = self._pending if self._pending is not None else self._new_post(self._seq)
+        self._pending = None
         self._seq = post.seq + 1
-        self._pending = self._new_post(self._seq)
         if post.task.done():
             post = await self._revive(post)
         writer = SegmentWriter(self, post)
@@ -222,12 +232,23 @@ class TricklePublisher:
         except BaseException:
             await self._drop(writer.post)
             raise
+        finally:
+            self._preconnect()
         await self._finish(writer)
+
+    def _preconnect(self) -> None:
+        """Open the POST for the next segment. Called after a segment's first write (so the
+        connection setup does not delay those first bytes) or at its end, whichever is first."""
+        if self._pending is None and not self._closed and self._gone is None and not self._seq_unknown:
+            self._pending = self._new_post(self._seq)
 
     async def _finish(self, writer: SegmentWriter) -> None:
         post = writer.post
         post.pipe.close()
         error = await self._result_error(post)
+        if self._seq_unknown:
+            self._seq_unknown = False
+            self._seq = (post.stored_seq if post.stored_seq is not None else post.seq) + 1
         if error is None and post.pipe.consumed < writer.bytes_written:
             # The server answered before taking every byte (its segment was closed meanwhile).
             error = TricklePublishError(
@@ -258,9 +279,7 @@ class TricklePublisher:
             return self._gone
         if status != 200:
             return TricklePublishError(f"segment {post.seq}: HTTP {status} {body.strip()}", status)
-        seq = header_int(headers, HEADER_SEQ)
-        if seq is not None and seq != post.seq:
-            log.debug("segment %d was stored as seq %d", post.seq, seq)
+        post.stored_seq = header_int(headers, HEADER_SEQ)  # absent before go-livepeer #3990
         return None
 
     async def _revive(self, post: _Post) -> _Post:
@@ -281,9 +300,13 @@ class TricklePublisher:
         return post
 
     def _replace_post(self, old: _Post) -> _Post:
+        """A new POST for a segment whose request failed unanswered. The server may or may not
+        have closed that seq (a dropped preconnect counts as an empty segment there), so ask
+        for `-1` (its next seq) and learn the seq from the answer before preconnecting again."""
         self._posts.discard(old)
-        post = _Post(self, old.seq, reset=False)
+        post = _Post(self, old.seq, reset=False, url_seq=NEXT_SEQ)
         self._posts.add(post)
+        self._seq_unknown = True
         return post
 
     async def _drop(self, post: _Post) -> None:

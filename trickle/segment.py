@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 __all__ = ["SegmentBuffer"]
 
@@ -16,7 +17,7 @@ class SegmentBuffer:
     readers already at the end miss them, later readers see them.
     """
 
-    __slots__ = ("seq", "_chunks", "_size", "_closed", "_changed", "_closed_event")
+    __slots__ = ("seq", "_chunks", "_size", "_closed", "_changed", "_on_close")
 
     def __init__(self, seq: int) -> None:
         self.seq = seq
@@ -24,7 +25,7 @@ class SegmentBuffer:
         self._size = 0
         self._closed = False
         self._changed: asyncio.Event | None = None
-        self._closed_event: asyncio.Event | None = None
+        self._on_close: list[Callable[[], None]] = []
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
@@ -57,8 +58,9 @@ class SegmentBuffer:
         if self._closed:
             return
         self._closed = True
-        if self._closed_event is not None:
-            self._closed_event.set()
+        callbacks, self._on_close = self._on_close, []
+        for callback in callbacks:
+            callback()
         self._wake()
 
     def chunks_from(self, index: int) -> bytes:
@@ -80,12 +82,13 @@ class SegmentBuffer:
                 self._changed = asyncio.Event()
             await self._changed.wait()
 
-    async def wait_closed(self) -> None:
-        if self._closed:
-            return
-        if self._closed_event is None:
-            self._closed_event = asyncio.Event()
-        await self._closed_event.wait()
+    def add_close_callback(self, callback: Callable[[], None]) -> None:
+        """Call `callback` once when the segment closes (a waiting publisher uses it)."""
+        self._on_close.append(callback)
+
+    def remove_close_callback(self, callback: Callable[[], None]) -> None:
+        if callback in self._on_close:
+            self._on_close.remove(callback)
 
     def _wake(self) -> None:
         # An Event per wake-up, created only when someone waits: readers each await their own

@@ -172,7 +172,13 @@ async def test_publisher_retries_once_after_a_connection_failure(
         await pending.cancel()  # as if the preconnect's connection had dropped
         async with publisher.segment() as segment:
             await segment.write(b"one")
-        assert (await get(http, served.url() + "/1")).body == b"one"
+        # The server saw the dropped preconnect end empty (seq 1), so the retry landed on seq 2.
+        assert segment.seq == 2
+        assert (await get(http, served.url() + "/1")).body == b""
+        assert (await get(http, served.url() + "/2")).body == b"one"
+        async with publisher.segment() as segment:
+            await segment.write(b"two")
+        assert segment.seq == 3
 
 
 async def test_publisher_start_at_next_with_reset(served: Served, http: aiohttp.ClientSession) -> None:

@@ -6,6 +6,7 @@ Section numbers refer to /shared/TRICKLE.md. §10 (go-livepeer's own test list) 
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import aiohttp
 import pytest
@@ -162,7 +163,7 @@ async def test_reset_closes_older_segments_only(served: Served, http: aiohttp.Cl
 
 
 async def test_preconnected_post_ends_empty_when_its_segment_is_closed(
-    served: Served, http: aiohttp.ClientSession
+    served: Served, http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
 ) -> None:
     await publish(http, served.url() + "/0", b"x")
     preconnect = StreamingPost(http, served.url() + "/1")
@@ -176,10 +177,12 @@ async def test_preconnected_post_ends_empty_when_its_segment_is_closed(
     assert H_CLOSED not in reply.headers
     assert channel.next_write == 2  # an empty segment still advances the seq
     await preconnect.cancel()
+    await asyncio.sleep(0.05)
+    assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 async def test_preconnected_post_sees_closed_when_the_channel_is_deleted(
-    served: Served, http: aiohttp.ClientSession
+    served: Served, http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
 ) -> None:
     preconnect = StreamingPost(http, served.url() + "/0")
     await wait_until(lambda: "ch" in served.trickle.channels)
@@ -188,6 +191,8 @@ async def test_preconnected_post_sees_closed_when_the_channel_is_deleted(
     reply = await asyncio.wait_for(preconnect.task, 5)
     assert (reply.status, reply.headers[H_CLOSED]) == (200, "terminated")
     await preconnect.cancel()
+    await asyncio.sleep(0.05)
+    assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 async def test_idle_post_gets_100_continue_keepalives(make_server: MakeServer) -> None:
