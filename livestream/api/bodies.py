@@ -39,6 +39,8 @@ class BodyLimits:
     file_bytes: int = 50 * _MiB
     #: One multipart text field (SAM2's `mask_input` is a 256x256 JSON array).
     field_bytes: int = 8 * _MiB
+    #: A whole multipart body (all parts together); the engine app's own body limit.
+    multipart_bytes: int = 64 * _MiB
     #: Route path -> file limit, overriding `file_bytes` for that route.
     route_file_bytes: Mapping[str, int] = field(default_factory=dict)
 
@@ -120,10 +122,13 @@ def file_fields(model: type[pydantic.BaseModel]) -> frozenset[str]:
     return frozenset(name for name, f in model.model_fields.items() if f.annotation is UploadedFile)
 
 
-async def _read_part(part: BodyPartReader, limit: int, msg: str) -> bytes:
+async def _read_part(part: BodyPartReader, limit: int, msg: str, budget: list[int]) -> bytes:
     buf = bytearray()
     while chunk := await part.read_chunk(_CHUNK):
         buf += chunk
+        budget[0] -= len(chunk)
+        if budget[0] < 0:
+            raise ApiError(413, "File size exceeds limit.")
         if len(buf) > limit:
             raise ApiError(413, msg)
     return bytes(buf)
@@ -144,7 +149,7 @@ async def read_multipart_body(
     elif media_type != ("multipart", "form-data"):
         raise ApiError(415, "Unsupported Media Type: expected multipart/form-data.")
     else:
-        await _read_multipart(request, values, limits, file_limit)
+        await _read_multipart(request, values, frozenset(model.model_fields), limits, file_limit)
     try:
         return model.model_validate(values)
     except pydantic.ValidationError as exc:
@@ -153,7 +158,14 @@ async def read_multipart_body(
         raise RequestValidationError(_errors(exc, inputs)) from None
 
 
-async def _read_multipart(request: web.Request, values: dict[str, Any], limits: BodyLimits, file_limit: int) -> None:
+async def _read_multipart(
+    request: web.Request, values: dict[str, Any], fields: frozenset[str], limits: BodyLimits, file_limit: int
+) -> None:
+    """Read the parts of the model's fields into `values`; other parts are read and dropped."""
+    # Over the whole-body budget answers as ai-runner does for an upload that is too large.
+    if request.content_length is not None and request.content_length > limits.multipart_bytes:
+        raise ApiError(413, "File size exceeds limit.")
+    budget = [limits.multipart_bytes]
     try:
         reader = await request.multipart()
         while (part := await reader.next()) is not None:
@@ -161,13 +173,13 @@ async def _read_multipart(request: web.Request, values: dict[str, Any], limits: 
                 raise ApiError(415, "Unsupported Media Type: nested multipart bodies are not supported.")
             name = part.name
             if part.filename is not None:
-                data = await _read_part(part, file_limit, "File size exceeds limit.")
-                content_type = part.headers.get(hdrs.CONTENT_TYPE, "application/octet-stream")
-                if name:
+                data = await _read_part(part, file_limit, "File size exceeds limit.", budget)
+                if name in fields:
+                    content_type = part.headers.get(hdrs.CONTENT_TYPE, "application/octet-stream")
                     values[name] = UploadedFile(filename=part.filename, content_type=content_type, data=data)
             else:
-                data = await _read_part(part, limits.field_bytes, "Form field exceeds limit.")
-                if name:
+                data = await _read_part(part, limits.field_bytes, "Form field exceeds limit.", budget)
+                if name in fields:
                     charset = part.get_charset(default="utf-8")
                     try:
                         values[name] = data.decode(charset)

@@ -19,7 +19,7 @@ from pipelines.registry import PipelineRegistry
 ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
 
 #: Small limits so the 413 tests stay fast.
-TEST_LIMITS = BodyLimits(json_bytes=64 * 1024, file_bytes=256 * 1024, field_bytes=16 * 1024)
+TEST_LIMITS = BodyLimits(json_bytes=64 * 1024, file_bytes=256 * 1024, field_bytes=16 * 1024, multipart_bytes=512 * 1024)
 
 
 class FakeTextToImage:

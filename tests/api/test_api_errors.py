@@ -119,6 +119,35 @@ async def test_oversize_form_field_is_413(client: TestClient[Any, Any]) -> None:
     assert (await resp.json())["detail"]["msg"] == "Form field exceeds limit."
 
 
+async def test_oversize_multipart_body_is_413(client: TestClient[Any, Any]) -> None:
+    # Many parts, each under its own limit, unknown to the route: the whole body is bounded too.
+    boundary = "b0undary"
+    parts = [b"--b0undary\r\nContent-Disposition: form-data; name=\"image\"; filename=\"i.png\"\r\n\r\n" + png_bytes()]
+    for i in range(40):
+        head = f'--{boundary}\r\nContent-Disposition: form-data; name="extra{i}"\r\n\r\n'.encode()
+        parts.append(head + b"x" * (TEST_LIMITS.field_bytes - 1))
+    body = b"\r\n".join(parts) + f"\r\n--{boundary}--\r\n".encode()
+    headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+    async def chunks() -> Any:
+        for i in range(0, len(body), 65536):
+            yield body[i : i + 65536]
+
+    # A declared length is checked up front; a chunked body as it arrives.
+    for data in (body, chunks()):
+        resp = await client.post("/image-to-text", data=data, headers=headers)
+        assert resp.status == 413
+        assert await resp.json() == {"detail": {"msg": "File size exceeds limit."}}
+
+
+async def test_unknown_form_fields_are_ignored(client: TestClient[Any, Any]) -> None:
+    data = form(image=png_bytes())
+    data.add_field("unknown", "value")
+    data.add_field("other_file", b"\0", filename="x.bin")
+    resp = await client.post("/image-to-text", data=data)
+    assert resp.status == 503  # validated, then no pipeline
+
+
 @pytest.mark.parametrize("path", [op.path for op in OPERATIONS if op.body_kind == "json"])
 async def test_oversize_json_is_413(client: TestClient[Any, Any], path: str) -> None:
     resp = await client.post(path, json={"prompt": "x" * TEST_LIMITS.json_bytes})
