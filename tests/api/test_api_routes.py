@@ -52,7 +52,7 @@ CASES = [
     Case("/image-to-text", "multipart", _img, ("image",), ("image", "text", "value_error"),
          msg="no image-to-text pipeline"),
     # Answered by the live session manager (200, or 503 while it cannot start a session).
-    Case("/live-video-to-video", "json", lambda: {"subscribe_url": "http://o/ai/trickle/a", "publish_url": "http://o/ai/trickle/a-out"},
+    Case("/live-video-to-video", "json", lambda: {"subscribe_url": "http://127.0.0.1:9/ai/trickle/a", "publish_url": "http://127.0.0.1:9/ai/trickle/a-out"},
          ("subscribe_url", "publish_url"), ("params", "x", "dict_type"), status=0),
     Case("/text-to-speech", "json", lambda: {"text": "hello"}, (), ("text", 123, "string_type"),
          msg="no text-to-speech pipeline"),
@@ -182,7 +182,7 @@ async def test_runner_mode_model_mismatch_is_400(make_client: ClientFactory) -> 
 
 async def test_live_runner_model_mismatch_is_400(make_client: ClientFactory) -> None:
     client = await make_client(pipeline="live-video-to-video", model_id="noop")
-    fields = {"subscribe_url": "http://o/a", "publish_url": "http://o/a-out"}
+    fields = {"subscribe_url": "http://127.0.0.1:9/a", "publish_url": "http://127.0.0.1:9/a-out"}
     resp = await client.post("/live-video-to-video", json={**fields, "model_id": "streamdiffusion"})
     assert resp.status == 400
     assert await resp.json() == {"detail": {"msg": "pipeline configured with noop but called with streamdiffusion."}}
