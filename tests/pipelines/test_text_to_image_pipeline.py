@@ -155,3 +155,17 @@ async def test_registry_runs_the_real_pipeline(tiny_t2i_dir: Path) -> None:
     with pytest.raises(InvalidRequestError):
         await registry.run("text-to-image", model_id, lambda p: p.generate(TextToImageInput(prompt="x", height=63)))
     await registry.aclose()
+
+
+@pytest.mark.gpu
+def test_cuda_float16(tiny_t2i_dir: Path) -> None:
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("needs an NVIDIA GPU")
+    pipeline = TextToImagePipeline(str(tiny_t2i_dir))
+    assert pipeline.device.type == "cuda"
+    assert pipeline.dtype == torch.float16
+    images = pipeline.generate(TextToImageInput(prompt="x", seed=4, num_images_per_prompt=2, **FAST))
+    again = pipeline.generate(TextToImageInput(prompt="x", seed=5, **FAST))
+    assert [i.seed for i in images] == [4, 5]
+    assert np.array_equal(pixels(images[1]), pixels(again[0]))
