@@ -18,7 +18,7 @@ from pipelines.errors import (
     PipelineBusyError,
     PipelineNotAvailableError,
 )
-from pipelines.registry import DEFAULT_MODEL_IDS, PipelineRegistry
+from pipelines.registry import BATCH_TASKS, DEFAULT_MODEL_IDS, IMPLEMENTATIONS, PipelineRegistry
 
 
 class FakePipeline:
@@ -127,8 +127,9 @@ async def test_task_without_implementation_is_not_available() -> None:
 def test_builtin_implementations() -> None:
     registry = PipelineRegistry(model_dir=None, default_models={}, pinned=None, max_queue=1)
     assert registry.is_available("text-to-image")
-    assert registry.is_available("llm")
-    assert not registry.is_available("image-to-video")
+    assert not registry.is_available("bogus")
+    assert set(IMPLEMENTATIONS) <= set(BATCH_TASKS)
+    assert all(registry.is_available(task) for task in IMPLEMENTATIONS)
 
 
 # -- loading -----------------------------------------------------------------------------------
