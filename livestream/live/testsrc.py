@@ -29,7 +29,7 @@ def draw_frame(number: int, width: int, height: int) -> np.ndarray:
     """An RGB frame (height, width, 3) uint8 showing `number` and a red reference patch."""
     img = np.full((height, width, 3), 96, dtype=np.uint8)
     # A moving gradient so the encoder has real work to do.
-    img[:, :, 1] = ((np.arange(width, dtype=np.uint16)[None, :] + number * 4) % 256).astype(np.uint8) // 2
+    img[:, :, 1] = ((np.arange(width, dtype=np.int64)[None, :] + number * 4) % 256).astype(np.uint8) // 2
     b = _block(width)
     for bit in range(BITS):
         on = (number >> (BITS - 1 - bit)) & 1

@@ -291,3 +291,49 @@ async def test_session_limit(engine_factory, orchestrator, http, runner_mode) ->
             assert resp.status == 400  # model_id other than the runner's pipeline
             await engine.delete("/live/b")
             assert await health(engine) == "IDLE"
+
+
+async def test_resolution_change_mid_stream(engine, orchestrator, http) -> None:
+    from livestream.live.testsrc import make_ts_segments
+
+    ch = Channels(orchestrator, "res")
+    await create_channels(http, ch)
+    segments = make_ts_segments(frames=60, width=128, height=128) + make_ts_segments(
+        frames=30, width=96, height=96, start_number=60
+    )
+    out = Collected()
+    reader = asyncio.create_task(collect(ch.publish_url, http, out))
+    async with TricklePublisher(ch.subscribe_url, "video/mp2t", session=http) as pub:
+        await start(engine, ch, stream_id="res", model_id="color-filter")
+        await publish_segments(pub, segments, gap=0.4)
+    async with asyncio.timeout(10):
+        await reader
+    frames, _, _ = decode_ts(out.data)
+    assert [f.shape[0] for f in frames] == [128] * 60 + [96] * 30
+    assert numbers(frames) == list(range(90))
+
+
+async def test_shutdown_ends_sessions_with_a_final_event(engine_factory, orchestrator, http, ts_segments) -> None:
+    import time
+
+    engine = await engine_factory()
+    ch = Channels(orchestrator, "bye")
+    await create_channels(http, ch)
+    out, events = Collected(), Collected()
+    readers = [
+        asyncio.create_task(collect(ch.publish_url, http, out)),
+        asyncio.create_task(collect(ch.events_url, http, events)),
+    ]
+    async with TricklePublisher(ch.subscribe_url, "video/mp2t", session=http) as pub:
+        await start(engine, ch, stream_id="bye")
+        await publish_segments(pub, ts_segments(90)[:1])
+        await wait_for(lambda: _frames_out(engine, "bye", 30))
+        started = time.monotonic()
+        await engine.close()  # the app's cleanup: what SIGTERM runs under web.run_app
+        assert time.monotonic() - started < 5
+        async with asyncio.timeout(5):
+            await asyncio.gather(*readers)
+    final = events_of(events)[-1]["event"]
+    assert final["final"] and final["end_reason"] == "engine shutting down" and final["state"] == "OFFLINE"
+    frames, _, _ = decode_ts(out.data)
+    assert numbers(frames) == list(range(30))
