@@ -180,7 +180,7 @@ async def _first_byte_latency(base: str, count: int) -> list[float]:
             async with TrickleSubscriber(url, start_seq=0, session=session) as subscriber:
                 for _ in range(count):
                     waiting = asyncio.create_task(_first_chunk(subscriber))
-                    await asyncio.sleep(0.002)  # let the GET for this seq settle on the server
+                    await asyncio.sleep(0.02)  # segments are apart in time; the preconnects settle
                     async with publisher.segment() as segment:
                         start = time.perf_counter()
                         await segment.write(payload)

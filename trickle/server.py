@@ -57,6 +57,14 @@ class _SegmentClosed(TimeoutError):
     """
 
 
+class _SegmentResponse(web.StreamResponse):
+    """A GET's streamed segment. aiohttp would flush a StreamResponse's headers on their own;
+    holding them for the first chunk (as `web.Response` does) puts both in one packet, which
+    saves a subscriber a wake-up on the latency-critical first bytes."""
+
+    _send_headers_immediately = False
+
+
 @dataclass(frozen=True)
 class TrickleServerConfig:
     """Server behaviour and limits. Defaults follow go-livepeer where it has one."""
@@ -433,7 +441,7 @@ class TrickleServer:
                 if data:
                     index = segment.chunk_count
                     if response is None:
-                        response = web.StreamResponse()
+                        response = _SegmentResponse()
                         if segment.seq != lookup.latest:
                             response.headers[HEADER_LATEST] = str(lookup.latest)
                         response.headers[HEADER_SEQ] = str(segment.seq)
