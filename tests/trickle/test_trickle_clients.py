@@ -169,6 +169,9 @@ async def test_publisher_retries_once_after_a_connection_failure(
             await segment.write(b"zero")
         pending = publisher._pending
         assert pending is not None
+        channel = served.trickle.get_channel("ch")
+        assert channel is not None
+        await wait_until(lambda: channel.segment_at(1) is not None)  # the preconnect reached the server
         await pending.cancel()  # as if the preconnect's connection had dropped
         async with publisher.segment() as segment:
             await segment.write(b"one")
