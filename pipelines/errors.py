@@ -2,6 +2,7 @@
 
     PipelineError
      ├── InvalidRequestError (ValueError)   the request cannot be run as given      -> 400
+     │    └── UnsupportedMediaError         an upload that cannot be decoded         -> 415
      ├── ModelMismatchError (ValueError)    model_id differs from the preloaded one -> 400
      ├── PipelineNotAvailableError          no implementation for this task yet      -> 503
      ├── PipelineBusyError                  the model's wait queue is full           -> 503
@@ -19,6 +20,7 @@ __all__ = [
     "PipelineBusyError",
     "PipelineError",
     "PipelineNotAvailableError",
+    "UnsupportedMediaError",
 ]
 
 
@@ -28,6 +30,10 @@ class PipelineError(Exception):
 
 class InvalidRequestError(PipelineError, ValueError):
     """The request is well-formed but cannot be run (bad size, bad JSON field, ...)."""
+
+
+class UnsupportedMediaError(InvalidRequestError):
+    """An uploaded media file cannot be decoded (unsupported format, malformed or empty)."""
 
 
 class ModelMismatchError(PipelineError, ValueError):

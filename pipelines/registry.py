@@ -55,6 +55,10 @@ BATCH_TASKS: tuple[str, ...] = (
 IMPLEMENTATIONS: dict[str, str] = {
     "text-to-image": "pipelines.text_to_image:TextToImagePipeline",
     "llm": "pipelines.llm:LLMPipeline",
+    "audio-to-text": "pipelines.audio_to_text:AudioToTextPipeline",
+    "text-to-speech": "pipelines.text_to_speech:TextToSpeechPipeline",
+    "image-to-text": "pipelines.image_to_text:ImageToTextPipeline",
+    "segment-anything-2": "pipelines.segment_anything_2:SegmentAnything2Pipeline",
 }
 
 #: go-livepeer's default model per task (`server/ai_process.go`), used when a request names none.

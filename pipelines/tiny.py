@@ -132,9 +132,37 @@ def _write_llm(out: Path) -> None:
     write_tiny_llm(out)
 
 
+def _write_audio_to_text(out: Path) -> None:
+    from .tiny_audio import write_tiny_whisper
+
+    write_tiny_whisper(out)
+
+
+def _write_text_to_speech(out: Path) -> None:
+    from .tiny_audio import write_tiny_tts
+
+    write_tiny_tts(out)
+
+
+def _write_image_to_text(out: Path) -> None:
+    from .tiny_vision import write_tiny_blip
+
+    write_tiny_blip(out)
+
+
+def _write_segment_anything_2(out: Path) -> None:
+    from .tiny_vision import write_tiny_sam2
+
+    write_tiny_sam2(out)
+
+
 _BUILDERS: dict[str, Callable[[Path], None]] = {
     "text-to-image": _write_text_to_image,
     "llm": _write_llm,
+    "audio-to-text": _write_audio_to_text,
+    "text-to-speech": _write_text_to_speech,
+    "image-to-text": _write_image_to_text,
+    "segment-anything-2": _write_segment_anything_2,
 }
 
 #: Tasks `write_tiny_model` can build.

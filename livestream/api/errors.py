@@ -27,6 +27,7 @@ from pipelines.errors import (
     PipelineBusyError,
     PipelineError,
     PipelineNotAvailableError,
+    UnsupportedMediaError,
 )
 
 __all__ = [
@@ -45,6 +46,7 @@ PASSTHROUGH_PREFIXES: tuple[str, ...] = ("/ai/trickle/",)
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _PIPELINE_STATUS: tuple[tuple[type[PipelineError], int, str], ...] = (
+    (UnsupportedMediaError, 415, "Unsupported media format or malformed file."),
     (InvalidRequestError, 400, "Invalid request."),
     (ModelMismatchError, 400, "Model mismatch."),
     (PipelineNotAvailableError, 503, "Pipeline not available."),
