@@ -9,6 +9,8 @@ fine-tunes) loads from a Hugging Face id or a local folder. As in ai-runner:
   `"word"` word chunks, `False` none (`chunks` is then `[]`);
 - audio longer than the chunk length (30 s; 25 s for distil-large-v3) runs chunked with batch
   16, or batch 4 above 200 s with word timestamps; shorter audio runs in one pass;
+- timestamps are seconds from the start of the file, clamped to the audio's length (Whisper
+  may stamp a final segment at the end of the padded 30 s window);
 - word timestamps are refused above 60 minutes; generation stops after 128 new tokens per
   window (a model's `generation_config.max_new_tokens`, when set, wins).
 
@@ -144,9 +146,10 @@ class AudioToTextPipeline:
             generate_kwargs={"max_new_tokens": self._max_new_tokens},
             **kwargs,
         )
+        length = len(samples) / self.sampling_rate
         return {
             "text": output["text"],
-            "chunks": [{"timestamp": list(c["timestamp"]), "text": c["text"]} for c in output.get("chunks", [])],
+            "chunks": [{"timestamp": _clamp(c["timestamp"], length), "text": c["text"]} for c in output.get("chunks", [])],
         }
 
     def _call_kwargs(self, mode: bool | str, duration: float) -> dict[str, Any]:
@@ -162,6 +165,11 @@ class AudioToTextPipeline:
         if duration <= cfg.chunk_length_s:
             return {}
         return {"chunk_length_s": cfg.chunk_length_s, "batch_size": batch_size, "ignore_warning": True}
+
+
+def _clamp(timestamp: tuple[float | None, float | None], length: float) -> list[float | None]:
+    """Keep times inside the audio: Whisper may stamp the last segment at the padded window's end."""
+    return [None if t is None else round(min(max(float(t), 0.0), length), 2) for t in timestamp]
 
 
 def _timestamps_mode(value: bool | str) -> bool | str:
