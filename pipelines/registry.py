@@ -54,6 +54,9 @@ BATCH_TASKS: tuple[str, ...] = (
 #: The class is constructed as `Class(model_id, model_dir=model_dir)`.
 IMPLEMENTATIONS: dict[str, str] = {
     "text-to-image": "pipelines.text_to_image:TextToImagePipeline",
+    "image-to-image": "pipelines.image_to_image:ImageToImagePipeline",
+    "image-to-video": "pipelines.image_to_video:ImageToVideoPipeline",
+    "upscale": "pipelines.upscale:UpscalePipeline",
     "llm": "pipelines.llm:LLMPipeline",
     "audio-to-text": "pipelines.audio_to_text:AudioToTextPipeline",
     "text-to-speech": "pipelines.text_to_speech:TextToSpeechPipeline",

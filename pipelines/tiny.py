@@ -156,8 +156,23 @@ def _write_segment_anything_2(out: Path) -> None:
     write_tiny_sam2(out)
 
 
+def _visual(name: str) -> Callable[[Path], None]:
+    def build(out: Path) -> None:
+        from . import tiny_visual
+
+        getattr(tiny_visual, name)(out)
+
+    return build
+
+
 _BUILDERS: dict[str, Callable[[Path], None]] = {
     "text-to-image": _write_text_to_image,
+    # Plain SD loads as img2img too (AutoPipelineForImage2Image); the variants are other families.
+    "image-to-image": _write_text_to_image,
+    "instruct-pix2pix": _visual("write_tiny_pix2pix"),
+    "sdxl": _visual("write_tiny_sdxl"),
+    "image-to-video": _visual("write_tiny_svd"),
+    "upscale": _visual("write_tiny_upscaler"),
     "llm": _write_llm,
     "audio-to-text": _write_audio_to_text,
     "text-to-speech": _write_text_to_speech,

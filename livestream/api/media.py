@@ -57,11 +57,11 @@ def model_response(model: pydantic.BaseModel, status: int = 200) -> web.Response
 
 
 def open_image(data: bytes) -> Image.Image:
-    """Open an uploaded image as RGB; an unreadable one raises `ValueError`."""
-    from PIL import Image, UnidentifiedImageError
+    """Open an uploaded image as RGB, turned upright per its EXIF orientation; an unreadable one raises `ValueError`."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
         with Image.open(io.BytesIO(data)) as img:
-            return img.convert("RGB")
+            return ImageOps.exif_transpose(img).convert("RGB")
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
         raise ValueError(f"Unsupported image format or malformed file: {exc}") from None

@@ -193,21 +193,54 @@ class RunnerApi:
         return model_response(await asyncio.to_thread(image_response, images))
 
     async def image_to_image(self, request: web.Request, body: s.Body_genImageToImage) -> web.StreamResponse:
-        image = await self._image(body.image)
-        kwargs = body.model_dump(exclude={"image", "model_id"})
-        images = await self._run(request, "image-to-image", body.model_id, lambda p: p(image=image, **kwargs))
+        from pipelines.image_to_image import ImageToImageInput
+
+        inp = ImageToImageInput(
+            prompt=body.prompt,
+            image=await self._image(body.image),
+            negative_prompt=body.negative_prompt,
+            strength=body.strength,
+            guidance_scale=body.guidance_scale,
+            image_guidance_scale=body.image_guidance_scale,
+            num_inference_steps=body.num_inference_steps,
+            num_images_per_prompt=body.num_images_per_prompt,
+            seed=body.seed,
+            safety_check=body.safety_check,
+            loras=body.loras,
+        )
+        images = await self._run(request, "image-to-image", body.model_id, lambda p: p.generate(inp))
         return model_response(await asyncio.to_thread(image_response, images))
 
     async def image_to_video(self, request: web.Request, body: s.Body_genImageToVideo) -> web.StreamResponse:
-        image = await self._image(body.image)
-        kwargs = body.model_dump(exclude={"image", "model_id"})
-        result = await self._run(request, "image-to-video", body.model_id, lambda p: p(image=image, **kwargs))
-        return model_response(s.VideoResponse.model_validate(result))
+        from pipelines.image_to_video import ImageToVideoInput
+
+        inp = ImageToVideoInput(
+            image=await self._image(body.image),
+            height=body.height,
+            width=body.width,
+            fps=body.fps,
+            motion_bucket_id=body.motion_bucket_id,
+            noise_aug_strength=body.noise_aug_strength,
+            num_inference_steps=body.num_inference_steps,
+            seed=body.seed,
+            safety_check=body.safety_check,
+        )
+        video = await self._run(request, "image-to-video", body.model_id, lambda p: p.generate(inp))
+        # As ai-runner: one batch of frames, each a PNG data URL with the video's seed and flag.
+        frames = await asyncio.to_thread(image_response, video.frame_images())
+        return model_response(s.VideoResponse(frames=[frames.images]))
 
     async def upscale(self, request: web.Request, body: s.Body_genUpscale) -> web.StreamResponse:
-        image = await self._image(body.image)
-        kwargs = body.model_dump(exclude={"image", "model_id"})
-        images = await self._run(request, "upscale", body.model_id, lambda p: p(image=image, **kwargs))
+        from pipelines.upscale import UpscaleInput
+
+        inp = UpscaleInput(
+            prompt=body.prompt,
+            image=await self._image(body.image),
+            num_inference_steps=body.num_inference_steps,
+            seed=body.seed,
+            safety_check=body.safety_check,
+        )
+        images = await self._run(request, "upscale", body.model_id, lambda p: p.upscale(inp))
         return model_response(await asyncio.to_thread(image_response, images))
 
     async def audio_to_text(self, request: web.Request, body: s.Body_genAudioToText) -> web.StreamResponse:

@@ -1,0 +1,274 @@
+"""Tiny random-weight models for the visual routes other than plain Stable Diffusion.
+
+Builders for `pipelines.tiny.write_tiny_model`: instruct-pix2pix and SDXL (image-to-image,
+text-to-image), Stable Video Diffusion (image-to-video) and the SD x4 upscaler (upscale). Each
+is the real diffusers pipeline class with its real component classes, shrunk to a few MB and
+seeded; the tokenizer is the in-memory byte-level CLIP tokenizer of `pipelines.tiny`. Recipes
+follow `shared/reference/pipelines-findings.md`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+__all__ = ["write_tiny_pix2pix", "write_tiny_sdxl", "write_tiny_svd", "write_tiny_upscaler"]
+
+_VOCAB = 514  # 256 byte characters, their 256 end-of-word forms, two specials
+
+
+def _clip_text_config(**overrides: Any) -> Any:
+    from transformers import CLIPTextConfig
+
+    config: dict[str, Any] = dict(
+        bos_token_id=512,
+        eos_token_id=513,
+        pad_token_id=513,
+        hidden_size=32,
+        intermediate_size=37,
+        num_attention_heads=4,
+        num_hidden_layers=2,
+        projection_dim=32,
+        vocab_size=_VOCAB,
+        max_position_embeddings=77,
+    )
+    config.update(overrides)
+    return CLIPTextConfig(**config)
+
+
+def _tokenizer() -> Any:
+    from .tiny import _clip_tokenizer
+
+    return _clip_tokenizer()
+
+
+def _vae(blocks: list[int], sample_size: int = 64) -> Any:
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        block_out_channels=blocks,
+        in_channels=3,
+        out_channels=3,
+        down_block_types=["DownEncoderBlock2D"] * len(blocks),
+        up_block_types=["UpDecoderBlock2D"] * len(blocks),
+        latent_channels=4,
+        norm_num_groups=32,
+        sample_size=sample_size,
+    )
+
+
+def write_tiny_pix2pix(out: Path) -> None:
+    """An instruct-pix2pix pipeline: the tiny SD recipe with an 8-channel UNet input.
+
+    The extra four channels carry the encoded input image, which is what
+    `image_guidance_scale` weighs. Output size is the input image's (64x64 in the tests).
+    """
+    import torch
+    from diffusers import (
+        EulerAncestralDiscreteScheduler,
+        StableDiffusionInstructPix2PixPipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import CLIPTextModel
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        sample_size=32,
+        in_channels=8,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=8,
+        norm_num_groups=32,
+    )
+    torch.manual_seed(1)
+    vae = _vae([32, 64])
+    torch.manual_seed(2)
+    text_encoder = CLIPTextModel(_clip_text_config())
+    scheduler = EulerAncestralDiscreteScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000, steps_offset=1
+    )
+    pipe = StableDiffusionInstructPix2PixPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=_tokenizer(),
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(out, safe_serialization=True)
+
+
+def write_tiny_sdxl(out: Path) -> None:
+    """An SDXL pipeline: two text encoders (the second with projection), `text_time` micro-conditioning.
+
+    Loads as `StableDiffusionXLPipeline` for text-to-image and `StableDiffusionXLImg2ImgPipeline`
+    for image-to-image. 64x64 by default (32 latents, VAE factor 2).
+    """
+    import torch
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        sample_size=32,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        transformer_layers_per_block=(1, 1),
+        # 6 time ids x 8 + the pooled text embedding (32).
+        projection_class_embeddings_input_dim=80,
+        # Both encoders' hidden states, concatenated: 32 + 32.
+        cross_attention_dim=64,
+        norm_num_groups=32,
+    )
+    torch.manual_seed(1)
+    vae = _vae([32, 64])
+    torch.manual_seed(2)
+    text_encoder = CLIPTextModel(_clip_text_config(hidden_act="gelu"))
+    torch.manual_seed(3)
+    text_encoder_2 = CLIPTextModelWithProjection(_clip_text_config(hidden_act="gelu"))
+    scheduler = EulerDiscreteScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        num_train_timesteps=1000,
+        steps_offset=1,
+        timestep_spacing="leading",
+    )
+    pipe = StableDiffusionXLPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        text_encoder_2=text_encoder_2,
+        tokenizer=_tokenizer(),
+        tokenizer_2=_tokenizer(),
+        unet=unet,
+        scheduler=scheduler,
+    )
+    pipe.save_pretrained(out, safe_serialization=True)
+
+
+def write_tiny_svd(out: Path) -> None:
+    """A Stable Video Diffusion pipeline making 4 frames (the UNet's `num_frames`).
+
+    The CLIP vision encoder must take 224 px: the pipeline always resizes the conditioning
+    image to 224 before encoding it.
+    """
+    import torch
+    from diffusers import (
+        AutoencoderKLTemporalDecoder,
+        EulerDiscreteScheduler,
+        StableVideoDiffusionPipeline,
+        UNetSpatioTemporalConditionModel,
+    )
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    torch.manual_seed(0)
+    unet = UNetSpatioTemporalConditionModel(
+        sample_size=32,
+        in_channels=8,
+        out_channels=4,
+        down_block_types=("CrossAttnDownBlockSpatioTemporal", "DownBlockSpatioTemporal"),
+        up_block_types=("UpBlockSpatioTemporal", "CrossAttnUpBlockSpatioTemporal"),
+        block_out_channels=(32, 64),
+        addition_time_embed_dim=32,
+        # fps, motion bucket and noise augmentation, each embedded in 32.
+        projection_class_embeddings_input_dim=96,
+        layers_per_block=1,
+        cross_attention_dim=32,
+        num_attention_heads=(8, 8),
+        num_frames=4,
+    )
+    torch.manual_seed(1)
+    vae = AutoencoderKLTemporalDecoder(
+        block_out_channels=[32, 64],
+        in_channels=3,
+        out_channels=3,
+        down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
+        latent_channels=4,
+        layers_per_block=1,
+    )
+    torch.manual_seed(2)
+    image_encoder = CLIPVisionModelWithProjection(
+        CLIPVisionConfig(
+            hidden_size=32,
+            projection_dim=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=37,
+            image_size=224,
+            patch_size=32,
+        )
+    )
+    feature_extractor = CLIPImageProcessor(crop_size=224, size={"shortest_edge": 224})
+    scheduler = EulerDiscreteScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        num_train_timesteps=1000,
+        prediction_type="v_prediction",
+        interpolation_type="linear",
+        use_karras_sigmas=True,
+        sigma_max=700.0,
+        sigma_min=0.002,
+        timestep_spacing="leading",
+        timestep_type="continuous",
+        steps_offset=1,
+    )
+    pipe = StableVideoDiffusionPipeline(
+        vae=vae, image_encoder=image_encoder, unet=unet, scheduler=scheduler, feature_extractor=feature_extractor
+    )
+    pipe.save_pretrained(out, safe_serialization=True)
+
+
+def write_tiny_upscaler(out: Path) -> None:
+    """A Stable Diffusion x4 upscaler: 7-channel UNet (latents + the noised low-res image).
+
+    The VAE has three blocks so its scale factor is 4, as in the real model: 16 px in, 64 px out.
+    """
+    import torch
+    from diffusers import DDIMScheduler, DDPMScheduler, StableDiffusionUpscalePipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        sample_size=32,
+        in_channels=7,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=8,
+        use_linear_projection=True,
+        only_cross_attention=(True, False),
+        num_class_embeds=100,
+        norm_num_groups=32,
+    )
+    torch.manual_seed(1)
+    vae = _vae([32, 32, 64])
+    torch.manual_seed(2)
+    text_encoder = CLIPTextModel(_clip_text_config(hidden_act="gelu"))
+    pipe = StableDiffusionUpscalePipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=_tokenizer(),
+        unet=unet,
+        low_res_scheduler=DDPMScheduler(),
+        scheduler=DDIMScheduler(prediction_type="v_prediction"),
+        max_noise_level=350,
+    )
+    pipe.save_pretrained(out, safe_serialization=True)
