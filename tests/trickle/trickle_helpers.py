@@ -40,7 +40,6 @@ class StreamingPost:
 
     def __init__(self, http: aiohttp.ClientSession, url: str, headers: dict[str, str] | None = None) -> None:
         self._queue: asyncio.Queue[bytes] = asyncio.Queue()
-        self._done = False
         self.task = asyncio.create_task(self._run(http, url, headers or {}))
 
     async def _body(self) -> AsyncIterator[bytes]:
