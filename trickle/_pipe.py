@@ -26,7 +26,7 @@ class BodyPipe:
         self._writable.set()
         self.consumed = 0
         #: Set when the HTTP client first asks for body bytes (with `Expect: 100-continue`, once
-        #: the server has answered `100 Continue`, i.e. has seen the request).
+        #: the server has answered `100 Continue`, i.e. has seen the request), or the request ended.
         self.started = asyncio.Event()
 
     def has_room(self) -> bool:
@@ -51,6 +51,7 @@ class BodyPipe:
         self._readable.set()
 
     def abort(self) -> None:
+        self.started.set()
         self._aborted = True
         self._closed = True
         self._chunks.clear()
