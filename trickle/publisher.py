@@ -50,6 +50,8 @@ class _Post:
         self.url_seq = seq if url_seq is None else url_seq
         #: `Lp-Trickle-Seq` of the answer: where the server stored the segment.
         self.stored_seq: int | None = None
+        #: False while a preconnect still waits out its delay (nothing sent yet).
+        self.connecting = False
         self.pipe = BodyPipe(publisher.max_buffered_bytes)
         self.task: asyncio.Task[tuple[int, Mapping[str, str], str]] = asyncio.create_task(
             self._run(publisher, reset, delay), name=f"trickle-post-{seq}"
@@ -60,6 +62,7 @@ class _Post:
     ) -> tuple[int, Mapping[str, str], str]:
         if delay:
             await asyncio.sleep(delay)
+        self.connecting = True
         headers = {"Content-Type": publisher.mime_type, **publisher.headers}
         if reset:
             headers[HEADER_RESET] = "1"
@@ -336,7 +339,7 @@ class TricklePublisher:
             return
         self._closed = True
         pending = self._pending
-        if pending is not None and self.expect_continue and not pending.task.done():
+        if pending is not None and pending.connecting and self.expect_continue and not pending.task.done():
             # Let the preconnect reach the server before the DELETE, or (with autocreate) it
             # would arrive afterwards and create the channel again.
             with contextlib.suppress(TimeoutError):
