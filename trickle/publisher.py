@@ -339,7 +339,12 @@ class TricklePublisher:
             return
         self._closed = True
         pending = self._pending
-        if pending is not None and pending.connecting and self.expect_continue and not pending.task.done():
+        if pending is not None and not pending.connecting:
+            # Nothing sent yet: drop it now, before it could reach the server after the DELETE.
+            self._pending = None
+            self._posts.discard(pending)
+            await pending.cancel()
+        elif pending is not None and self.expect_continue and not pending.task.done():
             # Let the preconnect reach the server before the DELETE, or (with autocreate) it
             # would arrive afterwards and create the channel again.
             with contextlib.suppress(TimeoutError):
