@@ -156,6 +156,12 @@ def _write_segment_anything_2(out: Path) -> None:
     write_tiny_sam2(out)
 
 
+def _write_streamdiffusion(out: Path) -> None:
+    from .tiny_streamdiffusion import write_tiny_streamdiffusion
+
+    write_tiny_streamdiffusion(out)
+
+
 def _visual(name: str) -> Callable[[Path], None]:
     def build(out: Path) -> None:
         from . import tiny_visual
@@ -178,6 +184,8 @@ _BUILDERS: dict[str, Callable[[Path], None]] = {
     "text-to-speech": _write_text_to_speech,
     "image-to-text": _write_image_to_text,
     "segment-anything-2": _write_segment_anything_2,
+    # The live pipeline's sd-turbo family, with its tiny VAE (TAESD) alongside.
+    "streamdiffusion": _write_streamdiffusion,
 }
 
 #: Tasks `write_tiny_model` can build.

@@ -1,0 +1,99 @@
+"""Tiny random-weight model of the sd-turbo family, for the `streamdiffusion` live pipeline.
+
+Written by `livestream models tiny --task streamdiffusion --out DIR`:
+
+    DIR/                 a Stable Diffusion 2.1-style pipeline, as `stabilityai/sd-turbo` is laid out
+      unet/ vae/ text_encoder/ tokenizer/ scheduler/ model_index.json
+    DIR/taesd/           an `AutoencoderTiny`, as `madebyollin/taesd` is laid out
+
+The live pipeline uses `DIR/taesd` as the tiny VAE of a local model folder that bundles one,
+so `model_id=DIR` is all a test or a benchmark needs. The recipe follows
+`shared/reference/pipelines-findings.md` ("Real-time img2img"): SD2.1-style UNet
+(`use_linear_projection`, attention_head_dim (2, 4)), CLIP with gelu, AutoencoderTiny blocks
+(8, 8, 8, 8). Both VAEs downsample by 8, as the real ones do, so a 64x64 frame is 8x8 latents.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["TAESD_SUBFOLDER", "write_tiny_streamdiffusion", "write_tiny_taesd"]
+
+#: Where a model folder may bundle its own tiny VAE.
+TAESD_SUBFOLDER = "taesd"
+
+
+def write_tiny_taesd(out: Path) -> None:
+    """An `AutoencoderTiny` with one 8-channel block per stage (factor 8, 4 latent channels)."""
+    import torch
+    from diffusers import AutoencoderTiny
+
+    torch.manual_seed(4)
+    taesd = AutoencoderTiny(
+        encoder_block_out_channels=(8, 8, 8, 8),
+        decoder_block_out_channels=(8, 8, 8, 8),
+        num_encoder_blocks=(1, 1, 1, 1),
+        num_decoder_blocks=(1, 1, 1, 1),
+        latent_channels=4,
+    )
+    taesd.save_pretrained(out, safe_serialization=True)
+
+
+def write_tiny_streamdiffusion(out: Path) -> None:
+    """The sd-turbo architecture family, shrunk: see the module docstring."""
+    import torch
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    from .tiny_visual import _clip_text_config, _tokenizer
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        norm_num_groups=32,
+    )
+    torch.manual_seed(1)
+    vae = AutoencoderKL(
+        block_out_channels=[32, 32, 32, 32],
+        in_channels=3,
+        out_channels=3,
+        down_block_types=["DownEncoderBlock2D"] * 4,
+        up_block_types=["UpDecoderBlock2D"] * 4,
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=32,
+        sample_size=64,
+    )
+    torch.manual_seed(2)
+    text_encoder = CLIPTextModel(_clip_text_config(hidden_act="gelu"))
+    # sd-turbo's own scheduler config (the live pipeline swaps in LCMScheduler's math).
+    scheduler = EulerDiscreteScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        num_train_timesteps=1000,
+        steps_offset=1,
+        timestep_spacing="trailing",
+        prediction_type="epsilon",
+    )
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=_tokenizer(),
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(out, safe_serialization=True)
+    write_tiny_taesd(out / TAESD_SUBFOLDER)
