@@ -229,8 +229,10 @@ class SegmentDecoder:
         on_audio: Callable[[av.Packet | av.AudioFrame], None],
         on_audio_source: Callable[[AudioSource | None], None],
         on_error: Callable[[str], None],
+        threads: int = 1,
     ) -> None:
         self._pipe = pipe
+        self.threads = threads
         self._on_video = on_video
         self._on_audio = on_audio
         self._on_audio_source = on_audio_source
@@ -272,6 +274,8 @@ class SegmentDecoder:
                     copy=name in AUDIO_COPY_CODECS,
                 )
             self._on_audio_source(source)
+            # One decoding thread per session, as for the encoder (sessions run in parallel).
+            video.codec_context.thread_count = self.threads
             streams = [s for s in (video, audio) if s is not None]
             errors = 0
             try:
@@ -383,6 +387,9 @@ class EncoderConfig:
     crf: int = 23
     #: Frame rate hint for x264's rate control; timestamps come from the input.
     fps: int = 30
+    #: x264 threads per session. One: sessions run in parallel, and on few cores slice threads
+    #: cost more in wake-ups than they save (measured in benchmarks/live_bench.py).
+    threads: int = 1
     #: Audio items held while no video frame arrives to mux them with; older ones are dropped.
     max_pending_audio: int = 256
 
@@ -438,6 +445,7 @@ class _Run:
                 "forced-idr": "1",
                 "sc_threshold": "0",
                 "g": str(gop * 4),
+                "threads": str(config.threads),
             },
         )
         self.video.width, self.video.height, self.video.pix_fmt = width, height, "yuv420p"

@@ -135,19 +135,26 @@ class _Outbox:
         self._bytes = 0
         self.max_bytes = max_bytes
 
-    def put_threadsafe(self, item: Any) -> None:
-        self._loop.call_soon_threadsafe(self._put, item)
-
-    def _put(self, item: Any) -> None:
-        self._items.append(item)
-        if isinstance(item, bytes):
-            self._bytes += len(item)
-            if self._bytes > self.max_bytes:
-                self._room.clear()
-        self._ready.set()
+    def extend(self, items: list[Any]) -> None:
+        run: list[bytes] = []
+        for item in [*items, None]:  # consecutive bytes are joined: one write downstream
+            if isinstance(item, bytes):
+                run.append(item)
+                continue
+            if run:
+                data = b"".join(run) if len(run) > 1 else run[0]
+                self._items.append(data)
+                self._bytes += len(data)
+                run = []
+            if item is not None:
+                self._items.append(item)
+        if self._bytes > self.max_bytes:
+            self._room.clear()
+        if items:
+            self._ready.set()
 
     def end(self) -> None:
-        self._put(self.END)
+        self.extend([self.END])
 
     async def get(self) -> Any:
         while not self._items:
@@ -254,10 +261,13 @@ class Session:
         self._queue = FrameQueue(loop, max_frames=self.config.max_queue_frames, max_lag=self.config.max_queue_lag)
         self._pipe = SegmentPipe(loop)
         self._outbox = _Outbox(loop, self.config.max_output_bytes)
+        # The encode thread collects the muxer's output per job; `_deliver` hands it to the
+        # outbox on the loop when the job completes (one wake-up per job, not per write).
+        self._encoded: list[Any] = []
         self._encoder = SegmentedEncoder(
             self.config.encoder,
-            on_data=self._outbox.put_threadsafe,
-            on_cut=lambda: self._outbox.put_threadsafe(_Outbox.CUT),  # type: ignore[union-attr]
+            on_data=self._encoded.append,
+            on_cut=lambda: self._encoded.append(_Outbox.CUT),
         )
         self._decoder = SegmentDecoder(
             self._pipe,
@@ -478,7 +488,7 @@ class Session:
         assert self._queue is not None and self._outbox is not None and self._encoder is not None
         loop = asyncio.get_running_loop()
         queue, outbox, encoder = self._queue, self._outbox, self._encoder
-        pending: asyncio.Future[None] | None = None
+        pending: asyncio.Future[list[Any]] | None = None
         try:
             while True:
                 try:
@@ -494,27 +504,50 @@ class Session:
                     await pending
                 await outbox.wait_room()
                 pending = loop.run_in_executor(self._encode_exec, self._encode, outputs)
+                pending.add_done_callback(self._deliver)
         finally:
             try:
                 if pending is not None:
                     await pending
-                await loop.run_in_executor(self._encode_exec, encoder.close)
+                outbox.extend(await loop.run_in_executor(self._encode_exec, self._close_encoder, encoder))
             finally:
                 outbox.end()
+
+    def _deliver(self, job: asyncio.Future[list[Any]]) -> None:
+        """Loop: an encode job's output to the egress (errors surface where the job is awaited)."""
+        if not job.cancelled() and job.exception() is None and self._outbox is not None:
+            self._outbox.extend(job.result())
+
+    def _take_encoded(self) -> list[Any]:
+        items = self._encoded.copy()
+        self._encoded.clear()
+        return items
+
+    def _close_encoder(self, encoder: SegmentedEncoder) -> list[Any]:
+        """Encode thread: flush and end the last segment; its output."""
+        try:
+            encoder.close()
+        finally:
+            items = self._take_encoded()
+        return items
 
     def _max_batch(self) -> int:
         return max(1, int(getattr(self._pipeline, "max_batch", 1)))
 
-    def _encode(self, outputs: list[_Output]) -> None:
-        """Encode thread."""
+    def _encode(self, outputs: list[_Output]) -> list[Any]:
+        """Encode thread: encode a batch; returns the muxer output (bytes and cuts)."""
         assert self._encoder is not None
-        for out in outputs:
-            if self._encoder.encode(out.frame, out.pts):
-                done = time.monotonic()
-                self.e2e_latency.add(done - out.arrival)
-                self.frames_out += 1
-                self.output_fps.tick(now=done)
-        self.last_output_time = now_ms()
+        try:
+            for out in outputs:
+                if self._encoder.encode(out.frame, out.pts):
+                    done = time.monotonic()
+                    self.e2e_latency.add(done - out.arrival)
+                    self.frames_out += 1
+                    self.output_fps.tick(now=done)
+            self.last_output_time = now_ms()
+        finally:
+            items = self._take_encoded()
+        return items
 
     def _target_size(self, frame: av.VideoFrame) -> tuple[int, int]:
         p = self.params
@@ -539,7 +572,13 @@ class Session:
             else:
                 groups.append((size, [item]))
         outputs: list[_Output] = []
+        pipeline = self._pipeline
         for size, items in groups:
+            first = items[0].frame
+            if pipeline is not None and pipeline.passthrough and size == self.size == (first.width, first.height):
+                # Nothing to compute: skip the hop to the pipeline thread.
+                outputs.extend(self._pipeline_job(size, items))
+                continue
             try:
                 outputs.extend(await loop.run_in_executor(self._pipe_exec, self._pipeline_job, size, items))
             except Exception as exc:
@@ -669,7 +708,10 @@ class Session:
         url = self.request.control_url
         while True:
             try:
-                async with TrickleSubscriber(url, start_seq=-2, session=self._http) as sub:
+                # From the oldest retained message: replaying is harmless (each one is a full
+                # param set and the latest wins), and joining at the live edge could miss the
+                # params sent just before we subscribed.
+                async with TrickleSubscriber(url, start_seq=0, session=self._http) as sub:
                     async for segment in sub:
                         data = await segment.read()
                         self._on_control(data)
