@@ -90,21 +90,24 @@ class _Detokenizer:
         self._ids: list[int] = []
         self._prefix = 0
         self._read = 0
+        self._prefix_text = ""  # decode(ids[prefix:read]), kept to decode once per token
 
     def add(self, token_id: int) -> str:
         self._ids.append(token_id)
-        prefix_text = self._decode(self._ids[self._prefix : self._read])
         text = self._decode(self._ids[self._prefix :])
-        if len(text) > len(prefix_text) and not text.endswith("\ufffd"):
+        if len(text) > len(self._prefix_text) and not text.endswith("\ufffd"):
+            delta = text[len(self._prefix_text) :]
             self._prefix, self._read = self._read, len(self._ids)
-            return text[len(prefix_text) :]
+            self._prefix_text = self._decode(self._ids[self._prefix : self._read])
+            return delta
         return ""
 
     def flush(self) -> str:
-        prefix_text = self._decode(self._ids[self._prefix : self._read])
         text = self._decode(self._ids[self._prefix :])
+        delta = text[len(self._prefix_text) :]
         self._prefix = self._read = len(self._ids)
-        return text[len(prefix_text) :]
+        self._prefix_text = ""
+        return delta
 
     def _decode(self, ids: list[int]) -> str:
         return self._tokenizer.decode(ids, skip_special_tokens=True) if ids else ""  # type: ignore[no-any-return]
@@ -198,9 +201,18 @@ class TransformersBackend:
         events: asyncio.Queue[_Event] = asyncio.Queue()
         run = _Run(self.tokenizer, self._eos, params, lambda event: loop.call_soon_threadsafe(events.put_nowait, event))
         worker = loop.run_in_executor(None, self._generate, run, prompt, params)
+        pending: _Event | None = None
         try:
             while True:
-                event = await events.get()
+                event = pending if pending is not None else await events.get()
+                pending = None
+                # When the loop falls behind the model, send the text that piled up as one delta.
+                while isinstance(event, TextDelta) and not events.empty():
+                    following = events.get_nowait()
+                    if not isinstance(following, TextDelta):
+                        pending = following
+                        break
+                    event = TextDelta(event.text + following.text, following.completion_tokens)
                 if isinstance(event, BaseException):
                     raise event
                 yield event

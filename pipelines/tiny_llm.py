@@ -66,11 +66,12 @@ def _tokenizer() -> object:
     )
 
 
-def write_tiny_llm(out: Path) -> None:
+def write_tiny_llm(out: Path, *, hidden_size: int = 32, num_layers: int = 2) -> None:
     """Write a tiny `LlamaForCausalLM` chat model and its tokenizer into folder `out`.
 
     Hidden 32, intermediate 64, 2 layers, 4 query heads over 2 KV heads of dim 8, a 512-token
-    context (small so that over-long input is cheap to test), seeded weights.
+    context (small so that over-long input is cheap to test), seeded weights. Benchmarks pass a
+    larger `hidden_size`/`num_layers` (same shape otherwise) for tokens/s that mean something.
     """
     import torch
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
@@ -80,12 +81,12 @@ def write_tiny_llm(out: Path) -> None:
     eos = [ids["<|end_of_text|>"], ids["<|eot_id|>"]]
     config = LlamaConfig(
         vocab_size=len(tokenizer),  # type: ignore[arg-type]
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=num_layers,
         num_attention_heads=4,
         num_key_value_heads=2,
-        head_dim=8,
+        head_dim=hidden_size // 4,
         max_position_embeddings=_CONTEXT,
         bos_token_id=ids["<|begin_of_text|>"],
         eos_token_id=eos,

@@ -94,5 +94,5 @@ async def open_sse(request: web.Request) -> web.StreamResponse:
 
 def sse_data(payload: str | dict[str, Any]) -> bytes:
     """One SSE event: `data: <payload>` and a blank line."""
-    text = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"))
+    text = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
     return f"data: {text}\n\n".encode()

@@ -99,17 +99,37 @@ async def _complete(request: web.Request, job: ChatJob) -> web.StreamResponse:
 
 
 async def _stream(request: web.Request, job: ChatJob) -> web.StreamResponse:
+    def chunk(content: str, completion_tokens: int, finish_reason: str = "") -> bytes:
+        # `LLMResponse(...).model_dump_json()`, built as a dict: this runs once per token.
+        return sse_data(
+            {
+                "id": job.id,
+                "model": job.model_id,
+                "created": job.created,
+                "usage": {
+                    "prompt_tokens": job.prompt_tokens,
+                    "completion_tokens": completion_tokens,
+                    "total_tokens": job.prompt_tokens + completion_tokens,
+                },
+                "choices": [
+                    {
+                        "index": 0,
+                        "finish_reason": finish_reason,
+                        "delta": {"role": "assistant", "content": content},
+                        "message": None,
+                    }
+                ],
+            }
+        )
+
     response = await open_sse(request)
     try:
         async for event in job.events:
             if isinstance(event, TextDelta):
-                delta = s.LLMMessage(role="assistant", content=event.text)
-                chunk = _response(job, event.completion_tokens, s.LLMChoice(index=0, delta=delta))
+                await response.write(chunk(event.text, event.completion_tokens))
             else:
                 assert isinstance(event, Finished)
-                delta = s.LLMMessage(role="assistant", content="")
-                chunk = _response(job, event.completion_tokens, s.LLMChoice(index=0, finish_reason="stop", delta=delta))
-            await response.write(sse_data(chunk.model_dump_json()))
+                await response.write(chunk("", event.completion_tokens, "stop"))
         await response.write(sse_data("[DONE]"))
     except PipelineError as exc:
         log.error("llm: error while streaming: %s", exc)

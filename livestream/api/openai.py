@@ -107,7 +107,9 @@ class ChatCompletionRequest(BaseModel):
 
 
 class _OpenAIError(Exception):
-    def __init__(self, status: int, message: str, type_: str, param: str | None = None, code: str | None = None):
+    def __init__(
+        self, status: int, message: str, type_: str, param: str | None = None, code: str | None = None
+    ) -> None:
         super().__init__(message)
         self.response = openai_error(status, message, type_, param, code)
 

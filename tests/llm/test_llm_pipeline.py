@@ -174,3 +174,20 @@ async def test_multibyte_characters_are_never_split(llm_pipeline: LLMPipeline) -
     deltas = [detok.add(i) for i in ids] + [detok.flush()]
     assert "".join(deltas) == text
     assert not any("\ufffd" in d for d in deltas)
+
+
+async def test_a_slow_reader_gets_the_same_text_in_fewer_deltas(llm_pipeline: LLMPipeline) -> None:
+    import asyncio
+
+    fast, _ = await collect(llm_pipeline, HELLO, GREEDY)
+    params = GREEDY
+    deltas: list[TextDelta] = []
+    async for event in llm_pipeline.stream(llm_pipeline.prepare(HELLO, params), params):
+        if isinstance(event, TextDelta):
+            deltas.append(event)
+            await asyncio.sleep(0.05)  # the model runs ahead; its deltas pile up and are merged
+        else:
+            end = event
+    assert "".join(d.text for d in deltas) == fast
+    assert len(deltas) < GREEDY.max_tokens
+    assert end.completion_tokens == GREEDY.max_tokens

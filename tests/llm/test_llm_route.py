@@ -14,6 +14,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 from httpx_sse import aconnect_sse
 
+from livestream.api import schemas as s
 from livestream.keys import REGISTRY_KEY
 from pipelines.errors import InferenceError
 from pipelines.llm import ChatMessage, Finished, LLMPipeline, Prompt, SamplingParams, TextDelta
@@ -102,7 +103,7 @@ async def test_llm_stream_with_an_sse_client(
     assert data[-1] == "[DONE]"
     chunks = [json.loads(d) for d in data[:-1]]
     for chunk in chunks:
-        assert set(chunk) == {"id", "model", "created", "usage", "choices"}
+        assert s.LLMResponse.model_validate(chunk).model_dump(mode="json") == chunk
         assert chunk["id"] == chunks[0]["id"] and chunk["model"] == str(tiny_llm_dir)
         (choice,) = chunk["choices"]
         assert choice["index"] == 0 and choice["message"] is None and choice["delta"]["role"] == "assistant"
