@@ -25,6 +25,7 @@ its own, and joined with 0.15 s of silence. The answer is a 16-bit mono WAV at t
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import re
 import zlib
@@ -158,26 +159,29 @@ class TextToSpeechPipeline:
 
     Raises:
         ModelLoadError: the model cannot be found or loaded, or is not a VITS model (Parler-TTS
-            ids among them: they need the separate Parler image).
+            ids among them: they need a separate image pinned to transformers 4.46).
     """
 
     task = "text-to-speech"
 
     def __init__(self, model_id: str, *, model_dir: Path | None = None, device: str | None = None) -> None:
-        from transformers import AutoConfig, AutoTokenizer, VitsModel
+        from transformers import AutoTokenizer, VitsModel
+        from transformers.utils import cached_file
 
         self.model_id = model_id
         self.device = pick_device(device)
         source = resolve_model_source(model_id, model_dir, probe_file="config.json")
         kwargs = source.from_pretrained_kwargs()
         try:
-            config = AutoConfig.from_pretrained(source.pretrained_name, **kwargs)
-        except (OSError, ValueError, KeyError) as exc:
+            # The raw config: transformers 5 cannot even parse a Parler-TTS config.
+            config_file = cached_file(source.pretrained_name, "config.json", **kwargs)
+            model_type = str(json.loads(Path(str(config_file)).read_text()).get("model_type", ""))
+        except (OSError, ValueError) as exc:
             raise ModelLoadError(f"Could not load text-to-speech model {model_id!r}: {exc}") from exc
-        if config.model_type != "vits":
-            hint = " Parler-TTS runs only in the separate Parler image (transformers 4.46)." if "parler" in config.model_type else ""
+        if model_type != "vits":
+            hint = " Parler-TTS needs a separate image pinned to transformers 4.46." if "parler" in model_type else ""
             raise ModelLoadError(
-                f"text-to-speech model {model_id!r} is a {config.model_type!r} model; this engine serves VITS / "
+                f"text-to-speech model {model_id!r} is a {model_type!r} model; this engine serves VITS / "
                 f"MMS-TTS models (model_type 'vits').{hint}"
             )
         try:

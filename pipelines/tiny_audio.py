@@ -52,15 +52,15 @@ def _whisper_tokenizer() -> object:
     return tokenizer
 
 
-def write_tiny_whisper(out: Path, *, d_model: int = 32, layers: int = 2) -> None:
+def write_tiny_whisper(out: Path, *, d_model: int = 32, layers: int = 2, max_new_tokens: int = 16) -> None:
     """Write a tiny `WhisperForConditionalGeneration` (large-v3 layout: 128 mel bins) with its processor.
 
-    d_model 32, 2 encoder + 2 decoder layers of 2 heads, 30 s windows (1500 encoder positions,
-    which Whisper's feature extractor and timestamp logic assume), at most 16 new tokens per
-    window. The generation config carries
-    what transcription with timestamps needs: language/task ids, the no-timestamps token and
-    alignment heads (cross-attention heads used for word timestamps). Benchmarks pass a larger
-    `d_model`/`layers`.
+    d_model 32, 2 encoder + 2 decoder layers of 2 heads (d_model / 64 heads when wider), 30 s
+    windows (1500 encoder positions, which Whisper's feature extractor and timestamp logic
+    assume), at most 16 new tokens per window. The generation config carries what transcription
+    with timestamps needs: language/task ids, the no-timestamps token and alignment heads
+    (cross-attention heads used for word timestamps). Benchmarks pass a larger `d_model`/`layers`
+    and a realistic `max_new_tokens`.
     """
     import torch
     from transformers import (
@@ -71,6 +71,7 @@ def write_tiny_whisper(out: Path, *, d_model: int = 32, layers: int = 2) -> None
         WhisperProcessor,
     )
 
+    heads = max(2, d_model // 64)
     tokenizer = _whisper_tokenizer()
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in _WHISPER_SPECIALS}  # type: ignore[attr-defined]
     vocab_size = len(tokenizer)  # type: ignore[arg-type]
@@ -82,8 +83,8 @@ def write_tiny_whisper(out: Path, *, d_model: int = 32, layers: int = 2) -> None
         d_model=d_model,
         encoder_layers=layers,
         decoder_layers=layers,
-        encoder_attention_heads=2,
-        decoder_attention_heads=2,
+        encoder_attention_heads=heads,
+        decoder_attention_heads=heads,
         encoder_ffn_dim=2 * d_model,
         decoder_ffn_dim=2 * d_model,
         max_source_positions=1500,
@@ -104,7 +105,7 @@ def write_tiny_whisper(out: Path, *, d_model: int = 32, layers: int = 2) -> None
         pad_token_id=eot,
         max_length=_MAX_TARGET_POSITIONS,
         # Random weights rarely stop by themselves: keep each window short.
-        max_new_tokens=16,
+        max_new_tokens=max_new_tokens,
         is_multilingual=True,
         lang_to_id={"<|en|>": ids["<|en|>"], "<|de|>": ids["<|de|>"]},
         task_to_id={"translate": ids["<|translate|>"], "transcribe": ids["<|transcribe|>"]},
@@ -112,7 +113,7 @@ def write_tiny_whisper(out: Path, *, d_model: int = 32, layers: int = 2) -> None
         prev_sot_token_id=ids["<|startofprev|>"],
         max_initial_timestamp_index=50,
         # (decoder layer, head) pairs whose cross-attention follows the audio: every head here.
-        alignment_heads=[[layer, head] for layer in range(layers) for head in range(2)],
+        alignment_heads=[[layer, head] for layer in range(layers) for head in range(heads)],
         begin_suppress_tokens=[space, eot],
         suppress_tokens=[],
     )

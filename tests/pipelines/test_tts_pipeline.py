@@ -119,3 +119,9 @@ def test_non_vits_model_is_refused(tmp_path: Path) -> None:
     BertConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=1, intermediate_size=8).save_pretrained(tmp_path)
     with pytest.raises(ModelLoadError, match="'bert' model; this engine serves VITS"):
         TextToSpeechPipeline(str(tmp_path), device="cpu")
+
+
+def test_parler_model_is_refused_with_the_reason(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text('{"model_type": "parler_tts", "architectures": ["ParlerTTSForConditionalGeneration"]}')
+    with pytest.raises(ModelLoadError, match="'parler_tts' model.*separate image pinned to transformers 4.46"):
+        TextToSpeechPipeline(str(tmp_path), device="cpu")
