@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,17 @@ def make_registry(max_queue: int = 8, concurrency: int = 1, fail: bool = False) 
     return PipelineRegistry(model_dir=None, default_models={}, pinned=None, max_queue=max_queue, factories={"llm": factory})
 
 
+async def until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.005)
+
+
+def admitted(registry: PipelineRegistry) -> int:
+    slot = registry._slots.get(("llm", "m"))  # no public view of the queue
+    return 0 if slot is None else slot.admitted
+
+
 async def hold(registry: PipelineRegistry, name: str, log: list[str], release: asyncio.Event) -> None:
     async with registry.acquire("llm", "m") as pipeline:
         assert pipeline.model_id == "m"
@@ -41,6 +53,7 @@ async def test_one_holder_at_a_time_in_arrival_order() -> None:
     log: list[str] = []
     gates = [asyncio.Event() for _ in range(3)]
     tasks = [asyncio.create_task(hold(registry, str(i), log, gates[i])) for i in range(3)]
+    await until(lambda: log == ["0 in"] and admitted(registry) == 3)
     await asyncio.sleep(0.05)
     assert log == ["0 in"]
     for gate in gates:
@@ -55,8 +68,9 @@ async def test_acquire_and_run_share_the_turn() -> None:
     log: list[str] = []
     gate = asyncio.Event()
     holder = asyncio.create_task(hold(registry, "stream", log, gate))
-    await asyncio.sleep(0.05)
+    await until(lambda: log == ["stream in"])
     job = asyncio.create_task(registry.run("llm", "m", lambda p: log.append("job")))
+    await until(lambda: admitted(registry) == 2)
     await asyncio.sleep(0.05)
     assert log == ["stream in"]
     gate.set()
@@ -70,7 +84,7 @@ async def test_full_queue_is_busy_and_frees_up() -> None:
     log: list[str] = []
     gate = asyncio.Event()
     tasks = [asyncio.create_task(hold(registry, str(i), log, gate)) for i in range(2)]
-    await asyncio.sleep(0.05)
+    await until(lambda: admitted(registry) == 2)
     with pytest.raises(PipelineBusyError, match="busy"):
         async with registry.acquire("llm", "m"):
             pass
@@ -86,13 +100,14 @@ async def test_cancelled_holder_and_waiter_free_their_places() -> None:
     log: list[str] = []
     never = asyncio.Event()
     holder = asyncio.create_task(hold(registry, "holder", log, never))
-    await asyncio.sleep(0.05)
+    await until(lambda: log == ["holder in"])
     waiter = asyncio.create_task(hold(registry, "waiter", log, never))
-    await asyncio.sleep(0.05)
+    await until(lambda: admitted(registry) == 2)
     waiter.cancel()
     holder.cancel()
     await asyncio.gather(holder, waiter, return_exceptions=True)
     assert log == ["holder in"]
+    assert admitted(registry) == 0
     # Both places are free again: two more are admitted.
     gate = asyncio.Event()
     gate.set()
@@ -107,8 +122,7 @@ async def test_batching_pipeline_admits_its_concurrency() -> None:
     log: list[str] = []
     gate = asyncio.Event()
     tasks = [asyncio.create_task(hold(registry, str(i), log, gate)) for i in range(3)]
-    await asyncio.sleep(0.05)
-    assert sorted(log) == ["0 in", "1 in", "2 in"]
+    await until(lambda: sorted(log) == ["0 in", "1 in", "2 in"])
     with pytest.raises(PipelineBusyError):
         async with registry.acquire("llm", "m"):
             pass

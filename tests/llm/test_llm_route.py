@@ -184,8 +184,14 @@ async def test_llm_full_queue_is_503_and_the_queue_is_fair(make_llm_client: Clie
     fake = FakeLLM("m")
     client = await make_llm_client(max_queue=1, factories={"llm": lambda model_id, model_dir: fake})
     first = asyncio.create_task(client.post("/llm", json={"messages": HELLO}))
+    slot = ("llm", client.app[REGISTRY_KEY].resolve_model_id("llm", ""))
+    async with asyncio.timeout(10):
+        while not (slot in client.app[REGISTRY_KEY]._slots and client.app[REGISTRY_KEY]._slots[slot].admitted == 1):
+            await asyncio.sleep(0.01)
     second = asyncio.create_task(client.post("/llm", json={"messages": HELLO}))
-    await asyncio.sleep(0.2)
+    async with asyncio.timeout(10):  # no public view of the queue
+        while client.app[REGISTRY_KEY]._slots[slot].admitted < 2:
+            await asyncio.sleep(0.01)
     resp = await client.post("/llm", json={"messages": HELLO})
     assert resp.status == 503
     assert "busy" in (await resp.json())["detail"]["msg"]
