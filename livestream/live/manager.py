@@ -48,7 +48,7 @@ class SessionManager:
         config: SessionConfig | None = None,
     ) -> None:
         self.settings = settings
-        self.registry = registry or default_live_registry()
+        self.registry = registry or default_live_registry(settings.model_dir)
         self.config = config or SessionConfig()
         self.limit = settings.live_session_limit
         #: With `--pipeline`, a start beyond the limit replaces the oldest stream (ai-runner).

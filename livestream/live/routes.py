@@ -10,14 +10,15 @@
 from __future__ import annotations
 
 import json
+import secrets
 from typing import Any
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from pipelines.base import params_schema
 
 from ..api.errors import ApiError
-from ..keys import LIVE_MANAGER_KEY
+from ..keys import LIVE_MANAGER_KEY, SETTINGS_KEY
 from .control import ControlError
 from .manager import SessionManager
 
@@ -31,6 +32,12 @@ def _json(data: Any, status: int = 200) -> web.Response:
 
 
 def _manager(request: web.Request) -> SessionManager:
+    """The manager, after the bearer check the runner routes make (when a token is set)."""
+    token = request.app[SETTINGS_KEY].auth_token
+    if token:
+        scheme, _, credentials = request.headers.get(hdrs.AUTHORIZATION, "").partition(" ")
+        if scheme.lower() != "bearer" or not secrets.compare_digest(credentials.encode(), token.encode()):
+            raise ApiError(401, "Invalid bearer token.", {hdrs.WWW_AUTHENTICATE: "Bearer"})
     return request.app[LIVE_MANAGER_KEY]
 
 

@@ -96,7 +96,13 @@ async def test_noop_end_to_end(engine, orchestrator, http, ts_segments) -> None:
     assert (await (await engine.get("/live")).json())["sessions"] == []
 
 
-async def test_control_changes_effect_mid_stream(engine, orchestrator, http, ts_segments) -> None:
+async def test_control_changes_effect_mid_stream(engine_factory, orchestrator, http, ts_segments) -> None:
+    from dataclasses import replace
+
+    from conftest import TEST_CONFIG
+
+    # The input pauses while the test waits for the update: a longer stall timeout.
+    engine = await engine_factory(config=replace(TEST_CONFIG, input_timeout=20.0))
     ch = Channels(orchestrator, "fx")
     segments = ts_segments(90)
     await create_channels(http, ch)
@@ -337,3 +343,14 @@ async def test_shutdown_ends_sessions_with_a_final_event(engine_factory, orchest
     assert final["final"] and final["end_reason"] == "engine shutting down" and final["state"] == "OFFLINE"
     frames, _, _ = decode_ts(out.data)
     assert numbers(frames) == list(range(30))
+
+
+async def test_session_api_requires_the_bearer_token_when_set(engine_factory) -> None:
+    from livestream.settings import Settings
+
+    engine = await engine_factory(Settings(auth_token="s3cret"))
+    assert (await engine.get("/live")).status == 401
+    assert (await engine.delete("/live/x")).status == 401
+    headers = {"Authorization": "Bearer s3cret"}
+    assert (await engine.get("/live", headers=headers)).status == 200
+    assert (await engine.delete("/live/x", headers=headers)).status == 404

@@ -158,3 +158,24 @@ def test_drawn_numbers_roundtrip() -> None:
     for n in (0, 1, 255, 4097, 65535):
         assert read_number(draw_frame(n, 128, 128)) == n
     assert np.asarray(draw_frame(3, 64, 64)).shape == (64, 64, 3)
+
+
+def test_encoder_transcodes_audio_it_cannot_copy() -> None:
+    from livestream.live.media import AudioSource
+
+    chunks: list[bytes] = []
+    enc = SegmentedEncoder(EncoderConfig(), on_data=chunks.append, on_cut=lambda: None)
+    enc.set_audio_source(AudioSource(codec="pcm_s16le", sample_rate=44100, channels=1, copy=False))
+    t = 0
+    for i in range(30):
+        samples = (np.sin(np.arange(t, t + 1470) / 44100 * 2 * np.pi * 440) * 8000).astype(np.int16)[None, :]
+        frame = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
+        frame.sample_rate = 44100
+        enc.push_audio(frame)
+        t += 1470
+        enc.encode(av.VideoFrame.from_ndarray(draw_frame(i, 64, 64), format="rgb24"), 3000 * i)
+    enc.close()
+    with av.open(io.BytesIO(b"".join(chunks)), format="mpegts") as c:
+        assert c.streams.audio[0].codec_context.name == "aac"
+        audio_packets = [p for p in c.demux(c.streams.audio[0]) if p.size]
+    assert len(audio_packets) > 10
