@@ -354,3 +354,19 @@ async def test_session_api_requires_the_bearer_token_when_set(engine_factory) ->
     headers = {"Authorization": "Bearer s3cret"}
     assert (await engine.get("/live", headers=headers)).status == 200
     assert (await engine.delete("/live/x", headers=headers)).status == 404
+
+
+async def test_params_set_the_output_size(engine, orchestrator, http, ts_segments) -> None:
+    ch = Channels(orchestrator, "size")
+    await create_channels(http, ch)
+    out = Collected()
+    reader = asyncio.create_task(collect(ch.publish_url, http, out))
+    async with TricklePublisher(ch.subscribe_url, "video/mp2t", session=http) as pub:
+        await start(engine, ch, stream_id="size", model_id="noop", params={"width": 64, "height": 96})
+        await publish_segments(pub, ts_segments(90)[:1])
+    async with asyncio.timeout(10):
+        await reader
+    frames, _, _ = decode_ts(out.data)
+    assert len(frames) == 30 and {f.shape for f in frames} == {(96, 64, 3)}
+    resp = await engine.post("/live-video-to-video", json=ch.start_body(params={"width": 100, "height": 64}))
+    assert resp.status == 400  # not a multiple of 8
