@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..base import LiveParams, LivePipeline
 from ..errors import InvalidRequestError
 from .color_filter import ColorFilterParams
 from .noop import NoopParams
+from .streamdiffusion_params import VARIANTS as _STREAMDIFFUSION_VARIANTS
 
 __all__ = ["LivePipelineRegistry", "LivePipelineSpec", "default_live_registry"]
 
@@ -64,9 +66,19 @@ def _color_filter() -> LivePipeline:
     return ColorFilterPipeline()
 
 
-def default_live_registry() -> LivePipelineRegistry:
-    """The built-in CPU pipelines: `noop` and `color-filter`."""
-    return LivePipelineRegistry(
+def _streamdiffusion(model_dir: Path | None) -> Callable[[], LivePipeline]:
+    def make() -> LivePipeline:
+        from .streamdiffusion import StreamDiffusionPipeline
+
+        return StreamDiffusionPipeline(model_dir=model_dir)
+
+    return make
+
+
+def default_live_registry(model_dir: Path | None = None) -> LivePipelineRegistry:
+    """The built-in pipelines: `noop`, `color-filter` and `streamdiffusion` (with ai-runner's
+    variant names); `model_dir` is where model-backed pipelines look for models (MODEL_DIR)."""
+    registry = LivePipelineRegistry(
         [
             LivePipelineSpec("noop", NoopParams, _noop, "Pass-through: output frames are the input frames."),
             LivePipelineSpec(
@@ -77,3 +89,13 @@ def default_live_registry() -> LivePipelineRegistry:
             ),
         ]
     )
+    for name, params_model in _STREAMDIFFUSION_VARIANTS.items():
+        registry.register(
+            LivePipelineSpec(
+                name,
+                params_model,
+                _streamdiffusion(model_dir),
+                "Real-time img2img (StreamDiffusion's method): every frame restyled by a prompt.",
+            )
+        )
+    return registry

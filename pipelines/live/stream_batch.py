@@ -1,0 +1,409 @@
+"""StreamDiffusion's denoising math on current diffusers: schedule, per-stream state, one step.
+
+The method (Kodaira et al., arXiv 2312.12491), written against diffusers 0.42 components:
+
+- **Schedule.** LCMScheduler's grid (`num_inference_steps` timesteps, `999 - 20 i` for 50);
+  `t_index_list` picks n of them. Per picked step k the tables hold
+  `alpha_k = sqrt(acp[t_k])`, `beta_k = sqrt(1 - acp[t_k])` and LCM's boundary scalings
+  `c_skip_k, c_out_k`, as `(n, 1, 1, 1)` tensors, so the step is a few batched ops.
+- **Stream batch.** A stream keeps `n - 1` latents from earlier frames, row k sitting at step
+  `t_k`. Each frame's latent is noised to `t_0` and stacked on top, one UNet call advances all n
+  rows, the last row's x0 is the output, and rows `0..n-2` are re-noised to the next step
+  (`alpha_{k+1} x0 + beta_{k+1} noise_{k+1}`) and kept. Output lags input by n - 1 frames and
+  equals running each frame through the n steps one after the other (the tests check this).
+- **Fixed noise.** `noise` (n rows) is drawn once per seed and reused every frame.
+- **Residual CFG.** `none`; `full` (uncond rows for every step, negative prompt); `self` (the
+  uncond prediction is `delta * stock`, a virtual residual noise carried with each frame
+  through its steps); `initialize` (one extra row evaluates the negative prompt at `t_0`
+  and seeds the stock noise). Guidance applies when `guidance_scale > 1`.
+- **x0.** `c_out (x - beta eps) / alpha + c_skip x`; v-prediction models are converted to eps.
+
+A stream's rows never mix with another's except in the UNet call itself, so `step` takes a
+list of (state, latent) pairs and runs them all in one UNet call: cross-stream batching is
+the same code with more than one stream. The UNet and the VAE are behind `DenoiseBackend`,
+so compiled or TensorRT engines can replace the PyTorch modules.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = [
+    "CfgType",
+    "DenoiseBackend",
+    "Schedule",
+    "StreamState",
+    "TorchBackend",
+    "blend",
+    "make_noise",
+    "step",
+    "step_sequential",
+]
+
+CfgType = Literal["none", "full", "self", "initialize"]
+
+
+class DenoiseBackend(Protocol):
+    """The three model calls of a frame. Tensors stay on the backend's device and dtype."""
+
+    def unet(self, sample: torch.Tensor, timesteps: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor:
+        """Args: sample `(B, 4, h, w)`, timesteps `(B,)` long, embeds `(B, L, D)`. Returns `(B, 4, h, w)`."""
+        ...
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Args: images `(N, 3, H, W)` in [-1, 1]. Returns scaled latents `(N, 4, H/f, W/f)`."""
+        ...
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Args: scaled latents. Returns images `(N, 3, H, W)` in about [-1, 1]."""
+        ...
+
+
+class TorchBackend:
+    """Eager PyTorch: a diffusers `UNet2DConditionModel` and `AutoencoderKL`/`AutoencoderTiny`."""
+
+    name = "eager"
+
+    def __init__(self, unet: Any, vae: Any) -> None:
+        self._unet = unet
+        self._vae = vae
+        self._scaling = float(getattr(vae.config, "scaling_factor", 1.0) or 1.0)
+        self._shift = float(getattr(vae.config, "shift_factor", 0.0) or 0.0)
+
+    def unet(self, sample: torch.Tensor, timesteps: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor:
+        return self._unet(sample, timesteps, encoder_hidden_states=embeds, return_dict=False)[0]
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion_img2img import retrieve_latents
+
+        # The distribution's mode, not a sample: the same frame always gives the same latent.
+        latents = retrieve_latents(self._vae.encode(images), sample_mode="argmax")
+        return (latents - self._shift) * self._scaling
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        return self._vae.decode(latents / self._scaling + self._shift, return_dict=False)[0]
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The per-step tables of one `t_index_list` (see the module docstring); rows are steps."""
+
+    t_index_list: tuple[int, ...]
+    num_inference_steps: int
+    timesteps: torch.Tensor
+    alpha: torch.Tensor
+    beta: torch.Tensor
+    c_skip: torch.Tensor
+    c_out: torch.Tensor
+    prediction_type: str = "epsilon"
+
+    @property
+    def steps(self) -> int:
+        return len(self.t_index_list)
+
+    @classmethod
+    def build(
+        cls,
+        scheduler_config: Any,
+        t_index_list: Sequence[int],
+        num_inference_steps: int,
+        *,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype | None = None,
+    ) -> Schedule:
+        """Tables for `t_index_list` on the LCM grid of `num_inference_steps` steps.
+
+        Args:
+            scheduler_config: the model's scheduler config (any SD scheduler); LCMScheduler's
+                math is built from its betas.
+        """
+        import torch
+        from diffusers import LCMScheduler
+
+        config = dict(scheduler_config)
+        prediction_type = str(config.get("prediction_type") or "epsilon")
+        scheduler = LCMScheduler.from_config(config)
+        original = max(int(scheduler.config.original_inference_steps), num_inference_steps)
+        scheduler.set_timesteps(num_inference_steps, original_inference_steps=original)
+        grid = scheduler.timesteps.to("cpu", torch.long)
+        if max(t_index_list) >= len(grid):
+            raise ValueError(f"t_index_list {list(t_index_list)} indexes past the {len(grid)}-step grid")
+        timesteps = grid[list(t_index_list)]
+        acp = scheduler.alphas_cumprod.to(torch.float64)[timesteps]
+        scalings = [scheduler.get_scalings_for_boundary_condition_discrete(int(t)) for t in timesteps]
+        dtype = dtype or torch.float32
+
+        def table(values: Any) -> torch.Tensor:
+            return torch.as_tensor(values, dtype=torch.float64).view(-1, 1, 1, 1).to(device=device, dtype=dtype)
+
+        return cls(
+            t_index_list=tuple(t_index_list),
+            num_inference_steps=num_inference_steps,
+            timesteps=timesteps.to(device),
+            alpha=table(acp.sqrt()),
+            beta=table((1 - acp).sqrt()),
+            c_skip=table([float(s) for s, _ in scalings]),
+            c_out=table([float(o) for _, o in scalings]),
+            prediction_type=prediction_type,
+        )
+
+
+@dataclass
+class StreamState:
+    """One stream's denoising state: the slot a (future) GPU worker indexes per session.
+
+    Attributes:
+        noise: `(n, 4, h, w)` fixed noise, row k used at step k.
+        cond, uncond: `(1, L, D)` prompt and negative-prompt embeddings.
+        buffer: `(n - 1, 4, h, w)` latents of earlier frames at steps 1..n-1, or None until
+            the next frame primes it (its own latent noised to each step: never a blank frame).
+        stock: `(n, 4, h, w)` residual-CFG stock noise; row k belongs to the frame entering
+            step k + 1 on the next call.
+    """
+
+    schedule: Schedule
+    noise: torch.Tensor
+    cond: torch.Tensor
+    uncond: torch.Tensor
+    cfg_type: CfgType = "self"
+    guidance_scale: float = 1.0
+    delta: float = 1.0
+    do_add_noise: bool = True
+    buffer: torch.Tensor | None = None
+    stock: torch.Tensor | None = None
+    frames: int = field(default=0)
+
+    @property
+    def guided(self) -> bool:
+        return self.cfg_type != "none" and self.guidance_scale > 1.0
+
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        return tuple(self.noise.shape[1:])
+
+    def unet_rows(self) -> int:
+        """UNet rows this stream adds to a step."""
+        n = self.schedule.steps
+        if self.guided and self.cfg_type == "full":
+            return 2 * n
+        if self.guided and self.cfg_type == "initialize":
+            return n + 1
+        return n
+
+    def reset(self) -> None:
+        """Forget earlier frames: the next frame primes the buffer again."""
+        self.buffer = None
+        self.stock = None
+        self.frames = 0
+
+
+def make_noise(shape: Sequence[int], seeds: Sequence[tuple[int, float]], *, method: str = "linear", normalize: bool = True) -> torch.Tensor:
+    """Fixed noise for weighted seeds (float32, CPU): one `randn(shape)` per seed, blended."""
+    import torch
+
+    parts = []
+    for seed, _ in seeds:
+        gen = torch.Generator("cpu").manual_seed(int(seed))
+        parts.append(torch.randn(tuple(shape), generator=gen, dtype=torch.float32))
+    return blend(parts, [w for _, w in seeds], method=method, normalize=normalize)
+
+
+def _slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
+    import torch
+
+    af, bf = a.flatten().double(), b.flatten().double()
+    cos = torch.dot(af / af.norm(), bf / bf.norm()).clamp(-1.0, 1.0)
+    theta = float(torch.arccos(cos))
+    if theta < 1e-4:
+        return (1 - t) * a + t * b
+    s = math.sin(theta)
+    return (math.sin((1 - t) * theta) / s) * a + (math.sin(t * theta) / s) * b
+
+
+def blend(tensors: Sequence[torch.Tensor], weights: Sequence[float], *, method: str = "linear", normalize: bool = True) -> torch.Tensor:
+    """Weighted blend of same-shape tensors: a weighted sum, or pairwise slerp in weight order."""
+    total = float(sum(weights))
+    if len(tensors) == 1:
+        return tensors[0] * (1.0 if normalize else float(weights[0]))
+    if method == "slerp":
+        acc, acc_w = tensors[0], float(weights[0])
+        for tensor, w in zip(tensors[1:], weights[1:], strict=True):
+            if acc_w + w > 0:
+                acc = _slerp(acc, tensor, float(w) / (acc_w + w))
+            acc_w += float(w)
+        return acc
+    scale = 1.0 / total if normalize else 1.0
+    out = tensors[0] * (float(weights[0]) * scale)
+    for tensor, w in zip(tensors[1:], weights[1:], strict=True):
+        out = out + tensor * (float(w) * scale)
+    return out
+
+
+def _to_eps(out: torch.Tensor, sample: torch.Tensor, alpha: torch.Tensor, beta: torch.Tensor, kind: str) -> torch.Tensor:
+    if kind == "epsilon":
+        return out
+    if kind == "v_prediction":
+        return alpha * out + beta * sample
+    if kind == "sample":
+        return (sample - alpha * out) / beta
+    raise ValueError(f"unsupported prediction_type {kind!r}")
+
+
+def _x0(x: torch.Tensor, eps: torch.Tensor, s: Schedule, rows: slice | torch.Tensor) -> torch.Tensor:
+    """LCM's boundary-condition x0 for rows `rows` of the schedule."""
+    alpha, beta = s.alpha[rows], s.beta[rows]
+    return s.c_out[rows] * ((x - beta * eps) / alpha) + s.c_skip[rows] * x
+
+
+@dataclass
+class _Pending:
+    x: torch.Tensor
+    stock: torch.Tensor
+    rows: int
+
+
+def _prepare(state: StreamState, latent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, _Pending]:
+    """This stream's UNet inputs for one frame (and what `_finish` needs)."""
+    import torch
+
+    s, noise = state.schedule, state.noise
+    n = s.steps
+    x_new = s.alpha[0:1] * latent + s.beta[0:1] * noise[0:1]
+    if n > 1 and (state.buffer is None or state.buffer.shape[0] != n - 1):
+        # Prime with this frame: its latent noised to every later step.
+        state.buffer = s.alpha[1:] * latent + s.beta[1:] * noise[1:]
+        state.stock = None
+    if state.stock is None or state.stock.shape[0] != n:
+        # Row k holds the stock noise of the frame entering step k + 1: its true noise.
+        state.stock = torch.roll(noise, -1, dims=0)
+    x = torch.cat([x_new, state.buffer], dim=0) if n > 1 else x_new
+    stock = torch.cat([noise[0:1], state.stock[:-1]], dim=0)
+    t = s.timesteps
+    cond = state.cond.expand(n, -1, -1)
+    if state.guided and state.cfg_type == "full":
+        sample = torch.cat([x, x], dim=0)
+        t = torch.cat([t, t])
+        embeds = torch.cat([state.uncond.expand(n, -1, -1), cond], dim=0)
+    elif state.guided and state.cfg_type == "initialize":
+        sample = torch.cat([x[0:1], x], dim=0)
+        t = torch.cat([t[0:1], t])
+        embeds = torch.cat([state.uncond, cond], dim=0)
+    else:
+        sample, embeds = x, cond
+    return sample, t, embeds, _Pending(x, stock, sample.shape[0])
+
+
+def _finish(state: StreamState, pending: _Pending, out: torch.Tensor) -> torch.Tensor:
+    """The guided prediction, x0 of every row, the new buffer and stock; returns the output x0."""
+    import torch
+
+    s, noise, x, stock = state.schedule, state.noise, pending.x, pending.stock
+    n = s.steps
+    g = state.guidance_scale
+    kind = s.prediction_type
+    if state.guided and state.cfg_type == "full":
+        eps_u = _to_eps(out[:n], x, s.alpha, s.beta, kind)
+        eps_c = _to_eps(out[n:], x, s.alpha, s.beta, kind)
+        eps = eps_u + g * (eps_c - eps_u)
+    elif state.guided and state.cfg_type == "initialize":
+        first = _to_eps(out[0:1], x[0:1], s.alpha[0:1], s.beta[0:1], kind)
+        stock = torch.cat([first, stock[1:]], dim=0)
+        eps_c = _to_eps(out[1:], x, s.alpha, s.beta, kind)
+        eps_u = state.delta * stock
+        eps = eps_u + g * (eps_c - eps_u)
+    elif state.guided:  # self
+        eps_c = _to_eps(out, x, s.alpha, s.beta, kind)
+        eps_u = state.delta * stock
+        eps = eps_u + g * (eps_c - eps_u)
+    else:
+        eps = _to_eps(out, x, s.alpha, s.beta, kind)
+    rows = slice(0, n)
+    x0 = _x0(x, eps, s, rows)
+    if state.cfg_type in ("self", "initialize"):
+        # The stock noise follows its frame: the residual it leaves at the next step.
+        one = torch.ones_like(s.alpha[0:1])
+        alpha_next = torch.cat([s.alpha[1:], one], dim=0)
+        beta_next = torch.cat([s.beta[1:], one], dim=0)
+        delta_x = _x0(s.beta * stock, eps, s, rows) * alpha_next / beta_next
+        state.stock = torch.roll(noise, -1, dims=0) + delta_x
+    else:
+        state.stock = torch.roll(noise, -1, dims=0)
+    if n > 1:
+        renoised = s.alpha[1:] * x0[:-1]
+        if state.do_add_noise:
+            renoised = renoised + s.beta[1:] * noise[1:]
+        state.buffer = renoised
+    state.frames += 1
+    return x0[-1:]
+
+
+def step(backend: DenoiseBackend, items: Sequence[tuple[StreamState, torch.Tensor]]) -> list[torch.Tensor]:
+    """One stream-batch step for each (state, latent) pair, all in one UNet call.
+
+    Args:
+        items: each a stream's state and its new frame's clean latent `(1, 4, h, w)`; every
+            stream must have the same latent and embedding shapes.
+
+    Returns: each stream's output x0 latent `(1, 4, h, w)` (the frame n - 1 steps back).
+    """
+    import torch
+
+    prepared = [_prepare(state, latent) for state, latent in items]
+    if len(prepared) == 1:
+        sample, t, embeds, _ = prepared[0]
+    else:
+        sample = torch.cat([p[0] for p in prepared], dim=0)
+        t = torch.cat([p[1] for p in prepared])
+        embeds = torch.cat([p[2] for p in prepared], dim=0)
+    out = backend.unet(sample, t, embeds)
+    results = []
+    start = 0
+    for (state, _), (_, _, _, pending) in zip(items, prepared, strict=True):
+        results.append(_finish(state, pending, out[start : start + pending.rows]))
+        start += pending.rows
+    return results
+
+
+def step_sequential(backend: DenoiseBackend, state: StreamState, latent: torch.Tensor) -> torch.Tensor:
+    """`use_denoising_batch=False`: this frame through all n steps now (n UNet calls, no lag).
+
+    Same fixed noise and guidance as the stream batch; the buffer is not used.
+    """
+    import torch
+
+    s, noise = state.schedule, state.noise
+    n = s.steps
+    g, kind = state.guidance_scale, s.prediction_type
+    x = s.alpha[0:1] * latent + s.beta[0:1] * noise[0:1]
+    stock = noise[0:1]
+    x0 = x
+    for k in range(n):
+        rows = slice(k, k + 1)
+        alpha, beta = s.alpha[rows], s.beta[rows]
+        t = s.timesteps[rows]
+        if state.guided and state.cfg_type == "full":
+            out = backend.unet(torch.cat([x, x]), torch.cat([t, t]), torch.cat([state.uncond, state.cond]))
+            eps_u, eps_c = (_to_eps(o, x, alpha, beta, kind) for o in out.chunk(2))
+        elif state.guided and state.cfg_type == "initialize" and k == 0:
+            out = backend.unet(torch.cat([x, x]), torch.cat([t, t]), torch.cat([state.uncond, state.cond]))
+            stock = _to_eps(out[0:1], x, alpha, beta, kind)
+            eps_c = _to_eps(out[1:], x, alpha, beta, kind)
+            eps_u = state.delta * stock
+        else:
+            eps_c = _to_eps(backend.unet(x, t, state.cond), x, alpha, beta, kind)
+            eps_u = state.delta * stock
+        eps = eps_u + g * (eps_c - eps_u) if state.guided else eps_c
+        x0 = _x0(x, eps, s, rows)
+        if k + 1 < n:
+            nxt = slice(k + 1, k + 2)
+            if state.cfg_type in ("self", "initialize"):
+                stock = noise[nxt] + _x0(beta * stock, eps, s, rows) * s.alpha[nxt] / s.beta[nxt]
+            x = s.alpha[nxt] * x0 + (s.beta[nxt] * noise[nxt] if state.do_add_noise else 0)
+    state.frames += 1
+    return x0
