@@ -361,3 +361,28 @@ def test_lora_on_img2img_is_applied_then_disabled(
     [after] = sd_i2i.generate(ImageToImageInput(**base))
     assert not np.array_equal(px(plain), px(styled))
     assert np.array_equal(px(plain), px(after))
+
+
+# --- livestream models tiny ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("task", "class_name"),
+    [
+        ("image-to-image", "StableDiffusionPipeline"),
+        ("instruct-pix2pix", "StableDiffusionInstructPix2PixPipeline"),
+        ("sdxl", "StableDiffusionXLPipeline"),
+        ("image-to-video", "StableVideoDiffusionPipeline"),
+        ("upscale", "StableDiffusionUpscalePipeline"),
+    ],
+)
+def test_models_tiny_cli(task: str, class_name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from livestream.cli import main
+
+    out = tmp_path / task
+    assert main(["models", "tiny", "--task", task, "--out", str(out)]) == 0
+    assert "not a real model" in capsys.readouterr().out
+    assert json.loads((out / "model_index.json").read_text())["_class_name"] == class_name
+    assert sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) < 10 * 1024**2
