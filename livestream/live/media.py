@@ -23,6 +23,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Any
 
 import av
 import numpy as np
@@ -32,6 +33,7 @@ __all__ = [
     "AUDIO_COPY_CODECS",
     "OUTPUT_TIME_BASE",
     "EncoderConfig",
+    "Outbox",
     "SegmentDecoder",
     "SegmentPipe",
     "SegmentedEncoder",
@@ -583,3 +585,54 @@ class SegmentedEncoder:
         if run is not None:
             self._mux_audio(run)
         self._end_run()
+
+
+class Outbox:
+    """Encoded output on its way to the egress task (loop side): bytes, `CUT` between
+    segments, `END` after the last. Bounded: the producer awaits `wait_room()`."""
+
+    CUT = object()
+    END = object()
+
+    def __init__(self, max_bytes: int) -> None:
+        self._items: deque[Any] = deque()
+        self._ready = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._bytes = 0
+        self.max_bytes = max_bytes
+
+    def extend(self, items: list[Any]) -> None:
+        run: list[bytes] = []
+        for item in [*items, None]:  # consecutive bytes are joined: one write downstream
+            if isinstance(item, bytes):
+                run.append(item)
+                continue
+            if run:
+                data = b"".join(run) if len(run) > 1 else run[0]
+                self._items.append(data)
+                self._bytes += len(data)
+                run = []
+            if item is not None:
+                self._items.append(item)
+        if self._bytes > self.max_bytes:
+            self._room.clear()
+        if items:
+            self._ready.set()
+
+    def end(self) -> None:
+        self.extend([self.END])
+
+    async def get(self) -> Any:
+        while not self._items:
+            self._ready.clear()
+            await self._ready.wait()
+        item = self._items.popleft()
+        if isinstance(item, bytes):
+            self._bytes -= len(item)
+            if self._bytes <= self.max_bytes // 2:
+                self._room.set()
+        return item
+
+    async def wait_room(self) -> None:
+        await self._room.wait()

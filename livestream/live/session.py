@@ -28,11 +28,10 @@ import hashlib
 import json
 import logging
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -49,12 +48,14 @@ from trickle import (
     TrickleSubscriber,
 )
 
+from .config import SessionConfig, StartRequest
 from .control import ControlError, merge_params, parse_control
 from .events import STREAM_TRACE, encode_event, error_event, now_ms, trace_event
 from .frames import FrameQueue, InputFrame, StreamEnded
 from .media import (
     OUTPUT_TIME_BASE,
     EncoderConfig,
+    Outbox,
     SegmentDecoder,
     SegmentedEncoder,
     SegmentPipe,
@@ -64,7 +65,7 @@ from .media import (
 )
 from .stats import LatencyMeter, RateMeter
 
-__all__ = ["SessionConfig", "SessionState", "StartRequest", "Session"]
+__all__ = ["Session", "SessionConfig", "SessionState", "StartRequest"]
 
 log = logging.getLogger(__name__)
 
@@ -78,97 +79,6 @@ class SessionState:
     DEGRADED_INFERENCE = "DEGRADED_INFERENCE"
     OFFLINE = "OFFLINE"
     ERROR = "ERROR"
-
-
-@dataclass(frozen=True)
-class SessionConfig:
-    """Timers and bounds of live sessions (tests shorten them)."""
-
-    #: Seconds between `status` events (ai-runner: 10).
-    status_interval: float = 10.0
-    #: Seconds without input bytes before the session ends (ai-runner: 60).
-    input_timeout: float = 60.0
-    max_queue_frames: int = 64
-    #: Seconds of stream time the frame queue holds before dropping its oldest frames.
-    max_queue_lag: float = 1.0
-    #: Pipeline restarts after exceptions before the session ends.
-    max_restarts: int = 2
-    #: Seconds a graceful stop may take before everything is aborted.
-    stop_timeout: float = 5.0
-    #: Seconds without input after which the state is DEGRADED_INPUT.
-    degraded_input_after: float = 2.0
-    encoder: EncoderConfig = field(default_factory=EncoderConfig)
-    max_pending_events: int = 64
-    max_output_bytes: int = 8 * 1024 * 1024
-
-
-@dataclass(frozen=True)
-class StartRequest:
-    """What `POST /live-video-to-video` carries (ai-runner's fields), params validated."""
-
-    stream_id: str
-    subscribe_url: str
-    publish_url: str
-    control_url: str = ""
-    events_url: str = ""
-    params: LiveParams | None = None
-    gateway_request_id: str = ""
-    manifest_id: str = ""
-
-    @staticmethod
-    def session_id(stream_id: str, gateway_request_id: str) -> str:
-        return stream_id or gateway_request_id or uuid.uuid4().hex
-
-
-class _Outbox:
-    """Encoded bytes from the encoder thread to the egress task; `CUT` ends a segment."""
-
-    CUT = object()
-    END = object()
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, max_bytes: int) -> None:
-        self._loop = loop
-        self._items: deque[Any] = deque()
-        self._ready = asyncio.Event()
-        self._room = asyncio.Event()
-        self._room.set()
-        self._bytes = 0
-        self.max_bytes = max_bytes
-
-    def extend(self, items: list[Any]) -> None:
-        run: list[bytes] = []
-        for item in [*items, None]:  # consecutive bytes are joined: one write downstream
-            if isinstance(item, bytes):
-                run.append(item)
-                continue
-            if run:
-                data = b"".join(run) if len(run) > 1 else run[0]
-                self._items.append(data)
-                self._bytes += len(data)
-                run = []
-            if item is not None:
-                self._items.append(item)
-        if self._bytes > self.max_bytes:
-            self._room.clear()
-        if items:
-            self._ready.set()
-
-    def end(self) -> None:
-        self.extend([self.END])
-
-    async def get(self) -> Any:
-        while not self._items:
-            self._ready.clear()
-            await self._ready.wait()
-        item = self._items.popleft()
-        if isinstance(item, bytes):
-            self._bytes -= len(item)
-            if self._bytes <= self.max_bytes // 2:
-                self._room.set()
-        return item
-
-    async def wait_room(self) -> None:
-        await self._room.wait()
 
 
 @dataclass(slots=True)
@@ -205,7 +115,6 @@ class Session:
         self._pipe_exec: ThreadPoolExecutor | None = None
         self._encode_exec: ThreadPoolExecutor | None = None
         self._stop_requested = asyncio.Event()
-        self._hard_stop = False
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._finished = asyncio.Event()
         self._closed = False
@@ -250,7 +159,7 @@ class Session:
         self._pipe: SegmentPipe | None = None
         self._decoder: SegmentDecoder | None = None
         self._encoder: SegmentedEncoder | None = None
-        self._outbox: _Outbox | None = None
+        self._outbox: Outbox | None = None
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -260,14 +169,14 @@ class Session:
         self._encode_exec = ThreadPoolExecutor(1, thread_name_prefix=f"live-encode-{self.stream_id[:16]}")
         self._queue = FrameQueue(loop, max_frames=self.config.max_queue_frames, max_lag=self.config.max_queue_lag)
         self._pipe = SegmentPipe(loop)
-        self._outbox = _Outbox(loop, self.config.max_output_bytes)
+        self._outbox = Outbox(self.config.max_output_bytes)
         # The encode thread collects the muxer's output per job; `_deliver` hands it to the
         # outbox on the loop when the job completes (one wake-up per job, not per write).
         self._encoded: list[Any] = []
         self._encoder = SegmentedEncoder(
             self.config.encoder,
             on_data=self._encoded.append,
-            on_cut=lambda: self._encoded.append(_Outbox.CUT),
+            on_cut=lambda: self._encoded.append(Outbox.CUT),
         )
         self._decoder = SegmentDecoder(
             self._pipe,
@@ -309,7 +218,6 @@ class Session:
         """End now because of an error (no draining)."""
         self._log.warning("session failing: %s", message)
         self.error = self.error or message
-        self._hard_stop = True
         self.stop(message)
         if self._pipe is not None:
             self._pipe.close(discard=True)
@@ -395,7 +303,6 @@ class Session:
         self._tasks["ingest"].cancel()
         await asyncio.sleep(self.config.stop_timeout)
         self._log.warning("stop took longer than %.1f s; aborting", self.config.stop_timeout)
-        self._hard_stop = True
         if self._pipe is not None:
             self._pipe.close(discard=True)
         if self._queue is not None:
@@ -741,8 +648,8 @@ class Session:
         try:
             async with publisher:
                 item = await outbox.get()
-                while item is not _Outbox.END:
-                    if item is _Outbox.CUT:
+                while item is not Outbox.END:
+                    if item is Outbox.CUT:
                         item = await outbox.get()
                         continue
                     if failed:
@@ -765,7 +672,7 @@ class Session:
             if not failed:
                 self._report_error(f"output channel failed: {exc}")
                 self._fail(self.last_error or "output failed")
-            while item is not _Outbox.END:  # keep the encoder unblocked until it ends
+            while item is not Outbox.END:  # keep the encoder unblocked until it ends
                 item = await outbox.get()
 
     # --- events and status ----------------------------------------------------------------
