@@ -435,10 +435,11 @@ class StreamDiffusionPipeline:
         with torch.inference_mode():
             x = frame.to(m.device, non_blocking=True).permute(2, 0, 1).unsqueeze(0).to(m.dtype)
             x = x / 127.5 - 1.0
-            if p.enable_similar_image_filter and self._last_output is not None and count:
-                if self._filter.should_skip(x) and self._last_output.shape == frame.shape:
+            if p.enable_similar_image_filter and count and self._filter.should_skip(x):
+                last = self._last_output
+                if last is not None and last.shape == frame.shape:
                     self.frames += 1
-                    return self._last_output
+                    return last
             latent = m.backend.encode(x)
             state = self._state
             if state is None or state.latent_shape != tuple(latent.shape[1:]):

@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from pipelines.tiny import write_tiny_model
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -33,9 +32,12 @@ def _one_torch_thread() -> Iterator[None]:
 @pytest.fixture(scope="session")
 def tiny_sd_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """`livestream models tiny --task streamdiffusion`, written once per test session."""
+    from livestream.cli import build_parser
+
     out = tmp_path_factory.getbasetemp() / "tiny-streamdiffusion"
     if not (out / "model_index.json").exists():
-        write_tiny_model("streamdiffusion", out)
+        args = build_parser().parse_args(["models", "tiny", "--task", "streamdiffusion", "--out", str(out)])
+        assert args.handler(args) == 0
     return out
 
 
