@@ -7,6 +7,8 @@ The registry is what the API awaits. For each (task, model id) it keeps one slot
 - jobs run in a worker thread one at a time per model, in arrival order; at most `max_queue`
   more requests may wait (for the load or for the running job); beyond that
   `PipelineBusyError` (503) answers at once instead of a hang;
+- loading another model id for a task first unloads that task's idle models (closed, memory
+  returned, CUDA cache emptied); a model with a job running or waiting stays until the next switch;
 - a waiter that is cancelled (client gone) leaves the queue; a job already running in its
   thread finishes, and the model is not handed to the next job before it has.
 
@@ -334,14 +336,37 @@ class PipelineRegistry:
         if slot.pipeline is not None:
             return slot.pipeline
         if slot.load is None:
-            slot.load = asyncio.create_task(self._load(slot, factory), name=f"load {slot.task} {slot.model_id}")
+            evicted = self._evict_others(slot)
+            slot.load = asyncio.create_task(
+                self._load(slot, factory, evicted), name=f"load {slot.task} {slot.model_id}"
+            )
             slot.load.add_done_callback(_consume_exception)
         load = slot.load
         # asyncio.wait, not await: a cancelled waiter must not cancel the load the others share.
         await asyncio.wait({load})
         return load.result()
 
-    async def _load(self, slot: _Slot, factory: PipelineFactory) -> Any:
+    def _evict_others(self, slot: _Slot) -> list[Any]:
+        """Forget the idle loaded models of `slot`'s task: switching model id unloads the old one.
+
+        A model with a job running or waiting is kept (it goes at the next switch). Returns the
+        pipelines to release, which `_load` does in a worker thread before loading the new one.
+        """
+        evicted: list[Any] = []
+        for key, other in list(self._slots.items()):
+            if other is slot or other.task != slot.task or other.pipeline is None:
+                continue
+            if other.admitted or other.lock.locked() or key == self._pinned:
+                continue
+            log.info("unloading %s model %s for %s", other.task, other.model_id, slot.model_id)
+            evicted.append(other.pipeline)
+            other.pipeline = None
+            del self._slots[key]
+        return evicted
+
+    async def _load(self, slot: _Slot, factory: PipelineFactory, evicted: list[Any] | None = None) -> Any:
+        if evicted:
+            await asyncio.wrap_future(self._executor.submit(_release, evicted))
         log.info("loading %s model %s", slot.task, slot.model_id)
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -364,6 +389,24 @@ class PipelineRegistry:
     def _load_failed(slot: _Slot) -> None:
         slot.load_failed = True
         slot.load = None  # the next request tries again
+
+
+def _release(pipelines: list[Any]) -> None:
+    """Close unloaded pipelines and return their memory (GPU memory included) before a new load."""
+    import gc
+
+    for pipeline in pipelines:
+        close = getattr(pipeline, "close", None)
+        if callable(close):
+            try:
+                close()
+            except Exception:
+                log.exception("closing %r failed", pipeline)
+    pipelines.clear()
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _consume_exception(task: asyncio.Task[Any]) -> None:

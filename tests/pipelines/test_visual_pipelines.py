@@ -386,3 +386,60 @@ def test_models_tiny_cli(task: str, class_name: str, tmp_path: Path, capsys: pyt
     assert "not a real model" in capsys.readouterr().out
     assert json.loads((out / "model_index.json").read_text())["_class_name"] == class_name
     assert sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) < 10 * 1024**2
+
+
+# --- registry: switching model id unloads the old one -----------------------------------------
+
+
+async def test_switching_model_id_unloads_the_idle_one(tmp_path_factory: pytest.TempPathFactory) -> None:
+    from pipelines.registry import PipelineRegistry
+
+    root = tiny(tmp_path_factory, "image-to-image").parent
+    tiny(tmp_path_factory, "instruct-pix2pix")
+    loads: list[str] = []
+
+    def factory(model_id: str, model_dir: Path | None) -> ImageToImagePipeline:
+        loads.append(model_id)
+        return ImageToImagePipeline(model_id, model_dir=model_dir, device="cpu")
+
+    registry = PipelineRegistry(
+        model_dir=root, default_models={}, pinned=None, max_queue=2, factories={"image-to-image": factory}
+    )
+    request = ImageToImageInput(prompt="x", image=gradient(), seed=1, **I2I)
+    for model_id in ("tiny-image-to-image", "tiny-image-to-image", "tiny-instruct-pix2pix", "tiny-image-to-image"):
+        assert len(await registry.run("image-to-image", model_id, lambda p: p.generate(request))) == 1
+    # Loaded once while in use; unloaded by the switch to pix2pix, so loaded again after it.
+    assert loads == ["tiny-image-to-image", "tiny-instruct-pix2pix", "tiny-image-to-image"]
+    assert [key for key in registry._slots] == [("image-to-image", "tiny-image-to-image")]
+    await registry.aclose()
+
+
+async def test_a_busy_model_is_not_unloaded_by_a_switch() -> None:
+    import asyncio
+    import threading
+
+    from pipelines.registry import PipelineRegistry
+
+    closed: list[str] = []
+
+    class Fake:
+        def __init__(self, model_id: str) -> None:
+            self.model_id = model_id
+
+        def close(self) -> None:
+            closed.append(self.model_id)
+
+    registry = PipelineRegistry(
+        model_dir=None, default_models={}, pinned=None, max_queue=2, factories={"upscale": lambda m, _: Fake(m)}
+    )
+    gate = threading.Event()
+    busy = asyncio.create_task(registry.run("upscale", "a", lambda p: gate.wait(10)))
+    while ("upscale", "a") not in registry._slots or not registry._slots[("upscale", "a")].lock.locked():
+        await asyncio.sleep(0.005)
+    await registry.run("upscale", "b", lambda p: p.model_id)
+    assert closed == [] and ("upscale", "a") in registry._slots
+    gate.set()
+    assert await busy is True
+    await registry.run("upscale", "c", lambda p: p.model_id)
+    assert sorted(closed) == ["a", "b"]
+    await registry.aclose()
