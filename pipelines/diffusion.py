@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAX_INPUT_PIXELS",
+    "MAX_OUTPUT_PIXELS",
     "UINT32_MAX",
     "VAE_TILING_PIXELS",
     "DiffusersPipeline",
@@ -180,8 +181,8 @@ def detect_family(model_id: str, class_name: str) -> ModelFamily:
     return ModelFamily(name, turbo=is_turbo_model(model_id), lightning=is_lightning_model(model_id))
 
 
-def _load_errors() -> tuple[type[BaseException], ...]:
-    return (OSError, ValueError, KeyError, TypeError, RuntimeError, AttributeError)
+#: What diffusers/transformers raise for a folder or repo that is not a loadable model.
+_LOAD_ERRORS: tuple[type[Exception], ...] = (OSError, ValueError, KeyError, TypeError, RuntimeError, AttributeError)
 
 
 class DiffusersPipeline:
@@ -231,7 +232,7 @@ class DiffusersPipeline:
             pipe = self._load(source, kwargs)
         except ModelLoadError:
             raise
-        except _load_errors() as exc:
+        except _LOAD_ERRORS as exc:
             raise ModelLoadError(f"Could not load {self.task} model {model_id!r}: {exc}") from exc
         pipe.set_progress_bar_config(disable=True)
         self._pipe: Any = pipe.to(self.device)
@@ -258,7 +259,7 @@ class DiffusersPipeline:
 
         try:
             index: dict[str, Any] = DiffusionPipeline.load_config(source.pretrained_name, **source.from_pretrained_kwargs())
-        except _load_errors() as exc:
+        except _LOAD_ERRORS as exc:
             raise ModelLoadError(f"Could not load {self.task} model {self.model_id!r}: {exc}") from exc
         return index
 
