@@ -59,6 +59,10 @@ class LivePipeline(Protocol):
     Lifecycle: `load(params)` once, `warm(width, height)` before the first frame and again
     whenever the frame size changes mid-stream, then `process` per batch; `update_params`
     gets a validated full param set between batches.
+
+    Optional: `status() -> dict` (figures such as load and warm-up times); when a pipeline
+    has it, the session's status events carry its result as `pipeline_status`. It is called
+    from the event loop, so it must only read attributes, never touch the model.
     """
 
     #: Name in the live pipeline registry (the request's `model_id`).

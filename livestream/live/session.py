@@ -138,6 +138,7 @@ class Session:
         self.last_input_time: int | None = None
         self._last_input_mono: float | None = None
         self.last_output_time: int | None = None
+        self.first_output_time: int | None = None
         self.last_params_update_time: int | None = None
         self._params_reported = False
         self.last_error_time: int | None = None
@@ -450,6 +451,8 @@ class Session:
                     done = time.monotonic()
                     self.e2e_latency.add(done - out.arrival)
                     self.frames_out += 1
+                    if self.first_output_time is None:
+                        self.first_output_time = now_ms()
                     self.output_fps.tick(now=done)
             self.last_output_time = now_ms()
         finally:
@@ -797,7 +800,15 @@ class Session:
             "pipeline_latency_ms": self.pipeline_latency.summary(),
             "e2e_latency_ms": self.e2e_latency.summary(),
             "events_dropped": self.events_dropped,
+            "time_to_first_frame_ms": (
+                self.first_output_time - self.start_time if self.first_output_time is not None else None
+            ),
         }
+        pipeline_status = getattr(self._pipeline, "status", None)
+        if callable(pipeline_status):
+            # Optional pipeline figures (model, warm-up, backend); read from the loop, so
+            # the pipeline keeps them as plain attributes its thread overwrites.
+            status["pipeline_status"] = pipeline_status()
         if final or self.finished:
             status["final"] = True
             status["end_reason"] = self.end_reason

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import frames_of
+from sd_helpers import frames_of
 
 from pipelines.errors import ModelLoadError
 from pipelines.live import default_live_registry

@@ -1,0 +1,15 @@
+"""Helpers for the streamdiffusion tests (a module name of its own: `conftest` is ambiguous)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def frames_of(seed: int, count: int = 1, size: int = 64) -> Any:
+    """`(count, size, size, 3)` uint8 frames with structure (a gradient plus seeded noise)."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    ramp = torch.linspace(0, 255, size).view(1, 1, size, 1).expand(count, size, size, 3)
+    noise = torch.randint(0, 80, (count, size, size, 3), generator=gen)
+    return (ramp * 0.7 + noise).clamp(0, 255).to(torch.uint8)
