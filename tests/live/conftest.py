@@ -36,9 +36,19 @@ class CrashingPipeline(NoopPipeline):
         raise RuntimeError("boom")
 
 
+class BrokenPipeline(NoopPipeline):
+    """Cannot load (a missing model, say): a runner serving it is unhealthy."""
+
+    name = "broken"
+
+    def load(self, params: Any) -> None:
+        raise RuntimeError("weights not found")
+
+
 def test_registry() -> LivePipelineRegistry:
     registry = default_live_registry()
     registry.register(LivePipelineSpec("crash", NoopParams, CrashingPipeline, "always raises"))
+    registry.register(LivePipelineSpec("broken", NoopParams, BrokenPipeline, "never loads"))
     return registry
 
 

@@ -370,3 +370,25 @@ async def test_params_set_the_output_size(engine, orchestrator, http, ts_segment
     assert len(frames) == 30 and {f.shape for f in frames} == {(96, 64, 3)}
     resp = await engine.post("/live-video-to-video", json=ch.start_body(params={"width": 100, "height": 64}))
     assert resp.status == 400  # not a multiple of 8
+
+
+async def test_health_is_error_when_the_runner_pipeline_cannot_load(engine_factory, orchestrator) -> None:
+    from livestream.settings import Settings
+
+    engine = await engine_factory(Settings(pipeline="live-video-to-video", model_id="broken"))
+    await wait_for(lambda: _health_is(engine, "ERROR"), timeout=10)
+    # A stream still gets an answer, and its session ends with the load error.
+    ch = Channels(orchestrator, "nope")
+    await start(engine, ch, stream_id="nope")
+    await wait_for(lambda: _ended(engine, "nope"), timeout=10)
+    st = await status(engine, "nope")
+    assert st["state"] == "ERROR" and "weights not found" in st["error"]
+
+
+async def _health_is(engine: TestClient[Any, Any], expected: str) -> bool:
+    return await health(engine) == expected
+
+
+async def _ended(engine: TestClient[Any, Any], stream: str) -> bool:
+    resp = await engine.get(f"/live/{stream}/status")
+    return resp.status == 200 and bool((await resp.json()).get("final"))
