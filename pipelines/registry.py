@@ -100,6 +100,8 @@ class _Slot:
         self.pipeline: Any = None
         self.load: asyncio.Task[Any] | None = None
         self.load_failed = False
+        #: Seconds the last successful load took (None until loaded).
+        self.load_seconds: float | None = None
         #: Held by the running job from submission until its thread returns.
         self.lock = asyncio.Lock()
         #: Requests admitted: the running job plus those waiting for the load or the lock.
@@ -189,6 +191,25 @@ class PipelineRegistry:
         if slot is not None and slot.load_failed:
             return "ERROR"
         return "LOADING"
+
+    def stats(self) -> list[dict[str, Any]]:
+        """One row per known (task, model id), for `/metrics`: loaded, loading, busy, queued, load time."""
+        rows = []
+        for slot in list(self._slots.values()):
+            busy = 1 if slot.lock.locked() else 0
+            rows.append(
+                {
+                    "task": slot.task,
+                    "model_id": slot.model_id,
+                    "loaded": slot.pipeline is not None,
+                    "loading": slot.load is not None and not slot.load.done(),
+                    "load_failed": slot.load_failed,
+                    "busy": busy,
+                    "queued": max(0, slot.admitted - busy),
+                    "load_seconds": slot.load_seconds,
+                }
+            )
+        return rows
 
     async def start(self) -> None:
         """Begin preloading the pinned model in a background task the registry owns."""
@@ -382,6 +403,7 @@ class PipelineRegistry:
             raise ModelLoadError(f"could not load {slot.task} model {slot.model_id}: {exc}") from exc
         slot.pipeline = pipeline
         slot.load_failed = False
+        slot.load_seconds = loop.time() - started
         log.info("loaded %s model %s in %.1f s", slot.task, slot.model_id, loop.time() - started)
         return pipeline
 

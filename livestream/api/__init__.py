@@ -8,6 +8,7 @@
     cors.py        CORS middleware (off unless origins are configured)
     health.py      /health status (registry, live session manager hook)
     hardware.py    /hardware/* GPU facts (NVML, torch.cuda)
+    metrics.py     /metrics (Prometheus): request middleware, registry, live and GPU figures
     media.py       response helpers (PNG data URLs)
     openapi.py     /openapi.json from the models and the route table
     docs.py        /docs, the same rendered as HTML
@@ -28,6 +29,7 @@ from ..settings import Settings
 from .bodies import BodyLimits
 from .cors import cors_middleware
 from .errors import error_middleware
+from .metrics import setup_metrics
 from .openai import add_openai_routes
 from .routes import RunnerApi
 
@@ -63,6 +65,7 @@ def setup_api(app: web.Application, settings: Settings, *, limits: BodyLimits | 
     app.middlewares.append(error_middleware)
     api.add_routes(app)
     add_openai_routes(app, settings)
+    setup_metrics(app, settings, api.hardware)
 
     async def registry_ctx(app: web.Application) -> AsyncIterator[None]:
         registry = create_registry(settings)
