@@ -13,7 +13,7 @@ Families (told apart by `pipelines.diffusion.detect_family`):
   steps the id names.
 
 The output has the input's size rounded down to a multiple of the VAE's scale factor (8 for
-SD/SDXL); images are
+SD/SDXL; 16 for SD3/FLUX); images are
 generated one at a time with seeds `seed + i`. Shared steps: `pipelines.diffusion`.
 """
 
@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 
 #: Steps diffusers' img2img pipelines use when a request asks for `num_inference_steps < 1`.
 _DEFAULT_STEPS = 50
+#: SD3/FLUX output sides are multiples of this.
+_SIZE_MULTIPLE = 16
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,12 @@ class ImageToImagePipeline(DiffusersPipeline):
             steps = kwargs["num_inference_steps"] = lightning_steps(self.model_id)
         elif self.family.turbo:
             kwargs["guidance_scale"] = 0.0
+        if self._accepts("height") and self._accepts("width"):
+            # SD3/FLUX img2img default to their native size, not the input's: keep the input's,
+            # rounded down to the 16 px their latents (VAE 8 x patch 2) need.
+            width, height = request.image.size
+            kwargs.update(width=max(_SIZE_MULTIPLE, width - width % _SIZE_MULTIPLE))
+            kwargs.update(height=max(_SIZE_MULTIPLE, height - height % _SIZE_MULTIPLE))
         if self._accepts("image_guidance_scale"):
             kwargs["image_guidance_scale"] = request.image_guidance_scale
         if self._accepts("strength"):

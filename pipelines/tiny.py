@@ -177,6 +177,7 @@ _BUILDERS: dict[str, Callable[[Path], None]] = {
     "image-to-image": _write_text_to_image,
     "instruct-pix2pix": _visual("write_tiny_pix2pix"),
     "sdxl": _visual("write_tiny_sdxl"),
+    "flux": _visual("write_tiny_flux"),
     "image-to-video": _visual("write_tiny_svd"),
     "upscale": _visual("write_tiny_upscaler"),
     "llm": _write_llm,

@@ -1,9 +1,10 @@
 """Tiny random-weight models for the visual routes other than plain Stable Diffusion.
 
-Builders for `pipelines.tiny.write_tiny_model`: instruct-pix2pix and SDXL (image-to-image,
+Builders for `pipelines.tiny.write_tiny_model`: instruct-pix2pix, SDXL and FLUX (image-to-image,
 text-to-image), Stable Video Diffusion (image-to-video) and the SD x4 upscaler (upscale). Each
 is the real diffusers pipeline class with its real component classes, shrunk to a few MB and
-seeded; the tokenizer is the in-memory byte-level CLIP tokenizer of `pipelines.tiny`. Recipes
+seeded; tokenizers are built in memory (CLIP: `pipelines.tiny`'s byte-level one; T5: a
+character-level Unigram). Recipes
 follow `shared/reference/pipelines-findings.md`.
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-__all__ = ["write_tiny_pix2pix", "write_tiny_sdxl", "write_tiny_svd", "write_tiny_upscaler"]
+__all__ = ["write_tiny_flux", "write_tiny_pix2pix", "write_tiny_sdxl", "write_tiny_svd", "write_tiny_upscaler"]
 
 _VOCAB = 514  # 256 byte characters, their 256 end-of-word forms, two specials
 
@@ -270,5 +271,93 @@ def write_tiny_upscaler(out: Path) -> None:
         low_res_scheduler=DDPMScheduler(),
         scheduler=DDIMScheduler(prediction_type="v_prediction"),
         max_noise_level=350,
+    )
+    pipe.save_pretrained(out, safe_serialization=True)
+
+
+def _t5_tokenizer() -> Any:
+    """A T5 (Unigram, Metaspace) fast tokenizer over printable ASCII, built in memory."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import T5TokenizerFast
+
+    specials = ["<pad>", "</s>", "<unk>"]
+    pieces = [(token, 0.0) for token in specials] + [(chr(c), -1.0) for c in range(32, 127)] + [("\u2581", -1.0)]
+    tokenizer = Tokenizer(models.Unigram(pieces, unk_id=2, byte_fallback=False))
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always")
+    tokenizer.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="always")
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 1)]
+    )
+    return T5TokenizerFast(
+        tokenizer_object=tokenizer,
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        extra_ids=0,
+        model_max_length=512,
+    )
+
+
+def write_tiny_flux(out: Path) -> None:
+    """A FLUX.1 pipeline: one double- and one single-stream block, CLIP + T5 text encoders.
+
+    The VAE has one block (scale factor 1) and one latent channel, packed 2x2 into the
+    transformer's 4 input channels, so sizes must be multiples of 2 and 64 px stays cheap.
+    """
+    import torch
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+    from transformers import CLIPTextModel, T5Config, T5EncoderModel
+
+    torch.manual_seed(0)
+    transformer = FluxTransformer2DModel(
+        patch_size=1,
+        in_channels=4,
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=32,
+        pooled_projection_dim=32,
+        axes_dims_rope=[4, 4, 8],
+    )
+    torch.manual_seed(1)
+    vae = AutoencoderKL(
+        sample_size=32,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(4,),
+        layers_per_block=1,
+        latent_channels=1,
+        norm_num_groups=1,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+        shift_factor=0.0609,
+        scaling_factor=1.5035,
+    )
+    torch.manual_seed(2)
+    text_encoder = CLIPTextModel(_clip_text_config(hidden_act="gelu"))
+    torch.manual_seed(3)
+    t5_tokenizer = _t5_tokenizer()
+    text_encoder_2 = T5EncoderModel(
+        T5Config(
+            d_model=32,
+            d_ff=37,
+            num_layers=2,
+            num_heads=4,
+            d_kv=8,
+            vocab_size=len(t5_tokenizer),
+            pad_token_id=0,
+            eos_token_id=1,
+            decoder_start_token_id=0,
+        )
+    )
+    pipe = FluxPipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(),
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=_tokenizer(),
+        text_encoder_2=text_encoder_2,
+        tokenizer_2=t5_tokenizer,
+        transformer=transformer,
     )
     pipe.save_pretrained(out, safe_serialization=True)

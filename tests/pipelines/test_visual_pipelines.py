@@ -2,13 +2,12 @@
 
 Families covered for real: SD 1.x (img2img), instruct-pix2pix, SDXL (text-to-image and
 img2img), SDXL-Lightning as ai-runner loads it (SDXL base + swapped UNet), Turbo by id, Stable
-Video Diffusion, the x4 upscaler. FLUX's negative-prompt rule is checked on the request
-arguments only (no tiny FLUX here).
+Video Diffusion, the x4 upscaler, FLUX (text-to-image and img2img). SD3 has no tiny model here.
 """
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 import io
 import shutil
 from pathlib import Path
@@ -225,13 +224,25 @@ def test_family_detection() -> None:
     assert detect_family("ByteDance/SDXL-Lightning-2step", "").lightning
 
 
-def test_flux_gets_no_negative_prompt(tmp_path_factory: pytest.TempPathFactory) -> None:
-    plain = TextToImagePipeline(str(tiny(tmp_path_factory, "image-to-image")), device="cpu")
-    request = TextToImageInput(prompt="x", negative_prompt="blurry", height=64, width=64)
-    assert plain._call_kwargs(request)["negative_prompt"] == "blurry"
-    flux = copy.copy(plain)
-    flux.family = ModelFamily("flux")
-    assert "negative_prompt" not in flux._call_kwargs(request)
+def test_flux_text_to_image_and_img2img(tmp_path_factory: pytest.TempPathFactory) -> None:
+    flux_dir = tiny(tmp_path_factory, "flux")
+    t2i = TextToImagePipeline(str(flux_dir), device="cpu")
+    assert t2i.pipeline_class == "FluxPipeline" and t2i.family.name == "flux"
+    request = TextToImageInput(
+        prompt="a cat", negative_prompt="blurry", seed=1, height=32, width=48, num_inference_steps=2
+    )
+    # As ai-runner: FLUX gets no negative prompt, so giving one changes nothing.
+    assert "negative_prompt" not in t2i._call_kwargs(request)
+    [with_negative] = t2i.generate(request)
+    [without] = t2i.generate(dataclasses.replace(request, negative_prompt=""))
+    assert with_negative.image.size == (48, 32)
+    assert np.array_equal(px(with_negative), px(without))
+
+    i2i = ImageToImagePipeline(str(flux_dir), device="cpu")
+    assert i2i.pipeline_class == "FluxImg2ImgPipeline"
+    # FLUX img2img would default to its native size; the input's (rounded to 16) is kept.
+    [edited] = i2i.generate(ImageToImageInput(prompt="a cat", image=gradient(50, 32), seed=1, **I2I))
+    assert edited.image.size == (48, 32)
 
 
 # --- image-to-video ---------------------------------------------------------------------------
