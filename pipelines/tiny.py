@@ -178,6 +178,7 @@ _BUILDERS: dict[str, Callable[[Path], None]] = {
     "instruct-pix2pix": _visual("write_tiny_pix2pix"),
     "sdxl": _visual("write_tiny_sdxl"),
     "flux": _visual("write_tiny_flux"),
+    "sd3": _visual("write_tiny_sd3"),
     "image-to-video": _visual("write_tiny_svd"),
     "upscale": _visual("write_tiny_upscaler"),
     "llm": _write_llm,

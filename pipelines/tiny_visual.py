@@ -1,6 +1,6 @@
 """Tiny random-weight models for the visual routes other than plain Stable Diffusion.
 
-Builders for `pipelines.tiny.write_tiny_model`: instruct-pix2pix, SDXL and FLUX (image-to-image,
+Builders for `pipelines.tiny.write_tiny_model`: instruct-pix2pix, SDXL, SD3 and FLUX (image-to-image,
 text-to-image), Stable Video Diffusion (image-to-video) and the SD x4 upscaler (upscale). Each
 is the real diffusers pipeline class with its real component classes, shrunk to a few MB and
 seeded; tokenizers are built in memory (CLIP: `pipelines.tiny`'s byte-level one; T5: a
@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-__all__ = ["write_tiny_flux", "write_tiny_pix2pix", "write_tiny_sdxl", "write_tiny_svd", "write_tiny_upscaler"]
+__all__ = ["write_tiny_flux", "write_tiny_pix2pix", "write_tiny_sd3", "write_tiny_sdxl", "write_tiny_svd", "write_tiny_upscaler"]
 
 _VOCAB = 514  # 256 byte characters, their 256 end-of-word forms, two specials
 
@@ -298,6 +298,87 @@ def _t5_tokenizer() -> Any:
     )
 
 
+def _tiny_t5(vocab_size: int) -> Any:
+    from transformers import T5Config, T5EncoderModel
+
+    return T5EncoderModel(
+        T5Config(
+            d_model=32,
+            d_ff=37,
+            num_layers=2,
+            num_heads=4,
+            d_kv=8,
+            vocab_size=vocab_size,
+            pad_token_id=0,
+            eos_token_id=1,
+            decoder_start_token_id=0,
+        )
+    )
+
+
+def _flow_vae(latent_channels: int) -> Any:
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        sample_size=32,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(4,),
+        layers_per_block=1,
+        latent_channels=latent_channels,
+        norm_num_groups=1,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+        shift_factor=0.0609,
+        scaling_factor=1.5035,
+    )
+
+
+def write_tiny_sd3(out: Path) -> None:
+    """A Stable Diffusion 3 pipeline: one MMDiT block, two CLIP encoders with projection and a T5.
+
+    VAE scale factor 1 (one block), so 64 px stays cheap.
+    """
+    import torch
+    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+    from transformers import CLIPTextModelWithProjection
+
+    torch.manual_seed(0)
+    transformer = SD3Transformer2DModel(
+        sample_size=32,
+        patch_size=1,
+        in_channels=4,
+        num_layers=1,
+        attention_head_dim=8,
+        num_attention_heads=4,
+        caption_projection_dim=32,
+        joint_attention_dim=32,
+        # The two CLIP encoders' pooled outputs, concatenated.
+        pooled_projection_dim=64,
+        out_channels=4,
+    )
+    torch.manual_seed(1)
+    vae = _flow_vae(4)
+    torch.manual_seed(2)
+    text_encoder = CLIPTextModelWithProjection(_clip_text_config(hidden_act="gelu"))
+    torch.manual_seed(3)
+    text_encoder_2 = CLIPTextModelWithProjection(_clip_text_config(hidden_act="gelu"))
+    torch.manual_seed(4)
+    t5_tokenizer = _t5_tokenizer()
+    pipe = StableDiffusion3Pipeline(
+        transformer=transformer,
+        scheduler=FlowMatchEulerDiscreteScheduler(),
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=_tokenizer(),
+        text_encoder_2=text_encoder_2,
+        tokenizer_2=_tokenizer(),
+        text_encoder_3=_tiny_t5(len(t5_tokenizer)),
+        tokenizer_3=t5_tokenizer,
+    )
+    pipe.save_pretrained(out, safe_serialization=True)
+
+
 def write_tiny_flux(out: Path) -> None:
     """A FLUX.1 pipeline: one double- and one single-stream block, CLIP + T5 text encoders.
 
@@ -305,8 +386,8 @@ def write_tiny_flux(out: Path) -> None:
     transformer's 4 input channels, so sizes must be multiples of 2 and 64 px stays cheap.
     """
     import torch
-    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
-    from transformers import CLIPTextModel, T5Config, T5EncoderModel
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+    from transformers import CLIPTextModel
 
     torch.manual_seed(0)
     transformer = FluxTransformer2DModel(
@@ -321,36 +402,12 @@ def write_tiny_flux(out: Path) -> None:
         axes_dims_rope=[4, 4, 8],
     )
     torch.manual_seed(1)
-    vae = AutoencoderKL(
-        sample_size=32,
-        in_channels=3,
-        out_channels=3,
-        block_out_channels=(4,),
-        layers_per_block=1,
-        latent_channels=1,
-        norm_num_groups=1,
-        use_quant_conv=False,
-        use_post_quant_conv=False,
-        shift_factor=0.0609,
-        scaling_factor=1.5035,
-    )
+    vae = _flow_vae(1)
     torch.manual_seed(2)
     text_encoder = CLIPTextModel(_clip_text_config(hidden_act="gelu"))
     torch.manual_seed(3)
     t5_tokenizer = _t5_tokenizer()
-    text_encoder_2 = T5EncoderModel(
-        T5Config(
-            d_model=32,
-            d_ff=37,
-            num_layers=2,
-            num_heads=4,
-            d_kv=8,
-            vocab_size=len(t5_tokenizer),
-            pad_token_id=0,
-            eos_token_id=1,
-            decoder_start_token_id=0,
-        )
-    )
+    text_encoder_2 = _tiny_t5(len(t5_tokenizer))
     pipe = FluxPipeline(
         scheduler=FlowMatchEulerDiscreteScheduler(),
         vae=vae,

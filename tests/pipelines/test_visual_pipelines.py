@@ -2,7 +2,7 @@
 
 Families covered for real: SD 1.x (img2img), instruct-pix2pix, SDXL (text-to-image and
 img2img), SDXL-Lightning as ai-runner loads it (SDXL base + swapped UNet), Turbo by id, Stable
-Video Diffusion, the x4 upscaler, FLUX (text-to-image and img2img). SD3 has no tiny model here.
+Video Diffusion, the x4 upscaler, SD3 and FLUX (text-to-image and img2img).
 """
 
 from __future__ import annotations
@@ -245,6 +245,24 @@ def test_flux_text_to_image_and_img2img(tmp_path_factory: pytest.TempPathFactory
     assert edited.image.size == (48, 32)
 
 
+def test_sd3_three_prompts_text_to_image_and_img2img(tmp_path_factory: pytest.TempPathFactory) -> None:
+    sd3_dir = tiny(tmp_path_factory, "sd3")
+    t2i = TextToImagePipeline(str(sd3_dir), device="cpu")
+    assert t2i.pipeline_class == "StableDiffusion3Pipeline" and t2i.family.name == "sd3"
+    request = TextToImageInput(
+        prompt="a cat | a dog | a fox", negative_prompt="blurry | dark", seed=1, height=32, width=48, num_inference_steps=2
+    )
+    kwargs = t2i._call_kwargs(request)
+    assert (kwargs["prompt"], kwargs["prompt_2"], kwargs["prompt_3"]) == ("a cat", "a dog", "a fox")
+    assert (kwargs["negative_prompt"], kwargs["negative_prompt_2"]) == ("blurry", "dark")
+    [image] = t2i.generate(request)
+    assert image.image.size == (48, 32)
+    i2i = ImageToImagePipeline(str(sd3_dir), device="cpu")
+    assert i2i.pipeline_class == "StableDiffusion3Img2ImgPipeline"
+    [edited] = i2i.generate(ImageToImageInput(prompt="a cat", image=gradient(40, 33), seed=1, **I2I))
+    assert edited.image.size == (32, 32)
+
+
 # --- image-to-video ---------------------------------------------------------------------------
 
 SVD_FAST: dict[str, Any] = {"height": 32, "width": 48, "num_inference_steps": 2}
@@ -383,6 +401,8 @@ def test_lora_on_img2img_is_applied_then_disabled(
         ("image-to-image", "StableDiffusionPipeline"),
         ("instruct-pix2pix", "StableDiffusionInstructPix2PixPipeline"),
         ("sdxl", "StableDiffusionXLPipeline"),
+        ("sd3", "StableDiffusion3Pipeline"),
+        ("flux", "FluxPipeline"),
         ("image-to-video", "StableVideoDiffusionPipeline"),
         ("upscale", "StableDiffusionUpscalePipeline"),
     ],
