@@ -29,6 +29,8 @@ import av
 import numpy as np
 from av.video.frame import PictureType
 
+from .sinks import EncodedPacket
+
 __all__ = [
     "AUDIO_COPY_CODECS",
     "OUTPUT_TIME_BASE",
@@ -476,10 +478,18 @@ class SegmentedEncoder:
     """
 
     def __init__(
-        self, config: EncoderConfig, *, on_data: Callable[[bytes], None], on_cut: Callable[[], None]
+        self,
+        config: EncoderConfig,
+        *,
+        on_data: Callable[[bytes], None],
+        on_cut: Callable[[], None],
+        on_packet: Callable[[EncodedPacket], None] | None = None,
     ) -> None:
         self.config = config
         self._on_cut = on_cut
+        #: Every encoded packet, before the MPEG-TS muxer takes it (the session's sink fan-out).
+        self.on_packet = on_packet
+        self._keyframe_requested = False
         self._segmenter = TsSegmenter()
         self._sink = _Sink(self._segmenter, on_data, on_cut)
         self._run: _Run | None = None
@@ -507,6 +517,11 @@ class SegmentedEncoder:
     def output_bytes(self) -> int:
         return self._sink.bytes
 
+    # any thread
+    def request_keyframe(self) -> None:
+        """Make the next encoded frame an IDR (a new viewer or a reconnected push joins)."""
+        self._keyframe_requested = True
+
     # encode thread
     def encode(self, frame: av.VideoFrame, pts: int) -> bool:
         """Encode one frame with output `pts` (90 kHz); False when dropped as out of order."""
@@ -528,17 +543,67 @@ class SegmentedEncoder:
             self.restarts += 1
             run = self._run = _Run(self.config, frame.width, frame.height, source, self._sink)
         self._mux_audio(run)
-        if run.last_key_pts is None or pts - run.last_key_pts >= self._gop_ticks:
+        if run.last_key_pts is None or pts - run.last_key_pts >= self._gop_ticks or self._keyframe_requested:
+            self._keyframe_requested = False
             frame.pict_type = PictureType.I
             run.last_key_pts = pts
         else:
             frame.pict_type = PictureType.NONE
         frame.pts = pts
         frame.time_base = OUTPUT_TIME_BASE
-        run.container.mux(run.video.encode(frame))
+        packets = run.video.encode(frame)
+        if self.on_packet is not None:
+            for packet in packets:
+                self._share_video(run, packet)
+        run.container.mux(packets)
         run.last_video_pts = pts
         self.frames += 1
         return True
+
+    def _share_video(self, run: _Run, packet: av.Packet) -> None:
+        assert self.on_packet is not None
+        if packet.pts is None:
+            return
+        dts = packet.dts if packet.dts is not None else packet.pts
+        self.on_packet(
+            EncodedPacket(
+                "video",
+                "h264",
+                bytes(packet),
+                packet.pts,
+                dts,
+                OUTPUT_TIME_BASE,
+                keyframe=packet.is_keyframe,
+                width=run.width,
+                height=run.height,
+            )
+        )
+
+    def _share_audio(self, run: _Run, packet: av.Packet, time_base: Fraction, *, copy: bool) -> None:
+        assert self.on_packet is not None and run.audio is not None
+        if packet.pts is None:
+            return
+        if copy:
+            codec, rate, channels, extradata = run.audio.codec, run.audio.sample_rate, run.audio.channels, None
+        else:
+            ctx = run.audio_stream.codec_context  # type: ignore[union-attr]
+            codec, rate, channels = "aac", ctx.sample_rate, ctx.channels
+            extradata = bytes(ctx.extradata) if ctx.extradata else None
+        dts = packet.dts if packet.dts is not None else packet.pts
+        self.on_packet(
+            EncodedPacket(
+                "audio",
+                codec,
+                bytes(packet),
+                packet.pts,
+                dts,
+                time_base,
+                sample_rate=rate,
+                channels=channels,
+                extradata=extradata,
+                adts=copy and codec == "aac",
+            )
+        )
 
     def _mux_audio(self, run: _Run) -> None:
         with self._audio_lock:
@@ -558,13 +623,20 @@ class SegmentedEncoder:
                     self.audio_dropped += 1
                     continue
                 run.last_audio_dts = dts
+                if self.on_packet is not None:
+                    self._share_audio(run, item, item.time_base, copy=True)
                 item.stream = stream
                 run.container.mux(item)
             else:
                 if run.audio is None or run.audio.copy:
                     continue
                 item.pts = None
-                run.container.mux(stream.encode(item))  # type: ignore[union-attr]
+                packets = stream.encode(item)  # type: ignore[union-attr]
+                if self.on_packet is not None:
+                    tb = stream.codec_context.time_base or Fraction(1, run.audio.sample_rate or 48000)  # type: ignore[union-attr]
+                    for packet in packets:
+                        self._share_audio(run, packet, packet.time_base or tb, copy=False)
+                run.container.mux(packets)
 
     def _end_run(self) -> None:
         run, self._run = self._run, None

@@ -1,17 +1,20 @@
-"""One live stream end to end: trickle in, decode, queue, pipeline, encode, trickle out.
+"""One live stream end to end: an ingest, decode, queue, pipeline, one encode, fanned-out outputs.
 
-    async with Session(request, spec, config, http) as session:
+    async with Session(request, spec, config, http, ingest=...) as session:
         await session.run()          # returns when the input ends or the session is stopped
 
+The input is an `Ingest` (`ingest.py`: trickle MPEG-TS by default, RTMP, WHIP); the outputs are
+the built-in trickle MPEG-TS egress (when the request has a `publish_url`) and any number of
+`PacketSink`s (`sinks.py`: RTMP push, WHEP viewers) attached before or while the session runs.
 Inside `run()` a TaskGroup owns the tasks; codec and pipeline work happen in threads:
 
-    ingest task ──bytes──▶ SegmentPipe ──▶ decoder thread ──▶ FrameQueue (bounded, drops oldest)
-      (trickle GET)                          │ audio                 │
-                                             ▼                       ▼
-                                        encoder.push_audio    process task ─▶ pipeline thread
-                                                                     │
-    egress task ◀── Outbox ◀── TsSegmenter ◀── encoder thread ◀──────┘
-      (trickle POST per segment)
+    ingest task: Ingest.run(self) ──frames──▶ FrameQueue (bounded, drops oldest)
+      (its own decode thread)  │ audio               │
+                               ▼                     ▼
+                       encoder.push_audio    process task ─▶ pipeline thread
+                                                     │
+    egress task ◀── Outbox ◀── TsSegmenter ◀── encoder thread ─▶ SinkFanout ─▶ sink tasks
+      (trickle POST per segment)                  (EncodedPacket, bounded queue per sink)
 
     control task: control channel ─▶ latest-params slot (applied between batches)
     status task: status event every `status_interval`; events task: events channel
@@ -40,29 +43,23 @@ import numpy as np
 
 from pipelines.base import LiveParams, LivePipeline
 from pipelines.live import LivePipelineSpec
-from trickle import (
-    TrickleClientError,
-    TrickleError,
-    TricklePublisher,
-    TrickleStreamNotFoundError,
-    TrickleSubscriber,
-)
+from trickle import TrickleClientError, TrickleError, TricklePublisher, TrickleStreamNotFoundError, TrickleSubscriber
 
 from .config import SessionConfig, StartRequest
 from .control import ControlError, merge_params, parse_control
 from .events import STREAM_TRACE, encode_event, error_event, now_ms, trace_event
 from .frames import FrameQueue, InputFrame, StreamEnded
+from .ingest import Ingest, IngestError, InputStalled, TrickleIngest
 from .media import (
     OUTPUT_TIME_BASE,
+    AudioSource,
     EncoderConfig,
     Outbox,
-    SegmentDecoder,
     SegmentedEncoder,
-    SegmentPipe,
     fit_size,
     resize_rgb,
-    run_in_thread,
 )
+from .sinks import PacketSink, SinkFanout
 from .stats import LatencyMeter, RateMeter
 
 __all__ = ["Session", "SessionConfig", "SessionState", "StartRequest"]
@@ -88,6 +85,12 @@ class _Output:
     arrival: float
 
 
+def _sink_status(sink: PacketSink) -> dict[str, Any]:
+    status = getattr(sink, "status", None)
+    base: dict[str, Any] = {"name": sink.name, "dropped": getattr(sink, "dropped", 0)}
+    return base | (status() if callable(status) else {})
+
+
 class Session:
     """A live video session; see the module docstring. One instance per stream."""
 
@@ -99,8 +102,15 @@ class Session:
         http: aiohttp.ClientSession,
         *,
         on_pipeline_failure: Callable[[], None] | None = None,
+        ingest: Ingest | None = None,
     ) -> None:
         self.request = request
+        if ingest is None:
+            if not request.subscribe_url:
+                raise ValueError("a session needs an ingest or a subscribe_url")
+            ingest = TrickleIngest(request.subscribe_url, http, timeout=config.input_timeout)
+        #: Where the frames come from (`ingest.py`).
+        self.ingest = ingest
         self.stream_id = request.stream_id
         self.spec = spec
         self.config = config
@@ -148,7 +158,6 @@ class Session:
         self.frames_in = 0
         self.frames_out = 0
         self.frames_failed = 0
-        self.input_segments = 0
         self.output_segments = 0
         self.control_messages = 0
         self.control_coalesced = 0
@@ -157,10 +166,10 @@ class Session:
 
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queue: FrameQueue | None = None
-        self._pipe: SegmentPipe | None = None
-        self._decoder: SegmentDecoder | None = None
         self._encoder: SegmentedEncoder | None = None
         self._outbox: Outbox | None = None
+        #: Packet outputs besides the trickle egress (`sinks.py`).
+        self.sinks = SinkFanout(self.report_error)
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -169,7 +178,6 @@ class Session:
         self._pipe_exec = ThreadPoolExecutor(1, thread_name_prefix=f"live-pipeline-{self.stream_id[:16]}")
         self._encode_exec = ThreadPoolExecutor(1, thread_name_prefix=f"live-encode-{self.stream_id[:16]}")
         self._queue = FrameQueue(loop, max_frames=self.config.max_queue_frames, max_lag=self.config.max_queue_lag)
-        self._pipe = SegmentPipe(loop)
         self._outbox = Outbox(self.config.max_output_bytes)
         # The encode thread collects the muxer's output per job; `_deliver` hands it to the
         # outbox on the loop when the job completes (one wake-up per job, not per write).
@@ -178,13 +186,7 @@ class Session:
             self.config.encoder,
             on_data=self._encoded.append,
             on_cut=lambda: self._encoded.append(Outbox.CUT),
-        )
-        self._decoder = SegmentDecoder(
-            self._pipe,
-            on_video=self._on_decoded,
-            on_audio=self._encoder.push_audio,
-            on_audio_source=self._encoder.set_audio_source,
-            on_error=self._on_decode_error,
+            on_packet=self.sinks.put,
         )
         return self
 
@@ -197,8 +199,8 @@ class Session:
             return
         self._closed = True
         self.stop("closed")
-        if self._pipe is not None:
-            self._pipe.close(discard=True)
+        self.ingest.abort()
+        await self.sinks.aclose(0)
         if self._queue is not None:
             self._queue.close()
         pipeline, self._pipeline = self._pipeline, None
@@ -220,8 +222,7 @@ class Session:
         self._log.warning("session failing: %s", message)
         self.error = self.error or message
         self.stop(message)
-        if self._pipe is not None:
-            self._pipe.close(discard=True)
+        self.ingest.abort()
         if self._queue is not None:
             self._queue.clear()
             self._queue.close()
@@ -275,7 +276,6 @@ class Session:
         async with asyncio.TaskGroup() as tg:
             t = self._tasks
             t["ingest"] = tg.create_task(self._ingest(), name=f"live-ingest-{self.stream_id}")
-            t["decode"] = tg.create_task(self._decode(), name=f"live-decode-{self.stream_id}")
             t["process"] = tg.create_task(self._process(), name=f"live-process-{self.stream_id}")
             t["egress"] = tg.create_task(self._egress(), name=f"live-egress-{self.stream_id}")
             aux = [
@@ -285,8 +285,8 @@ class Session:
             ]
             if self.request.control_url:
                 aux.append(tg.create_task(self._control(), name=f"live-control-{self.stream_id}"))
-            await asyncio.wait([t["egress"], t["process"], t["decode"]], return_when=asyncio.ALL_COMPLETED)
-            t["ingest"].cancel()
+            await asyncio.wait([t["egress"], t["process"], t["ingest"]], return_when=asyncio.ALL_COMPLETED)
+            await self.sinks.aclose(self.config.stop_timeout)
             for task in aux:
                 task.cancel()
 
@@ -301,79 +301,76 @@ class Session:
     async def _watchdog(self) -> None:
         """Turns a stop request into a cut input, then into an abort after `stop_timeout`."""
         await self._stop_requested.wait()
-        self._tasks["ingest"].cancel()
+        self.ingest.stop()
         await asyncio.sleep(self.config.stop_timeout)
         self._log.warning("stop took longer than %.1f s; aborting", self.config.stop_timeout)
-        if self._pipe is not None:
-            self._pipe.close(discard=True)
+        self.ingest.abort()
         if self._queue is not None:
             self._queue.clear()
             self._queue.close()
-        for name in ("process", "egress"):
+        for name in ("process", "egress", "ingest"):
             self._tasks[name].cancel()
 
     # --- ingest and decode ----------------------------------------------------------------
 
     async def _ingest(self) -> None:
-        assert self._pipe is not None
-        pipe = self._pipe
-        timeout = self.config.input_timeout
-        deadline = time.monotonic() + timeout
+        assert self._queue is not None
         try:
-            while True:
-                try:
-                    async with TrickleSubscriber(self.request.subscribe_url, start_seq=-2, session=self._http) as sub:
-                        await self._read_input(sub, pipe, timeout)
-                    return
-                except TrickleStreamNotFoundError:
-                    # The orchestrator creates the channel; allow a race at start.
-                    if self.input_segments or time.monotonic() > deadline:
-                        raise
-                    await asyncio.sleep(0.25)
-        except TimeoutError:
-            self._report_error(f"input stalled: no data for {timeout:g} s; ending the stream")
+            await self.ingest.run(self)
+        except InputStalled as exc:
+            self._report_error(str(exc))
             self.error = self.error or self.last_error
             self.end_reason = "input stalled"
-        except TrickleError as exc:
-            self._report_error(f"input channel failed: {exc}")
+        except IngestError as exc:
+            self._report_error(str(exc))
             self.error = self.error or self.last_error
         finally:
-            pipe.close()
+            self._queue.close()
 
-    async def _read_input(self, sub: TrickleSubscriber, pipe: SegmentPipe, timeout: float) -> None:
-        while True:
-            async with asyncio.timeout(timeout):
-                segment = await sub.next_segment()
-            if segment is None:
-                return
-            self.input_segments += 1
-            if self.input_segments == 1:
-                self._emit(trace_event("runner_receive_first_ingest_segment"), STREAM_TRACE)
-            chunks = aiter(segment)
-            try:
-                while True:
-                    async with asyncio.timeout(timeout):
-                        chunk = await anext(chunks, None)
-                    if chunk is None:
-                        break
-                    self._mark_input()
-                    pipe.write(chunk)
-                    await pipe.wait_room()
-            except TrickleClientError as exc:
-                self._report_error(f"input segment {segment.seq} cut short: {exc}")
-            finally:
-                pipe.end_segment()
+    # FrameTarget (`ingest.py`): called by the ingest, from its decode thread or the loop.
+
+    def put_video(self, frame: av.VideoFrame, arrival: float | None = None) -> None:
+        self._on_decoded(frame, time.monotonic() if arrival is None else arrival)
+
+    def put_audio(self, item: av.AudioFrame | av.Packet) -> None:
+        if self._encoder is not None:
+            self._encoder.push_audio(item)
+
+    def set_audio_source(self, source: AudioSource | None) -> None:
+        if self._encoder is not None:
+            self._encoder.set_audio_source(source)
+
+    def report_error(self, message: str) -> None:
+        """Any thread: a non-fatal problem, as an `error` event."""
+        self._on_decode_error(message)
+
+    def on_input(self) -> None:
+        self._mark_input()
+
+    def trace(self, name: str) -> None:
+        if self._loop is not None:
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._emit, trace_event(name), STREAM_TRACE)
 
     def _mark_input(self) -> None:
         self._last_input_mono = time.monotonic()
         self.last_input_time = now_ms()
 
-    async def _decode(self) -> None:
-        assert self._decoder is not None and self._queue is not None
-        try:
-            await run_in_thread(self._decoder.run, f"live-decode-{self.stream_id[:16]}")
-        finally:
-            self._queue.close()
+    # --- outputs --------------------------------------------------------------------------
+
+    def attach_sink(self, sink: PacketSink) -> None:
+        """Loop: add an output while the session runs (or before); it starts at a keyframe."""
+        self.sinks.attach(sink)
+        self.request_keyframe()
+
+    async def detach_sink(self, sink: PacketSink, timeout: float = 0.0) -> None:
+        """Loop: remove an output and await its task; the other outputs go on."""
+        await self.sinks.detach(sink, timeout)
+
+    def request_keyframe(self) -> None:
+        """The next encoded frame is an IDR (for a sink that joins or reconnects)."""
+        if self._encoder is not None:
+            self._encoder.request_keyframe()
 
     def _on_decoded(self, frame: av.VideoFrame, arrival: float) -> None:
         """Decoder thread: queue the frame (never blocks)."""
@@ -646,6 +643,10 @@ class Session:
     async def _egress(self) -> None:
         assert self._outbox is not None
         outbox = self._outbox
+        if not self.request.publish_url:  # a direct session: only packet sinks
+            while await outbox.get() is not Outbox.END:
+                pass
+            return
         failed = False
         publisher = TricklePublisher(self.request.publish_url, "video/mp2t", session=self._http)
         try:
@@ -792,9 +793,11 @@ class Session:
             "frames_in": self.frames_in,
             "frames_out": self.frames_out,
             "frames_failed": self.frames_failed,
-            "input_segments": self.input_segments,
+            "input_segments": int(getattr(self.ingest, "segments", 0)),
             "output_segments": self.output_segments,
-            "bad_input_segments": self._decoder.bad_segments if self._decoder is not None else 0,
+            "bad_input_segments": int(getattr(self.ingest, "bad_segments", 0)),
+            "ingest": {"kind": self.ingest.name} | self.ingest.status(),
+            "outputs": [_sink_status(sink) for sink in self.sinks.sinks],
             "control_messages": self.control_messages,
             "control_coalesced": self.control_coalesced,
             "pipeline_latency_ms": self.pipeline_latency.summary(),
