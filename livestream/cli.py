@@ -1,7 +1,9 @@
-"""Command line: `livestream serve`, `livestream trickle-server`, `livestream models tiny`.
+"""Command line: `livestream serve`, `livestream prepare`, `livestream trickle-server`, `livestream models tiny`.
 
 Every `serve` flag can also be set by an environment variable; where Livepeer's ai-runner has a
 name for it (PIPELINE, MODEL_ID, AUTH_TOKEN, MODEL_DIR, HOST, PORT) we use that name.
+`PREPARE_MODELS=1` (or `serve --prepare-models`) prepares the container's models and exits,
+as ai-runner's images do; `livestream prepare` is the same as a command.
 """
 
 from __future__ import annotations
@@ -81,8 +83,14 @@ def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParse
     serve.add_argument(
         "--model-dir",
         type=Path,
-        default=Path(d) if (d := env_str(env, "MODEL_DIR")) else None,
-        help="folder with local models and the Hugging Face cache (env MODEL_DIR)",
+        default=_model_dir(env),
+        help="folder with local models and the Hugging Face cache (env MODEL_DIR, else HUGGINGFACE_HUB_CACHE)",
+    )
+    serve.add_argument(
+        "--prepare-models",
+        action="store_true",
+        default=env_bool(env, "PREPARE_MODELS", False),
+        help="download the models of --pipeline/--model-id into --model-dir, build engines, then exit (env PREPARE_MODELS=1)",
     )
     serve.add_argument(
         "--cors-origin",
@@ -141,6 +149,39 @@ def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParse
     )
     trickle.set_defaults(handler=_trickle_server)
 
+    prepare = commands.add_parser(
+        "prepare",
+        help="download a runner's models (and build engines) into the model folder, then exit",
+        description=(
+            "Download every model a pipeline loads into the model folder (Hugging Face cache layout, as "
+            "`hf download --cache-dir`), with progress bars, then build its engines; what PREPARE_MODELS=1 does in "
+            "the container. Offline (HF_HUB_OFFLINE=1), models must be local folders or already cached."
+        ),
+        epilog=(
+            "examples:\n"
+            "  livestream prepare --pipeline text-to-image --model-id stabilityai/sd-turbo --model-dir ./models\n"
+            "  livestream prepare --pipeline live-video-to-video --model-id streamdiffusion --model-dir ./models\n"
+            "  livestream prepare --ai-models aiModels.json --model-dir ~/.lpData/models\n"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    prepare.add_argument("--pipeline", default=env_str(env, "PIPELINE"), help="task, e.g. text-to-image (env PIPELINE)")
+    prepare.add_argument(
+        "--model-id", default=env_str(env, "MODEL_ID"), help="Hugging Face id, local folder or live pipeline name (env MODEL_ID)"
+    )
+    prepare.add_argument(
+        "--ai-models",
+        type=Path,
+        help="a go-livepeer aiModels.json: prepare every entry without a `url` (external runners prepare themselves)",
+    )
+    prepare.add_argument(
+        "--model-dir", type=Path, default=_model_dir(env), help="where to put models (env MODEL_DIR, else HUGGINGFACE_HUB_CACHE)"
+    )
+    prepare.add_argument("--variant", help="only this weight variant where a folder has it, e.g. fp16 (half the download)")
+    prepare.add_argument("--include", action="append", default=[], metavar="PATTERN", help="download only matching files")
+    prepare.add_argument("--exclude", action="append", default=[], metavar="PATTERN", help="skip matching files")
+    prepare.set_defaults(handler=_prepare)
+
     models = commands.add_parser("models", help="model utilities", description="Model utilities.")
     model_commands = models.add_subparsers(dest="models_command", metavar="SUBCOMMAND", required=True)
     tiny = model_commands.add_parser(
@@ -157,6 +198,19 @@ def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParse
     return parser
 
 
+def _model_dir(env: Mapping[str, str]) -> Path | None:
+    found = env_str(env, "MODEL_DIR") or env_str(env, "HUGGINGFACE_HUB_CACHE")
+    return Path(found) if found else None
+
+
+def _check_pipeline(pipeline: str | None) -> None:
+    from pipelines.registry import BATCH_TASKS
+
+    known = (*BATCH_TASKS, "live-video-to-video")
+    if pipeline and pipeline not in known:
+        raise ConfigError(f"{pipeline} is not a valid pipeline; expected one of: {', '.join(known)}.")
+
+
 def settings_from_args(args: argparse.Namespace) -> Settings:
     if args.port <= 0 or args.port > 65535:
         raise ConfigError(f"--port must be 1..65535, got {args.port}.")
@@ -166,6 +220,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         raise ConfigError(f"--max-live-sessions must be >= 1, got {args.max_live_sessions}.")
     if args.pipeline and not args.model_id:
         raise ConfigError("--pipeline needs --model-id (or MODEL_ID), as an ai-runner container does.")
+    _check_pipeline(args.pipeline)
     return Settings(
         host=args.host,
         port=args.port,
@@ -188,6 +243,10 @@ def _serve(args: argparse.Namespace) -> int:
     from .app import build_app
 
     settings = settings_from_args(args)
+    if args.prepare_models:
+        if not settings.pipeline:
+            raise ConfigError("PREPARE_MODELS=1 needs PIPELINE and MODEL_ID (or --pipeline and --model-id).")
+        return _run_prepare([(settings.pipeline, settings.model_id or "")], settings.model_dir, None, [], [])
     app = build_app(settings)
     log.info("livestream %s listening on http://%s:%d", __version__, settings.host, settings.port)
     web.run_app(app, host=settings.host, port=settings.port, shutdown_timeout=10, print=None)
@@ -213,6 +272,54 @@ def _trickle_server(args: argparse.Namespace) -> int:
     app = create_trickle_app(config, base_path=args.base_path)
     log.info("trickle server on http://%s:%d%s", args.host, args.port, args.base_path)
     web.run_app(app, host=args.host, port=args.port, shutdown_timeout=5, print=None)
+    return 0
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    jobs: list[tuple[str, str]] = []
+    if args.ai_models is not None:
+        jobs += _ai_models_jobs(args.ai_models)
+    elif args.pipeline:
+        jobs.append((args.pipeline, args.model_id or ""))
+    if not jobs:
+        raise ConfigError("prepare needs --pipeline and --model-id (or PIPELINE/MODEL_ID), or --ai-models FILE.")
+    for pipeline, _ in jobs:
+        _check_pipeline(pipeline)
+    return _run_prepare(jobs, args.model_dir, args.variant, args.include, args.exclude)
+
+
+def _ai_models_jobs(path: Path) -> list[tuple[str, str]]:
+    import json
+
+    try:
+        entries = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"Cannot read {path}: {exc}") from None
+    if not isinstance(entries, list):
+        raise ConfigError(f"{path}: expected a JSON list of aiModels entries.")
+    jobs = []
+    for entry in entries:
+        if not isinstance(entry, dict) or "pipeline" not in entry:
+            raise ConfigError(f"{path}: every entry needs a `pipeline` (and `model_id`): {entry!r}")
+        if entry.get("url"):
+            continue  # an external runner: it prepares its own models
+        jobs.append((str(entry["pipeline"]), str(entry.get("model_id", ""))))
+    return jobs
+
+
+def _run_prepare(
+    jobs: list[tuple[str, str]], model_dir: Path | None, variant: str | None, include: list[str], exclude: list[str]
+) -> int:
+    from pipelines.prepare import PrepareError, prepare
+
+    for pipeline, model_id in jobs:
+        print(f"preparing {pipeline} {model_id} into {model_dir or 'the Hugging Face cache'}", flush=True)
+        try:
+            prepare(pipeline, model_id, model_dir, variant=variant, include=include, exclude=exclude)
+        except PrepareError as exc:
+            print(f"livestream: prepare failed: {exc}", file=sys.stderr, flush=True)
+            return 1
+    print("models ready", flush=True)
     return 0
 
 
