@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .errors import ConfigError
 
-__all__ = ["Settings", "env_bool", "env_int", "env_str", "parse_default_models"]
+__all__ = ["Settings", "env_bool", "env_int", "env_str", "parse_default_models", "parse_stream_keys"]
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,32 @@ class Settings:
     max_live_sessions: int | None = None
     #: Allow trickle clients to create channels on the engine's own trickle server.
     trickle_autocreate: bool = False
+    #: WebRTC: STUN/TURN URLs (none by default: never an implicit public STUN server).
+    ice_servers: tuple[str, ...] = ()
+    ice_username: str | None = None
+    ice_credential: str | None = None
+    #: WebRTC: addresses offered as host candidates (local ones gathered on, others advertised).
+    webrtc_hosts: tuple[str, ...] = ()
+    #: With `auth_token`, WHEP playback needs it too (WHIP publish always does).
+    protect_playback: bool = False
+    #: HTTPS (a camera page opened from another machine needs a secure origin).
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
     version: str = "0.1.0"
+    #: Embedded RTMP ingest port (OBS/ffmpeg publish here); 0 turns RTMP off.
+    rtmp_port: int = 0
+    #: Live pipeline for directly published streams (RTMP, WHIP); "auto" picks one (see `live.direct`).
+    live_pipeline: str = "auto"
+    #: Initial params for directly published streams (per-stream `POST /live/{stream}` overrides).
+    live_params: Mapping[str, object] = field(default_factory=dict)
+    #: Push every direct stream's output here; `{stream}` is replaced by the stream name.
+    rtmp_output: str | None = None
+    #: Publish auth: secret key -> stream name. Empty (and no webhook): anyone may publish.
+    stream_keys: Mapping[str, str] = field(default_factory=dict)
+    #: Publish auth webhook (go-livepeer's -authWebhookUrl): POST {"url": ...}; 2xx accepts.
+    auth_webhook_url: str | None = None
+    #: Seconds without data before an RTMP publisher is cut off.
+    rtmp_idle_timeout: float = 10.0
 
     @property
     def live_session_limit(self) -> int:
@@ -77,6 +102,22 @@ def parse_default_models(items: list[str]) -> dict[str, str]:
         if not sep or not task.strip() or not model_id.strip():
             raise ConfigError(f"--default-model expects TASK=MODEL_ID, got {item!r}.")
         result[task.strip()] = model_id.strip()
+    return result
+
+
+def parse_stream_keys(items: list[str]) -> dict[str, str]:
+    """Parse repeated `NAME=SECRET` items into secret -> name."""
+    result: dict[str, str] = {}
+    for item in items:
+        name, sep, secret = item.partition("=")
+        name, secret = name.strip(), secret.strip()
+        if not sep or not name or not secret:
+            raise ConfigError(f"--stream-key expects NAME=SECRET, got {item!r}.")
+        if "/" in name or "?" in name:
+            raise ConfigError(f"--stream-key: a stream name cannot contain '/' or '?', got {name!r}.")
+        if secret in result:
+            raise ConfigError(f"--stream-key: the secret of {name!r} is already the key of {result[secret]!r}.")
+        result[secret] = name
     return result
 
 

@@ -1,5 +1,9 @@
 """The app's live sessions: start, replace, limit, list, stop, and `/health` in live mode.
 
+Two kinds of session, one `Session` class: trickle sessions (`start`, the runner contract) and
+direct sessions (`start_direct`: an RTMP or WHIP publisher hands in its `Ingest`; named by the
+stream; no trickle channels; `configure` stores per-stream params and `rtmp_output`).
+
 The `SessionManager` is opened and closed by the app's cleanup context (see `setup_live`),
 owns one aiohttp `ClientSession` for every trickle client and one task per session, and on
 shutdown ends each session gracefully (final event, channels closed) within a bound.
@@ -19,9 +23,11 @@ import aiohttp
 from pipelines.errors import InvalidRequestError
 from pipelines.live import LivePipelineRegistry, LivePipelineSpec, default_live_registry
 
-from ..errors import SessionLimitError
+from ..errors import SessionLimitError, StreamBusyError
 from ..settings import Settings
 from .control import ControlError, validate_params
+from .direct import DirectPreset, choose_live_pipeline, output_url
+from .ingest import Ingest
 from .session import Session, SessionConfig, StartRequest
 
 __all__ = ["LIVE_TASK", "DEFAULT_LIVE_PIPELINE", "SessionManager"]
@@ -63,6 +69,8 @@ class SessionManager:
         self._preload_error: str | None = None
         self._loading = False
         self._pipeline_failures = 0
+        self._presets: dict[str, DirectPreset] = {}
+        self._direct_pipeline: str | None = None
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -149,6 +157,113 @@ class SessionManager:
 
     def pipelines(self) -> list[LivePipelineSpec]:
         return list(self.registry)
+
+    # --- direct streams (RTMP, WHIP) ------------------------------------------------------
+
+    @property
+    def direct_pipeline(self) -> str:
+        """The pipeline of directly published streams (`--live-pipeline`, `auto` resolved once)."""
+        if self._direct_pipeline is None:
+            name, why = choose_live_pipeline(self.settings.live_pipeline, self.settings.model_dir)
+            if name not in self.registry:
+                raise InvalidRequestError(f"--live-pipeline {name!r} is not a live pipeline.")
+            self._direct_pipeline = name
+            log.info("direct streams run the %r live pipeline: %s (change it with --live-pipeline NAME)", name, why)
+        return self._direct_pipeline
+
+    def preset(self, stream: str) -> DirectPreset | None:
+        return self._presets.get(stream)
+
+    def direct_output(self, stream: str) -> str:
+        """Where `stream`'s output is pushed over RTMP ("" for nowhere)."""
+        return output_url(self._presets.get(stream), self.settings.rtmp_output, stream)
+
+    async def start_direct(self, stream: str, ingest: Ingest) -> Session:
+        """Start a session for a publisher (RTMP, WHIP) of `stream`.
+
+        Raises `StreamBusyError` when that stream is already live (a second publisher is refused,
+        the first keeps going), `SessionLimitError` when full, `InvalidRequestError` for bad params.
+        """
+        if self._closing or self._http is None:
+            raise SessionLimitError("The engine is shutting down.")
+        spec = self.registry.get(self.direct_pipeline)
+        preset = self._presets.get(stream)
+        merged = {**self.settings.live_params, **(preset.params if preset else {})}
+        try:
+            initial = validate_params(spec.params_model, merged)
+        except ControlError as exc:
+            raise InvalidRequestError(str(exc)) from None
+        request = StartRequest(stream_id=stream, subscribe_url="", publish_url="", params=initial)
+        async with self._lock:
+            if stream in self._sessions:
+                raise StreamBusyError(f"Stream {stream!r} is already being published.")
+            if len(self._sessions) >= self.limit:
+                raise SessionLimitError(
+                    f"Live session limit reached ({self.limit}); stop a stream or raise --max-live-sessions."
+                )
+            session = Session(
+                request, spec, self.config, self._http, on_pipeline_failure=self._pipeline_failed, ingest=ingest
+            )
+            self._sessions[stream] = session
+            self._ended.pop(stream, None)
+            self._tasks[stream] = asyncio.create_task(self._run(session), name=f"live-session-{stream}")
+        url = self.direct_output(stream)
+        if url:
+            self._attach_push(session, url)
+        log.info("live stream %s started from %s: pipeline %s", stream, ingest.name, spec.name)
+        return session
+
+    def _attach_push(self, session: Session, url: str) -> None:
+        from ..rtmp.push import RtmpPushSink
+
+        session.attach_sink(RtmpPushSink(url))
+
+    async def configure(self, stream: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """`POST /live/{stream}`: store params and `rtmp_output` for a direct stream; applied now
+        when it is live, else when it starts publishing. Raises `InvalidRequestError`."""
+        unknown = set(body) - {"params", "rtmp_output"}
+        if unknown:
+            raise InvalidRequestError(f"Unknown field(s) {sorted(unknown)}; expected params and/or rtmp_output.")
+        params = body.get("params") or {}
+        if not isinstance(params, dict):
+            raise InvalidRequestError("`params` must be a JSON object.")
+        rtmp_output = body.get("rtmp_output")
+        if rtmp_output is not None and (
+            not isinstance(rtmp_output, str) or (rtmp_output and not rtmp_output.startswith("rtmp://"))
+        ):
+            raise InvalidRequestError(f'`rtmp_output` must be an rtmp:// URL, "" or null, got {rtmp_output!r}.')
+        session = self._sessions.get(stream)
+        spec = session.spec if session is not None else self.registry.get(self.direct_pipeline)
+        preset = self._presets.get(stream) or DirectPreset()
+        merged = {**preset.params, **params}
+        try:
+            validate_params(spec.params_model, {**self.settings.live_params, **merged})
+        except ControlError as exc:
+            raise InvalidRequestError(str(exc)) from None
+        current = merged
+        if session is not None:
+            try:
+                current = (session.patch_params(params) if params else session.params).model_dump()
+            except ControlError as exc:
+                raise InvalidRequestError(str(exc)) from None
+        preset.params = merged
+        if "rtmp_output" in body:
+            preset.rtmp_output = rtmp_output
+        self._presets[stream] = preset
+        url = self.direct_output(stream)
+        if session is not None and "rtmp_output" in body:
+            for sink in session.sinks.sinks:
+                if sink.name == "rtmp-push":
+                    await session.detach_sink(sink)
+            if url:
+                self._attach_push(session, url)
+        return {
+            "stream_id": stream,
+            "live": session is not None,
+            "pipeline": spec.name,
+            "params": current,
+            "rtmp_output": url or None,
+        }
 
     async def start(
         self,

@@ -3,6 +3,7 @@
     GET    /live                    active sessions (a short status each)
     GET    /live/pipelines          live pipelines and their params JSON schema
     GET    /live/{stream}/status    full status (also for a recently ended stream)
+    POST   /live/{stream}           a direct stream's params and rtmp_output, before or while it publishes
     POST   /live/{stream}/params    JSON patch merged into the current params
     DELETE /live/{stream}           stop; answers the final status
 """
@@ -16,6 +17,7 @@ from typing import Any
 from aiohttp import hdrs, web
 
 from pipelines.base import params_schema
+from pipelines.errors import InvalidRequestError
 
 from ..api.errors import ApiError
 from ..keys import LIVE_MANAGER_KEY, SETTINGS_KEY
@@ -52,6 +54,7 @@ async def list_sessions(request: web.Request) -> web.Response:
                 for k in ("stream_id", "pipeline", "state", "start_time", "width", "height", "frames_in", "frames_out")
             }
             | {"input_fps": status["input_status"]["fps"], "output_fps": status["inference_status"]["fps"]}
+            | {"ingest": status["ingest"]["kind"], "outputs": [o["name"] for o in status["outputs"]]}
         )
     return _json({"sessions": items})
 
@@ -100,6 +103,24 @@ async def patch_params(request: web.Request) -> web.Response:
     except ControlError as exc:
         raise ApiError(400, str(exc)) from None
     return _json({"stream_id": stream, "params": params.model_dump()})
+
+
+@routes.post("/live/{stream}")
+async def configure_stream(request: web.Request) -> web.Response:
+    """Store a direct stream's `params` and/or `rtmp_output`; applied now if it is live."""
+    manager = _manager(request)
+    stream = request.match_info["stream"]
+    try:
+        body = await request.json()
+    except ValueError:
+        raise ApiError(400, 'The body must be a JSON object like {"params": {...}, "rtmp_output": "rtmp://..."}.') from None
+    if not isinstance(body, dict):
+        raise ApiError(400, 'The body must be a JSON object like {"params": {...}, "rtmp_output": "rtmp://..."}.')
+    try:
+        result = await manager.configure(stream, body)
+    except InvalidRequestError as exc:
+        raise ApiError(400, str(exc)) from None
+    return _json(result)
 
 
 @routes.delete("/live/{stream}")

@@ -1,0 +1,123 @@
+"""Direct sessions: any `Ingest` in, packet sinks out (the interface RTMP and WebRTC plug into)."""
+
+from __future__ import annotations
+
+import asyncio
+from fractions import Fraction
+from typing import Any
+
+import av
+import pytest
+
+from livestream.errors import StreamBusyError
+from livestream.live import SessionManager
+from livestream.live.ingest import FrameTarget, Ingest, InputStalled
+from livestream.live.sinks import EncodedPacket, QueuedSink
+from livestream.live.testsrc import draw_frame, read_number
+from livestream.settings import Settings
+
+from conftest import TEST_CONFIG
+
+
+class FakeIngest(Ingest):
+    """`frames` numbered frames at 30 fps from the loop, then the end (or a stall)."""
+
+    name = "fake"
+
+    def __init__(self, frames: int, *, stall: bool = False, pace: float = 0.0) -> None:
+        self.frames, self.stall, self.pace = frames, stall, pace
+        self._stop = asyncio.Event()
+
+    async def run(self, target: FrameTarget) -> None:
+        for n in range(self.frames):
+            if self._stop.is_set():
+                return
+            frame = av.VideoFrame.from_ndarray(draw_frame(n, 64, 64), format="rgb24")
+            frame.pts, frame.time_base = n * 3000, Fraction(1, 90000)
+            target.on_input()
+            target.put_video(frame)
+            await asyncio.sleep(self.pace)
+        if self.stall:
+            await self._stop.wait()
+            raise InputStalled("input stalled: test")
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def abort(self) -> None:
+        self._stop.set()
+
+
+class Collect(QueuedSink):
+    def __init__(self, name: str, *, slow: bool = False, max_packets: int = 256) -> None:
+        super().__init__(name, max_packets=max_packets)
+        self.packets: list[EncodedPacket] = []
+        self.slow = slow
+        self.finished = False
+
+    async def consume(self) -> None:
+        while (packet := await self.get()) is not None:
+            if self.slow:
+                await asyncio.sleep(10)
+            self.packets.append(packet)
+        self.finished = True
+
+
+def _numbers(packets: list[EncodedPacket]) -> list[int]:
+    codec = av.CodecContext.create("h264", "r")
+    out = []
+    for p in packets:
+        if p.kind != "video":
+            continue
+        for frame in codec.decode(av.Packet(p.data)):
+            out.append(read_number(frame.to_ndarray(format="rgb24")))
+    return out
+
+
+async def test_direct_session_fans_out_to_sinks_and_a_slow_one_never_stalls_the_rest() -> None:
+    settings = Settings(live_pipeline="noop")
+    async with SessionManager(settings, config=TEST_CONFIG) as manager:
+        ingest = FakeIngest(60, pace=0.005)
+        session = await manager.start_direct("cam", ingest)
+        fast, slow = Collect("fast"), Collect("slow", slow=True, max_packets=8)
+        session.attach_sink(fast)
+        session.attach_sink(slow)
+        with pytest.raises(StreamBusyError):
+            await manager.start_direct("cam", FakeIngest(1))
+        assert [s.stream_id for s in manager.sessions()] == ["cam"]
+        await asyncio.wait_for(session.wait_finished(), 30)
+        status = session.status(for_api=True)
+        assert status["end_reason"] == "input ended" and status["error"] is None
+        assert status["ingest"]["kind"] == "fake"
+        assert fast.finished
+        numbers = _numbers(fast.packets)
+        assert numbers == list(range(60))
+        assert fast.packets[0].keyframe and fast.packets[0].codec == "h264"
+        assert slow.dropped > 0  # dropped, not blocking
+        assert {o["name"] for o in status["outputs"]} <= {"fast", "slow"}
+
+
+async def test_direct_session_stall_ends_it_with_input_stalled() -> None:
+    async with SessionManager(Settings(live_pipeline="noop"), config=TEST_CONFIG) as manager:
+        session = await manager.start_direct("stall", FakeIngest(5, stall=True))
+        await asyncio.sleep(0.5)
+        await manager.stop("stall")
+        status = manager.ended_status("stall")
+        assert status is not None and status["final"]
+
+
+async def test_configure_before_and_while_publishing() -> None:
+    async with SessionManager(Settings(live_pipeline="color-filter"), config=TEST_CONFIG) as manager:
+        result: dict[str, Any] = await manager.configure("cam", {"params": {"hue_shift": 90}})
+        assert result["live"] is False and result["params"]["hue_shift"] == 90
+        session = await manager.start_direct("cam", FakeIngest(200, pace=0.01))
+        assert session.params.hue_shift == 90  # type: ignore[attr-defined]
+        result = await manager.configure("cam", {"params": {"invert": True}})
+        assert result["live"] is True and result["params"]["invert"] is True
+        from pipelines.errors import InvalidRequestError
+
+        with pytest.raises(InvalidRequestError):
+            await manager.configure("cam", {"params": {"hue_shift": 1000}})
+        with pytest.raises(InvalidRequestError):
+            await manager.configure("cam", {"rtmp_output": "http://x"})
+        await manager.stop("cam")
