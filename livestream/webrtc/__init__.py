@@ -1,0 +1,76 @@
+"""WebRTC for people: WHEP playback, WHIP ingest, the player and camera pages (RFC 9725).
+
+- `tracks.py`: the shared H.264 encode fanned out to viewers (PLI and late-joiner keyframes).
+- `peers.py`: WHIP/WHEP resources on aiortc peer connections (`WebRTCHub`).
+- `engine.py`: the hub wired to live sessions (WHEP as a session sink, WHIP as an ingest).
+- `routes.py`: the HTTP resources and pages; `ice.py`: ICE servers and host addresses;
+  `sdp.py`: offer checks and trickle fragments; `client.py`: small aiortc WHIP/WHEP clients.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from ..settings import Settings
+from .ice import IceConfig, install_host_addresses, parse_ice_server
+from .peers import Playback, Publisher, ResourceConflict, StreamDirectory, StreamNotFound, WebRTCHub
+from .routes import WEBRTC_HUB_KEY, add_webrtc_routes
+from .tracks import AudioFanout, PacketFanout
+
+__all__ = [
+    "WEBRTC_DIRECTORY_KEY",
+    "WEBRTC_HUB_KEY",
+    "AudioFanout",
+    "IceConfig",
+    "PacketFanout",
+    "Playback",
+    "Publisher",
+    "ResourceConflict",
+    "StreamDirectory",
+    "StreamNotFound",
+    "WebRTCHub",
+    "ice_config",
+    "setup_webrtc",
+]
+
+#: Optional: set before the app starts to serve streams from elsewhere (tests).
+WEBRTC_DIRECTORY_KEY: web.AppKey[StreamDirectory] = web.AppKey("webrtc_directory")
+
+
+def ice_config(settings: Settings) -> IceConfig:
+    servers = tuple(
+        parse_ice_server(url, settings.ice_username, settings.ice_credential) for url in settings.ice_servers
+    )
+    return IceConfig(servers=servers, hosts=tuple(settings.webrtc_hosts))
+
+
+def setup_webrtc(app: web.Application, settings: Settings) -> None:
+    """Add the WHIP/WHEP resources and pages and the hub's lifetime to `app` (after `setup_live`)."""
+    add_webrtc_routes(app)
+    ice = ice_config(settings)
+
+    async def webrtc_ctx(app: web.Application) -> AsyncIterator[None]:
+        install_host_addresses(ice)
+        directory = app.get(WEBRTC_DIRECTORY_KEY)
+        if directory is None:
+            from .engine import SessionDirectory
+
+            directory = SessionDirectory(app)
+        hub = WebRTCHub(directory, ice)
+        if isinstance(directory, _HubAware):
+            directory.hub = hub
+        app[WEBRTC_HUB_KEY] = hub
+        try:
+            yield
+        finally:
+            await hub.close()
+
+    app.cleanup_ctx.append(webrtc_ctx)
+
+
+class _HubAware:
+    """A directory that needs the hub back (to close a stream's viewers when it ends)."""
+
+    hub: WebRTCHub | None = None

@@ -1,0 +1,169 @@
+"""HTTP side of WebRTC: WHEP/WHIP resources (RFC 9725) and the player and camera pages.
+
+    GET    /live/{stream}                     player page (WHEP, status, param controls)
+    GET    /live/{stream}/publish             camera page (WHIP publish + processed playback)
+    GET    /webrtc/{name}.js                  the pages' script
+    POST   /live/{stream}/whep                SDP offer → 201 + answer + Location
+    POST   /live/{stream}/whip                SDP offer → 201 + answer + Location
+    PATCH  /live/{stream}/{whep|whip}/{id}    trickle ICE (application/trickle-ice-sdpfrag) → 204
+    DELETE /live/{stream}/{whep|whip}/{id}    close → 200
+
+Auth (with `--auth-token`): WHIP needs `Authorization: Bearer TOKEN` (or `?token=` as a stream
+key); WHEP and the player are public unless `--protect-playback`. A resource's PATCH and DELETE
+are authorized by its unguessable URL, as RFC 9725 allows.
+"""
+
+from __future__ import annotations
+
+import secrets
+from importlib import resources as importlib_resources
+
+from aiohttp import hdrs, web
+
+from ..api.errors import ApiError
+from ..keys import SETTINGS_KEY
+from .peers import Resource, ResourceConflict, StreamNotFound, WebRTCHub
+from .sdp import OfferError, parse_sdpfrag
+
+__all__ = ["WEBRTC_HUB_KEY", "add_webrtc_routes"]
+
+WEBRTC_HUB_KEY = web.AppKey("webrtc_hub", WebRTCHub)
+
+routes = web.RouteTableDef()
+
+_SDP = "application/sdp"
+_SDPFRAG = "application/trickle-ice-sdpfrag"
+_PAGES = {"player": "player.html", "publish": "publish.html"}
+_SCRIPTS = {"webrtc": "webrtc.js"}
+
+
+def _check_token(request: web.Request, *, required: bool) -> None:
+    token = request.app[SETTINGS_KEY].auth_token
+    if not token or not required:
+        return
+    scheme, _, credentials = request.headers.get(hdrs.AUTHORIZATION, "").partition(" ")
+    given = credentials if scheme.lower() == "bearer" else request.query.get("token", "")
+    if not given or not secrets.compare_digest(given.encode(), token.encode()):
+        raise ApiError(401, "Invalid bearer token.", {hdrs.WWW_AUTHENTICATE: "Bearer"})
+
+
+def _protect_playback(request: web.Request) -> bool:
+    return bool(getattr(request.app[SETTINGS_KEY], "protect_playback", False))
+
+
+async def _offer(request: web.Request) -> str:
+    ctype = request.content_type
+    if ctype != _SDP:
+        raise ApiError(415, f"An SDP offer must be sent as {_SDP}, not {ctype or 'no content type'}.")
+    body = await request.text()
+    if not body.strip():
+        raise ApiError(400, "The body is empty: send an SDP offer.")
+    return body
+
+
+def _created(resource: Resource, answer: str, request: web.Request) -> web.Response:
+    hub = request.app[WEBRTC_HUB_KEY]
+    headers = {
+        hdrs.LOCATION: resource.path,
+        hdrs.ETAG: resource.etag,
+        "Accept-Patch": _SDPFRAG,
+        hdrs.ACCESS_CONTROL_EXPOSE_HEADERS: "Location, ETag, Link, Accept-Patch",
+    }
+    links = []
+    for server in hub.ice.servers:
+        urls = [server.urls] if isinstance(server.urls, str) else server.urls
+        for url in urls:
+            link = f'<{url}>; rel="ice-server"'
+            if server.username:
+                link += f'; username="{server.username}"; credential="{server.credential}"; credential-type="password"'
+            links.append(link)
+    if links:
+        headers[hdrs.LINK] = ", ".join(links)
+    return web.Response(status=201, text=answer, content_type=_SDP, headers=headers)
+
+
+@routes.post("/live/{stream}/whep")
+async def whep_post(request: web.Request) -> web.Response:
+    _check_token(request, required=_protect_playback(request))
+    stream = request.match_info["stream"]
+    offer = await _offer(request)
+    try:
+        resource, answer = await request.app[WEBRTC_HUB_KEY].play(stream, offer)
+    except OfferError as exc:
+        raise ApiError(400, str(exc)) from None
+    except StreamNotFound as exc:
+        raise ApiError(404, str(exc) or f"No live stream {stream!r}.") from None
+    return _created(resource, answer, request)
+
+
+@routes.post("/live/{stream}/whip")
+async def whip_post(request: web.Request) -> web.Response:
+    _check_token(request, required=True)
+    stream = request.match_info["stream"]
+    offer = await _offer(request)
+    try:
+        resource, answer = await request.app[WEBRTC_HUB_KEY].publish(stream, offer)
+    except OfferError as exc:
+        raise ApiError(400, str(exc)) from None
+    except ResourceConflict as exc:
+        raise ApiError(409, str(exc)) from None
+    return _created(resource, answer, request)
+
+
+def _resource(request: web.Request) -> Resource:
+    kind = request.match_info["kind"]
+    if kind not in ("whep", "whip"):
+        raise ApiError(404, f"Unknown resource kind {kind!r}.")
+    resource = request.app[WEBRTC_HUB_KEY].get(request.match_info["stream"], kind, request.match_info["id"])
+    if resource is None:
+        raise ApiError(404, "No such WHIP/WHEP session (it was deleted or has ended).")
+    return resource
+
+
+@routes.patch("/live/{stream}/{kind}/{id}")
+async def resource_patch(request: web.Request) -> web.Response:
+    resource = _resource(request)
+    if request.content_type != _SDPFRAG:
+        raise ApiError(415, f"Trickle ICE must be sent as {_SDPFRAG}.", {"Accept-Patch": _SDPFRAG})
+    match = request.headers.get(hdrs.IF_MATCH)
+    if match is not None and match != "*" and match != resource.etag:
+        raise ApiError(412, "If-Match does not match this session's ETag.")
+    try:
+        frag = parse_sdpfrag(await request.text())
+        await request.app[WEBRTC_HUB_KEY].trickle(resource, frag)
+    except OfferError as exc:
+        raise ApiError(422, str(exc)) from None
+    return web.Response(status=204)
+
+
+@routes.delete("/live/{stream}/{kind}/{id}")
+async def resource_delete(request: web.Request) -> web.Response:
+    resource = _resource(request)
+    await request.app[WEBRTC_HUB_KEY].delete(resource)
+    return web.Response(status=200)
+
+
+def _static(name: str) -> bytes:
+    return importlib_resources.files("livestream").joinpath("static", name).read_bytes()
+
+
+@routes.get("/live/{stream}")
+async def player_page(request: web.Request) -> web.Response:
+    return web.Response(body=_static(_PAGES["player"]), content_type="text/html", charset="utf-8")
+
+
+@routes.get("/live/{stream}/publish")
+async def publish_page(request: web.Request) -> web.Response:
+    return web.Response(body=_static(_PAGES["publish"]), content_type="text/html", charset="utf-8")
+
+
+@routes.get("/webrtc/{name}.js")
+async def script(request: web.Request) -> web.Response:
+    name = _SCRIPTS.get(request.match_info["name"])
+    if name is None:
+        raise ApiError(404, "No such script.")
+    return web.Response(body=_static(name), content_type="text/javascript", charset="utf-8")
+
+
+def add_webrtc_routes(app: web.Application) -> None:
+    app.router.add_routes(routes)
