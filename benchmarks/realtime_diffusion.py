@@ -13,8 +13,10 @@ Rows, all in one run on the same model, size and frames:
 
 With `--streams 1,4` each N > 1 runs N streams through `pipelines.live.stream_batch.step`
 together (one VAE encode, one UNet call and one VAE decode per tick for all N): aggregate and
-per-stream fps. Latency is the wall time of one frame's (or one tick's) computation; the
-stream batch's output also lags its input by `len(t_index_list) - 1` frames (`lag_frames`).
+per-stream fps. Rows run frame by frame in turn (row A frame 1, row B frame 1, ...), so a shared machine's
+load hits them alike. Latency is the wall time of one frame's (or one tick's) computation and
+fps is frames over the summed latencies; the stream batch's output also lags its input by
+`len(t_index_list) - 1` frames (`lag_frames`).
 
     .venv/bin/python -m benchmarks realtime_diffusion
     .venv/bin/python benchmarks/realtime_diffusion.py --json --size 128 --frames 40 --streams 1,4
@@ -66,18 +68,6 @@ def _summary(latencies: Sequence[float], wall: float, frames: int, streams: int)
         "latency_ms_p50": round(statistics.median(ordered) * 1000, 2),
         "latency_ms_p99": round(p99 * 1000, 2),
     }
-
-
-def _timed(run: Callable[[int], None], frames: int, warmup: int) -> tuple[list[float], float]:
-    for i in range(warmup):
-        run(i)
-    latencies = []
-    started = time.perf_counter()
-    for i in range(frames):
-        t0 = time.perf_counter()
-        run(warmup + i)
-        latencies.append(time.perf_counter() - t0)
-    return latencies, time.perf_counter() - started
 
 
 class _Row:
@@ -232,8 +222,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA when available)")
     p.add_argument("--size", type=int, default=64, help="frame width and height (multiple of 8)")
     p.add_argument("--frames", type=int, default=40, help="timed frames per row")
-    p.add_argument("--warmup", type=int, default=3, help="untimed frames first, per row and round")
-    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds; each row keeps its best")
+    p.add_argument("--warmup", type=int, default=3, help="untimed frames first, per row")
     p.add_argument("--t-index-list", default="20,35", help="comma-separated indices into the 50-step LCM grid")
     p.add_argument("--cfg-type", default="self", choices=["none", "full", "self", "initialize"])
     p.add_argument("--guidance-scale", type=float, default=1.2)
@@ -270,16 +259,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if args.cfg_type != "full":
                 rows.append(_pipeline_row(args, model, frames, "streamdiffusion-cfg-full", cfg_type="full"))
             rows.append(_img2img_row(args, model, frames))
-        # Rounds interleave the rows (a shared machine's load hits all alike); each row keeps
-        # its least disturbed round (lowest median latency).
-        best: list[dict[str, float] | None] = [None] * len(rows)
-        for _ in range(args.rounds):
+        # Frame by frame, every row in turn: a shared machine's load hits all rows alike.
+        for row in rows:
+            for i in range(args.warmup):
+                row.tick(i)
+        latencies: list[list[float]] = [[] for _ in rows]
+        for i in range(args.warmup, args.warmup + args.frames):
             for k, row in enumerate(rows):
-                latencies, wall = _timed(row.tick, args.frames, args.warmup)
-                summary = _summary(latencies, wall, args.frames, row.streams)
-                if best[k] is None or summary["latency_ms_p50"] < best[k]["latency_ms_p50"]:  # type: ignore[index]
-                    best[k] = summary
-        results = [{**row.meta, **summary} for row, summary in zip(rows, best, strict=True) if summary is not None]
+                t0 = time.perf_counter()
+                row.tick(i)
+                latencies[k].append(time.perf_counter() - t0)
+        results = [
+            {**row.meta, **_summary(lat, sum(lat), args.frames, row.streams)} for row, lat in zip(rows, latencies, strict=True)
+        ]
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda"):
         device_name = torch.cuda.get_device_name(0)
@@ -293,7 +285,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "cfg_type": args.cfg_type,
         "guidance_scale": args.guidance_scale,
         "frames": args.frames,
-        "rounds": args.rounds,
         "python": platform.python_version(),
         "torch": torch.__version__,
         "results": results,
