@@ -10,6 +10,7 @@ from .api import setup_api
 from .keys import SETTINGS_KEY
 from .live import setup_live
 from .settings import Settings
+from .webrtc import setup_webrtc
 
 __all__ = ["TRICKLE_BASE_PATH", "build_app"]
 
@@ -25,4 +26,5 @@ def build_app(settings: Settings) -> web.Application:
     TrickleServer(TrickleServerConfig(autocreate=settings.trickle_autocreate)).setup(app, TRICKLE_BASE_PATH)
     setup_api(app, settings)
     setup_live(app, settings)
+    setup_webrtc(app, settings)
     return app

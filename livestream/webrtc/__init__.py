@@ -59,8 +59,8 @@ def setup_webrtc(app: web.Application, settings: Settings) -> None:
 
             directory = SessionDirectory(app)
         hub = WebRTCHub(directory, ice)
-        if isinstance(directory, _HubAware):
-            directory.hub = hub
+        if hasattr(directory, "hub"):
+            directory.hub = hub  # to end a stream's viewers when it ends
         app[WEBRTC_HUB_KEY] = hub
         try:
             yield
@@ -68,9 +68,3 @@ def setup_webrtc(app: web.Application, settings: Settings) -> None:
             await hub.close()
 
     app.cleanup_ctx.append(webrtc_ctx)
-
-
-class _HubAware:
-    """A directory that needs the hub back (to close a stream's viewers when it ends)."""
-
-    hub: WebRTCHub | None = None

@@ -47,7 +47,12 @@ class StreamNotFound(LookupError):
 
 
 class ResourceConflict(Exception):
-    """The stream already has a publisher (409)."""
+    """The offer cannot be taken now: the stream already has a publisher (409), the engine is
+    full or shutting down (503), or the stream's settings are invalid (400)."""
+
+    def __init__(self, message: str, status: int = 409) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 @dataclass
@@ -127,6 +132,7 @@ class WebRTCHub:
         self.ice = ice or IceConfig()
         self.connect_timeout = connect_timeout
         self._resources: dict[str, Resource] = {}
+        self._background: set[asyncio.Task[None]] = set()
         self._closing = False
 
     # --- queries --------------------------------------------------------------------------
@@ -244,20 +250,29 @@ class WebRTCHub:
     async def delete(self, resource: Resource) -> None:
         await self._close(resource, "deleted by the client")
 
-    async def close_stream(self, stream: str, reason: str = "stream ended") -> None:
-        """Close every resource of a stream (it ended)."""
-        await asyncio.gather(*(self._close(r, reason) for r in self.resources(stream)))
+    async def close_stream(self, stream: str, reason: str = "stream ended", *, kind: str | None = None) -> None:
+        """Close every resource (of `kind`, if given) of a stream (it ended)."""
+        items = [r for r in self.resources(stream) if kind is None or r.kind == kind]
+        await asyncio.gather(*(self._close(r, reason) for r in items))
+
+    def close_stream_soon(self, stream: str, reason: str = "stream ended", *, kind: str | None = None) -> None:
+        """`close_stream` from synchronous code; the hub owns the task."""
+        task = asyncio.get_running_loop().create_task(self.close_stream(stream, reason, kind=kind))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def close(self) -> None:
         """Close everything (engine shutdown). Idempotent."""
         self._closing = True
         await asyncio.gather(*(self._close(r, "engine shutting down") for r in list(self._resources.values())))
+        if self._background:
+            await asyncio.wait(list(self._background), timeout=5)
 
     # --- internals ------------------------------------------------------------------------
 
     def _new_pc(self) -> RTCPeerConnection:
         if self._closing:
-            raise ResourceConflict("The engine is shutting down.")
+            raise ResourceConflict("The engine is shutting down.", 503)
         return RTCPeerConnection(self.ice.rtc_configuration())
 
     def _register(self, kind: str, stream: str, pc: RTCPeerConnection, info: OfferInfo) -> Resource:

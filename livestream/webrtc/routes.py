@@ -51,6 +51,23 @@ def _protect_playback(request: web.Request) -> bool:
     return bool(getattr(request.app[SETTINGS_KEY], "protect_playback", False))
 
 
+def _check_publish(request: web.Request, stream: str) -> None:
+    """WHIP: the engine's token, or a stream key of this stream (`Bearer KEY` or `?token=KEY`)."""
+    settings = request.app[SETTINGS_KEY]
+    token = settings.auth_token
+    keys = getattr(settings, "stream_keys", None) or {}
+    if not token and not keys:
+        return
+    scheme, _, credentials = request.headers.get(hdrs.AUTHORIZATION, "").partition(" ")
+    given = credentials if scheme.lower() == "bearer" else request.query.get("token", "")
+    if given:
+        if token and secrets.compare_digest(given.encode(), token.encode()):
+            return
+        if keys.get(given) == stream:
+            return
+    raise ApiError(401, "Publishing needs the engine's token or this stream's key as a bearer token.", {hdrs.WWW_AUTHENTICATE: "Bearer"})
+
+
 async def _offer(request: web.Request) -> str:
     ctype = request.content_type
     if ctype != _SDP:
@@ -93,20 +110,22 @@ async def whep_post(request: web.Request) -> web.Response:
         raise ApiError(400, str(exc)) from None
     except StreamNotFound as exc:
         raise ApiError(404, str(exc) or f"No live stream {stream!r}.") from None
+    except ResourceConflict as exc:
+        raise ApiError(exc.status, str(exc)) from None
     return _created(resource, answer, request)
 
 
 @routes.post("/live/{stream}/whip")
 async def whip_post(request: web.Request) -> web.Response:
-    _check_token(request, required=True)
     stream = request.match_info["stream"]
+    _check_publish(request, stream)
     offer = await _offer(request)
     try:
         resource, answer = await request.app[WEBRTC_HUB_KEY].publish(stream, offer)
     except OfferError as exc:
         raise ApiError(400, str(exc)) from None
     except ResourceConflict as exc:
-        raise ApiError(409, str(exc)) from None
+        raise ApiError(exc.status, str(exc)) from None
     return _created(resource, answer, request)
 
 
