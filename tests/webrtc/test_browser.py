@@ -1,0 +1,82 @@
+"""Headless Chromium against the engine: the player page plays a published stream, and the
+camera page publishes Chromium's fake camera over WHIP and plays the processed result back."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+
+from livestream.app import build_app
+from livestream.live import LIVE_CONFIG_KEY, LIVE_MANAGER_KEY, SessionConfig
+from livestream.settings import Settings
+from livestream.webrtc import WEBRTC_HUB_KEY
+from livestream.webrtc.client import WhipClient
+from livestream.webrtc.testsrc import NumberedVideoTrack
+
+from .chromium import Browser, chromium_path
+
+pytestmark = pytest.mark.skipif(chromium_path() is None, reason="Debian's chromium is not installed (make system-packages)")
+
+CONFIG = SessionConfig(status_interval=0.5, input_timeout=5.0, stop_timeout=2.0, max_queue_lag=5.0)
+
+
+@pytest.fixture
+async def engine() -> AsyncIterator[tuple[str, Any]]:
+    settings = Settings(host="127.0.0.1", port=0, live_pipeline="noop", webrtc_hosts=("127.0.0.1",))
+    app = build_app(settings)
+    app[LIVE_CONFIG_KEY] = CONFIG
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        yield str(server.make_url("")), app
+    finally:
+        await server.close()
+
+
+async def _advancing(page: Any, state: str, seconds: float = 1.0) -> int:
+    before = await page.eval(f"{state}.frames")
+    await asyncio.sleep(seconds)
+    return int(await page.eval(f"{state}.frames")) - int(before)
+
+
+async def test_player_and_camera_pages(engine) -> None:
+    base, app = engine
+    manager = app[LIVE_MANAGER_KEY]
+    async with aiohttp.ClientSession() as http, Browser() as browser:
+        # A stream published by an aiortc WHIP client, watched on the player page.
+        camera = NumberedVideoTrack(256, 256)
+        publisher = await WhipClient.connect(http, f"{base}/live/show/whip", camera)
+        async with asyncio.timeout(10):
+            while manager.get("show") is None or not manager.get("show").frames_out:
+                await asyncio.sleep(0.05)
+        player = await browser.open(f"{base}/live/show")
+        await player.wait_for("window.playerState && playerState.frames > 5", timeout=20)
+        assert await _advancing(player, "playerState") >= 10  # frames advance (rVFC)
+        assert await player.eval("brightness(document.getElementById('video'))") > 20  # not black
+        await player.wait_for("playerState.status && playerState.status.state", timeout=5)
+        # Chromium offers VP8 first; the engine still answers with the shared H.264 encode.
+        hub = app[WEBRTC_HUB_KEY]
+        assert [r.codec for r in hub.resources("show") if r.kind == "whep"] == ["H264"]
+        # The param controls post to /live/{stream}/params (noop has none: an empty form).
+        assert await player.eval("document.getElementById('params').elements.length") == len(
+            manager.get("show").params.model_dump()
+        )
+        await player.close()
+        await publisher.close()
+
+        # The camera page: Chromium's fake camera over WHIP, the processed stream over WHEP.
+        page = await browser.open(f"{base}/live/selfie/publish?autostart=1")
+        await page.wait_for("window.publishState && publishState.playing", timeout=30)
+        await page.wait_for("publishState.frames > 5", timeout=20)
+        assert await _advancing(page, "publishState") >= 10
+        assert await page.eval("brightness(document.getElementById('output'))") > 20
+        session = manager.get("selfie")
+        assert session is not None and session.ingest.name == "whip"
+        assert session.ingest.video_frames > 10
+        assert session.status(for_api=True)["width"] == 640
+        await page.close()
