@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import ssl
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -123,6 +124,7 @@ def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParse
         default=env_bool(env, "TRICKLE_AUTOCREATE", False),
         help="let trickle clients create channels on /ai/trickle/ (env TRICKLE_AUTOCREATE); default off",
     )
+    _add_webrtc_args(serve, env)
     serve.set_defaults(handler=_serve)
 
     trickle = commands.add_parser(
@@ -198,6 +200,74 @@ def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParse
     return parser
 
 
+def _add_webrtc_args(serve: argparse.ArgumentParser, env: Mapping[str, str]) -> None:
+    """WHIP/WHEP and the pages (see docs/webrtc.md)."""
+    serve.add_argument(
+        "--ice-server",
+        action="append",
+        metavar="URL",
+        default=[u for u in (env_str(env, "ICE_SERVERS", "") or "").split(",") if u],
+        help="STUN/TURN server for WebRTC, e.g. stun:stun.example.com:3478 or turn:user:pass@turn.example.com:3478; "
+        "repeatable (env ICE_SERVERS, comma-separated); default none (never an implicit public server)",
+    )
+    serve.add_argument("--ice-username", default=env_str(env, "ICE_USERNAME"), help="TURN username (env ICE_USERNAME)")
+    serve.add_argument(
+        "--ice-credential", default=env_str(env, "ICE_CREDENTIAL"), help="TURN credential (env ICE_CREDENTIAL)"
+    )
+    serve.add_argument(
+        "--webrtc-host",
+        action="append",
+        metavar="ADDR",
+        default=[h for h in (env_str(env, "WEBRTC_HOSTS", "") or "").split(",") if h],
+        help="address to offer as a WebRTC host candidate: a local one (e.g. 127.0.0.1) is gathered on, any other "
+        "(the public IP of a 1:1 NAT) replaces the gathered addresses; repeatable (env WEBRTC_HOSTS); default: every interface",
+    )
+    serve.add_argument(
+        "--protect-playback",
+        action=argparse.BooleanOptionalAction,
+        default=env_bool(env, "PROTECT_PLAYBACK", False),
+        help="with --auth-token, WHEP playback needs the token too (env PROTECT_PLAYBACK); default public playback",
+    )
+    serve.add_argument("--tls-cert", type=Path, default=_path(env_str(env, "TLS_CERT")), help="serve HTTPS with this certificate (PEM; env TLS_CERT)")
+    serve.add_argument("--tls-key", type=Path, default=_path(env_str(env, "TLS_KEY")), help="private key of --tls-cert (PEM; env TLS_KEY)")
+
+
+def _path(value: str | None) -> Path | None:
+    return Path(value) if value else None
+
+
+def _webrtc_settings(args: argparse.Namespace) -> dict[str, object]:
+    from .webrtc.ice import parse_ice_server
+
+    for url in args.ice_server:
+        parse_ice_server(url, args.ice_username, args.ice_credential)  # raises ConfigError
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise ConfigError("--tls-cert and --tls-key go together.")
+    for path in (args.tls_cert, args.tls_key):
+        if path is not None and not path.is_file():
+            raise ConfigError(f"TLS file {path} does not exist.")
+    return {
+        "ice_servers": tuple(args.ice_server),
+        "ice_username": args.ice_username,
+        "ice_credential": args.ice_credential,
+        "webrtc_hosts": tuple(args.webrtc_host),
+        "protect_playback": args.protect_playback,
+        "tls_cert": args.tls_cert,
+        "tls_key": args.tls_key,
+    }
+
+
+def _ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    if settings.tls_cert is None or settings.tls_key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(settings.tls_cert, settings.tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"Cannot load --tls-cert/--tls-key: {exc}") from None
+    return context
+
+
 def _model_dir(env: Mapping[str, str]) -> Path | None:
     found = env_str(env, "MODEL_DIR") or env_str(env, "HUGGINGFACE_HUB_CACHE")
     return Path(found) if found else None
@@ -233,6 +303,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         max_queue=args.max_queue,
         max_live_sessions=args.max_live_sessions,
         trickle_autocreate=args.trickle_autocreate,
+        **_webrtc_settings(args),
         version=env_str(os.environ, "VERSION", __version__) or __version__,
     )
 
@@ -248,8 +319,12 @@ def _serve(args: argparse.Namespace) -> int:
             raise ConfigError("PREPARE_MODELS=1 needs PIPELINE and MODEL_ID (or --pipeline and --model-id).")
         return _run_prepare([(settings.pipeline, settings.model_id or "")], settings.model_dir, None, [], [])
     app = build_app(settings)
-    log.info("livestream %s listening on http://%s:%d", __version__, settings.host, settings.port)
-    web.run_app(app, host=settings.host, port=settings.port, shutdown_timeout=10, print=None)
+    ssl_context = _ssl_context(settings)
+    scheme = "https" if ssl_context is not None else "http"
+    log.info("livestream %s listening on %s://%s:%d", __version__, scheme, settings.host, settings.port)
+    web.run_app(
+        app, host=settings.host, port=settings.port, shutdown_timeout=10, print=None, ssl_context=ssl_context
+    )
     return 0
 
 
