@@ -12,11 +12,12 @@ PORT ?= 8000
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-# System packages the engine and end-to-end tests use (ffmpeg for RTMP/ffprobe).
+# System packages the engine and end-to-end tests use (ffmpeg for RTMP/ffprobe; chromium and
+# iproute2 for the WebRTC browser tests, which run in a loopback-only network namespace).
 $(SYSTEM_STAMP): | $(BIN)/python
-	@if ! command -v ffmpeg >/dev/null 2>&1; then \
-		if [ "$$(id -u)" = "0" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg >/dev/null; \
-		else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg >/dev/null; fi; \
+	@if ! command -v ffmpeg >/dev/null 2>&1 || ! command -v chromium >/dev/null 2>&1 || ! command -v ip >/dev/null 2>&1; then \
+		if [ "$$(id -u)" = "0" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg chromium iproute2 >/dev/null; \
+		else sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg chromium iproute2 >/dev/null; fi; \
 	fi
 	@touch $@
 
