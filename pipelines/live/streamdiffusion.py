@@ -423,7 +423,7 @@ class StreamDiffusionPipeline:
     # --- frames -----------------------------------------------------------------------------
 
     def _run(self, frame: torch.Tensor, *, count: bool = True) -> torch.Tensor:
-        """One `(H, W, 3)` uint8 frame through the stream; returns `(H, W, 3)` uint8 (CPU)."""
+        """One `(H, W, 3)` uint8 frame through the stream; returns `(H, W, 3)` uint8 on the model's device."""
         import torch
 
         from .stream_batch import StreamState, step, step_sequential
@@ -450,7 +450,8 @@ class StreamDiffusionPipeline:
             else:
                 out = step_sequential(m.backend, state, latent)
             image = m.backend.decode(out)
-            result = ((image[0].float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).cpu()
+            # Stays on the device: the session moves the batch to the CPU once.
+            result = ((image[0].float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0)
         self._state = state
         if count:
             self._last_output = result

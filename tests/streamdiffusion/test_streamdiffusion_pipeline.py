@@ -84,6 +84,7 @@ CHANGES: list[dict[str, Any]] = [
     {"prompt": "a dog in the snow"},
     {"prompt": [["a dog in the snow", 0.5], ["fire", 0.5]]},
     {"seed": 12345},
+    {"seed": [[1, 0.5], [2, 0.5]], "seed_interpolation_method": "slerp"},
     {"guidance_scale": 2.5},
     {"delta": 0.2},
     {"t_index_list": [5, 40]},
