@@ -388,6 +388,9 @@ class EncoderConfig:
 
     gop_seconds: float = 1.0
     preset: str = "superfast"
+    #: Constrained Baseline: what WebRTC viewers negotiate (42e01f) for the shared encode, and
+    #: what every hardware decoder takes (no CABAC or 8x8 transform; a few % more bits).
+    profile: str = "baseline"
     crf: int = 23
     #: Frame rate hint for x264's rate control; timestamps come from the input.
     fps: int = 30
@@ -443,6 +446,7 @@ class _Run:
             rate=config.fps,
             options={
                 "preset": config.preset,
+                "profile": config.profile,
                 "tune": "zerolatency",
                 "bf": "0",
                 "crf": str(config.crf),
