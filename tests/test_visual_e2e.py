@@ -207,3 +207,19 @@ async def test_runner_mode_out_of_memory_then_serves(
     status, body = await post(client, "/upscale", png(16, 16), prompt="x", num_inference_steps=1)
     assert status == 200, body
     assert decode(body["images"][0]["url"]).size == (64, 64)
+
+
+async def test_image_formats_pil_lacks_are_read_with_pyav(client: Client) -> None:
+    import av
+
+    # DPX: ffmpeg reads it, PIL does not.
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="image2pipe") as container:
+        stream = container.add_stream("dpx")
+        stream.width, stream.height, stream.pix_fmt = 48, 32, "rgb24"
+        frame = av.VideoFrame.from_ndarray(np.full((32, 48, 3), 200, dtype=np.uint8), format="rgb24")
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            container.mux(packet)
+    status, body = await post(client, "/image-to-image", buf.getvalue(), prompt="x", seed=1, **I2I)
+    assert status == 200, body
+    assert decode(body["images"][0]["url"]).size == (48, 32)

@@ -62,11 +62,34 @@ def model_response(model: pydantic.BaseModel, status: int = 200) -> web.Response
 
 
 def open_image(data: bytes) -> Image.Image:
-    """Open an uploaded image as RGB, turned upright per its EXIF orientation; an unreadable one raises `ValueError`."""
+    """Open an uploaded image as RGB, upright per its EXIF orientation; unreadable: `ValueError`.
+
+    PIL reads the common formats; what it cannot (DPX, XWD, EXR, ...) gets a second try with
+    PyAV, taking the first video frame.
+    """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
         with Image.open(io.BytesIO(data)) as img:
             return ImageOps.exif_transpose(img).convert("RGB")
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError as exc:
         raise ValueError(f"Unsupported image format or malformed file: {exc}") from None
+    except (UnidentifiedImageError, OSError) as exc:
+        image = _open_with_pyav(data)
+        if image is None:
+            raise ValueError(f"Unsupported image format or malformed file: {exc}") from None
+        return image
+
+
+def _open_with_pyav(data: bytes) -> Image.Image | None:
+    import av
+
+    try:
+        with av.open(io.BytesIO(data), mode="r") as container:
+            if not container.streams.video:
+                return None
+            for frame in container.decode(video=0):
+                return frame.to_image().convert("RGB")
+    except (av.FFmpegError, ValueError):
+        return None
+    return None
