@@ -72,6 +72,17 @@ async def _run_stream(
 
         await wait_for(first_segment_done, timeout=60)
         if new_prompt is not None:
+            # Two bad updates first: one the params model rejects, one the pipeline cannot
+            # apply (a model folder that does not exist); the stream keeps its params.
+            for bad in ({**params, "t_index_list": [60]}, {**params, "model_id": str(Path(params["model_id"]) / "missing")}):
+                async with control.segment() as seg:
+                    await seg.write(json.dumps(bad).encode())
+
+            async def rejected() -> bool:
+                return "rejected by the pipeline" in ((await _status(engine, name))["inference_status"]["last_error"] or "")
+
+            await wait_for(rejected, timeout=30)
+            assert (await _status(engine, name))["params"]["model_id"] == params["model_id"]
             async with control.segment() as seg:  # a control message is a full param set
                 await seg.write(json.dumps({**params, "prompt": new_prompt}).encode())
 
@@ -114,6 +125,7 @@ async def test_streamdiffusion_over_trickle(engine_factory, orchestrator, http, 
     statuses = [e for e in events if e["type"] == "status"]
     final = statuses[-1]
     assert final["final"] and final["frames_out"] == 60 and final["error"] is None
-    assert not [e for e in events if e["type"] == "error"]
+    errors = [e["message"] for e in events if e["type"] == "error"]
+    assert len(errors) == 2 and "t_index_list" in errors[0] and "missing" in errors[1], errors
     assert final["time_to_first_frame_ms"] > 0
     assert final["pipeline_status"]["family"] == "sd21" and final["pipeline_status"]["warmup_ms"] > 0
