@@ -47,8 +47,9 @@ def check_offer(text: str, *, publishing: bool) -> OfferInfo:
         raise OfferError("The body is not an SDP offer (it must start with v=0).")
     try:
         desc = SessionDescription.parse(text)
-    except (ValueError, KeyError, IndexError, AttributeError, TypeError) as exc:
-        raise OfferError(f"Malformed SDP offer: {exc}") from None
+    except (ValueError, KeyError, IndexError, AttributeError, TypeError, AssertionError) as exc:
+        # aiortc's parser checks lines with `assert`: on untrusted input that is a bad offer.
+        raise OfferError(f"Malformed SDP offer: {type(exc).__name__} {exc}".rstrip()) from None
     video = [m for m in desc.media if m.kind == "video" and m.port != 0]
     audio = [m for m in desc.media if m.kind == "audio" and m.port != 0]
     if not video:
@@ -133,8 +134,8 @@ def parse_sdpfrag(text: str) -> SdpFragment:
         elif line.startswith("a=candidate:"):
             try:
                 candidate = candidate_from_sdp(line[12:])
-            except (ValueError, IndexError) as exc:
-                raise OfferError(f"Malformed ICE candidate {line!r}: {exc}") from None
+            except (ValueError, IndexError, AssertionError) as exc:
+                raise OfferError(f"Malformed ICE candidate {line!r}: {type(exc).__name__} {exc}".rstrip()) from None
             candidate.sdpMid = mid
             candidate.sdpMLineIndex = max(index, 0)
             frag.candidates.append(candidate)
