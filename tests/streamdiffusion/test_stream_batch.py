@@ -181,3 +181,21 @@ def test_weighted_blends() -> None:
     n1 = make_noise((2, 4, 4), [(1, 1.0)])
     assert torch.equal(n1, make_noise((2, 4, 4), [(1, 1.0)]))  # fixed per seed
     assert not torch.equal(n1, make_noise((2, 4, 4), [(2, 1.0)]))
+
+
+@pytest.mark.parametrize("cfg", ["full", "initialize"])
+def test_prompt_update_keeps_the_negative_rows(parts: dict[str, Any], cfg: str) -> None:
+    """Upstream's `update_prompt` drops the unconditional rows for full/initialize; here a new
+    prompt and negative prompt both reach the UNet on the next step."""
+    from pipelines.live.stream_batch import _prepare
+
+    state = _state(parts, [10, 25, 40], cfg, 1.5, 1.0)
+    latent = torch.randn(1, 4, 8, 8)
+    with torch.inference_mode():
+        step(parts["backend"], [(state, latent)])
+        state.cond, state.uncond = parts["uncond"], parts["cond"]  # swapped: a prompt update
+        _, _, embeds, _ = _prepare(state, latent)
+    n_uncond = 3 if cfg == "full" else 1
+    assert embeds.shape[0] == state.unet_rows()
+    assert torch.equal(embeds[:n_uncond], parts["cond"].expand(n_uncond, -1, -1))
+    assert torch.equal(embeds[n_uncond:], parts["uncond"].expand(3, -1, -1))
