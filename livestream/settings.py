@@ -45,8 +45,8 @@ class Settings:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     version: str = "0.1.0"
-    #: Embedded RTMP ingest port (OBS/ffmpeg publish here); 0 turns RTMP off.
-    rtmp_port: int = 0
+    #: Embedded RTMP ingest port (OBS/ffmpeg publish here); None: off; 0: any free port (tests).
+    rtmp_port: int | None = None
     #: Live pipeline for directly published streams (RTMP, WHIP); "auto" picks one (see `live.direct`).
     live_pipeline: str = "auto"
     #: Initial params for directly published streams (per-stream `POST /live/{stream}` overrides).

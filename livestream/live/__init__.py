@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 from aiohttp import web
 
@@ -18,6 +19,7 @@ __all__ = [
     "LIVE_CONFIG_KEY",
     "LIVE_MANAGER_KEY",
     "LIVE_REGISTRY_KEY",
+    "RTMP_SERVER_KEY",
     "Session",
     "SessionConfig",
     "SessionManager",
@@ -28,6 +30,8 @@ __all__ = [
 #: Optional overrides, set before the app starts (tests shorten timers, add pipelines).
 LIVE_CONFIG_KEY = web.AppKey("live_config", SessionConfig)
 LIVE_REGISTRY_KEY = web.AppKey("live_registry", LivePipelineRegistry)
+#: The embedded RTMP server, when `settings.rtmp_port` is set (its `port` is the bound one).
+RTMP_SERVER_KEY: web.AppKey[Any] = web.AppKey("rtmp_server")
 
 
 def setup_live(app: web.Application, settings: Settings) -> None:
@@ -39,6 +43,14 @@ def setup_live(app: web.Application, settings: Settings) -> None:
         async with manager:
             app[LIVE_MANAGER_KEY] = manager
             app[LIVE_HEALTH_KEY] = manager
-            yield
+            if settings.rtmp_port is None:
+                yield
+                return
+            from ..rtmp import RtmpServer
+
+            async with RtmpServer(manager, settings) as rtmp:
+                app[RTMP_SERVER_KEY] = rtmp
+                manager.direct_pipeline  # noqa: B018  (resolve `auto` and log it at start-up)
+                yield
 
     app.cleanup_ctx.append(live_ctx)

@@ -216,7 +216,7 @@ class SessionManager:
     def _attach_push(self, session: Session, url: str) -> None:
         from ..rtmp.push import RtmpPushSink
 
-        session.attach_sink(RtmpPushSink(url))
+        session.attach_sink(RtmpPushSink(url, session.request_keyframe))
 
     async def configure(self, stream: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """`POST /live/{stream}`: store params and `rtmp_output` for a direct stream; applied now

@@ -472,6 +472,9 @@ class _Run:
         self.last_video_pts: int | None = None
         self.last_key_pts: int | None = None
         self.last_audio_dts: int | None = None
+        #: Encoded audio for the sinks: the first input audio time (90 kHz) and samples since.
+        self.audio_anchor: int | None = None
+        self.audio_samples = 0
 
 
 class SegmentedEncoder:
@@ -583,9 +586,11 @@ class SegmentedEncoder:
             )
         )
 
-    def _share_audio(self, run: _Run, packet: av.Packet, time_base: Fraction, *, copy: bool) -> None:
+    def _share_audio(self, run: _Run, packet: av.Packet, time_base: Fraction, *, copy: bool, pts: int | None = None) -> None:
         assert self.on_packet is not None and run.audio is not None
-        if packet.pts is None:
+        if pts is None:
+            pts = packet.pts
+        if pts is None:
             return
         if copy:
             codec, rate, channels, extradata = run.audio.codec, run.audio.sample_rate, run.audio.channels, None
@@ -593,13 +598,13 @@ class SegmentedEncoder:
             ctx = run.audio_stream.codec_context  # type: ignore[union-attr]
             codec, rate, channels = "aac", ctx.sample_rate, ctx.channels
             extradata = bytes(ctx.extradata) if ctx.extradata else None
-        dts = packet.dts if packet.dts is not None else packet.pts
+        dts = packet.dts if packet.dts is not None and copy else pts
         self.on_packet(
             EncodedPacket(
                 "audio",
                 codec,
                 bytes(packet),
-                packet.pts,
+                pts,
                 dts,
                 time_base,
                 sample_rate=rate,
@@ -634,12 +639,19 @@ class SegmentedEncoder:
             else:
                 if run.audio is None or run.audio.copy:
                     continue
+                if run.audio_anchor is None and item.pts is not None and item.time_base is not None:
+                    run.audio_anchor = round(item.pts * item.time_base / OUTPUT_TIME_BASE)
                 item.pts = None
                 packets = stream.encode(item)  # type: ignore[union-attr]
                 if self.on_packet is not None:
-                    tb = stream.codec_context.time_base or Fraction(1, run.audio.sample_rate or 48000)  # type: ignore[union-attr]
+                    # The muxer times these packets itself; the sinks get the input's clock
+                    # (first audio pts plus samples encoded), in step with the video pts.
+                    ctx = stream.codec_context  # type: ignore[union-attr]
+                    rate = ctx.sample_rate or 48000
                     for packet in packets:
-                        self._share_audio(run, packet, packet.time_base or tb, copy=False)
+                        pts = (run.audio_anchor or 0) + round(run.audio_samples * 90000 / rate)
+                        run.audio_samples += ctx.frame_size or 1024
+                        self._share_audio(run, packet, OUTPUT_TIME_BASE, copy=False, pts=pts)
                 run.container.mux(packets)
 
     def _end_run(self) -> None:

@@ -1,0 +1,242 @@
+"""An RTMP publisher as a session's input: FLV tags in, decoded frames out (one decode thread).
+
+The connection (on the loop) parses each tag's header (`flv.py`) and `put`s it; a decode
+thread turns tags into frames with `av.CodecContext` (extradata from the sequence headers;
+pts = dts + composition time, in ms) and hands them to the session (`FrameTarget`). The tag
+queue is bounded in bytes: when decoding falls behind, the connection stops reading and TCP
+pushes back on the publisher, instead of dropping compressed frames (which would break
+decoding until the next keyframe).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from fractions import Fraction
+
+import av
+
+from ..live.ingest import FrameTarget, Ingest, IngestError
+from ..live.media import AudioSource, run_in_thread
+from .flv import CODED_FRAMES, SEQUENCE_END, SEQUENCE_START, AudioTag, VideoTag, aac_config_info
+
+__all__ = ["RtmpIngest"]
+
+log = logging.getLogger(__name__)
+
+MS = Fraction(1, 1000)
+#: PyAV decoder per codec; AV1 needs libdav1d (FFmpeg's native av1 decoder is hardware-only).
+_DECODERS = {"h264": ("h264",), "hevc": ("hevc",), "av1": ("libdav1d", "av1"), "vp9": ("vp9",)}
+
+_Item = tuple[VideoTag | AudioTag, int, float]
+
+
+class RtmpIngest(Ingest):
+    """Fed by `RtmpServer`'s connection: `put()` tags, then `end()` or `fail()`."""
+
+    name = "rtmp"
+
+    def __init__(
+        self, stream: str, *, on_stop: Callable[[], None] | None = None, max_bytes: int = 32 * 1024 * 1024
+    ) -> None:
+        self.stream = stream
+        self._on_stop = on_stop
+        self.max_bytes = max_bytes
+        self._items: deque[_Item] = deque()
+        self._bytes = 0
+        self._cond = threading.Condition()
+        self._ended = False
+        self._error: IngestError | None = None
+        self._room = asyncio.Event()
+        self._room.set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopped = False
+        self.video_codec: str | None = None
+        self.audio_codec: str | None = None
+        self.video_frames = 0
+        self.audio_frames = 0
+        self.decode_errors = 0
+        self.tags = 0
+        self.metadata: dict[str, object] = {}
+
+    def status(self) -> dict[str, object]:
+        return {
+            "stream": self.stream,
+            "video_codec": self.video_codec,
+            "audio_codec": self.audio_codec,
+            "video_frames": self.video_frames,
+            "audio_frames": self.audio_frames,
+            "decode_errors": self.decode_errors,
+            "queued_bytes": self._bytes,
+        }
+
+    # --- connection side (loop) -----------------------------------------------------------
+
+    def put(self, tag: VideoTag | AudioTag, timestamp: int, arrival: float) -> None:
+        size = len(tag.data)
+        with self._cond:
+            if self._ended:
+                return
+            self._items.append((tag, timestamp, arrival))
+            self._bytes += size
+            self.tags += 1
+            if self._bytes > self.max_bytes:
+                self._room.clear()
+            self._cond.notify()
+
+    async def wait_room(self) -> None:
+        await self._room.wait()
+
+    def end(self) -> None:
+        """The publisher is done (unpublish or disconnect): decode what is queued, then end."""
+        with self._cond:
+            self._ended = True
+            self._cond.notify()
+
+    def fail(self, error: IngestError) -> None:
+        with self._cond:
+            if self._error is None and not self._stopped:
+                self._error = error
+            self._ended = True
+            self._cond.notify()
+
+    # --- Ingest ---------------------------------------------------------------------------
+
+    async def run(self, target: FrameTarget) -> None:
+        self._loop = asyncio.get_running_loop()
+        await run_in_thread(lambda: self._decode(target), f"rtmp-decode-{self.stream[:16]}")
+        if self._error is not None:
+            raise self._error
+
+    def stop(self) -> None:
+        """The session stops: close the publisher's connection; queued tags are still decoded."""
+        self._stopped = True
+        self.end()
+        if self._on_stop is not None:
+            on_stop, self._on_stop = self._on_stop, None
+            on_stop()
+
+    def abort(self) -> None:
+        with self._cond:
+            self._bytes = 0
+            self._items.clear()
+        self._room.set()
+        self.stop()
+
+    # --- decode thread --------------------------------------------------------------------
+
+    def _take(self) -> _Item | None:
+        with self._cond:
+            while not self._items and not self._ended:
+                self._cond.wait()
+            if not self._items:
+                return None
+            item = self._items.popleft()
+            self._bytes -= len(item[0].data)
+            if self._bytes <= self.max_bytes // 2 and not self._room.is_set() and self._loop is not None:
+                try:
+                    self._loop.call_soon_threadsafe(self._room.set)
+                except RuntimeError:
+                    pass
+            return item
+
+    def _decode(self, target: FrameTarget) -> None:
+        video: av.VideoCodecContext | None = None
+        audio: av.AudioCodecContext | None = None
+        arrival = time.monotonic()
+        try:
+            while (item := self._take()) is not None:
+                tag, ts, arrival = item
+                if isinstance(tag, VideoTag):
+                    video = self._video(target, video, tag, ts, arrival)
+                else:
+                    audio = self._audio(target, audio, tag, ts)
+        finally:
+            if video is not None:
+                self._emit_video(target, video, None, arrival)
+
+    def _open_video(self, codec: str, extradata: bytes) -> av.VideoCodecContext:
+        last: Exception | None = None
+        for name in _DECODERS.get(codec, (codec,)):
+            try:
+                ctx = av.CodecContext.create(name, "r")
+            except (av.FFmpegError, ValueError) as exc:  # decoder not built in
+                last = exc
+                continue
+            if extradata:
+                ctx.extradata = extradata
+            ctx.thread_count = 1  # one thread per stream: streams decode in parallel
+            return ctx  # type: ignore[return-value]
+        raise IngestError(f"no decoder for {codec} in this build of PyAV ({last})")
+
+    def _video(
+        self, target: FrameTarget, ctx: av.VideoCodecContext | None, tag: VideoTag, ts: int, arrival: float
+    ) -> av.VideoCodecContext | None:
+        if tag.kind == SEQUENCE_START:
+            if ctx is not None:
+                self._emit_video(target, ctx, None, arrival)  # a new configuration: flush the old
+            self.video_codec = tag.codec
+            try:
+                return self._open_video(tag.codec, tag.data)
+            except IngestError as exc:
+                self.fail(exc)
+                return None
+        if tag.kind == SEQUENCE_END or tag.kind != CODED_FRAMES:
+            return ctx
+        if ctx is None:
+            if tag.codec == "h264" and not self.video_codec:
+                # No sequence header yet (joined mid-stream): Annex B or nothing; wait for one.
+                return None
+            return None
+        packet = av.Packet(tag.data)
+        packet.dts = ts
+        packet.pts = ts + tag.cts
+        packet.time_base = MS
+        self._emit_video(target, ctx, packet, arrival)
+        return ctx
+
+    def _emit_video(self, target: FrameTarget, ctx: av.VideoCodecContext, packet: av.Packet | None, arrival: float) -> None:
+        try:
+            frames = ctx.decode(packet)
+        except av.EOFError:
+            return
+        except (av.InvalidDataError, ValueError) as exc:
+            self.decode_errors += 1
+            if self.decode_errors <= 3 or self.decode_errors % 100 == 0:
+                target.report_error(f"rtmp {self.stream}: undecodable video packet skipped ({exc})")
+            return
+        for frame in frames:
+            if frame.pts is None:
+                continue
+            frame.time_base = MS
+            self.video_frames += 1
+            target.put_video(frame, arrival)
+
+    def _audio(
+        self, target: FrameTarget, ctx: av.AudioCodecContext | None, tag: AudioTag, ts: int
+    ) -> av.AudioCodecContext | None:
+        if tag.config:
+            rate, channels = aac_config_info(tag.data)
+            ctx = av.CodecContext.create("aac", "r")  # type: ignore[assignment]
+            ctx.extradata = tag.data  # type: ignore[union-attr]
+            self.audio_codec = "aac"
+            target.set_audio_source(AudioSource("aac", rate or 48000, channels or 2, copy=False))
+            return ctx
+        if ctx is None:
+            return None
+        packet = av.Packet(tag.data)
+        packet.pts = packet.dts = ts
+        packet.time_base = MS
+        try:
+            frames = ctx.decode(packet)
+        except (av.InvalidDataError, ValueError):
+            self.decode_errors += 1
+            return ctx
+        for frame in frames:
+            self.audio_frames += 1
+            target.put_audio(frame)
+        return ctx
