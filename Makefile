@@ -6,6 +6,7 @@ STAMP := $(VENV)/.installed
 SYSTEM_STAMP := $(VENV)/.system-packages
 HOST ?= 0.0.0.0
 PORT ?= 8000
+RTMP_PORT ?= 1935
 
 .PHONY: run test bench system-packages clean
 
@@ -31,7 +32,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 system-packages: $(SYSTEM_STAMP)
 
 run: $(STAMP) $(SYSTEM_STAMP)
-	$(BIN)/livestream serve --host $(HOST) --port $(PORT)
+	$(BIN)/livestream serve --host $(HOST) --port $(PORT) --rtmp-port $(RTMP_PORT)
 
 test: $(STAMP) $(SYSTEM_STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

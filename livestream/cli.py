@@ -15,6 +15,7 @@ import ssl
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from . import __version__
 from .errors import ConfigError
@@ -125,6 +126,7 @@ def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParse
         help="let trickle clients create channels on /ai/trickle/ (env TRICKLE_AUTOCREATE); default off",
     )
     _add_webrtc_args(serve, env)
+    _add_rtmp_args(serve, env)
     serve.set_defaults(handler=_serve)
 
     trickle = commands.add_parser(
@@ -304,8 +306,106 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         max_live_sessions=args.max_live_sessions,
         trickle_autocreate=args.trickle_autocreate,
         **_webrtc_settings(args),
+        **_rtmp_settings(args),
         version=env_str(os.environ, "VERSION", __version__) or __version__,
     )
+
+
+def _add_rtmp_args(serve: argparse.ArgumentParser, env: Mapping[str, str]) -> None:
+    rtmp = serve.add_argument_group("RTMP ingest and direct live streams (OBS, ffmpeg)")
+    rtmp.add_argument(
+        "--rtmp-port",
+        type=int,
+        default=int(v) if (v := env_str(env, "RTMP_PORT")) else None,
+        help="RTMP ingest port for OBS/ffmpeg (env RTMP_PORT); default 1935, off with --pipeline; 0 turns it off",
+    )
+    rtmp.add_argument(
+        "--live-pipeline",
+        default=env_str(env, "LIVE_PIPELINE", "auto"),
+        help="live pipeline for directly published streams (env LIVE_PIPELINE): a name from GET /live/pipelines, "
+        "or auto = streamdiffusion with sd-turbo on a CUDA GPU with the weights, else color-filter; default %(default)s",
+    )
+    rtmp.add_argument(
+        "--live-params",
+        default=env_str(env, "LIVE_PARAMS"),
+        metavar="JSON",
+        help='initial params of direct streams, e.g. \'{"prompt": "a watercolor painting"}\' (env LIVE_PARAMS)',
+    )
+    rtmp.add_argument(
+        "--rtmp-output",
+        default=env_str(env, "RTMP_OUTPUT"),
+        metavar="URL",
+        help="push every direct stream's output here; {stream} is the stream name, e.g. "
+        "rtmp://a.rtmp.youtube.com/live2/KEY or rtmp://host/app/{stream} (env RTMP_OUTPUT)",
+    )
+    rtmp.add_argument(
+        "--stream-key",
+        action="append",
+        default=[x for x in (env_str(env, "STREAM_KEYS") or "").split(",") if x.strip()],
+        metavar="NAME=SECRET",
+        help="allow publishing stream NAME with key SECRET (repeatable; env STREAM_KEYS=a=s1,b=s2); "
+        "with any, other keys are refused",
+    )
+    rtmp.add_argument(
+        "--rtmp-auth-webhook",
+        default=env_str(env, "RTMP_AUTH_WEBHOOK"),
+        metavar="URL",
+        help='publish auth webhook, as go-livepeer\'s -authWebhookUrl: POST {"url": ...}, 2xx accepts (env RTMP_AUTH_WEBHOOK)',
+    )
+
+
+def _rtmp_settings(args: argparse.Namespace) -> dict[str, Any]:
+    import json
+
+    from .settings import parse_stream_keys
+
+    port = args.rtmp_port
+    if port is None:
+        port = None if args.pipeline else 1935
+    elif port == 0:
+        port = None
+    elif not 0 < port <= 65535:
+        raise ConfigError(f"--rtmp-port must be 1..65535 (or 0 for off), got {port}.")
+    params: dict[str, Any] = {}
+    if args.live_params:
+        try:
+            params = json.loads(args.live_params)
+        except ValueError as exc:
+            raise ConfigError(f"--live-params is not valid JSON: {exc}") from None
+        if not isinstance(params, dict):
+            raise ConfigError("--live-params must be a JSON object, e.g. '{\"prompt\": \"...\"}'.")
+    if args.rtmp_output and not args.rtmp_output.startswith("rtmp://"):
+        raise ConfigError(f"--rtmp-output must be an rtmp:// URL, got {args.rtmp_output!r}.")
+    if args.rtmp_auth_webhook and not args.rtmp_auth_webhook.startswith(("http://", "https://")):
+        raise ConfigError(f"--rtmp-auth-webhook must be an http(s):// URL, got {args.rtmp_auth_webhook!r}.")
+    return {
+        "rtmp_port": port,
+        "live_pipeline": args.live_pipeline,
+        "live_params": params,
+        "rtmp_output": args.rtmp_output or None,
+        "stream_keys": parse_stream_keys(args.stream_key),
+        "auth_webhook_url": args.rtmp_auth_webhook or None,
+    }
+
+
+def _print_live_urls(settings: Settings) -> None:
+    """Where to push: printed at start-up, for a person reading the terminal."""
+    if settings.rtmp_port is None:
+        return
+    host = "localhost" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    name = next(iter(settings.stream_keys.values()), "mystream")
+    key = next(iter(settings.stream_keys), "mystream")
+    lines = [
+        "",
+        "Live video: publish with OBS or ffmpeg, then watch or push the processed stream.",
+        f"  OBS:     Settings > Stream > Service: Custom, Server: rtmp://{host}:{settings.rtmp_port}/live, Stream Key: {key}",
+        f"  ffmpeg:  ffmpeg -re -i in.mp4 -c:v libx264 -tune zerolatency -g 60 -c:a aac -f flv rtmp://{host}:{settings.rtmp_port}/live/{key}",
+        f"  status:  curl http://{host}:{settings.port}/live   params: curl -X POST http://{host}:{settings.port}/live/{name}/params -d '{{...}}'",
+        f'  push:    curl -X POST http://{host}:{settings.port}/live/{name} -d \'{{"rtmp_output": "rtmp://host/app/key"}}\'',
+    ]
+    if settings.rtmp_output:
+        lines.append(f"  every stream's output is pushed to {settings.rtmp_output}")
+    print("\n".join(lines) + "\n", flush=True)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -319,6 +419,7 @@ def _serve(args: argparse.Namespace) -> int:
             raise ConfigError("PREPARE_MODELS=1 needs PIPELINE and MODEL_ID (or --pipeline and --model-id).")
         return _run_prepare([(settings.pipeline, settings.model_id or "")], settings.model_dir, None, [], [])
     app = build_app(settings)
+    _print_live_urls(settings)
     ssl_context = _ssl_context(settings)
     scheme = "https" if ssl_context is not None else "http"
     log.info("livestream %s listening on %s://%s:%d", __version__, scheme, settings.host, settings.port)
