@@ -474,3 +474,30 @@ async def test_a_busy_model_is_not_unloaded_by_a_switch() -> None:
     await registry.run("upscale", "c", lambda p: p.model_id)
     assert sorted(closed) == ["a", "b"]
     await registry.aclose()
+
+
+# --- GPU (run with -m gpu on a machine with an NVIDIA GPU) -------------------------------------
+
+
+@pytest.mark.gpu
+def test_cuda_dtypes_and_out_of_memory_recovery(tmp_path_factory: pytest.TempPathFactory) -> None:
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("needs an NVIDIA GPU")
+    i2i = ImageToImagePipeline(str(tiny(tmp_path_factory, "image-to-image")))
+    assert (i2i.device.type, i2i.dtype) == ("cuda", torch.float16)
+    assert ImageToVideoPipeline(str(tiny(tmp_path_factory, "image-to-video"))).dtype == torch.float16
+    assert UpscalePipeline(str(tiny(tmp_path_factory, "upscale"))).dtype == torch.float16
+    assert TextToImagePipeline(str(tiny(tmp_path_factory, "flux"))).dtype == torch.bfloat16
+    request = ImageToImageInput(prompt="x", image=gradient(512, 512), seed=1, **I2I)
+    [before] = i2i.generate(request)
+    # Leave almost nothing free, so the next call runs out of memory for real.
+    free, _ = torch.cuda.mem_get_info()
+    hog = torch.empty(max(0, free - 64 * 1024**2), dtype=torch.uint8, device="cuda")
+    with pytest.raises(InferenceError, match="ran out of GPU memory"):
+        i2i.generate(ImageToImageInput(prompt="x", image=gradient(2048, 2048), seed=1, **I2I))
+    del hog
+    held = torch.cuda.memory_allocated()
+    [after] = i2i.generate(request)
+    assert np.array_equal(px(before), px(after))
+    assert torch.cuda.memory_allocated() <= held + 16 * 1024**2  # nothing of the failed call left behind
