@@ -21,9 +21,10 @@ fps is frames over the summed latencies; the stream batch's output also lags its
     .venv/bin/python -m benchmarks realtime_diffusion
     .venv/bin/python benchmarks/realtime_diffusion.py --json --size 128 --frames 40 --streams 1,4
 
-`--model tiny` (default) writes the tiny sd-turbo-family model to a temporary folder; a path
-or Hugging Face id loads that model instead (`--device cuda` for a GPU). Parts 2 and 3 add
-backends (`--backend`) and the random-weight `sd-turbo-arch` model.
+`--model tiny` (default) writes the tiny sd-turbo-family model to a temporary folder;
+`--model sd-turbo-arch` writes sd-turbo's real architecture with random weights (float16,
+about 2.6 GB; for a GPU: `--device cuda --size 512`); a path or Hugging Face id loads that
+model. Parts 2 and 3 add backends (`--backend`).
 """
 
 from __future__ import annotations
@@ -218,7 +219,11 @@ def _img2img_row(args: argparse.Namespace, model: str, frames: Any) -> _Row:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="realtime_diffusion", description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default="tiny", help="'tiny' (written to a temp folder), a folder or a Hugging Face id")
+    p.add_argument(
+        "--model",
+        default="tiny",
+        help="'tiny' or 'sd-turbo-arch' (random weights, written to a temp folder), a folder or a Hugging Face id",
+    )
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA when available)")
     p.add_argument("--size", type=int, default=64, help="frame width and height (multiple of 8)")
     p.add_argument("--frames", type=int, default=40, help="timed frames per row")
@@ -249,6 +254,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
             model = str(Path(tmp) / "tiny-streamdiffusion")
             write_tiny_model("streamdiffusion", Path(model))
+        elif model == "sd-turbo-arch":
+            from pipelines.tiny_streamdiffusion import write_random_sd_turbo
+
+            model = str(Path(tmp) / "sd-turbo-arch")
+            write_random_sd_turbo(Path(model))
         frames = _frames(args.frames + args.warmup, args.size)
         rows = [
             _pipeline_row(args, model, frames, "streamdiffusion") if n == 1 else _batched_streams_row(args, model, frames, n)
@@ -279,7 +289,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         device_name = f"{platform.machine()} CPU, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
     return {
         "device": device_name,
-        "model": "tiny (random weights, sd-turbo family)" if args.model == "tiny" else args.model,
+        "model": {
+            "tiny": "tiny (random weights, sd-turbo family)",
+            "sd-turbo-arch": "sd-turbo architecture (random weights)",
+        }.get(args.model, args.model),
         "size": f"{args.size}x{args.size}",
         "t_index_list": args.t_index_list,
         "cfg_type": args.cfg_type,

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["TAESD_SUBFOLDER", "write_tiny_streamdiffusion", "write_tiny_taesd"]
+__all__ = ["SD_TURBO_UNET", "TAESD_SUBFOLDER", "write_random_sd_turbo", "write_tiny_streamdiffusion", "write_tiny_taesd"]
 
 #: Where a model folder may bundle its own tiny VAE.
 TAESD_SUBFOLDER = "taesd"
@@ -116,3 +116,68 @@ def write_tiny_streamdiffusion(out: Path) -> None:
     )
     pipe.save_pretrained(out, safe_serialization=True)
     write_tiny_taesd(out / TAESD_SUBFOLDER)
+
+
+#: `stabilityai/sd-turbo`'s UNet config (SD 2.1-base), for random-weight benchmarks on a GPU.
+SD_TURBO_UNET: dict[str, object] = dict(
+    sample_size=64,
+    in_channels=4,
+    out_channels=4,
+    layers_per_block=2,
+    block_out_channels=(320, 640, 1280, 1280),
+    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    cross_attention_dim=1024,
+    attention_head_dim=(5, 10, 20, 20),
+    use_linear_projection=True,
+    norm_num_groups=32,
+)
+
+
+def write_random_sd_turbo(out: Path, *, half: bool = True) -> None:
+    """sd-turbo's real architecture with random weights (UNet ~866M parameters, the ViT-H text
+    encoder's 23 layers, the SD VAE and the real TAESD), for GPU benchmarks on a machine that
+    cannot download; saved in float16 by default (about 2.6 GB). Not a test fixture: slow to
+    build on a CPU. The tokenizer is the tiny byte-level one (the vocabulary does not change
+    the cost of a frame)."""
+    import torch
+    from diffusers import AutoencoderKL, AutoencoderTiny, EulerDiscreteScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    from .tiny_visual import _clip_text_config, _tokenizer
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(**SD_TURBO_UNET)  # type: ignore[arg-type]
+    vae = AutoencoderKL(
+        block_out_channels=[128, 256, 512, 512],
+        down_block_types=["DownEncoderBlock2D"] * 4,
+        up_block_types=["UpDecoderBlock2D"] * 4,
+        layers_per_block=2,
+        latent_channels=4,
+        sample_size=768,
+    )
+    text_encoder = CLIPTextModel(
+        _clip_text_config(
+            hidden_size=1024, intermediate_size=4096, num_attention_heads=16, num_hidden_layers=23, projection_dim=512, hidden_act="gelu"
+        )
+    )
+    scheduler = EulerDiscreteScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1, timestep_spacing="trailing"
+    )
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=_tokenizer(),
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    if half:
+        pipe.to(torch.float16)
+    pipe.save_pretrained(out, safe_serialization=True)
+    taesd = AutoencoderTiny()  # the defaults are madebyollin/taesd's config
+    if half:
+        taesd.to(torch.float16)
+    taesd.save_pretrained(out / TAESD_SUBFOLDER, safe_serialization=True)
