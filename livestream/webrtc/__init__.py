@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from ..settings import Settings
+from . import jitter
 from .ice import IceConfig, install_host_addresses, parse_ice_server
 from .peers import Playback, Publisher, ResourceConflict, StreamDirectory, StreamNotFound, WebRTCHub
 from .routes import WEBRTC_HUB_KEY, add_webrtc_routes
@@ -53,6 +54,7 @@ def setup_webrtc(app: web.Application, settings: Settings) -> None:
 
     async def webrtc_ctx(app: web.Application) -> AsyncIterator[None]:
         install_host_addresses(ice)
+        jitter.install()
         directory = app.get(WEBRTC_DIRECTORY_KEY)
         if directory is None:
             from .engine import SessionDirectory
