@@ -85,3 +85,56 @@ async def test_whip_to_whep_in_order_three_viewers_one_encode(engine) -> None:
         assert final["final"] is True and final["ingest"]["kind"] == "whip"
         for v in viewers[1:]:
             await v.close()
+
+
+async def test_audio_reaches_viewers_as_opus(engine) -> None:
+    import fractions
+
+    import av
+    import numpy as np
+    from aiortc import MediaStreamTrack
+
+    class Tone(MediaStreamTrack):
+        """A 440 Hz tone in 20 ms frames, paced (aiortc's AudioStreamTrack is silence)."""
+
+        kind = "audio"
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.samples = 0
+            self.start: float | None = None
+
+        async def recv(self) -> av.AudioFrame:  # type: ignore[override]
+            loop = asyncio.get_running_loop()
+            if self.start is None:
+                self.start = loop.time()
+            delay = self.start + self.samples / 48000 - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            t = (np.arange(self.samples, self.samples + 960) / 48000.0).astype(np.float32)
+            pcm = (np.sin(2 * np.pi * 440 * t) * 8000).astype(np.int16)[None, :]
+            frame = av.AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
+            frame.sample_rate = 48000
+            frame.pts, frame.time_base = self.samples, fractions.Fraction(1, 48000)
+            self.samples += 960
+            return frame
+
+    base, app = engine
+    manager = app[LIVE_MANAGER_KEY]
+    async with aiohttp.ClientSession() as http:
+        publisher = await WhipClient.connect(
+            http, f"{base}/live/tone/whip", NumberedVideoTrack(128, 128), audio=Tone()
+        )
+        await _wait(lambda: manager.get("tone") is not None and manager.get("tone").frames_out > 0)
+        viewer = await WhepClient.connect(http, f"{base}/live/tone/whep", audio=True)
+        assert viewer.audio is not None
+        loud = 0
+        async with asyncio.timeout(20):
+            while loud < 10:
+                frame = await viewer.audio.recv()
+                if np.abs(frame.to_ndarray().astype(np.int32)).max() > 1000:
+                    loud += 1  # the tone, through WHIP Opus -> AAC -> Opus
+        await _numbers(viewer.video, 3)
+        assert manager.get("tone").ingest.audio_frames > 0
+        await viewer.close()
+        await publisher.close()
