@@ -62,6 +62,9 @@ class RtmpIngest(Ingest):
         self.decode_errors = 0
         self.tags = 0
         self.metadata: dict[str, object] = {}
+        #: The last timestamps decoded (ms, the publisher's clock): the input timeline.
+        self.last_video_ms: int | None = None
+        self.last_audio_ms: int | None = None
 
     def status(self) -> dict[str, object]:
         return {
@@ -71,6 +74,8 @@ class RtmpIngest(Ingest):
             "video_frames": self.video_frames,
             "audio_frames": self.audio_frames,
             "decode_errors": self.decode_errors,
+            "last_video_ms": self.last_video_ms,
+            "last_audio_ms": self.last_audio_ms,
             "queued_bytes": self._bytes,
         }
 
@@ -214,6 +219,7 @@ class RtmpIngest(Ingest):
                 continue
             frame.time_base = MS
             self.video_frames += 1
+            self.last_video_ms = frame.pts
             target.put_video(frame, arrival)
 
     def _audio(
@@ -238,5 +244,6 @@ class RtmpIngest(Ingest):
             return ctx
         for frame in frames:
             self.audio_frames += 1
+            self.last_audio_ms = ts
             target.put_audio(frame)
         return ctx
