@@ -91,6 +91,32 @@ def webm_opus(seconds: float) -> bytes:
     return _encode(stereo_tone(seconds, 48000), 48000, "webm", "libopus")
 
 
+def mp4_with_audio(seconds: float) -> bytes:
+    """A 64x64 H.264 (or MPEG-4) video with an AAC stereo track: the audio-to-text input is its audio."""
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mp4") as container:
+        try:
+            video = container.add_stream("libx264", rate=10)
+        except (av.FFmpegError, ValueError):
+            video = container.add_stream("mpeg4", rate=10)
+        video.width = video.height = 64
+        video.pix_fmt = "yuv420p"
+        audio = container.add_stream("aac", rate=48000, layout="stereo")
+        for i in range(int(seconds * 10)):
+            frame = av.VideoFrame.from_ndarray(np.full((64, 64, 3), i * 10 % 256, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, 10)
+            container.mux(video.encode(frame))
+        container.mux(video.encode(None))
+        samples = stereo_tone(seconds, 48000)
+        size = audio.codec_context.frame_size or 1024
+        for start in range(0, samples.shape[1], size):
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples[:, start : start + size]), format="fltp", layout="stereo")
+            frame.sample_rate, frame.pts, frame.time_base = 48000, start, Fraction(1, 48000)
+            container.mux(audio.encode(frame))
+        container.mux(audio.encode(None))
+    return buf.getvalue()
+
+
 def png(size: tuple[int, int] = (120, 90)) -> bytes:
     image = Image.new("RGB", size, (10, 40, 90))
     image.paste((250, 220, 30), (20, 15, size[0] // 2, size[1] // 2))
@@ -160,8 +186,9 @@ async def test_audio_to_text_runner_mode(aiohttp_client: ClientFactory, models: 
         assert resp.status == 200, (mode, await resp.text())
         assert check_chunks(await resp.json(), 2.0)
 
-    # Other containers, a silent file, a video's audio track is covered by the pipeline tests.
-    for name, data in (("a.mp3", mp3(1.5)), ("a.webm", webm_opus(1.5)), ("s.wav", wav_44k_stereo(1.0, 0.0))):
+    # Other containers, a silent file, a video file (its audio track).
+    media = (("a.mp3", mp3(1.5)), ("a.webm", webm_opus(1.5)), ("s.wav", wav_44k_stereo(1.0, 0.0)), ("v.mp4", mp4_with_audio(1.5)))
+    for name, data in media:
         resp = await transcribe(data, name, metadata='{"duration": 1.5, "job": "x"}')
         assert resp.status == 200, (name, await resp.text())
         check_chunks(await resp.json(), 1.5)
