@@ -120,9 +120,9 @@ def _live_plan(name: str) -> list[Artifact]:
     model_id = str(getattr(params, "model_id", ""))
     artifacts = [Artifact(model_id, "model_index.json", why=f"{name} default model")]
     if getattr(params, "use_tiny_vae", False):
-        artifacts.append(Artifact(params.vae_id or DEFAULT_TINY_VAE, "config.json", why="tiny VAE (TAESD)"))
+        artifacts.append(Artifact(getattr(params, "vae_id", None) or DEFAULT_TINY_VAE, "config.json", why="tiny VAE (TAESD)"))
     if getattr(params, "use_lcm_lora", False) and not is_turbo_model(model_id):
-        lora = params.lcm_lora_id or LCM_LORAS["sd15"]
+        lora = getattr(params, "lcm_lora_id", None) or LCM_LORAS["sd15"]
         artifacts.append(Artifact(lora, "pytorch_lora_weights.safetensors", optional=True, why="LCM-LoRA"))
     return artifacts
 

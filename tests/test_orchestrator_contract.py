@@ -126,7 +126,7 @@ async def health(http: aiohttp.ClientSession, runner: Runner) -> str | None:
         async with http.get(runner.url + "/health", timeout=aiohttp.ClientTimeout(total=HEALTHCHECK_TIMEOUT)) as resp:
             if resp.status != 200:
                 return None
-            status = (await resp.json())["status"]
+            status: str = (await resp.json())["status"]
     except (aiohttp.ClientError, asyncio.TimeoutError):
         return None
     runner.health_latency.append(time.monotonic() - t0)
@@ -187,11 +187,11 @@ def check_hardware(info: dict[str, Any], pipeline: str, model_id: str) -> None:
 # --- fixtures --------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The orchestrator's models folder (bind-mounted at /models) with a tiny SD model in it."""
-    root = tmp_path_factory.mktemp("models")
-    write_tiny_model("text-to-image", root / TINY_MODEL_ID)
+@pytest.fixture
+def model_dir(tmp_path: Path) -> Path:
+    """The orchestrator's models folder (bind-mounted at /models)."""
+    root = tmp_path / "models"
+    root.mkdir()
     return root
 
 
@@ -225,12 +225,15 @@ async def test_orchestrator_runs_batch_and_live_runners(
         stderr=subprocess.STDOUT,
     )
     processes.append(trickle)
+    live = start_runner("live", tmp_path, model_dir, PIPELINE="live-video-to-video", MODEL_ID="noop")
+    broken = start_runner("broken", tmp_path, model_dir, PIPELINE="text-to-image", MODEL_ID="acme/not-downloaded")
+    processes.extend([live.proc, broken.proc])
+    # The operator's prepared model (a tiny random-weight SD), written while those start.
+    await asyncio.to_thread(write_tiny_model, "text-to-image", model_dir / TINY_MODEL_ID)
     batch = start_runner(
         "batch", tmp_path, model_dir, PIPELINE="text-to-image", MODEL_ID=TINY_MODEL_ID, AUTH_TOKEN=TOKEN, VERBOSE_LOGGING="1"
     )
-    live = start_runner("live", tmp_path, model_dir, PIPELINE="live-video-to-video", MODEL_ID="noop")
-    broken = start_runner("broken", tmp_path, model_dir, PIPELINE="text-to-image", MODEL_ID="acme/not-downloaded")
-    processes.extend([batch.proc, live.proc, broken.proc])
+    processes.append(batch.proc)
 
     # runnerWaitUntilReady: any 200 other than ERROR ends it (LOADING means "borrowed, no jobs");
     # then watchContainer: LOADING until loaded.
@@ -314,7 +317,7 @@ async def run_live_stream(http: aiohttp.ClientSession, live: Runner, base: str) 
         TricklePublisher(channels["subscribe_url"][0], "video/mp2t", session=http) as video,
         TricklePublisher(channels["control_url"][0], "application/json", session=http) as control,
     ):
-        start = {name: url for name, (url, _) in channels.items()}
+        start: dict[str, Any] = {name: url for name, (url, _) in channels.items()}
         start.update(model_id="noop", params={}, gateway_request_id=mid, stream_id=mid, manifest_id="m1")
         async with http.post(live.url + "/live-video-to-video", json=start) as resp:
             assert resp.status == 200, await resp.text()
@@ -390,7 +393,7 @@ async def send(pub: TricklePublisher, message: bytes) -> None:
 
 async def params_applied(http: aiohttp.ClientSession, live: Runner, mid: str) -> bool:
     status = await get_json(http, f"{live.url}/live/{mid}/status")
-    return status["params"].get("width") == 96
+    return bool(status["params"].get("width") == 96)
 
 
 async def until(cond: Any, timeout: float = 20.0) -> None:
@@ -414,9 +417,15 @@ def run_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess
     )
 
 
-def test_prepare_models(tmp_path: Path, model_dir: Path) -> None:
-    # The container way: PREPARE_MODELS=1 with the runner's PIPELINE/MODEL_ID, then exit 0.
-    env = container_env(model_dir, PIPELINE="text-to-image", MODEL_ID=TINY_MODEL_ID, PREPARE_MODELS="1")
+def test_prepare_models(tmp_path: Path, model_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from livestream.cli import main
+
+    local = model_dir / "acme" / "local-sd"  # a prepared folder: nothing to download
+    local.mkdir(parents=True)
+    (local / "model_index.json").write_text("{}")
+
+    # The container way, in its own process: PREPARE_MODELS=1 with the runner's PIPELINE/MODEL_ID.
+    env = container_env(model_dir, PIPELINE="text-to-image", MODEL_ID="acme/local-sd", PREPARE_MODELS="1")
     done = run_cli(["serve"], env)
     assert done.returncode == 0, done.stderr
     assert "local:" in done.stdout and "models ready" in done.stdout
@@ -424,48 +433,58 @@ def test_prepare_models(tmp_path: Path, model_dir: Path) -> None:
     assert "skipped (optional)" in done.stdout
 
     # An id neither local nor cached, offline: a clear error at once, non-zero exit.
-    env = container_env(model_dir)
     t0 = time.monotonic()
-    failed = run_cli(["prepare", "--pipeline", "text-to-image", "--model-id", "acme/never-downloaded"], env)
+    failed = run_cli(["prepare", "--pipeline", "text-to-image", "--model-id", "acme/never-downloaded"], container_env(model_dir))
     assert failed.returncode == 1
     assert "acme/never-downloaded" in failed.stderr and "HF_HUB_OFFLINE" in failed.stderr
     assert "Traceback" not in failed.stderr
     assert time.monotonic() - t0 < 60
 
+    # The rest in this process (same code path, no interpreter start each).
+    for name in ("PIPELINE", "MODEL_ID", "PREPARE_MODELS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("MODEL_DIR", str(model_dir))
+
+    def prepare(*args: str) -> tuple[int, str, str]:
+        code = main(["prepare", *args])
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
     # A repository already in the cache (hf download's layout) is found offline.
-    snapshot = model_dir / "models--acme--cached" / "snapshots" / ("0" * 40)
-    snapshot.mkdir(parents=True)
-    (snapshot / "config.json").write_text("{}")
-    (model_dir / "models--acme--cached" / "refs").mkdir()
-    (model_dir / "models--acme--cached" / "refs" / "main").write_text("0" * 40)
-    cached = run_cli(["prepare", "--pipeline", "llm", "--model-id", "acme/cached"], env)
-    assert cached.returncode == 0, cached.stderr
-    assert "cached:" in cached.stdout
+    repo = model_dir / "models--acme--cached"
+    (repo / "snapshots" / ("0" * 40)).mkdir(parents=True)
+    (repo / "snapshots" / ("0" * 40) / "config.json").write_text("{}")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+    code, out, err = prepare("--pipeline", "llm", "--model-id", "acme/cached")
+    assert code == 0 and "cached:" in out, err
 
     # Live pipelines: noop needs nothing; streamdiffusion's weights are not cached here.
-    noop = run_cli(["prepare", "--pipeline", "live-video-to-video", "--model-id", "noop"], env)
-    assert noop.returncode == 0 and "no model weights needed" in noop.stdout
-    sd = run_cli(["prepare", "--pipeline", "live-video-to-video", "--model-id", "streamdiffusion"], env)
-    assert sd.returncode == 1 and "stabilityai/sd-turbo" in sd.stderr
+    code, out, _ = prepare("--pipeline", "live-video-to-video", "--model-id", "noop")
+    assert code == 0 and "no model weights needed" in out
+    code, out, err = prepare("--pipeline", "live-video-to-video", "--model-id", "streamdiffusion")
+    assert code == 1 and "stabilityai/sd-turbo" in err
 
     # An orchestrator's aiModels.json: external runners (`url`) are skipped.
     ai_models = tmp_path / "aiModels.json"
     ai_models.write_text(
         json.dumps(
             [
-                {"pipeline": "text-to-image", "model_id": TINY_MODEL_ID, "warm": True, "price_per_unit": 4768371, "pixels_per_unit": 1},
+                {"pipeline": "text-to-image", "model_id": "acme/local-sd", "warm": True, "price_per_unit": 4768371, "pixels_per_unit": 1},
                 {"pipeline": "live-video-to-video", "model_id": "noop", "warm": True},
                 {"pipeline": "llm", "model_id": "acme/elsewhere", "url": "http://10.0.0.5:8000", "token": "x"},
             ]
         )
     )
-    listed = run_cli(["prepare", "--ai-models", str(ai_models)], env)
-    assert listed.returncode == 0, listed.stderr
-    assert "acme/elsewhere" not in listed.stdout and "noop" in listed.stdout
+    code, out, err = prepare("--ai-models", str(ai_models))
+    assert code == 0, err
+    assert "acme/elsewhere" not in out and "noop" in out and "acme/local-sd" in out
 
     # A pipeline ai-runner does not know is refused before anything starts.
-    bad = run_cli(["serve"], container_env(model_dir, PIPELINE="frame-interpolation", MODEL_ID="x"))
-    assert bad.returncode == 2 and "not a valid pipeline" in bad.stderr
+    with pytest.raises(SystemExit) as exited:
+        main(["prepare", "--pipeline", "frame-interpolation", "--model-id", "x"])
+    assert exited.value.code == 2 and "not a valid pipeline" in capsys.readouterr().err
 
 
 def test_select_files() -> None:

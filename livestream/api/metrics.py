@@ -171,7 +171,7 @@ class EngineMetrics:
         status = 500
         self.in_flight.inc()
         try:
-            response = await handler(request)
+            response: web.StreamResponse = await handler(request)
             status = response.status
             return response
         except web.HTTPException as exc:
