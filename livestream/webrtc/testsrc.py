@@ -55,8 +55,11 @@ class SharedH264Source:
     """One libx264 encode (constrained baseline, zerolatency) of numbered frames in a thread,
     published to a `PacketFanout`; honours keyframe requests. `encoded` counts frames."""
 
-    def __init__(self, fanout: PacketFanout, *, width: int = 128, height: int = 128, fps: int = 30) -> None:
+    def __init__(
+        self, fanout: PacketFanout, *, width: int = 128, height: int = 128, fps: int = 30, gop: int = 60
+    ) -> None:
         self.fanout = fanout
+        self.gop = gop
         fanout.on_keyframe = self.request_keyframe
         self.width, self.height, self.fps = width, height, fps
         self.encoded = 0
@@ -87,7 +90,7 @@ class SharedH264Source:
             "tune": "zerolatency",
             "profile": "baseline",
             "forced-idr": "1",
-            "g": str(self.fps * 2),
+            "g": str(self.gop),
             "bf": "0",
             "threads": "1",
         }

@@ -9,6 +9,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from aiortc.mediastreams import MediaStreamError
 
 from livestream.live.testsrc import read_number
 from livestream.webrtc import PacketFanout, Playback, StreamNotFound, WebRTCHub
@@ -148,3 +149,58 @@ async def test_bad_offers(server) -> None:
         async with http.delete(f"{base}/live/s3/whep/unknown") as r:
             assert r.status == 404
     assert hub.resources() == []
+
+
+async def test_late_joiner_gets_a_keyframe_at_once(server) -> None:
+    """With a 20 s GOP, a viewer joining mid-GOP plays within a second: its sender's first
+    recv() asks the shared encoder for an IDR (aiortc alone would wait for the next one)."""
+    base, streams, hub = server
+    fanout = PacketFanout(loop=asyncio.get_running_loop())
+    source = SharedH264Source(fanout, gop=600)
+    streams.playbacks["late"] = Playback(fanout)
+    source.start()
+    try:
+        await asyncio.sleep(1.0)  # well past the stream's first IDR
+        async with aiohttp.ClientSession() as http:
+            viewer = await WhepClient.connect(http, f"{base}/live/late/whep", codec="H264")
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            numbers = await _numbers(viewer.video, 3, timeout=5)
+            assert loop.time() - start < 3.0
+            assert numbers[0] > 15 and numbers == sorted(numbers)
+            assert source.keyframes >= 2 and fanout.keyframe_requests >= 1
+            await viewer.close()
+    finally:
+        source.stop()
+
+
+async def test_a_viewer_that_falls_behind_resyncs_at_an_idr() -> None:
+    import av
+
+    requests = []
+    fanout = PacketFanout(lambda: requests.append(1), max_queue=5, keyframe_interval=0)
+    track = fanout.track()
+
+    def packet(key: bool) -> av.Packet:
+        p = av.Packet(b"\x00\x00\x00\x01" + (b"\x65" if key else b"\x41"))
+        p.is_keyframe = key
+        return p
+
+    fanout.publish(packet(True))  # before the first recv(): not queued (stale at DTLS time)
+    recv = asyncio.ensure_future(track.recv())
+    await asyncio.sleep(0)
+    assert requests == [1]  # the join IDR
+    fanout.publish(packet(False))  # dropped: waiting for the IDR
+    fanout.publish(packet(True))
+    assert (await recv).is_keyframe
+    for _ in range(7):  # the viewer stops reading: its queue overflows
+        fanout.publish(packet(False))
+    assert track.resyncs == 1 and len(requests) == 2
+    fanout.publish(packet(False))
+    fanout.publish(packet(True))
+    first = await track.recv()
+    assert first.is_keyframe  # back in at a keyframe, never mid-GOP
+    fanout.close()
+    with pytest.raises(MediaStreamError):
+        await track.recv()
+    assert fanout.viewers == 0
