@@ -22,6 +22,7 @@ from aiohttp import hdrs, web
 
 from ..api.errors import ApiError
 from ..keys import SETTINGS_KEY
+from ..rtmp.auth import valid_stream_name
 from .peers import Resource, ResourceConflict, StreamNotFound, WebRTCHub
 from .sdp import OfferError, parse_sdpfrag
 
@@ -118,6 +119,8 @@ async def whep_post(request: web.Request) -> web.Response:
 @routes.post("/live/{stream}/whip")
 async def whip_post(request: web.Request) -> web.Response:
     stream = request.match_info["stream"]
+    if not valid_stream_name(stream):
+        raise ApiError(400, f"Invalid stream name {stream!r}: use letters, digits, '_', '-' and '.' (at most 128).")
     _check_publish(request, stream)
     offer = await _offer(request)
     try:
