@@ -256,9 +256,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--viewers", type=int, default=4)
+    parser.add_argument(
+        "--stock-viewer",
+        action="store_true",
+        help="the viewer keeps aiortc's jitter buffer (a frame leaves with the next frame's first packet)",
+    )
     parser.add_argument("--json", action="store_true", help="print the raw figures as JSON")
     args = parser.parse_args(argv if argv is not None else [])
-    result = asyncio.run(_run(args.size, args.seconds, args.viewers))
+    result = asyncio.run(_run(args.size, args.seconds, args.viewers, marker_release=not args.stock_viewer))
+    result["viewer_jitter_buffer"] = "aiortc" if args.stock_viewer else "marker release"
     result["machine"] = f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
     result["load_average"] = os.getloadavg()
     if args.json:
