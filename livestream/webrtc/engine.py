@@ -114,6 +114,7 @@ class WhipIngest(Ingest):
         self._target: FrameTarget | None = None
         self._ended = asyncio.Event()
         self._reason = ""
+        self._failed = False
         self._audio: tuple[int, int] | None = None
         self._last_input = time.monotonic()
         self.video_frames = 0
@@ -143,8 +144,8 @@ class WhipIngest(Ingest):
         self.audio_frames += 1
         target.put_audio(frame)
 
-    def end(self, reason: str) -> None:
-        self._reason = reason
+    def end(self, reason: str, *, failed: bool = False) -> None:
+        self._reason, self._failed = reason, failed
         self._ended.set()
 
     # Ingest
@@ -161,7 +162,7 @@ class WhipIngest(Ingest):
                         await self._ended.wait()
                 except TimeoutError:
                     continue
-            if self._reason and "failed" in self._reason:
+            if self._failed:
                 raise IngestError(self._reason)
         finally:
             self._target = None

@@ -70,8 +70,8 @@ class Publisher(Protocol):
 
     def put_audio(self, frame: av.AudioFrame) -> None: ...
 
-    def end(self, reason: str) -> None:
-        """The publisher left (or failed): the input has ended."""
+    def end(self, reason: str, *, failed: bool = False) -> None:
+        """The publisher left (`failed`: its connection failed): the input has ended."""
 
 
 class StreamDirectory(Protocol):
@@ -240,12 +240,15 @@ class WebRTCHub:
         """Add the fragment's candidates (RFC 8840); an ICE restart is refused (`OfferError`)."""
         if frag.ice_ufrag is not None and frag.ice_ufrag != resource.offer.ice_ufrag:
             raise OfferError("ICE restarts are not supported: create a new session instead.")
+        # With BUNDLE every candidate belongs to the first m-line's transport, whatever mid
+        # the client put it under; aiortc ignores candidates for a bundled transceiver.
+        primary = next((t.mid for t in resource.pc.getTransceivers() if not t._bundled), None)
         for candidate in frag.candidates:
-            if candidate.sdpMid is None:
-                candidate.sdpMid = _mid_for_index(resource.pc, candidate.sdpMLineIndex or 0)
+            if primary is not None:
+                candidate.sdpMid = primary
             await resource.pc.addIceCandidate(candidate)
         if frag.end_of_candidates:
-            await resource.pc.addIceCandidate(None)  # type: ignore[arg-type]
+            await resource.pc.addIceCandidate(None)
 
     async def delete(self, resource: Resource) -> None:
         await self._close(resource, "deleted by the client")
@@ -287,7 +290,7 @@ class WebRTCHub:
             if state == "connected" and resource.connected is None:
                 resource.connected = time.monotonic()
             elif state in ("failed", "closed") and not resource.closed:
-                await self._close(resource, f"connection {state}")
+                await self._close(resource, f"connection {state}", failed=state == "failed")
 
         resource.tasks.append(asyncio.create_task(self._connect_deadline(resource), name=f"{kind}-{rid}-deadline"))
         return resource
@@ -312,7 +315,7 @@ class WebRTCHub:
         await pc.setLocalDescription(await pc.createAnswer())
         return rewrite_host_candidates(pc.localDescription.sdp, self.ice.advertised_hosts)
 
-    async def _close(self, resource: Resource, reason: str) -> None:
+    async def _close(self, resource: Resource, reason: str, *, failed: bool = False) -> None:
         if resource.closed:
             return
         resource.closed = True
@@ -332,7 +335,7 @@ class WebRTCHub:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
         if resource.publisher is not None:
-            resource.publisher.end(f"WHIP publisher left: {reason}")
+            resource.publisher.end(f"WHIP publisher left: {reason}", failed=failed)
 
 
 def _prefer(transceiver: Any, mime: str) -> None:
@@ -343,12 +346,3 @@ def _prefer(transceiver: Any, mime: str) -> None:
     if kind == "video":
         wanted += [c for c in codecs if c.mimeType.lower() == "video/rtx"]
     transceiver.setCodecPreferences(wanted)
-
-
-def _mid_for_index(pc: RTCPeerConnection, index: int) -> str | None:
-    for t in pc.getTransceivers():
-        if getattr(t, "_get_mline_index", lambda: None)() == index:
-            return t.mid
-    transceivers = pc.getTransceivers()
-    return transceivers[index].mid if index < len(transceivers) else None
-
