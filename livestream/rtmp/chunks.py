@@ -57,7 +57,7 @@ _EXTENDED = 0xFFFFFF
 #: The largest chunk size we accept (the spec allows 2^31-1; nobody needs more than this).
 MAX_CHUNK_SIZE = 1 << 24
 #: The largest message we assemble (a 4K keyframe is well below).
-MAX_MESSAGE_SIZE = 1 << 24
+MAX_MESSAGE_SIZE = 1 << 23
 _MAX_CHUNK_STREAMS = 64
 
 

@@ -220,7 +220,9 @@ class ServerConnection(_Connection):
     def _on_message(self, msg: Message, events: list[Any]) -> None:
         t = msg.type_id
         if t in (MSG_AUDIO, MSG_VIDEO):
-            if self.publishing and msg.payload:
+            # From the publish command on: a client may send its first tags before our answer,
+            # and the application decides on the publish before it looks at the next events.
+            if self.publish_name is not None and msg.payload:
                 events.append(Media("audio" if t == MSG_AUDIO else "video", msg.timestamp, msg.payload))
             return
         if t in (MSG_DATA_AMF0, MSG_DATA_AMF3):
