@@ -419,6 +419,13 @@ def _serve(args: argparse.Namespace) -> int:
             raise ConfigError("PREPARE_MODELS=1 needs PIPELINE and MODEL_ID (or --pipeline and --model-id).")
         return _run_prepare([(settings.pipeline, settings.model_id or "")], settings.model_dir, None, [], [])
     app = build_app(settings)
+    from pipelines.registry import BATCH_TASKS
+
+    if settings.pipeline in BATCH_TASKS:
+        # As ai-runner's batch containers: listen only once the model is loaded (or has failed:
+        # /health then says ERROR). go-livepeer holds a runner that answers LOADING out of its
+        # pool until /health says IDLE (ai/worker/docker.go), which a batch runner never says.
+        app.on_startup.append(_wait_for_pinned_model)
     _print_live_urls(settings)
     ssl_context = _ssl_context(settings)
     scheme = "https" if ssl_context is not None else "http"
@@ -427,6 +434,13 @@ def _serve(args: argparse.Namespace) -> int:
         app, host=settings.host, port=settings.port, shutdown_timeout=10, print=None, ssl_context=ssl_context
     )
     return 0
+
+
+async def _wait_for_pinned_model(app: Any) -> None:
+    from .keys import REGISTRY_KEY, SETTINGS_KEY
+
+    log.info("loading %s model %s before listening", app[SETTINGS_KEY].pipeline, app[SETTINGS_KEY].model_id)
+    await app[REGISTRY_KEY].wait_preloaded()
 
 
 def _trickle_server(args: argparse.Namespace) -> int:

@@ -223,6 +223,11 @@ class PipelineRegistry:
             return
         self._preload = asyncio.create_task(self._preload_pinned(task, model_id), name=f"preload {task} {model_id}")
 
+    async def wait_preloaded(self) -> None:
+        """Wait until `start()`'s preload of the pinned model has ended (loaded, or failed: ERROR)."""
+        if self._preload is not None:
+            await asyncio.wait({self._preload})
+
     async def _preload_pinned(self, task: str, model_id: str) -> None:
         with contextlib.suppress(ModelLoadError):  # logged by _load; health says ERROR
             await self._loaded(self._slot(task, model_id), self._factories[task])
