@@ -231,3 +231,21 @@ async def test_push_reconnects_with_backoff_into_our_own_ingest(
     second = await _ended(second_client, "src-out")
     assert second["error"] is None and second["ingest"]["video_codec"] == "h264"
     assert second["ingest"]["audio_codec"] == "aac"
+
+
+async def test_delete_stops_the_stream_and_disconnects_the_publisher(rtmp_engine: Engine, numbered_source: Any) -> None:
+    client, server = rtmp_engine
+    url = f"rtmp://127.0.0.1:{server.port}/live/bye"
+    publisher = asyncio.create_task(run_ffmpeg(obs_like_args(numbered_source(600), url)))
+
+    async def live() -> bool:
+        s = await _status(client, "bye")
+        return bool(s and s["frames_in"] > 10)
+
+    await _wait(live)
+    resp = await client.delete("/live/bye")
+    assert resp.status == 200
+    final = await resp.json()
+    assert final["final"] and final["end_reason"] == "stopped via API"
+    rc, _ = await asyncio.wait_for(publisher, 15)  # ffmpeg sees the connection end long before its 20 s
+    assert final["frames_in"] < 600
