@@ -43,7 +43,7 @@ class WhepSink(QueuedSink):
         self,
         stream: str,
         request_keyframe: Callable[[], None],
-        on_end: Callable[[str], Awaitable[None]] | None = None,
+        on_end: Callable[[WhepSink], Awaitable[None]] | None = None,
     ) -> None:
         super().__init__(f"whep-{stream}", max_packets=120)
         self.stream = stream
@@ -81,7 +81,7 @@ class WhepSink(QueuedSink):
             video.close()
             audio.close()
             if self._on_end is not None:
-                await self._on_end(self.stream)
+                await self._on_end(self)
 
     def _decode_audio(self, item: EncodedPacket) -> list[av.AudioFrame]:
         """Worker thread: AAC (raw with extradata, or ADTS) to frames for the Opus encoders."""
@@ -197,9 +197,13 @@ class SessionDirectory:
         session.attach_sink(sink)
         return sink.playback
 
-    async def _stream_ended(self, stream: str) -> None:
+    async def _stream_ended(self, sink: WhepSink) -> None:
+        current = self._sinks.get(sink.stream)
+        if current is not None and current[1] is sink:
+            del self._sinks[sink.stream]
         if self.hub is not None:
-            await self.hub.close_stream(stream, "stream ended", kind="whep")
+            # Only this session's viewers: a new session of the same name has its own sink.
+            await self.hub.close_viewers(sink.playback.video, "stream ended")
 
     async def publish(self, stream: str) -> WhipIngest:
         manager = self._app[LIVE_MANAGER_KEY]

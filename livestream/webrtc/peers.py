@@ -100,6 +100,7 @@ class Resource:
     tracks: list[MediaStreamTrack] = field(default_factory=list)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     publisher: Publisher | None = None
+    fanout: PacketFanout | None = None
     closed: bool = False
     close_reason: str = ""
 
@@ -162,6 +163,7 @@ class WebRTCHub:
             raise StreamNotFound(f"The live stream {stream!r} has ended.")
         pc = self._new_pc()
         resource = self._register("whep", stream, pc, info)
+        resource.fanout = playback.video
         try:
             packets = playback.video.track()
             resource.tracks.append(packets)
@@ -256,6 +258,11 @@ class WebRTCHub:
     async def close_stream(self, stream: str, reason: str = "stream ended", *, kind: str | None = None) -> None:
         """Close every resource (of `kind`, if given) of a stream (it ended)."""
         items = [r for r in self.resources(stream) if kind is None or r.kind == kind]
+        await asyncio.gather(*(self._close(r, reason) for r in items))
+
+    async def close_viewers(self, video: PacketFanout, reason: str) -> None:
+        """Close the WHEP resources playing `video` (its session ended)."""
+        items = [r for r in self._resources.values() if r.kind == "whep" and r.fanout is video]
         await asyncio.gather(*(self._close(r, reason) for r in items))
 
     def close_stream_soon(self, stream: str, reason: str = "stream ended", *, kind: str | None = None) -> None:
