@@ -10,13 +10,17 @@ import av
 import pytest
 
 from livestream.errors import StreamBusyError
-from livestream.live import SessionManager
+from livestream.live import SessionConfig, SessionManager
 from livestream.live.ingest import FrameTarget, Ingest, InputStalled
 from livestream.live.sinks import EncodedPacket, QueuedSink
 from livestream.live.testsrc import draw_frame, read_number
 from livestream.settings import Settings
 
-from conftest import TEST_CONFIG
+
+
+TEST_CONFIG = SessionConfig(
+    status_interval=0.25, input_timeout=2.0, stop_timeout=3.0, max_restarts=1, max_queue_lag=5.0, max_queue_frames=256
+)
 
 
 class FakeIngest(Ingest):

@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from rtmp_helpers import make_numbered_source
+from rtmp_helpers import RTMP_TEST_CONFIG, Engine, EngineFactory, make_numbered_source
 
 from livestream.app import build_app
-from livestream.live import LIVE_CONFIG_KEY, RTMP_SERVER_KEY, SessionConfig
-from livestream.rtmp import RtmpServer
+from livestream.live import LIVE_CONFIG_KEY, RTMP_SERVER_KEY
 from livestream.settings import Settings
-
-RTMP_TEST_CONFIG = SessionConfig(
-    status_interval=0.5, input_timeout=3.0, stop_timeout=3.0, max_queue_lag=5.0, max_queue_frames=256
-)
-
-Engine = tuple[TestClient[Any, Any], RtmpServer]
-EngineFactory = Callable[..., Awaitable[Engine]]
 
 
 @pytest.fixture(scope="session")

@@ -8,12 +8,24 @@ import socket
 from fractions import Fraction
 from pathlib import Path
 
-import av
+from collections.abc import Awaitable, Callable
+from typing import Any
 
+import av
+from aiohttp.test_utils import TestClient
+
+from livestream.live import SessionConfig
 from livestream.live.testsrc import draw_frame, read_number
+from livestream.rtmp import RtmpServer
 from livestream.rtmp.protocol import ClientConnection, split_rtmp_url
 
 FFMPEG = shutil.which("ffmpeg") or "/usr/bin/ffmpeg"
+
+RTMP_TEST_CONFIG = SessionConfig(
+    status_interval=0.5, input_timeout=3.0, stop_timeout=3.0, max_queue_lag=5.0, max_queue_frames=256
+)
+Engine = tuple[TestClient[Any, Any], RtmpServer]
+EngineFactory = Callable[..., Awaitable[Engine]]
 
 
 def make_numbered_source(path: Path, frames: int, size: int = 128, fps: int = 30) -> Path:

@@ -8,8 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp.test_utils import TestClient
-from conftest import Engine, EngineFactory
-from rtmp_helpers import FFMPEG, RawPublisher, flv_numbers, free_port, obs_like_args, run_ffmpeg
+from rtmp_helpers import FFMPEG, Engine, EngineFactory, RawPublisher, flv_numbers, free_port, obs_like_args, run_ffmpeg
 
 from livestream.rtmp.flv import avc_tag
 from livestream.rtmp.protocol import ProtocolError
