@@ -144,6 +144,8 @@ def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParse
         help="create a channel on its first publish or on POST /{channel}; default on",
     )
     trickle.add_argument("--auth-token", default=env_str(env, "TRICKLE_AUTH_TOKEN"), help="require this bearer token")
+    trickle.add_argument("--tls-cert", type=Path, help="serve HTTPS with this certificate (PEM), as an orchestrator does")
+    trickle.add_argument("--tls-key", type=Path, help="private key (PEM) of --tls-cert")
     trickle.add_argument("--max-streams", type=int, default=1000, help="channels held at once; default %(default)s")
     trickle.add_argument(
         "--max-segment-bytes", type=int, default=64 * 1024 * 1024, help="bytes per segment; default %(default)s"
@@ -460,8 +462,10 @@ def _trickle_server(args: argparse.Namespace) -> int:
     except TrickleConfigError as exc:
         raise ConfigError(str(exc)) from None
     app = create_trickle_app(config, base_path=args.base_path)
-    log.info("trickle server on http://%s:%d%s", args.host, args.port, args.base_path)
-    web.run_app(app, host=args.host, port=args.port, shutdown_timeout=5, print=None)
+    ssl_context = _ssl_context(Settings(tls_cert=args.tls_cert, tls_key=args.tls_key))
+    scheme = "https" if ssl_context is not None else "http"
+    log.info("trickle server on %s://%s:%d%s", scheme, args.host, args.port, args.base_path)
+    web.run_app(app, host=args.host, port=args.port, shutdown_timeout=5, print=None, ssl_context=ssl_context)
     return 0
 
 

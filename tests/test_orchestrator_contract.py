@@ -12,7 +12,8 @@ pipeline, then:
   `/version` (`NewRunnerContainer`);
 - runs a batch job on the text-to-image runner (bearer token, as for an aiModels `token`);
 - on the live runner, hosts the stream's channels itself on a standalone trickle server
-  (`livestream trickle-server --base-path /ai/trickle/`): `{id}`, `{id}-out`, `{id}-control`
+  (`livestream trickle-server --base-path /ai/trickle/`, over HTTPS with a self-signed
+  certificate, as an orchestrator serves it): `{id}`, `{id}-out`, `{id}-control`
   and `{id}-events` are created before `POST /live-video-to-video`, as `server/ai_http.go`
   does; publishes MPEG-TS into `{id}`, sends control keepalives and a params update, reads the
   events channel as the gateway's heartbeat, decodes `{id}-out`, stops the stream by closing its
@@ -198,8 +199,20 @@ def model_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
+    # The orchestrator's trickle server has a self-signed certificate: no verification.
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=False)) as session:
         yield session
+
+
+def self_signed_cert(tmp: Path) -> list[str]:
+    """trickle-server TLS flags with a fresh self-signed certificate (go-livepeer makes one too)."""
+    cert, key = tmp / "cert.pem", tmp / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1",
+         "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=30,
+    )
+    return ["--tls-cert", str(cert), "--tls-key", str(key)]
 
 
 @pytest.fixture
@@ -220,8 +233,9 @@ async def test_orchestrator_runs_batch_and_live_runners(
     tmp_path: Path, model_dir: Path, http: aiohttp.ClientSession, processes: list[subprocess.Popen[bytes]]
 ) -> None:
     trickle_port = free_port()
+    tls = self_signed_cert(tmp_path)
     trickle = subprocess.Popen(
-        [sys.executable, "-m", "livestream", "trickle-server", "--port", str(trickle_port), "--base-path", "/ai/trickle/"],
+        [sys.executable, "-m", "livestream", "trickle-server", "--port", str(trickle_port), "--base-path", "/ai/trickle/", *tls],
         stdout=(tmp_path / "trickle.log").open("wb"),
         stderr=subprocess.STDOUT,
     )
@@ -265,7 +279,7 @@ async def test_orchestrator_runs_batch_and_live_runners(
 
     await run_batch_job(http, batch)
     assert " DEBUG " in batch.tail()  # VERBOSE_LOGGING=1
-    await run_live_stream(http, live, f"http://127.0.0.1:{trickle_port}/ai/trickle/")
+    await run_live_stream(http, live, f"https://127.0.0.1:{trickle_port}/ai/trickle/")
 
 
 async def run_batch_job(http: aiohttp.ClientSession, batch: Runner) -> None:

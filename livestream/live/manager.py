@@ -75,7 +75,10 @@ class SessionManager:
     # --- lifecycle ------------------------------------------------------------------------
 
     async def __aenter__(self) -> SessionManager:
-        self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=10))
+        # No certificate check, as ai-runner: go-livepeer serves trickle over HTTPS with a self-signed certificate.
+        self._http = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=False), timeout=aiohttp.ClientTimeout(total=None, sock_connect=10)
+        )
         if self.settings.pipeline == LIVE_TASK:
             self._loading = True
             self._preload = asyncio.create_task(self._check_pipeline(), name="live-preload")
