@@ -51,6 +51,8 @@ class WhepSink(QueuedSink):
         self._on_end = on_end
         self._audio_codec: av.CodecContext | None = None
         self._audio_key: tuple[str, bytes | None] | None = None
+        self._pts_offset = 0
+        self._last_pts: int | None = None
 
     def status(self) -> dict[str, Any]:
         video = self.playback.video
@@ -71,7 +73,8 @@ class WhepSink(QueuedSink):
             while (item := await self.get()) is not None:
                 if item.kind == "video":
                     packet = av.Packet(item.data)
-                    packet.pts, packet.dts, packet.time_base = item.pts, item.dts, item.time_base
+                    pts = self._monotonic_pts(item)
+                    packet.pts, packet.dts, packet.time_base = pts, pts, item.time_base
                     packet.is_keyframe = item.keyframe
                     video.publish(packet)
                 elif item.kind == "audio" and audio._tracks:
@@ -82,6 +85,17 @@ class WhepSink(QueuedSink):
             audio.close()
             if self._on_end is not None:
                 await self._on_end(self)
+
+    def _monotonic_pts(self, item: EncodedPacket) -> int:
+        """The packet's pts, kept increasing across an encoder restart (a new input clock):
+        RTP timestamps that jump back make browsers drop frames as late."""
+        pts = item.pts + self._pts_offset
+        if self._last_pts is not None and pts <= self._last_pts:
+            step = max(1, round(1 / (30 * item.time_base)))  # about one frame
+            self._pts_offset += self._last_pts + step - pts
+            pts = self._last_pts + step
+        self._last_pts = pts
+        return pts
 
     def _decode_audio(self, item: EncodedPacket) -> list[av.AudioFrame]:
         """Worker thread: AAC (raw with extradata, or ADTS) to frames for the Opus encoders."""

@@ -1,3 +1,5 @@
+"""Small units: the marker-release jitter buffer, the WHEP sink's timestamps."""
+
 from __future__ import annotations
 
 from aiortc.rtp import RtpPacket
@@ -23,3 +25,16 @@ def test_frames_leave_on_their_marker_and_gaps_wait() -> None:
     assert frame is None  # complete now, but its marker came before: the next frame releases it
     _, frame = jb.add(_packet(15, 300, True))
     assert frame is not None and frame.timestamp == 200 and frame.data == bytes([12, 13, 14])
+
+
+def test_whep_sink_keeps_pts_increasing_across_an_encoder_restart() -> None:
+    from fractions import Fraction
+
+    from livestream.live.sinks import EncodedPacket
+    from livestream.webrtc.engine import WhepSink
+
+    sink = WhepSink("s", lambda: None)
+    tb = Fraction(1, 90000)
+    seen = [sink._monotonic_pts(EncodedPacket("video", "h264", b"", p, p, tb)) for p in (0, 3000, 6000, 0, 3000)]
+    assert seen == sorted(seen) and len(set(seen)) == 5
+    assert seen[4] - seen[3] == 3000  # spacing after the restart follows the new clock
