@@ -97,7 +97,9 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def _run(size: int, seconds: float, viewers: int, marker_release: bool = True) -> dict[str, Any]:
+async def _run(
+    size: int, seconds: float, viewers: int, marker_release: bool = True, browser: bool = False
+) -> dict[str, Any]:
     import aiohttp
     import av
     import psutil
@@ -211,6 +213,8 @@ async def _run(size: int, seconds: float, viewers: int, marker_release: bool = T
             await asyncio.gather(*tasks, return_exceptions=True)
             for client in [first, *others]:
                 await client.close()
+            if browser:
+                result["browser"] = await _browser_latency(base, seconds)
             await publisher.close()
             result["viewers"] = viewers
             result["cpu_per_extra_viewer"] = (result[f"cpu_{viewers}_viewers"] - result["cpu_1_viewer"]) / max(1, viewers - 1)
@@ -231,6 +235,59 @@ async def _run(size: int, seconds: float, viewers: int, marker_release: bool = T
             proc.kill()
             await proc.wait()
     return result
+
+
+# Runs in the player page: read the stamp of every frame shown and compare its send time with
+# the frame's expected display time (the compositor's), as the WebRTC findings did.
+_PAGE_PROBE = """
+(() => {
+  window.g2g = [];
+  const video = document.getElementById("video");
+  const canvas = document.createElement("canvas");
+  const ctx = canvas.getContext("2d", { willReadFrequently: true });
+  const bit = (data, w, b, row, col) => {
+    const x = Math.floor(col * b + b / 2), y = Math.floor(row * b + b / 2);
+    const i = (y * w + x) * 4;
+    return (data[i] + data[i + 1] + data[i + 2]) / 3 > 128 ? 1 : 0;
+  };
+  const onFrame = (now, meta) => {
+    const w = video.videoWidth, h = video.videoHeight;
+    if (w) {
+      canvas.width = w; canvas.height = h;
+      ctx.drawImage(video, 0, 0);
+      const data = ctx.getImageData(0, 0, w, h).data;
+      const b = w / 8;
+      let sent = 0;
+      for (let k = 0; k < 32; k++) sent = sent * 2 + bit(data, w, b, 2 + Math.floor(k / 8), k % 8);
+      const shown = (performance.timeOrigin + meta.expectedDisplayTime) % 4294967296;
+      window.g2g.push((shown - sent + 4294967296) % 4294967296);
+    }
+    video.requestVideoFrameCallback(onFrame);
+  };
+  video.requestVideoFrameCallback(onFrame);
+  return true;
+})()
+"""
+
+
+async def _browser_latency(base: str, seconds: float) -> dict[str, Any]:
+    """Headless Chromium on the player page: generated -> expected display time."""
+    from tests.webrtc.chromium import Browser, chromium_path
+
+    if chromium_path() is None:
+        return {"error": "chromium is not installed"}
+    async with Browser() as browser:
+        page = await browser.open(f"{base}/live/g2g")
+        await page.wait_for("window.playerState && playerState.frames > 30", timeout=30)
+        await page.eval(_PAGE_PROBE)
+        await asyncio.sleep(seconds)
+        values = [float(v) for v in await page.eval("window.g2g") if v < 10_000]
+        await page.close()
+    return {
+        "n": len(values),
+        "p50": _percentile(values, 0.5) if values else None,
+        "p99": _percentile(values, 0.99) if values else None,
+    }
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -261,9 +318,14 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="the viewer keeps aiortc's jitter buffer (a frame leaves with the next frame's first packet)",
     )
+    parser.add_argument(
+        "--browser", action="store_true", help="also measure to the display time in headless Chromium's player page"
+    )
     parser.add_argument("--json", action="store_true", help="print the raw figures as JSON")
     args = parser.parse_args(argv if argv is not None else [])
-    result = asyncio.run(_run(args.size, args.seconds, args.viewers, marker_release=not args.stock_viewer))
+    result = asyncio.run(
+        _run(args.size, args.seconds, args.viewers, marker_release=not args.stock_viewer, browser=args.browser)
+    )
     result["viewer_jitter_buffer"] = "aiortc" if args.stock_viewer else "marker release"
     result["machine"] = f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
     result["load_average"] = os.getloadavg()
