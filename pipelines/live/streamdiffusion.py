@@ -1,7 +1,11 @@
 """`streamdiffusion`: every frame restyled by a prompt in real time (StreamDiffusion's img2img).
 
-The math lives in `pipelines.live.stream_batch`; this module loads the model, keeps one
-stream's state, and applies parameter changes between frames:
+The math lives in `pipelines.live.stream_batch`; the model runs on a shared GPU worker
+(`pipelines.live.diffusion_worker`): every session using the same model (same `model_id`,
+LoRAs, VAE, backend and device) is a slot on one worker, and each tick runs the newest frame
+of all of them through one UNet call. This module loads the model (on the worker's thread),
+keeps one session's stream in its slot (`_StreamSlot`), and applies parameter changes to that
+slot between ticks:
 
 - **Loading.** `model_id` resolves through `pipelines.loading` (local folder or Hugging Face
   id). SD 1.5 and SD 2.1 families (sd-turbo included) load as `StableDiffusionPipeline`
@@ -10,24 +14,31 @@ stream's state, and applies parameter changes between frames:
   (`lcm_lora_id`, default `latent-consistency/lcm-lora-sdv1-5` for SD 1.5), and `lora_dict`
   LoRAs with it. Distilled means: a turbo id, an LCMScheduler, or a `trailing` timestep
   spacing (sd-turbo's scheduler config).
+- **Backend.** `acceleration`: `none` runs eager PyTorch, `compile` runs `torch.compile`
+  (`pipelines.live.stream_backends`), compiled ahead at warm-up for the pool's `compile_streams` (1..4)
+  streams at the frame size. The backend is logged and in `status()`; a backend that fails
+  fails the load (no silent fallback).
 - **Live updates** (next frame, no reload): prompt and negative prompt (embeddings cached per
-  text; the change blends over `prompt_transition_frames`), guidance, delta, cfg_type,
-  `t_index_list` and `num_inference_steps` (same length: the buffered frames continue on the
-  new steps; other length: the buffer is primed again from the next frame, so no blank
-  frame), seed (new fixed noise), filter settings, skip_diffusion. Changing a model field
-  (`StreamDiffusionParams.reload_fields`) loads the new model first and swaps only when it
-  loaded; on any failure the pipeline keeps its last good params and the caller reports it.
+  text on the worker; the change blends over `prompt_transition_frames`), guidance, delta,
+  cfg_type, `t_index_list` and `num_inference_steps` (same length: the buffered frames
+  continue on the new steps; other length: the buffer is primed again from the next frame, so
+  no blank frame), seed (new fixed noise), filter settings, skip_diffusion. They replace this
+  session's slot only; the other sessions on the worker are untouched. Changing a model field
+  (`StreamDiffusionParams.reload_fields`) joins the worker of the new model first (loading it
+  if no session has) and leaves the old one only when that worked; on any failure the
+  pipeline keeps its last good params and the caller reports it.
 - **Warm-up.** `load` runs two frames at the params' size (or 512x512 on CUDA, 64x64 on the
   CPU) so the first real frame is fast; `warm(w, h)` does it again for a new size.
-  `status()` reports load, warm-up and first-frame times.
+  `status()` reports load, warm-up and first-frame times and the worker's figures.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -35,28 +46,29 @@ from ..base import LiveParams
 from ..diffusion import is_turbo_model
 from ..errors import ModelLoadError
 from ..loading import pick_device, resolve_model_source, torch_dtype_for
+from .diffusion_worker import DiffusionWorker, Job, WorkerPool
 from .similarity_filter import SimilarityFilter
 from .streamdiffusion_params import StreamDiffusionParams
 
 if TYPE_CHECKING:
     import torch
 
-    from .stream_batch import DenoiseBackend, Schedule, StreamState
+    from .stream_batch import DenoiseBackend, StreamState
 
-__all__ = ["LCM_LORAS", "StreamDiffusionPipeline"]
+__all__ = ["LCM_LORAS", "StreamDiffusionPipeline", "load_models", "worker_key"]
 
 log = logging.getLogger(__name__)
 
 #: LCM-LoRA per base family (there is none for SD 2.1; give `lcm_lora_id` for one).
 LCM_LORAS = {"sd15": "latent-consistency/lcm-lora-sdv1-5"}
 DEFAULT_TINY_VAE = "madebyollin/taesd"
-_PROMPT_CACHE = 32
+_PROMPT_CACHE = 64
 _WARM_FRAMES = 2
 
 
 @dataclass
 class _Models:
-    """What one load produced; swapped in whole so a failed reload leaves the old one."""
+    """What one load produced: owned by a worker, used only on its thread."""
 
     model_id: str
     family: str
@@ -69,6 +81,340 @@ class _Models:
     scheduler_config: dict[str, Any]
     vae: str
     loras: list[str]
+    latent_channels: int = 4
+    latent_factor: int = 8
+    embeds: OrderedDict[str, torch.Tensor] = field(default_factory=OrderedDict)
+    #: Frame sizes warmed (and, for `compile`, compiled) on this model.
+    warmed: set[tuple[int, int]] = field(default_factory=set)
+
+    def latent_shape(self, height: int, width: int) -> tuple[int, int, int]:
+        return (self.latent_channels, height // self.latent_factor, width // self.latent_factor)
+
+    def embed(self, text: str) -> torch.Tensor:
+        """`(1, 77, D)` text-encoder output for `text`, cached (shared by the worker's sessions)."""
+        import torch
+
+        cached = self.embeds.get(text)
+        if cached is not None:
+            self.embeds.move_to_end(text)
+            return cached
+        ids = self.tokenizer(
+            text, padding="max_length", max_length=self.tokenizer.model_max_length, truncation=True, return_tensors="pt"
+        ).input_ids.to(self.device)
+        with torch.inference_mode():
+            embeds = self.text_encoder(ids)[0].to(self.dtype)
+        self.embeds[text] = embeds
+        while len(self.embeds) > _PROMPT_CACHE:
+            self.embeds.popitem(last=False)
+        return embeds
+
+
+def worker_key(params: StreamDiffusionParams, device: torch.device, model_dir: Path | None) -> str:
+    """Sessions whose params give the same key share one loaded model and one worker."""
+    fields = {f: getattr(params, f) for f in sorted(params.reload_fields)}
+    return json.dumps({"device": str(device), "model_dir": str(model_dir), **fields}, sort_keys=True, default=str)
+
+
+def _backend_name(params: StreamDiffusionParams) -> str:
+    return "compile" if params.acceleration == "compile" else "eager"
+
+
+def load_models(params: StreamDiffusionParams, *, model_dir: Path | None, device: torch.device) -> _Models:
+    """Load the model for `params` on `device` (the worker thread calls this)."""
+    import torch
+    from diffusers import AutoencoderTiny, DiffusionPipeline, StableDiffusionPipeline
+
+    from .stream_backends import make_backend
+    from .stream_batch import TorchBackend
+
+    dtype = torch_dtype_for(device)
+    source = resolve_model_source(params.model_id, model_dir)
+    kwargs = source.from_pretrained_kwargs()
+    try:
+        index = DiffusionPipeline.load_config(source.pretrained_name, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"Could not load streamdiffusion model {params.model_id!r}: {exc}") from exc
+    class_name = str(index.get("_class_name", ""))
+    if "XL" in class_name or "unet" not in index or "text_encoder" not in index:
+        raise ModelLoadError(
+            f"streamdiffusion supports SD 1.5 / SD 2.1 / sd-turbo pipelines; {params.model_id!r} is {class_name!r}."
+        )
+    extra: dict[str, Any] = {}
+    vae_name = "full"
+    if params.use_tiny_vae:
+        tiny_id = params.vae_id or _bundled_tiny_vae(source.path) or DEFAULT_TINY_VAE
+        tiny_source = resolve_model_source(tiny_id, model_dir, probe_file="config.json")
+        try:
+            extra["vae"] = AutoencoderTiny.from_pretrained(
+                tiny_source.pretrained_name, dtype=dtype, **tiny_source.from_pretrained_kwargs()
+            )
+        except (OSError, ValueError) as exc:
+            raise ModelLoadError(f"Could not load the tiny VAE {tiny_id!r}: {exc}") from exc
+        vae_name = f"taesd ({tiny_id})"
+    if device.type == "cuda" and source.has_fp16_variant():
+        extra["variant"] = "fp16"
+    try:
+        pipe = StableDiffusionPipeline.from_pretrained(
+            source.pretrained_name,
+            dtype=dtype,
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+            **extra,
+            **kwargs,
+        )
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+        raise ModelLoadError(f"Could not load streamdiffusion model {params.model_id!r}: {exc}") from exc
+    unet = pipe.unet
+    family = "sd21" if unet.config.use_linear_projection else "sd15"
+    scheduler_config = dict(pipe.scheduler.config)
+    distilled = (
+        is_turbo_model(params.model_id)
+        or (source.path is not None and is_turbo_model(source.path.name))
+        or pipe.scheduler.__class__.__name__ == "LCMScheduler"
+        or scheduler_config.get("timestep_spacing") == "trailing"
+    )
+    loras = _fuse_loras(pipe, params, family, distilled, model_dir)
+    pipe.to(device)
+    for module in (pipe.unet, pipe.vae, pipe.text_encoder):
+        module.eval().requires_grad_(False)
+    log.info(
+        "streamdiffusion %s loaded (%s%s, vae %s, loras %s) on %s %s",
+        params.model_id,
+        family,
+        ", distilled" if distilled else "",
+        vae_name,
+        loras or "none",
+        device,
+        dtype,
+    )
+    backend_name = _backend_name(params)
+    if params.acceleration not in ("none", "compile"):
+        log.warning("acceleration=%r is not built in; running the %s backend (status says so)", params.acceleration, backend_name)
+    backend = make_backend(backend_name, pipe.unet, pipe.vae, device)
+    with torch.inference_mode():
+        probe = TorchBackend(pipe.unet, pipe.vae).encode(torch.zeros(1, 3, 64, 64, device=device, dtype=dtype))
+    return _Models(
+        model_id=params.model_id,
+        family=family,
+        distilled=distilled,
+        device=device,
+        dtype=dtype,
+        tokenizer=pipe.tokenizer,
+        text_encoder=pipe.text_encoder,
+        backend=backend,
+        scheduler_config=scheduler_config,
+        vae=vae_name,
+        loras=loras,
+        latent_channels=int(probe.shape[1]),
+        latent_factor=64 // int(probe.shape[-1]),
+    )
+
+
+def _bundled_tiny_vae(path: Path | None) -> str | None:
+    from ..tiny_streamdiffusion import TAESD_SUBFOLDER
+
+    if path is not None and (path / TAESD_SUBFOLDER / "config.json").is_file():
+        return str(path / TAESD_SUBFOLDER)
+    return None
+
+
+def _fuse_loras(pipe: Any, params: StreamDiffusionParams, family: str, distilled: bool, model_dir: Path | None) -> list[str]:
+    wanted: dict[str, float] = {}
+    if params.use_lcm_lora and not distilled:
+        lcm = params.lcm_lora_id or LCM_LORAS.get(family)
+        if lcm is None:
+            log.warning("no LCM-LoRA known for %s bases; set lcm_lora_id to use one", family)
+        else:
+            wanted[lcm] = 1.0
+    wanted.update(params.lora_dict or {})
+    if not wanted:
+        return []
+    names = []
+    for i, repo in enumerate(wanted):
+        name = f"lora{i}"
+        try:
+            src = resolve_model_source(repo, model_dir, probe_file="pytorch_lora_weights.safetensors")
+            pipe.load_lora_weights(src.pretrained_name, adapter_name=name, **src.from_pretrained_kwargs())
+        except (ModelLoadError, OSError, ValueError, KeyError, RuntimeError) as exc:
+            raise ModelLoadError(f"Could not load LoRA {repo!r}: {exc}") from exc
+        names.append(name)
+    pipe.set_adapters(names, adapter_weights=list(wanted.values()))
+    pipe.fuse_lora(components=["unet", "text_encoder"], adapter_names=names)
+    pipe.unload_lora_weights()  # the fused weights stay; the LoRA layers go
+    return list(wanted)
+
+
+class _StreamSlot:
+    """One session's stream on the worker: params, state, embeddings, filter, last output.
+
+    The worker indexes it (`WorkerSlot`); every method runs on the worker thread, so nothing
+    here is shared with another session. Holds no model: the worker passes its `_Models`.
+    """
+
+    def __init__(self, params: StreamDiffusionParams) -> None:
+        self.params = params
+        self.state: StreamState | None = None
+        #: Embeddings (prompt, negative prompt) of the current params, and where an ongoing
+        #: prompt change started from.
+        self.target: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.blend_from: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.blend_step = 0
+        self.filter = SimilarityFilter()
+        self.last_output: torch.Tensor | None = None
+        self.counting = True
+        self.stale = True
+        self.frames = 0
+
+    # --- WorkerSlot -------------------------------------------------------------------------
+
+    def begin(self, m: _Models, frame: torch.Tensor) -> Job:
+        if self.stale:
+            self.apply(m, self.params, reset=True)
+        p = self.params
+        if p.skip_diffusion:
+            return Job(output=frame)
+        x = frame.to(m.device, non_blocking=True).permute(2, 0, 1).unsqueeze(0).to(m.dtype)
+        x = x / 127.5 - 1.0
+        if p.enable_similar_image_filter and self.counting and self.filter.should_skip(x):
+            last = self.last_output
+            if last is not None and last.shape == frame.shape:
+                return Job(output=last, skipped=True)
+        shape = m.latent_shape(int(frame.shape[0]), int(frame.shape[1]))
+        state = self.state
+        if state is None or state.latent_shape != shape:
+            state = self._new_state(m, shape)
+        self._advance_blend(state)
+        return Job(image=x, state=state, sequential=not p.use_denoising_batch)
+
+    def end(self, job: Job, output: torch.Tensor) -> torch.Tensor:
+        if job.image is None:  # pass-through or skipped
+            if job.skipped:
+                self.frames += 1
+            return output
+        self.state = job.state
+        if self.counting:
+            self.last_output = output
+            self.frames += 1
+        return output
+
+    def invalidate(self) -> None:
+        self.stale = True
+
+    # --- params -----------------------------------------------------------------------------
+
+    def apply(self, m: _Models, params: StreamDiffusionParams, *, reset: bool) -> None:
+        """Build everything the new params need, then commit it (nothing changes on error)."""
+        from .stream_batch import Schedule
+
+        old = self.params if not self.stale else None
+        schedule = Schedule.build(
+            m.scheduler_config, params.t_index_list, params.num_inference_steps, device=m.device, dtype=m.dtype
+        )
+        cond = _prompt_embeds(m, params)
+        uncond = m.embed(params.negative_prompt)
+        state = self.state
+        noise = None
+        if state is not None and not reset:
+            if old is None or (old.seeds(), old.seed_interpolation_method, old.normalize_seed_weights) != (
+                params.seeds(),
+                params.seed_interpolation_method,
+                params.normalize_seed_weights,
+            ) or state.schedule.steps != schedule.steps:
+                noise = _noise(m, params, (schedule.steps, *state.latent_shape))
+        # commit
+        self.params = params
+        self.stale = False
+        self.filter.configure(params.similar_image_filter_threshold, params.similar_image_filter_max_skip_frame)
+        self.target = (cond, uncond)
+        if state is None or reset:
+            self.state = None
+            self.blend_from = None
+            return
+        if old is None or (old.prompt, old.prompt_interpolation_method, old.normalize_prompt_weights, old.negative_prompt) != (
+            params.prompt,
+            params.prompt_interpolation_method,
+            params.normalize_prompt_weights,
+            params.negative_prompt,
+        ):
+            self.blend_from = (state.cond, state.uncond)
+            self.blend_step = 0
+        if state.schedule.steps != schedule.steps:
+            state.reset()  # the next frame primes the new buffer
+        state.schedule = schedule
+        if noise is not None:
+            state.noise = noise
+            state.stock = None
+        state.cfg_type = params.cfg_type
+        state.guidance_scale = params.guidance_scale
+        state.delta = params.delta
+        state.do_add_noise = params.do_add_noise
+        if not params.enable_similar_image_filter:
+            self.filter.reset()
+
+    def reset_stream(self) -> None:
+        self.state = None
+        self.last_output = None
+        self.filter.reset()
+        self.blend_from = None
+
+    def _new_state(self, m: _Models, latent_shape: tuple[int, ...]) -> StreamState:
+        from .stream_batch import Schedule, StreamState
+
+        p = self.params
+        schedule = Schedule.build(m.scheduler_config, p.t_index_list, p.num_inference_steps, device=m.device, dtype=m.dtype)
+        assert self.target is not None
+        cond, uncond = self.target
+        self.blend_from = None
+        return StreamState(
+            schedule=schedule,
+            noise=_noise(m, p, (schedule.steps, *latent_shape)),
+            cond=cond,
+            uncond=uncond,
+            cfg_type=p.cfg_type,
+            guidance_scale=p.guidance_scale,
+            delta=p.delta,
+            do_add_noise=p.do_add_noise,
+        )
+
+    def _advance_blend(self, state: StreamState) -> None:
+        """Move the embeddings one frame along an ongoing prompt change."""
+        from .stream_batch import blend
+
+        p, target = self.params, self.target
+        assert target is not None
+        if self.blend_from is None:
+            state.cond, state.uncond = target
+            return
+        self.blend_step += 1
+        t = min(1.0, self.blend_step / p.prompt_transition_frames)
+        if t >= 1.0:
+            state.cond, state.uncond = target
+            self.blend_from = None
+            return
+        (c0, u0), (c1, u1) = self.blend_from, target
+        method = p.prompt_interpolation_method
+        state.cond = blend([c0, c1], [1 - t, t], method=method)
+        state.uncond = blend([u0, u1], [1 - t, t], method=method)
+
+
+def _noise(m: _Models, params: StreamDiffusionParams, shape: tuple[int, ...]) -> torch.Tensor:
+    from .stream_batch import make_noise
+
+    noise = make_noise(shape, params.seeds(), method=params.seed_interpolation_method, normalize=params.normalize_seed_weights)
+    return noise.to(device=m.device, dtype=m.dtype)
+
+
+def _prompt_embeds(m: _Models, params: StreamDiffusionParams) -> torch.Tensor:
+    from .stream_batch import blend
+
+    pairs = params.prompts()
+    return blend(
+        [m.embed(text) for text, _ in pairs],
+        [w for _, w in pairs],
+        method=params.prompt_interpolation_method,
+        normalize=params.normalize_prompt_weights,
+    )
 
 
 class StreamDiffusionPipeline:
@@ -77,6 +423,8 @@ class StreamDiffusionPipeline:
     Args:
         model_dir: ai-runner's MODEL_DIR (local models and the Hugging Face cache).
         device: default CUDA when available (float16), else CPU (float32).
+        pool: the workers shared with other sessions (the live registry's); by default a
+            pool of this instance's own, i.e. a model of its own.
     """
 
     name: ClassVar[str] = "streamdiffusion"
@@ -84,21 +432,15 @@ class StreamDiffusionPipeline:
     max_batch: ClassVar[int] = 1
     passthrough: ClassVar[bool] = False
 
-    def __init__(self, *, model_dir: Path | None = None, device: str | None = None) -> None:
+    def __init__(self, *, model_dir: Path | None = None, device: str | None = None, pool: WorkerPool | None = None) -> None:
         self.model_dir = model_dir
         self._device_request = device
+        self._pool = pool if pool is not None else WorkerPool()
         self.device: torch.device | None = None
         self.params: StreamDiffusionParams | None = None
-        self._models: _Models | None = None
-        self._state: StreamState | None = None
-        self._embeds: OrderedDict[str, torch.Tensor] = OrderedDict()
-        #: Embeddings (prompt, negative prompt) of the current params, and where an ongoing
-        #: prompt change started from.
-        self._target: tuple[torch.Tensor, torch.Tensor] | None = None
-        self._blend_from: tuple[torch.Tensor, torch.Tensor] | None = None
-        self._blend_step = 0
-        self._filter = SimilarityFilter()
-        self._last_output: torch.Tensor | None = None
+        self._worker: DiffusionWorker | None = None
+        self._slot: _StreamSlot | None = None
+        self._slot_id = 0
         self._warmed: tuple[int, int] | None = None
         # figures for status()
         self._load_started = 0.0
@@ -106,42 +448,55 @@ class StreamDiffusionPipeline:
         self.warmup_ms: float | None = None
         self.first_frame_ms: float | None = None
         self.time_to_first_frame_ms: float | None = None
-        self.frames = 0
         self.reloads = 0
+
+    @property
+    def _models(self) -> _Models | None:
+        worker = self._worker
+        models = worker.models if worker is not None else None
+        assert models is None or isinstance(models, _Models)
+        return models
+
+    @property
+    def frames(self) -> int:
+        return self._slot.frames if self._slot is not None else 0
 
     # --- LivePipeline -----------------------------------------------------------------------
 
     def load(self, params: LiveParams) -> None:
         assert isinstance(params, StreamDiffusionParams)
         self._load_started = time.monotonic()
-        self._models = self._load_models(params)
-        self.device = self._models.device
-        self._apply(params, reset=True)
+        self._worker, self._slot, self._slot_id = self._attach(params)
+        self.params = params
+        m = self._models
+        assert m is not None
+        self.device = m.device
         self.load_ms = (time.monotonic() - self._load_started) * 1000
-        default = 512 if self.device.type == "cuda" else 64
+        default = 512 if m.device.type == "cuda" else 64
         self.warm(params.width or default, params.height or default)
 
     def warm(self, width: int, height: int) -> None:
-        """Run warm-up frames at this size (once per size), then start the stream afresh."""
-        import torch
-
-        if self._warmed != (width, height) and self.params is not None and not self.params.skip_diffusion:
+        """Run warm-up frames at this size (once per size; for `compile`, compile the batch
+        sizes of the pool's `compile_streams` first), then start the stream afresh."""
+        worker, slot = self._worker, self._slot
+        assert worker is not None and slot is not None, "load() first"
+        if self._warmed != (width, height) and not slot.params.skip_diffusion:
             started = time.monotonic()
-            saved = self._state, self._last_output, self.frames
-            dummy = torch.full((1, height, width, 3), 127, dtype=torch.uint8)
-            for _ in range(_WARM_FRAMES):
-                self._run(dummy[0], count=False)
-            self._state, self._last_output, self.frames = saved
+            worker.call(_warm_slot, worker, slot, width, height, self._pool.compile_streams)
             self.warmup_ms = (time.monotonic() - started) * 1000
             log.info("streamdiffusion warmed up at %dx%d in %.0f ms", width, height, self.warmup_ms)
         self._warmed = (width, height)
-        self._reset_stream()
+        worker.call(slot.reset_stream)
 
     def process(self, frames: torch.Tensor) -> torch.Tensor:
+        """Each frame through the shared worker (batched with the other sessions' frames);
+        a bad frame raises `InvalidFrameError` without reaching the batch."""
         import torch
 
+        worker = self._worker
+        assert worker is not None, "load() first"
         started = time.monotonic()
-        outputs = [self._run(frame) for frame in frames]
+        outputs = [worker.process(self._slot_id, frame) for frame in frames]
         if self.first_frame_ms is None:
             self.first_frame_ms = (time.monotonic() - started) * 1000
             self.time_to_first_frame_ms = (time.monotonic() - self._load_started) * 1000
@@ -151,34 +506,35 @@ class StreamDiffusionPipeline:
         """Apply a validated full param set (see the module docstring); raises and keeps the
         last good params when it cannot be applied."""
         assert isinstance(params, StreamDiffusionParams)
-        current = self.params
-        if current is not None and any(getattr(current, f) != getattr(params, f) for f in params.reload_fields):
-            models = self._load_models(params)
-            old = self._models
-            self._models, self.device = models, models.device
-            try:
-                self._embeds.clear()
-                self._apply(params, reset=True)
-            except Exception:
-                self._models, self.device = old, old.device if old is not None else None
-                self._embeds.clear()
-                raise
+        current, worker, slot = self.params, self._worker, self._slot
+        assert current is not None and worker is not None and slot is not None, "load() first"
+        if any(getattr(current, f) != getattr(params, f) for f in params.reload_fields):
+            new = self._attach(params)
+            old = (worker, self._slot_id)
+            self._worker, self._slot, self._slot_id = new
+            self.params = params
+            m = self._models
+            assert m is not None
+            self.device = m.device
             self.reloads += 1
+            self._leave(*old)
             size, self._warmed = self._warmed, None
             if size is not None:
                 self.warm(*size)
             return
-        self._apply(params, reset=False)
+        worker.call(slot.apply, worker.models, params, reset=False)
+        self.params = params
 
     def close(self) -> None:
-        self._models = None
-        self._state = None
-        self._embeds.clear()
-        self._last_output = None
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            self._leave(worker, self._slot_id)
+        self._slot = None
 
     def status(self) -> dict[str, Any]:
-        """Figures for the session's status event."""
-        m, p, s = self._models, self.params, self._state
+        """Figures for the session's status event (attribute reads only)."""
+        m, p, slot, worker = self._models, self.params, self._slot, self._worker
+        s = slot.state if slot is not None else None
         return {
             "model_id": m.model_id if m else None,
             "family": m.family if m else None,
@@ -195,308 +551,77 @@ class StreamDiffusionPipeline:
             "first_frame_ms": _round(self.first_frame_ms),
             "time_to_first_frame_ms": _round(self.time_to_first_frame_ms),
             "frames": self.frames,
-            "frames_skipped": self._filter.skipped,
+            "frames_skipped": slot.filter.skipped if slot else 0,
             "reloads": self.reloads,
+            "worker": worker.status() if worker else None,
         }
 
-    # --- loading ----------------------------------------------------------------------------
+    # --- worker -----------------------------------------------------------------------------
 
-    def _load_models(self, params: StreamDiffusionParams) -> _Models:
-        import torch
-        from diffusers import AutoencoderTiny, DiffusionPipeline, StableDiffusionPipeline
-
-        from .stream_batch import TorchBackend
-
+    def _attach(self, params: StreamDiffusionParams) -> tuple[DiffusionWorker, _StreamSlot, int]:
+        """Join the worker of `params`' model (loading it if no session has); the new slot
+        has `params` applied. Raises (and holds nothing) on failure."""
         device = pick_device(self._device_request)
-        dtype = torch_dtype_for(device)
-        source = resolve_model_source(params.model_id, self.model_dir)
-        kwargs = source.from_pretrained_kwargs()
+        model_dir = self.model_dir
+        key = worker_key(params, device, model_dir)
+        worker = self._pool.acquire(key, lambda: load_models(params, model_dir=model_dir, device=device), device=device)
+        slot = _StreamSlot(params)
+        slot_id = worker.join(slot)
         try:
-            index = DiffusionPipeline.load_config(source.pretrained_name, **kwargs)
-        except (OSError, ValueError) as exc:
-            raise ModelLoadError(f"Could not load streamdiffusion model {params.model_id!r}: {exc}") from exc
-        class_name = str(index.get("_class_name", ""))
-        if "XL" in class_name or "unet" not in index or "text_encoder" not in index:
-            raise ModelLoadError(
-                f"streamdiffusion supports SD 1.5 / SD 2.1 / sd-turbo pipelines; {params.model_id!r} is {class_name!r}."
-            )
-        extra: dict[str, Any] = {}
-        vae_name = "full"
-        if params.use_tiny_vae:
-            tiny_id = params.vae_id or self._bundled_tiny_vae(source.path) or DEFAULT_TINY_VAE
-            tiny_source = resolve_model_source(tiny_id, self.model_dir, probe_file="config.json")
-            try:
-                extra["vae"] = AutoencoderTiny.from_pretrained(
-                    tiny_source.pretrained_name, dtype=dtype, **tiny_source.from_pretrained_kwargs()
-                )
-            except (OSError, ValueError) as exc:
-                raise ModelLoadError(f"Could not load the tiny VAE {tiny_id!r}: {exc}") from exc
-            vae_name = f"taesd ({tiny_id})"
-        if device.type == "cuda" and source.has_fp16_variant():
-            extra["variant"] = "fp16"
-        try:
-            pipe = StableDiffusionPipeline.from_pretrained(
-                source.pretrained_name,
-                dtype=dtype,
-                safety_checker=None,
-                feature_extractor=None,
-                requires_safety_checker=False,
-                **extra,
-                **kwargs,
-            )
-        except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
-            raise ModelLoadError(f"Could not load streamdiffusion model {params.model_id!r}: {exc}") from exc
-        unet = pipe.unet
-        family = "sd21" if unet.config.use_linear_projection else "sd15"
-        scheduler_config = dict(pipe.scheduler.config)
-        distilled = (
-            is_turbo_model(params.model_id)
-            or (source.path is not None and is_turbo_model(source.path.name))
-            or pipe.scheduler.__class__.__name__ == "LCMScheduler"
-            or scheduler_config.get("timestep_spacing") == "trailing"
-        )
-        loras = self._fuse_loras(pipe, params, family, distilled)
-        pipe.to(device)
-        for module in (pipe.unet, pipe.vae, pipe.text_encoder):
-            module.eval().requires_grad_(False)
-        log.info(
-            "streamdiffusion %s loaded (%s%s, vae %s, loras %s) on %s %s",
-            params.model_id,
-            family,
-            ", distilled" if distilled else "",
-            vae_name,
-            loras or "none",
-            device,
-            dtype,
-        )
-        if params.acceleration != "none":
-            log.warning(
-                "acceleration=%r requested; this build runs the PyTorch backend (status says so)", params.acceleration
-            )
-        return _Models(
-            model_id=params.model_id,
-            family=family,
-            distilled=distilled,
-            device=device,
-            dtype=dtype,
-            tokenizer=pipe.tokenizer,
-            text_encoder=pipe.text_encoder,
-            backend=TorchBackend(pipe.unet, pipe.vae),
-            scheduler_config=scheduler_config,
-            vae=vae_name,
-            loras=loras,
-        )
+            worker.call(slot.apply, worker.models, params, reset=True)
+        except BaseException:
+            self._leave(worker, slot_id)
+            raise
+        return worker, slot, slot_id
 
-    @staticmethod
-    def _bundled_tiny_vae(path: Path | None) -> str | None:
-        from ..tiny_streamdiffusion import TAESD_SUBFOLDER
-
-        if path is not None and (path / TAESD_SUBFOLDER / "config.json").is_file():
-            return str(path / TAESD_SUBFOLDER)
-        return None
-
-    def _fuse_loras(self, pipe: Any, params: StreamDiffusionParams, family: str, distilled: bool) -> list[str]:
-        wanted: dict[str, float] = {}
-        if params.use_lcm_lora and not distilled:
-            lcm = params.lcm_lora_id or LCM_LORAS.get(family)
-            if lcm is None:
-                log.warning("no LCM-LoRA known for %s bases; set lcm_lora_id to use one", family)
-            else:
-                wanted[lcm] = 1.0
-        wanted.update(params.lora_dict or {})
-        if not wanted:
-            return []
-        names = []
-        for i, repo in enumerate(wanted):
-            name = f"lora{i}"
-            try:
-                src = resolve_model_source(repo, self.model_dir, probe_file="pytorch_lora_weights.safetensors")
-                pipe.load_lora_weights(src.pretrained_name, adapter_name=name, **src.from_pretrained_kwargs())
-            except (ModelLoadError, OSError, ValueError, KeyError, RuntimeError) as exc:
-                raise ModelLoadError(f"Could not load LoRA {repo!r}: {exc}") from exc
-            names.append(name)
-        pipe.set_adapters(names, adapter_weights=list(wanted.values()))
-        pipe.fuse_lora(components=["unet", "text_encoder"], adapter_names=names)
-        pipe.unload_lora_weights()  # the fused weights stay; the LoRA layers go
-        return list(wanted)
-
-    # --- params -----------------------------------------------------------------------------
-
-    def _apply(self, params: StreamDiffusionParams, *, reset: bool) -> None:
-        """Build everything the new params need, then commit it (nothing changes on error)."""
-        from .stream_batch import Schedule
-
-        m = self._models
-        assert m is not None, "load() first"
-        old = self.params
-        schedule = Schedule.build(
-            m.scheduler_config, params.t_index_list, params.num_inference_steps, device=m.device, dtype=m.dtype
-        )
-        cond = self._prompt_embeds(params)
-        uncond = self._embed(params.negative_prompt)
-        state = self._state
-        noise = None
-        if state is not None and not reset:
-            if old is None or (old.seeds(), old.seed_interpolation_method, old.normalize_seed_weights) != (
-                params.seeds(),
-                params.seed_interpolation_method,
-                params.normalize_seed_weights,
-            ) or state.schedule.steps != schedule.steps:
-                noise = self._noise(params, (schedule.steps, *state.latent_shape))
-        # commit
-        self.params = params
-        self._filter.configure(params.similar_image_filter_threshold, params.similar_image_filter_max_skip_frame)
-        self._target = (cond, uncond)
-        if state is None or reset:
-            self._state = None
-            self._blend_from = None
-            return
-        if old is None or (old.prompt, old.prompt_interpolation_method, old.normalize_prompt_weights, old.negative_prompt) != (
-            params.prompt,
-            params.prompt_interpolation_method,
-            params.normalize_prompt_weights,
-            params.negative_prompt,
-        ):
-            self._blend_from = (state.cond, state.uncond)
-            self._blend_step = 0
-        if state.schedule.steps != schedule.steps:
-            state.reset()  # the next frame primes the new buffer
-        state.schedule = schedule
-        if noise is not None:
-            state.noise = noise
-            state.stock = None
-        state.cfg_type = params.cfg_type
-        state.guidance_scale = params.guidance_scale
-        state.delta = params.delta
-        state.do_add_noise = params.do_add_noise
-        if not params.enable_similar_image_filter:
-            self._filter.reset()
-
-    def _reset_stream(self) -> None:
-        self._state = None
-        self._last_output = None
-        self._filter.reset()
-        self._blend_from = None
-
-    def _noise(self, params: StreamDiffusionParams, shape: tuple[int, ...]) -> torch.Tensor:
-        from .stream_batch import make_noise
-
-        m = self._models
-        assert m is not None
-        noise = make_noise(
-            shape, params.seeds(), method=params.seed_interpolation_method, normalize=params.normalize_seed_weights
-        )
-        return noise.to(device=m.device, dtype=m.dtype)
+    def _leave(self, worker: DiffusionWorker, slot_id: int) -> None:
+        worker.leave(slot_id)
+        self._pool.release(worker)
 
     def _embed(self, text: str) -> torch.Tensor:
-        """`(1, 77, D)` text-encoder output for `text`, cached."""
-        import torch
+        """`(1, 77, D)` embeddings of `text` from the worker's cache (tests and benchmarks)."""
+        worker = self._worker
+        assert worker is not None and self._models is not None
+        return worker.call(self._models.embed, text)
 
-        cached = self._embeds.get(text)
-        if cached is not None:
-            self._embeds.move_to_end(text)
-            return cached
-        m = self._models
-        assert m is not None
-        ids = m.tokenizer(
-            text, padding="max_length", max_length=m.tokenizer.model_max_length, truncation=True, return_tensors="pt"
-        ).input_ids.to(m.device)
-        with torch.inference_mode():
-            embeds = m.text_encoder(ids)[0].to(m.dtype)
-        self._embeds[text] = embeds
-        while len(self._embeds) > _PROMPT_CACHE:
-            self._embeds.popitem(last=False)
-        return embeds
 
-    def _prompt_embeds(self, params: StreamDiffusionParams) -> torch.Tensor:
-        from .stream_batch import blend
+def _warm_slot(worker: DiffusionWorker, slot: _StreamSlot, width: int, height: int, streams: tuple[int, ...]) -> None:
+    """Worker thread: compile ahead (compile backend) and run warm-up frames through `slot`."""
+    import torch
 
-        pairs = params.prompts()
-        embeds = [self._embed(text) for text, _ in pairs]
-        return blend(
-            embeds,
-            [w for _, w in pairs],
-            method=params.prompt_interpolation_method,
-            normalize=params.normalize_prompt_weights,
-        )
+    m = worker.models
+    assert isinstance(m, _Models)
+    if (width, height) not in m.warmed:
+        prepare = getattr(m.backend, "prepare", None)
+        if prepare is not None:
+            prepare(_compile_shapes(m, slot.params, width, height, streams), m.dtype)
+        m.warmed.add((width, height))
+    saved = slot.state, slot.last_output, slot.frames, slot.counting
+    slot.counting = False
+    try:
+        dummy = torch.full((height, width, 3), 127, dtype=torch.uint8)
+        for _ in range(_WARM_FRAMES):
+            worker.run_alone(slot, dummy)
+    finally:
+        slot.state, slot.last_output, slot.frames = saved[:3]
+        slot.counting = saved[3]
 
-    # --- frames -----------------------------------------------------------------------------
 
-    def _run(self, frame: torch.Tensor, *, count: bool = True) -> torch.Tensor:
-        """One `(H, W, 3)` uint8 frame through the stream; returns `(H, W, 3)` uint8 on the model's device."""
-        import torch
-
-        from .stream_batch import StreamState, step, step_sequential
-
-        p, m = self.params, self._models
-        assert p is not None and m is not None, "load() first"
-        if p.skip_diffusion:
-            return frame
-        with torch.inference_mode():
-            x = frame.to(m.device, non_blocking=True).permute(2, 0, 1).unsqueeze(0).to(m.dtype)
-            x = x / 127.5 - 1.0
-            if p.enable_similar_image_filter and count and self._filter.should_skip(x):
-                last = self._last_output
-                if last is not None and last.shape == frame.shape:
-                    self.frames += 1
-                    return last
-            latent = m.backend.encode(x)
-            state = self._state
-            if state is None or state.latent_shape != tuple(latent.shape[1:]):
-                state = self._new_state(p, tuple(latent.shape[1:]))
-            self._advance_blend(state)
-            if p.use_denoising_batch:
-                (out,) = step(m.backend, [(state, latent)])
-            else:
-                out = step_sequential(m.backend, state, latent)
-            image = m.backend.decode(out)
-            # Stays on the device: the session moves the batch to the CPU once.
-            result = ((image[0].float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0)
-        self._state = state
-        if count:
-            self._last_output = result
-            self.frames += 1
-        return result
-
-    def _new_state(self, p: StreamDiffusionParams, latent_shape: tuple[int, ...]) -> StreamState:
-        from .stream_batch import Schedule, StreamState
-
-        m = self._models
-        assert m is not None
-        schedule = Schedule.build(m.scheduler_config, p.t_index_list, p.num_inference_steps, device=m.device, dtype=m.dtype)
-        assert self._target is not None
-        cond, uncond = self._target
-        self._blend_from = None
-        return StreamState(
-            schedule=schedule,
-            noise=self._noise(p, (schedule.steps, *latent_shape)),
-            cond=cond,
-            uncond=uncond,
-            cfg_type=p.cfg_type,
-            guidance_scale=p.guidance_scale,
-            delta=p.delta,
-            do_add_noise=p.do_add_noise,
-        )
-
-    def _advance_blend(self, state: StreamState) -> None:
-        """Move the embeddings one frame along an ongoing prompt change."""
-        from .stream_batch import blend
-
-        p, target = self.params, self._target
-        assert p is not None and target is not None
-        if self._blend_from is None:
-            state.cond, state.uncond = target
-            return
-        self._blend_step += 1
-        t = min(1.0, self._blend_step / p.prompt_transition_frames)
-        if t >= 1.0:
-            state.cond, state.uncond = target
-            self._blend_from = None
-            return
-        (c0, u0), (c1, u1) = self._blend_from, target
-        method = p.prompt_interpolation_method
-        state.cond = blend([c0, c1], [1 - t, t], method=method)
-        state.uncond = blend([u0, u1], [1 - t, t], method=method)
+def _compile_shapes(
+    m: _Models, params: StreamDiffusionParams, width: int, height: int, streams: tuple[int, ...]
+) -> list[tuple[str, tuple[tuple[int, ...], ...]]]:
+    """The graphs `k` streams with these params need at this size: encode, UNet, decode."""
+    latent = m.latent_shape(height, width)
+    embed = tuple(m.embed(params.negative_prompt).shape[1:])
+    n = len(params.t_index_list)
+    guided = params.cfg_type != "none" and params.guidance_scale > 1
+    rows = 2 * n if guided and params.cfg_type == "full" else n + 1 if guided and params.cfg_type == "initialize" else n
+    shapes: list[tuple[str, tuple[tuple[int, ...], ...]]] = []
+    for k in streams:
+        shapes.append(("encode", ((k, 3, height, width),)))
+        shapes.append(("unet", ((k * rows, *latent), (k * rows,), (k * rows, *embed))))
+        shapes.append(("decode", ((k, *latent),)))
+    return shapes
 
 
 def _round(value: float | None) -> float | None:

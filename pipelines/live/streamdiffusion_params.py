@@ -82,8 +82,10 @@ class StreamDiffusionParams(LiveParams):
         default=None,
         description="Tiny VAE id or folder; default the model folder's own taesd/ if it has one, else madebyollin/taesd.",
     )
-    acceleration: Literal["none", "xformers", "tensorrt"] = Field(
-        default="none", description="Engine backend; this build runs PyTorch (SDPA attention) and says so in status."
+    acceleration: Literal["none", "compile", "xformers", "tensorrt"] = Field(
+        default="none",
+        description="Backend: none (eager PyTorch), compile (torch.compile: Inductor, CUDA graphs on CUDA); "
+        "xformers/tensorrt are not built in and run eager PyTorch (logged, and status says so).",
     )
     use_denoising_batch: bool = Field(
         default=True, description="Stream batch: all steps of different frames in one UNet call (else sequential)."

@@ -106,8 +106,9 @@ def test_updates_take_effect_on_the_next_frame_without_blank_frames(make_pipelin
         pipe.process(frame)
     current = StreamDiffusionParams(model_id=pipe.params.model_id, **params)
     for change in CHANGES:
-        twin = copy.deepcopy(pipe)  # the same stream without the update
-        unchanged = twin.process(frame)
+        saved = copy.deepcopy(pipe._slot.__dict__)  # the same stream without the update
+        unchanged = pipe.process(frame)
+        pipe._slot.__dict__.update(saved)
         current = StreamDiffusionParams.model_validate({**current.model_dump(), **change})
         pipe.update_params(current)
         out = pipe.process(frame)
@@ -122,13 +123,13 @@ def test_prompt_change_blends_over_frames(make_pipeline: Any) -> None:
     pipe = make_pipeline(prompt="a cat", prompt_transition_frames=4, t_index_list=[30])
     frame = frames_of(4)
     pipe.process(frame)
-    old = pipe._state.cond.clone()
+    old = pipe._slot.state.cond.clone()
     pipe.update_params(pipe.params.model_copy(update={"prompt": "fire"}))
     target = pipe._embed("fire")
     distances = []
     for _ in range(5):
         pipe.process(frame)
-        distances.append(float((pipe._state.cond - target).norm()))
+        distances.append(float((pipe._slot.state.cond - target).norm()))
     start = float((old - target).norm())
     assert start > distances[0] > distances[1] > distances[2] > distances[3] == 0.0 == distances[4]
 

@@ -1,0 +1,134 @@
+"""Denoise backends beyond eager PyTorch: `compile` (torch.compile, Inductor).
+
+`make_backend(name, unet, vae, device)` returns the `DenoiseBackend` a worker runs:
+
+- `eager` — `stream_batch.TorchBackend`, the diffusers modules as they are.
+- `compile` — the same modules through `torch.compile` with static shapes (`dynamic=False`):
+  one graph per batch size and frame size. On CUDA the mode is `reduce-overhead`, so each
+  graph is captured as a CUDA graph (outputs are cloned before the next replay overwrites
+  them); on the CPU Inductor generates C++ (needs a C compiler). `prepare()` compiles ahead
+  for the batch sizes in use and logs each one's progress and time. A compile that fails
+  raises `BackendError`: there is no silent fallback to eager.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ModelLoadError
+from .stream_batch import TorchBackend
+
+if TYPE_CHECKING:
+    import torch
+
+    from .stream_batch import DenoiseBackend
+
+__all__ = ["BACKENDS", "BackendError", "CompiledBackend", "make_backend"]
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("eager", "compile")
+#: Graphs per compiled function: batch sizes x frame sizes (dynamo's default is 8).
+_RECOMPILE_LIMIT = 64
+
+
+class BackendError(ModelLoadError):
+    """The requested backend could not be built or compiled."""
+
+
+class CompiledBackend(TorchBackend):
+    """`TorchBackend` with the UNet, VAE encoder and VAE decoder through `torch.compile`."""
+
+    name = "compile"
+
+    def __init__(self, unet: Any, vae: Any, device: torch.device) -> None:
+        import torch
+        import torch._dynamo.config as dynamo_config
+
+        super().__init__(unet, vae)
+        self.device = device
+        self.cuda_graphs = device.type == "cuda"
+        dynamo_config.recompile_limit = max(int(dynamo_config.recompile_limit), _RECOMPILE_LIMIT)
+        mode = "reduce-overhead" if self.cuda_graphs else None
+        eager = TorchBackend(unet, vae)
+        self._unet_c = torch.compile(eager.unet, dynamic=False, mode=mode)
+        self._encode_c = torch.compile(eager.encode, dynamic=False, mode=mode)
+        self._decode_c = torch.compile(eager.decode, dynamic=False, mode=mode)
+        self.compiled: set[tuple[str, tuple[int, ...]]] = set()
+        self.compile_s = 0.0
+        self._ahead = False
+
+    def _run(self, what: str, fn: Callable[..., torch.Tensor], *args: torch.Tensor) -> torch.Tensor:
+        import torch
+
+        key = (what, tuple(args[0].shape))
+        started = time.monotonic() if key not in self.compiled else None
+        if started is not None and not self._ahead:
+            log.warning("compile backend: compiling %s for %s now (not compiled ahead)", what, key[1])
+        if self.cuda_graphs:
+            torch.compiler.cudagraph_mark_step_begin()
+        try:
+            out = fn(*args)
+        except Exception as exc:
+            raise BackendError(f"torch.compile failed for {what} {key[1]}: {exc!r}") from exc
+        if started is not None:
+            self.compiled.add(key)
+            self.compile_s += time.monotonic() - started
+        # A CUDA graph's output is overwritten by its next replay.
+        return out.clone() if self.cuda_graphs else out
+
+    def unet(self, sample: torch.Tensor, timesteps: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor:
+        return self._run("unet", self._unet_c, sample, timesteps, embeds)
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        return self._run("encode", self._encode_c, images)
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        return self._run("decode", self._decode_c, latents)
+
+    def prepare(self, shapes: Iterable[tuple[str, tuple[tuple[int, ...], ...]]], dtype: torch.dtype) -> None:
+        """Compile ahead: `shapes` are (what, input shapes) pairs, e.g.
+        `("unet", ((8, 4, 64, 64), (8,), (8, 77, 1024)))`; progress is logged per graph."""
+        import torch
+
+        todo = [(what, dims) for what, dims in dict.fromkeys(shapes) if (what, dims[0]) not in self.compiled]
+        self._ahead = True
+        try:
+            self._prepare(todo, dtype)
+        finally:
+            self._ahead = False
+
+    def _prepare(self, todo: list[tuple[str, tuple[tuple[int, ...], ...]]], dtype: torch.dtype) -> None:
+        import torch
+
+        for i, (what, dims) in enumerate(todo, 1):
+            started = time.monotonic()
+            log.info("compile backend: %d/%d %s %s ...", i, len(todo), what, dims[0])
+            with torch.inference_mode():
+                if what == "unet":
+                    sample, t, embeds = dims
+                    self.unet(
+                        torch.randn(sample, device=self.device, dtype=dtype),
+                        torch.full(t, 500, device=self.device, dtype=torch.long),
+                        torch.randn(embeds, device=self.device, dtype=dtype),
+                    )
+                elif what == "encode":
+                    self.encode(torch.zeros(dims[0], device=self.device, dtype=dtype))
+                else:
+                    self.decode(torch.zeros(dims[0], device=self.device, dtype=dtype))
+            log.info("compile backend: %d/%d %s %s done in %.1f s", i, len(todo), what, dims[0], time.monotonic() - started)
+
+
+def make_backend(name: str, unet: Any, vae: Any, device: torch.device) -> DenoiseBackend:
+    """The backend called `name` (`BACKENDS`); raises `BackendError` for an unknown one."""
+    if name == "eager":
+        return TorchBackend(unet, vae)
+    if name == "compile":
+        try:
+            return CompiledBackend(unet, vae, device)
+        except Exception as exc:
+            raise BackendError(f"the compile backend is not available: {exc!r}") from exc
+    raise BackendError(f"unknown backend {name!r}; available: {', '.join(BACKENDS)}")
