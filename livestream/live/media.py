@@ -409,8 +409,13 @@ class _Sink:
         self._on_data = on_data
         self._on_cut = on_cut
         self.bytes = 0
+        #: False: the MPEG-TS bytes go nowhere (a session without trickle output).
+        self.enabled = True
 
     def write(self, data: bytes | memoryview) -> int:
+        if not self.enabled:
+            self.bytes += len(data)
+            return len(data)
         b = bytes(data)
         self.bytes += len(b)
         for item in self._segmenter.feed(b):
@@ -491,6 +496,7 @@ class SegmentedEncoder:
         on_data: Callable[[bytes], None],
         on_cut: Callable[[], None],
         on_packet: Callable[[EncodedPacket], None] | None = None,
+        ts_output: bool = True,
     ) -> None:
         self.config = config
         self._on_cut = on_cut
@@ -499,6 +505,9 @@ class SegmentedEncoder:
         self._keyframe_requested = False
         self._segmenter = TsSegmenter()
         self._sink = _Sink(self._segmenter, on_data, on_cut)
+        # Without a trickle output the muxer still runs (it times the audio and sets codec
+        # parameters) but its bytes are not segmented.
+        self._sink.enabled = ts_output
         self._run: _Run | None = None
         self._audio: deque[av.Packet | av.AudioFrame] = deque()
         self._audio_lock = threading.Lock()

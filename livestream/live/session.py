@@ -187,6 +187,7 @@ class Session:
             on_data=self._encoded.append,
             on_cut=lambda: self._encoded.append(Outbox.CUT),
             on_packet=self.sinks.put,
+            ts_output=bool(self.request.publish_url),
         )
         return self
 
