@@ -201,6 +201,10 @@ def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParse
     tiny.add_argument("--task", required=True, help="task name, e.g. text-to-image")
     tiny.add_argument("--out", required=True, type=Path, help="folder to write the model to")
     tiny.set_defaults(handler=_models_tiny)
+
+    from .engines_cli import add_engines_parser
+
+    add_engines_parser(commands, _model_dir(env))
     return parser
 
 
