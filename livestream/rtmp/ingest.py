@@ -156,6 +156,7 @@ class RtmpIngest(Ingest):
         try:
             while (item := self._take()) is not None:
                 tag, ts, arrival = item
+                target.on_input()
                 if isinstance(tag, VideoTag):
                     video = self._video(target, video, tag, ts, arrival)
                 else:
