@@ -9,23 +9,14 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ROWS_PER_STREAM", "add_engines_parser", "default_engine_dir"]
+__all__ = ["ROWS_PER_STREAM", "add_engines_parser"]
 
 #: `pipelines.live.streamdiffusion_params.MAX_DENOISING_STEPS` (not imported: the CLI parser
 #: stays light).
 ROWS_PER_STREAM = 4
-
-
-def default_engine_dir(model_dir: Path | None, env: Mapping[str, str] | None = None) -> Path:
-    """`ENGINE_DIR`, else `<MODEL_DIR>/engines`, else `./engines`."""
-    env = os.environ if env is None else env
-    if env.get("ENGINE_DIR"):
-        return Path(env["ENGINE_DIR"])
-    return (model_dir / "engines") if model_dir is not None else Path("engines")
 
 
 def add_engines_parser(commands: Any, model_dir: Path | None) -> None:
@@ -65,6 +56,7 @@ def add_engines_parser(commands: Any, model_dir: Path | None) -> None:
         f"(default {ROWS_PER_STREAM}, the longest t_index_list)",
     )
     build.add_argument("--vae", choices=("taesd", "kl"), default="taesd", help="which VAE the engines use (default taesd)")
+    build.add_argument("--vae-id", help="tiny VAE folder or id (default: the model's taesd/, else madebyollin/taesd)")
     build.add_argument("--force", action="store_true", help="rebuild even when valid engines exist")
     build.set_defaults(handler=_build)
 
@@ -78,6 +70,8 @@ def add_engines_parser(commands: Any, model_dir: Path | None) -> None:
 
 
 def _engine_dir(args: argparse.Namespace) -> Path:
+    from pipelines.engines.cache import default_engine_dir
+
     return args.engine_dir or default_engine_dir(args.model_dir)
 
 
@@ -125,31 +119,22 @@ def _environment() -> Any:
 def _build(args: argparse.Namespace) -> int:
     from pipelines.engines.build import build_engines, spec_for_model
     from pipelines.engines.cache import EngineCache, parse_sizes
-    from pipelines.engines.onnx_export import load_components
     from pipelines.live.tensorrt_backend import tensorrt_available
-    from pipelines.loading import resolve_model_source
 
     missing = tensorrt_available()
     if missing:
         print(f"livestream engines build: {missing}. Build engines in the Docker image (docs/tensorrt.md).")
         return 1
-    source = resolve_model_source(args.model_id, args.model_dir)
-    path = source.path
-    if path is None:
-        from huggingface_hub import snapshot_download
-
-        path = Path(snapshot_download(args.model_id, cache_dir=args.model_dir, local_files_only=source.local_files_only))
-    parts = load_components(args.model_id, args.model_dir, tiny_vae=args.vae == "taesd")
     spec = spec_for_model(
         args.model_id,
-        path,
+        model_dir=args.model_dir,
         vae=args.vae,
+        vae_id=args.vae_id,
         sizes=parse_sizes(args.sizes),
         max_streams=args.max_streams,
         rows_per_stream=args.rows_per_stream,
-        text_len=parts.text_len,
     )
-    build_engines(spec, EngineCache(_engine_dir(args)), model_dir=args.model_dir, force=args.force)
+    build_engines(spec, EngineCache(_engine_dir(args)), model_dir=args.model_dir, vae_id=args.vae_id, force=args.force)
     return 0
 
 

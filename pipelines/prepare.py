@@ -70,9 +70,18 @@ class PreparedArtifact:
 
 #: Engine builders by live pipeline name (or batch task): `builder(model_id, model_dir)`, run
 #: after the weights are in place; they write engines under `model_dir` and must be idempotent.
-#: TensorRT engines for streamdiffusion register here once that backend lands; until then the
-#: PyTorch backend needs no engines and `prepare` says so.
+#: streamdiffusion's TensorRT engines (`pipelines.engines.build.prepare_engines`: built where
+#: TensorRT and a GPU are present, else it says why not).
 ENGINE_BUILDERS: dict[str, Callable[[str, Path | None], None]] = {}
+
+
+def _streamdiffusion_engines(name: str, model_dir: Path | None) -> None:
+    from .engines.build import prepare_engines
+
+    prepare_engines(name, model_dir)
+
+
+ENGINE_BUILDERS["streamdiffusion"] = _streamdiffusion_engines
 
 
 def plan(pipeline: str, model_id: str) -> list[Artifact]:

@@ -14,15 +14,22 @@ docs/tensorrt.md), so tests/engines runs it only where `tensorrt` imports.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from .cache import ENGINE_NAMES, EngineCache, EngineSpec, Environment, StaleEngineError
 
-__all__ = ["build_engine", "build_engines", "ensure_engines", "estimate_build_seconds", "spec_for_model"]
+__all__ = [
+    "build_engine",
+    "build_engines",
+    "estimate_build_seconds",
+    "prepare_engines",
+    "spec_for_model",
+]
 
 log = logging.getLogger(__name__)
 
@@ -42,22 +49,25 @@ def estimate_build_seconds(onnx_bytes: dict[str, int], *, wide: bool, timing_cac
 
 def spec_for_model(
     model_id: str,
-    model_path: Path,
     *,
-    vae: str,
-    sizes: tuple[tuple[int, int], ...],
+    model_dir: Path | None = None,
+    vae: str = "taesd",
+    vae_id: str | None = None,
+    sizes: tuple[tuple[int, int], ...] = ((512, 512),),
     max_streams: int = 1,
-    rows_per_stream: int = 1,
+    rows_per_stream: int = 4,
     text_len: int = 77,
 ) -> EngineSpec:
-    """The spec of a build: UNet batch 1..max_streams*rows_per_stream, VAE batch 1..max_streams."""
+    """The spec of a build: UNet batch 1..max_streams*rows_per_stream (opt: one stream), VAE
+    batch 1..max_streams; the weights hash covers the UNet and the chosen VAE."""
     from .cache import weights_fingerprint
+    from .onnx_export import component_folders
 
-    subfolders = ("unet", "taesd" if vae == "taesd" else "vae")
+    unet_dir, vae_dir, kind = component_folders(model_id, model_dir, tiny_vae=vae == "taesd", vae_id=vae_id)
     return EngineSpec(
         model_id=model_id,
-        weights_hash=weights_fingerprint(model_path, subfolders),
-        vae=vae,
+        weights_hash=weights_fingerprint(unet_dir, vae_dir),
+        vae=kind,
         sizes=sizes,
         max_unet_batch=max_streams * rows_per_stream,
         opt_unet_batch=rows_per_stream,
@@ -155,6 +165,7 @@ def build_engines(
     *,
     env: Environment | None = None,
     model_dir: Path | None = None,
+    vae_id: str | None = None,
     force: bool = False,
     progress: bool = True,
     report: Callable[[str], None] = print,
@@ -182,8 +193,14 @@ def build_engines(
     started = time.monotonic()
     report(f"exporting ONNX for {spec.model_id} ({spec.vae} VAE) to {folder / 'onnx'}")
     results = export_model(
-        spec.model_id, folder / "onnx", model_dir=model_dir, tiny_vae=spec.vae == "taesd", check_batches=(1,),
-        check_sizes=(spec.opt_size,), report=report,
+        spec.model_id,
+        folder / "onnx",
+        model_dir=model_dir,
+        tiny_vae=spec.vae == "taesd",
+        vae_id=vae_id,
+        check_batches=(1,),
+        check_sizes=(spec.opt_size,),
+        report=report,
     )
     timing = cache.timing_cache(env)
     wide = len(set(spec.sizes)) > 1 or spec.max_unet_batch > spec.opt_unet_batch
@@ -198,14 +215,56 @@ def build_engines(
         )
         report(f"  {name}.engine: {seconds:.0f} s (estimated {estimate[name]:.0f} s)")
     cache.write_manifest(
-        folder, spec, env, build_seconds=time.monotonic() - started,
+        folder,
+        spec,
+        env,
+        build_seconds=time.monotonic() - started,
         extra={"onnx_max_abs_diff": {r.name: r.worst for r in results}},
     )
     report(f"engines for {spec.model_id} written to {folder}")
     return folder
 
 
-def ensure_engines(spec: EngineSpec, cache: EngineCache, **kwargs: Any) -> Path:
-    """`build_engines` without `force`: what `PREPARE_MODELS=1` runs."""
-    kwargs.pop("force", None)
-    return build_engines(spec, cache, **kwargs)
+def prepare_engines(
+    pipeline: str,
+    model_dir: Path | None,
+    *,
+    report: Callable[[str], None] = print,
+    environ: Mapping[str, str] | None = None,
+) -> Path | None:
+    """`PREPARE_MODELS=1` / `livestream prepare` for a streamdiffusion live pipeline: build its
+    engines where TensorRT and a GPU are present, else say why not and return None.
+
+    The model and VAE are the pipeline's defaults (`ENGINE_MODEL_ID` overrides the model);
+    `ENGINE_SIZES` (default 512x512), `ENGINE_MAX_STREAMS` (1) and `ENGINE_ROWS_PER_STREAM` (4)
+    set the ranges; `ENGINE_DIR` the cache (default `MODEL_DIR/engines`).
+    """
+    from ..live import default_live_registry
+    from ..live.tensorrt_backend import tensorrt_available
+    from .cache import EngineCacheError, default_engine_dir, parse_sizes
+
+    environ = os.environ if environ is None else environ
+    missing = tensorrt_available()
+    if missing:
+        report(f"{pipeline}: no TensorRT engines built: {missing}")
+        return None
+    try:
+        env = Environment.current()
+    except EngineCacheError as exc:
+        report(f"{pipeline}: no TensorRT engines built: {exc}")
+        return None
+    params = default_live_registry(model_dir).get(pipeline).params_model()
+    model_id = environ.get("ENGINE_MODEL_ID") or str(params.model_id)  # type: ignore[attr-defined]
+    use_tiny = bool(getattr(params, "use_tiny_vae", True))
+    vae_id = getattr(params, "vae_id", None)
+    spec = spec_for_model(
+        model_id,
+        model_dir=model_dir,
+        vae="taesd" if use_tiny else "kl",
+        vae_id=vae_id,
+        sizes=parse_sizes(environ.get("ENGINE_SIZES") or "512x512"),
+        max_streams=int(environ.get("ENGINE_MAX_STREAMS") or 1),
+        rows_per_stream=int(environ.get("ENGINE_ROWS_PER_STREAM") or 4),
+    )
+    cache = EngineCache(default_engine_dir(model_dir, environ))
+    return build_engines(spec, cache, env=env, model_dir=model_dir, vae_id=vae_id, report=report)

@@ -30,7 +30,7 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,7 @@ __all__ = [
     "EngineSpec",
     "Environment",
     "StaleEngineError",
+    "default_engine_dir",
     "describe",
     "parse_sizes",
     "weights_fingerprint",
@@ -199,28 +200,40 @@ def parse_sizes(text: str) -> tuple[tuple[int, int], ...]:
     return tuple(sizes)
 
 
-def weights_fingerprint(folder: Path, subfolders: Iterable[str] = ("unet", "vae", "taesd")) -> str:
-    """A SHA-256 over the weight files of `subfolders`: each file's relative path, size, and
-    its first and last MiB (the safetensors header names every tensor, shape and dtype).
+def weights_fingerprint(*folders: Path) -> str:
+    """A SHA-256 over the weight files in `folders` (e.g. the UNet's and the VAE's): each
+    file's folder name, relative path, size, and its first and last MiB (the safetensors
+    header names every tensor, shape and dtype).
 
     Reading a 3.4 GB UNet in full would take seconds to minutes at every start; this is
     milliseconds and changes whenever weights are replaced, fine-tuned, fused or converted.
     """
     digest = hashlib.sha256()
-    files = sorted(
-        p for sub in subfolders if (folder / sub).is_dir() for p in (folder / sub).rglob("*") if p.suffix in _WEIGHT_SUFFIXES
-    )
-    if not files:
-        raise EngineCacheError(f"no weight files under {folder} ({', '.join(subfolders)})")
-    for path in files:
-        size = path.stat().st_size
-        digest.update(f"{path.relative_to(folder).as_posix()}\0{size}\0".encode())
-        with path.open("rb") as f:
-            digest.update(f.read(_SAMPLE))
-            if size > _SAMPLE:
-                f.seek(max(_SAMPLE, size - _SAMPLE))
+    count = 0
+    for folder in folders:
+        files = sorted(p for p in Path(folder).rglob("*") if p.suffix in _WEIGHT_SUFFIXES and p.is_file())
+        if not files:
+            raise EngineCacheError(f"no weight files in {folder}")
+        for path in files:
+            size = path.stat().st_size
+            digest.update(f"{Path(folder).name}/{path.relative_to(folder).as_posix()}\0{size}\0".encode())
+            with path.open("rb") as f:
                 digest.update(f.read(_SAMPLE))
+                if size > _SAMPLE:
+                    f.seek(max(_SAMPLE, size - _SAMPLE))
+                    digest.update(f.read(_SAMPLE))
+            count += 1
+    if not count:
+        raise EngineCacheError("weights_fingerprint needs at least one folder")
     return digest.hexdigest()[:32]
+
+
+def default_engine_dir(model_dir: Path | None, env: Mapping[str, str] | None = None) -> Path:
+    """`ENGINE_DIR`, else `<MODEL_DIR>/engines`, else `./engines`."""
+    env = os.environ if env is None else env
+    if env.get("ENGINE_DIR"):
+        return Path(env["ENGINE_DIR"])
+    return (model_dir / "engines") if model_dir is not None else Path("engines")
 
 
 def _slug(model_id: str) -> str:

@@ -46,6 +46,7 @@ __all__ = [
     "ExportResult",
     "LoadedComponents",
     "check_parity",
+    "component_folders",
     "export_model",
     "export_onnx",
     "load_components",
@@ -88,40 +89,63 @@ class ExportResult:
         return max(self.max_abs_diff.values(), default=float("nan"))
 
 
-def load_components(model_id: str, model_dir: Path | None = None, *, tiny_vae: bool | None = None) -> LoadedComponents:
-    """Load the UNet and VAE of a StableDiffusion-layout model (local folder or cached id).
+def _folder(model_id: str, model_dir: Path | None, probe_file: str) -> Path:
+    """A model's local folder (a folder, or its snapshot in the Hugging Face cache)."""
+    from ..loading import resolve_model_source
+
+    source = resolve_model_source(model_id, model_dir, probe_file=probe_file)
+    if source.path is not None:
+        return source.path
+    from huggingface_hub import snapshot_download
+
+    cache = str(source.cache_dir) if source.cache_dir is not None else None
+    return Path(snapshot_download(model_id, cache_dir=cache, local_files_only=source.local_files_only))
+
+
+def component_folders(
+    model_id: str, model_dir: Path | None = None, *, tiny_vae: bool | None = None, vae_id: str | None = None
+) -> tuple[Path, Path, str]:
+    """(UNet folder, VAE folder, "taesd"|"kl") as the live pipeline picks them: with the tiny
+    VAE, `vae_id`, else the model folder's bundled `taesd/`, else `madebyollin/taesd`.
 
     Args:
-        tiny_vae: use the folder's bundled `taesd/` (True), its `vae/` (False), or `taesd/`
-            when there is one (None).
+        tiny_vae: TAESD (True), the model's own `vae/` (False), or TAESD only when the
+            folder bundles one (None).
     """
+    from ..tiny_streamdiffusion import TAESD_SUBFOLDER
+
+    root = _folder(model_id, model_dir, "model_index.json")
+    bundled = root / TAESD_SUBFOLDER
+    has_bundled = (bundled / "config.json").is_file()
+    if tiny_vae is None:
+        tiny_vae = has_bundled or vae_id is not None
+    if not tiny_vae:
+        return root / "unet", root / "vae", "kl"
+    if vae_id:
+        return root / "unet", _folder(vae_id, model_dir, "config.json"), "taesd"
+    if has_bundled:
+        return root / "unet", bundled, "taesd"
+    from ..live.streamdiffusion import DEFAULT_TINY_VAE
+
+    return root / "unet", _folder(DEFAULT_TINY_VAE, model_dir, "config.json"), "taesd"
+
+
+def load_components(
+    model_id: str, model_dir: Path | None = None, *, tiny_vae: bool | None = None, vae_id: str | None = None
+) -> LoadedComponents:
+    """Load the UNet and VAE of a StableDiffusion-layout model, on the CPU in float32 (see
+    `component_folders` for which VAE)."""
     import torch
     from diffusers import AutoencoderKL, AutoencoderTiny, UNet2DConditionModel
 
-    from ..loading import resolve_model_source
-    from ..tiny_streamdiffusion import TAESD_SUBFOLDER
-
-    source = resolve_model_source(model_id, model_dir)
-    name = source.pretrained_name
-    kwargs: dict[str, Any] = source.from_pretrained_kwargs() if hasattr(source, "from_pretrained_kwargs") else {}
-    unet = UNet2DConditionModel.from_pretrained(name, subfolder="unet", dtype=torch.float32, **kwargs)
-    bundled = source.path is not None and (source.path / TAESD_SUBFOLDER / "config.json").is_file()
-    if tiny_vae is None:
-        tiny_vae = bundled
-    if tiny_vae:
-        if not bundled:
-            raise ValueError(f"{model_id} has no bundled {TAESD_SUBFOLDER}/ folder; pass tiny_vae=False")
-        vae: Any = AutoencoderTiny.from_pretrained(name, subfolder=TAESD_SUBFOLDER, dtype=torch.float32, **kwargs)
-    else:
-        vae = AutoencoderKL.from_pretrained(name, subfolder="vae", dtype=torch.float32, **kwargs)
+    unet_dir, vae_dir, kind = component_folders(model_id, model_dir, tiny_vae=tiny_vae, vae_id=vae_id)
+    unet = UNet2DConditionModel.from_pretrained(str(unet_dir), dtype=torch.float32)
+    vae_class: Any = AutoencoderTiny if kind == "taesd" else AutoencoderKL
+    vae = vae_class.from_pretrained(str(vae_dir), dtype=torch.float32)
     for module in (unet, vae):
         module.eval().requires_grad_(False)
     return LoadedComponents(
-        unet=unet,
-        vae=vae,
-        vae_kind="taesd" if tiny_vae else "kl",
-        path=source.path,
-        text_dim=int(unet.config.cross_attention_dim),
+        unet=unet, vae=vae, vae_kind=kind, path=unet_dir.parent, text_dim=int(unet.config.cross_attention_dim)
     )
 
 
@@ -275,6 +299,7 @@ def export_model(
     *,
     model_dir: Path | None = None,
     tiny_vae: bool | None = None,
+    vae_id: str | None = None,
     check_batches: Sequence[int] = (1, 3),
     check_sizes: Sequence[tuple[int, int]] = ((64, 64), (96, 72)),
     external_data: bool | None = None,
@@ -288,7 +313,7 @@ def export_model(
             empty to skip the check.
         external_data: force (True) or forbid (False) external weights; default by size.
     """
-    parts = parts or load_components(model_id, model_dir, tiny_vae=tiny_vae)
+    parts = parts or load_components(model_id, model_dir, tiny_vae=tiny_vae, vae_id=vae_id)
     wrappers = _wrappers(parts)
     factor = _unet_factor(parts.unet)
     # A latent side not divisible by the UNet's factor (see the module docstring); 2 rows.

@@ -16,7 +16,8 @@ slot between ticks:
   spacing (sd-turbo's scheduler config).
 - **Backend.** `acceleration`: `none` runs eager PyTorch, `compile` runs `torch.compile`
   (`pipelines.live.stream_backends`), compiled ahead at warm-up for the pool's `compile_streams` (1..4)
-  streams at the frame size. The backend is logged and in `status()`; a backend that fails
+  streams at the frame size; `tensorrt` runs prebuilt engines (`pipelines.live.tensorrt_backend`,
+  docs/tensorrt.md). The backend is logged and in `status()`; a backend that fails
   fails the load (no silent fallback).
 - **Live updates** (next frame, no reload): prompt and negative prompt (embeddings cached per
   text on the worker; the change blends over `prompt_transition_frames`), guidance, delta,
@@ -189,9 +190,14 @@ def load_models(params: StreamDiffusionParams, *, model_dir: Path | None, device
         dtype,
     )
     backend_name = _backend_name(params)
-    if params.acceleration not in ("none", "compile"):
+    if params.acceleration not in ("none", "compile", "tensorrt"):
         log.warning("acceleration=%r is not built in; running the %s backend (status says so)", params.acceleration, backend_name)
-    backend = make_backend(backend_name, pipe.unet, pipe.vae, device)
+    if params.acceleration == "tensorrt":  # engines from `livestream engines build`; no fallback
+        from .tensorrt_backend import backend_for_params
+
+        backend: DenoiseBackend = backend_for_params(params, model_dir=model_dir, dtype=dtype, loras=loras)
+    else:
+        backend = make_backend(backend_name, pipe.unet, pipe.vae, device)
     with torch.inference_mode():
         probe = TorchBackend(pipe.unet, pipe.vae).encode(torch.zeros(1, 3, 64, 64, device=device, dtype=dtype))
     return _Models(

@@ -84,8 +84,9 @@ class StreamDiffusionParams(LiveParams):
     )
     acceleration: Literal["none", "compile", "xformers", "tensorrt"] = Field(
         default="none",
-        description="Backend: none (eager PyTorch), compile (torch.compile: Inductor, CUDA graphs on CUDA); "
-        "xformers/tensorrt are not built in and run eager PyTorch (logged, and status says so).",
+        description="Backend: none (eager PyTorch), compile (torch.compile: Inductor, CUDA graphs on CUDA), "
+        "tensorrt (engines from `livestream engines build`, docs/tensorrt.md; the load fails when none fit); "
+        "xformers is not built in and runs eager PyTorch (logged, and status says so).",
     )
     use_denoising_batch: bool = Field(
         default=True, description="Stream batch: all steps of different frames in one UNet call (else sequential)."

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
     from ..engines.cache import CacheEntry
 
-__all__ = ["TensorRTBackend", "TensorRTEngine", "tensorrt_available"]
+__all__ = ["TensorRTBackend", "TensorRTEngine", "backend_for_params", "tensorrt_available"]
 
 log = logging.getLogger(__name__)
 
@@ -156,20 +156,23 @@ class TensorRTBackend:
         cls,
         engine_dir: Path,
         model_id: str,
-        model_path: Path | None,
         *,
+        model_dir: Path | None,
         vae: str,
+        vae_id: str | None = None,
         width: int,
         height: int,
         unet_batch: int,
         dtype: torch.dtype | None = None,
     ) -> TensorRTBackend:
-        """The engines built for this model, weights, size and batch on this TensorRT/GPU.
+        """The engines built for this model, weights, VAE, size and batch on this TensorRT/GPU.
 
         Raises:
-            ModelLoadError: TensorRT missing, or no usable engine (message says what to run).
+            ModelLoadError: TensorRT or the GPU missing, or no usable engine (the message says
+                what differs and what to run).
         """
         from ..engines.cache import EngineCache, EngineCacheError, Environment, weights_fingerprint
+        from ..engines.onnx_export import component_folders
         from ..errors import ModelLoadError
 
         missing = tensorrt_available()
@@ -177,9 +180,15 @@ class TensorRTBackend:
             raise ModelLoadError(f"acceleration=tensorrt: {missing}")
         try:
             env = Environment.current()
-            weights = weights_fingerprint(model_path, ("unet", "taesd" if vae == "taesd" else "vae")) if model_path else None
+            unet_dir, vae_dir, kind = component_folders(model_id, model_dir, tiny_vae=vae == "taesd", vae_id=vae_id)
             entry: CacheEntry = EngineCache(engine_dir).find(
-                model_id, env, width=width, height=height, unet_batch=unet_batch, weights_hash=weights, vae=vae
+                model_id,
+                env,
+                width=width,
+                height=height,
+                unet_batch=unet_batch,
+                weights_hash=weights_fingerprint(unet_dir, vae_dir),
+                vae=kind,
             )
         except EngineCacheError as exc:
             raise ModelLoadError(f"acceleration=tensorrt: {exc}") from exc
@@ -195,3 +204,35 @@ class TensorRTBackend:
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         return self._decoder({"latent": latents})["images"].to(self.dtype, copy=True)
+
+
+def backend_for_params(params: Any, *, model_dir: Path | None, dtype: torch.dtype, loras: list[str]) -> TensorRTBackend:
+    """`acceleration=tensorrt` for a `StreamDiffusionParams` (what `load_models` calls).
+
+    Engines are built from the model's own weights, so fused LoRAs (or an LCM-LoRA) would be
+    silently missing from them: refused instead.
+    """
+    from ..engines.cache import default_engine_dir
+    from ..errors import ModelLoadError
+
+    if loras:
+        raise ModelLoadError(
+            f"acceleration=tensorrt runs engines built from the base weights; LoRAs {loras} cannot be fused into them "
+            "yet: use acceleration none/compile, or a model with the LoRA merged into its weights"
+        )
+    rows = len(params.t_index_list)
+    if params.guidance_scale > 1 and params.cfg_type == "full":
+        rows *= 2
+    elif params.guidance_scale > 1 and params.cfg_type == "initialize":
+        rows += 1
+    return TensorRTBackend.from_cache(
+        default_engine_dir(model_dir),
+        params.model_id,
+        model_dir=model_dir,
+        vae="taesd" if params.use_tiny_vae else "kl",
+        vae_id=params.vae_id,
+        width=params.width or 512,
+        height=params.height or 512,
+        unet_batch=rows,
+        dtype=dtype,
+    )
