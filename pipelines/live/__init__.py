@@ -13,6 +13,7 @@ from pathlib import Path
 from ..base import LiveParams, LivePipeline
 from ..errors import InvalidRequestError
 from .color_filter import ColorFilterParams
+from .diffusion_worker import WorkerPool
 from .noop import NoopParams
 from .streamdiffusion_params import VARIANTS as _STREAMDIFFUSION_VARIANTS
 
@@ -66,18 +67,20 @@ def _color_filter() -> LivePipeline:
     return ColorFilterPipeline()
 
 
-def _streamdiffusion(model_dir: Path | None) -> Callable[[], LivePipeline]:
+def _streamdiffusion(model_dir: Path | None, pool: WorkerPool) -> Callable[[], LivePipeline]:
     def make() -> LivePipeline:
         from .streamdiffusion import StreamDiffusionPipeline
 
-        return StreamDiffusionPipeline(model_dir=model_dir)
+        return StreamDiffusionPipeline(model_dir=model_dir, pool=pool)
 
     return make
 
 
 def default_live_registry(model_dir: Path | None = None) -> LivePipelineRegistry:
     """The built-in pipelines: `noop`, `color-filter` and `streamdiffusion` (with ai-runner's
-    variant names); `model_dir` is where model-backed pipelines look for models (MODEL_DIR)."""
+    variant names); `model_dir` is where model-backed pipelines look for models (MODEL_DIR).
+    The streamdiffusion sessions share one `WorkerPool`: one GPU worker per loaded model."""
+    pool = WorkerPool()
     registry = LivePipelineRegistry(
         [
             LivePipelineSpec("noop", NoopParams, _noop, "Pass-through: output frames are the input frames."),
@@ -94,7 +97,7 @@ def default_live_registry(model_dir: Path | None = None) -> LivePipelineRegistry
             LivePipelineSpec(
                 name,
                 params_model,
-                _streamdiffusion(model_dir),
+                _streamdiffusion(model_dir, pool),
                 "Real-time img2img (StreamDiffusion's method): every frame restyled by a prompt.",
             )
         )

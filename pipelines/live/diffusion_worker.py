@@ -464,13 +464,13 @@ class DiffusionWorker:
             for item, snap in zip(group, saved, strict=True):
                 _restore(item.job.state, snap)
             failed = self._retry_alone(group, exc) if len(group) > 1 else [(group[0], exc)]
+            if len(failed) == len(group):
+                self._reload(exc)  # before failing the frames: their sessions see the new model
             for item, error in failed:
                 self.frames_failed += 1
                 err = StepFailedError(f"diffusion step failed: {error!r}")
                 err.__cause__ = error
                 item.future.set_exception(err)
-            if len(failed) == len(group):
-                self._reload(exc)
             return
         self.last_batch = len(group)
         self.batch_sizes[len(group)] += 1

@@ -8,12 +8,15 @@
   graph is captured as a CUDA graph (outputs are cloned before the next replay overwrites
   them); on the CPU Inductor generates C++ (needs a C compiler). `prepare()` compiles ahead
   for the batch sizes in use and logs each one's progress and time. A compile that fails
-  raises `BackendError`: there is no silent fallback to eager.
+  raises `BackendError`: there is no silent fallback to eager. `LIVESTREAM_TORCH_COMPILER`
+  names another dynamo backend than `inductor` (e.g. `aot_eager` to debug, or in tests:
+  Inductor takes minutes per graph on a small CPU).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
@@ -52,11 +55,15 @@ class CompiledBackend(TorchBackend):
         self.device = device
         self.cuda_graphs = device.type == "cuda"
         dynamo_config.recompile_limit = max(int(dynamo_config.recompile_limit), _RECOMPILE_LIMIT)
+        self.compiler = os.environ.get("LIVESTREAM_TORCH_COMPILER") or "inductor"
+        if self.compiler != "inductor":
+            self.cuda_graphs = False
         mode = "reduce-overhead" if self.cuda_graphs else None
         eager = TorchBackend(unet, vae)
-        self._unet_c = torch.compile(eager.unet, dynamic=False, mode=mode)
-        self._encode_c = torch.compile(eager.encode, dynamic=False, mode=mode)
-        self._decode_c = torch.compile(eager.decode, dynamic=False, mode=mode)
+        self._unet_c = torch.compile(eager.unet, dynamic=False, mode=mode, backend=self.compiler)
+        self._encode_c = torch.compile(eager.encode, dynamic=False, mode=mode, backend=self.compiler)
+        self._decode_c = torch.compile(eager.decode, dynamic=False, mode=mode, backend=self.compiler)
+        log.info("compile backend: torch.compile(backend=%r, mode=%r, dynamic=False) on %s", self.compiler, mode, device)
         self.compiled: set[tuple[str, tuple[int, ...]]] = set()
         self.compile_s = 0.0
         self._ahead = False
