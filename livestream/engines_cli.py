@@ -8,7 +8,6 @@ when they are there.
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 from typing import Any
 
@@ -80,12 +79,9 @@ def _ints(text: str) -> tuple[int, ...]:
 
 
 def _export(args: argparse.Namespace) -> int:
-    import torch
-
     from pipelines.engines.cache import parse_sizes
     from pipelines.engines.onnx_export import export_model
 
-    torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
     tiny = {"auto": None, "taesd": True, "kl": False}[args.vae]
     print(f"exporting {args.model_id} to {args.out} (onnxruntime parity check on the CPU)")
     results = export_model(
