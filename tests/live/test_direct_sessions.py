@@ -125,3 +125,19 @@ async def test_configure_before_and_while_publishing() -> None:
         with pytest.raises(InvalidRequestError):
             await manager.configure("cam", {"rtmp_output": "http://x"})
         await manager.stop("cam")
+
+
+async def test_rtmp_output_is_attached_changed_and_removed_while_live() -> None:
+    settings = Settings(live_pipeline="noop", rtmp_output="rtmp://127.0.0.1:9/app/{stream}")
+    async with SessionManager(settings, config=TEST_CONFIG) as manager:
+        session = await manager.start_direct("cam", FakeIngest(300, pace=0.01))
+        pushes = [s for s in session.sinks.sinks if s.name == "rtmp-push"]
+        assert [p.url for p in pushes] == ["rtmp://127.0.0.1:9/app/cam"]  # type: ignore[attr-defined]
+        result = await manager.configure("cam", {"rtmp_output": "rtmp://127.0.0.1:9/other/key"})
+        assert result["rtmp_output"] == "rtmp://127.0.0.1:9/other/key"
+        assert [s.url for s in session.sinks.sinks] == ["rtmp://127.0.0.1:9/other/key"]  # type: ignore[attr-defined]
+        await manager.configure("cam", {"rtmp_output": ""})
+        assert session.sinks.sinks == ()
+        await manager.configure("cam", {"rtmp_output": None})  # back to the template
+        assert [s.url for s in session.sinks.sinks] == ["rtmp://127.0.0.1:9/app/cam"]  # type: ignore[attr-defined]
+        await manager.stop("cam")
