@@ -139,3 +139,16 @@ def test_acceleration_tensorrt_fails_the_load_instead_of_falling_back(tiny_model
         pytest.skip("TensorRT is installed here")
     with pytest.raises(ModelLoadError, match="acceleration=tensorrt: TensorRT is not installed"):
         backend_for_params(params, model_dir=None, dtype=None, loras=[])  # type: ignore[arg-type]
+
+
+def test_loading_the_live_pipeline_with_tensorrt_and_no_engines_fails(tiny_model: Path) -> None:
+    import torch
+
+    from pipelines.errors import ModelLoadError
+    from pipelines.live.streamdiffusion import load_models
+    from pipelines.live.streamdiffusion_params import StreamDiffusionParams
+
+    params = StreamDiffusionParams(model_id=str(tiny_model), acceleration="tensorrt")
+    # Here: TensorRT is missing. In the image: no engines in ENGINE_DIR. Never eager instead.
+    with pytest.raises(ModelLoadError, match="acceleration=tensorrt: (TensorRT is not installed|no TensorRT engines)"):
+        load_models(params, model_dir=None, device=torch.device("cpu"))
