@@ -1,36 +1,36 @@
 """Real-time diffusion: fps and per-frame latency of the `streamdiffusion` live pipeline.
 
-Rows, all in one run on the same model, size and frames:
-
-- `streamdiffusion` — the live pipeline (`pipelines.live.streamdiffusion`): stream batch over
-  `t_index_list` (one UNet call per frame), residual CFG `self`, TAESD, cached embeddings;
-- `streamdiffusion-sequential` — the same with `use_denoising_batch=False` (n UNet calls per
-  frame, the paper's "sequential denoising" reference for Stream Batch);
-- `streamdiffusion-cfg-full` — the stream batch with full CFG (2n UNet rows; the RCFG baseline);
-- `diffusers-img2img` — the naive baseline: diffusers' `StableDiffusionImg2ImgPipeline` called
-  once per frame (PIL in and out, the prompt encoded every call, LCMScheduler, the same number
-  of denoising steps and the same TAESD).
-
-With `--streams 1,4` each N > 1 runs N streams through `pipelines.live.stream_batch.step`
-together (one VAE encode, one UNet call and one VAE decode per tick for all N): aggregate and
-per-stream fps. Rows run frame by frame in turn (row A frame 1, row B frame 1, ...), so a shared machine's
-load hits them alike. Latency is the wall time of one frame's (or one tick's) computation and
-fps is frames over the summed latencies; the stream batch's output also lags its input by
-`len(t_index_list) - 1` frames (`lag_frames`).
+One row per (backend, stream count), all in one run on the same model, size and frames:
+N sessions (`StreamDiffusionPipeline`s, each its own prompt and seed) share one GPU worker
+(`pipelines.live.diffusion_worker`) and each is driven by its own thread calling `process`
+frame after frame, as the live engine's session threads do; the worker batches their newest
+frames into one VAE encode, one UNet call and one VAE decode per tick. Backends: `eager`
+(PyTorch) and `compile` (`torch.compile`, Inductor; compiled ahead for the row's stream
+count, outside the timing: `compile_s` in the table). Each row has a worker of its own. Latency is one frame's `process` call
+(submit to output, waiting for the tick included); aggregate fps is all streams' frames over
+the wall time, per-stream fps that over N. The stream batch's output also lags its input by
+`len(t_index_list) - 1` frames. Rows run in rounds, in turn, so a shared machine's load hits
+them alike.
 
     .venv/bin/python -m benchmarks realtime_diffusion
-    .venv/bin/python benchmarks/realtime_diffusion.py --json --size 128 --frames 40 --streams 1,4
+    .venv/bin/python benchmarks/realtime_diffusion.py --streams 1,4 --json
+
+`--json` prints one object: `{"device", "model", "results": [{"streams", "backend",
+"aggregate_fps", "per_stream_fps", "latency_ms_p50", "latency_ms_p99"}, ...]}`.
+`--baselines` adds part 1's single-stream reference rows (sequential steps, full CFG,
+diffusers' img2img per frame; eager).
 
 `--model tiny` (default) writes the tiny sd-turbo-family model to a temporary folder;
 `--model sd-turbo-arch` writes sd-turbo's real architecture with random weights (float16,
 about 2.6 GB; for a GPU: `--device cuda --size 512`); a path or Hugging Face id loads that
-model. Parts 2 and 3 add backends (`--backend`).
+model.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import os
 import platform
@@ -72,12 +72,33 @@ def _summary(latencies: Sequence[float], wall: float, frames: int, streams: int)
 
 
 class _Row:
-    """One benchmark row: `tick(i)` processes frame i (of every stream); `meta` goes in the result."""
+    """One benchmark row; `run(indices)` processes those frames (on every stream) and returns
+    the per-frame latencies and the wall time; `meta` goes in the table."""
 
-    def __init__(self, meta: dict[str, Any], tick: Callable[[int], None], streams: int = 1) -> None:
+    def __init__(
+        self,
+        meta: dict[str, Any],
+        tick: Callable[[int], None] | None = None,
+        streams: int = 1,
+        run: Callable[[Sequence[int]], tuple[list[float], float]] | None = None,
+        close: Callable[[], None] | None = None,
+    ) -> None:
         self.meta = meta
-        self.tick = tick
         self.streams = streams
+        self._tick = tick
+        self._run = run
+        self.close = close or (lambda: None)
+
+    def run(self, indices: Sequence[int]) -> tuple[list[float], float]:
+        if self._run is not None:
+            return self._run(indices)
+        assert self._tick is not None
+        latencies = []
+        for i in indices:
+            t0 = time.perf_counter()
+            self._tick(i)
+            latencies.append(time.perf_counter() - t0)
+        return latencies, sum(latencies)
 
 
 def _unet_rows(params: Any) -> int:
@@ -125,52 +146,76 @@ def _pipeline_row(args: argparse.Namespace, model: str, frames: Any, label: str,
     return _Row(meta, tick)
 
 
-def _batched_streams_row(args: argparse.Namespace, model: str, frames: Any, streams: int) -> _Row:
-    """N streams, each its own state (seed, prompt, buffers), one encode/UNet/decode per tick."""
-    import torch
+def _worker_row(args: argparse.Namespace, model: str, frames: Any, streams: int, backend: str) -> _Row:
+    """N sessions on one worker (a pool of the row's own, compiled ahead for N streams), each
+    driven by a thread of its own."""
+    import threading
 
-    from pipelines.live.stream_batch import Schedule, StreamState, make_noise, step
+    from pipelines.live.diffusion_worker import WorkerPool
     from pipelines.live.streamdiffusion import StreamDiffusionPipeline
     from pipelines.live.streamdiffusion_params import StreamDiffusionParams
 
-    pipe = StreamDiffusionPipeline(device=args.device)
-    pipe.load(StreamDiffusionParams(model_id=model, prompt=PROMPT, t_index_list=args.t_index_list, width=args.size, height=args.size))
-    m = pipe._models
-    assert m is not None
-    backend = m.backend
-    with torch.inference_mode():
-        probe = backend.encode(torch.zeros(1, 3, args.size, args.size, device=m.device, dtype=m.dtype))
-        shape = tuple(probe.shape[1:])
-        schedule = Schedule.build(m.scheduler_config, args.t_index_list, 50, device=m.device, dtype=m.dtype)
-        states = [
-            StreamState(
-                schedule=schedule,
-                noise=make_noise((schedule.steps, *shape), [(s, 1.0)]).to(m.device, m.dtype),
-                cond=pipe._embed(f"{PROMPT} {s}"),
-                uncond=pipe._embed(""),
-                cfg_type=args.cfg_type,
-                guidance_scale=args.guidance_scale,
-            )
-            for s in range(streams)
-        ]
-
-    def tick(i: int) -> None:
-        with torch.inference_mode():
-            x = frames[i : i + 1].to(m.device).permute(0, 3, 1, 2).to(m.dtype) / 127.5 - 1.0
-            latents = backend.encode(x.expand(streams, -1, -1, -1))
-            outs = step(backend, [(s, latents[k : k + 1]) for k, s in enumerate(states)])
-            images = backend.decode(torch.cat(outs))
-            ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
-
+    pool = WorkerPool(compile_streams=(streams,))
+    pipes = []
+    started = time.perf_counter()
+    for k in range(streams):
+        pipe = StreamDiffusionPipeline(device=args.device, pool=pool)
+        params = StreamDiffusionParams(
+            model_id=model,
+            prompt=f"{PROMPT} {k}",
+            seed=k,
+            t_index_list=args.t_index_list,
+            cfg_type=args.cfg_type,
+            guidance_scale=args.guidance_scale,
+            width=args.size,
+            height=args.size,
+            acceleration="compile" if backend == "compile" else "none",
+        )
+        pipe.load(params)
+        pipes.append(pipe)
+    status = pipes[0].status()
+    assert status["backend"] == backend, status  # never a silent fallback
+    m = pipes[0]._models
     meta = {
         "streams": streams,
-        "backend": getattr(backend, "name", "eager"),
-        "mode": "streamdiffusion-batched-streams",
-        "unet_rows": sum(s.unet_rows() for s in states),
+        "backend": backend,
+        "mode": "streamdiffusion",
+        "unet_rows": streams * _unet_rows(params),
         "unet_calls_per_frame": 1,
         "lag_frames": len(args.t_index_list) - 1,
+        "load_s": round(time.perf_counter() - started, 1),
+        "compile_s": round(getattr(m.backend, "compile_s", 0.0), 1) if m else 0.0,
     }
-    return _Row(meta, tick, streams)
+
+    def run(indices: Sequence[int]) -> tuple[list[float], float]:
+        latencies: list[list[float]] = [[] for _ in pipes]
+        errors: list[BaseException] = []
+
+        def drive(k: int) -> None:
+            try:
+                for i in indices:
+                    t0 = time.perf_counter()
+                    pipes[k].process(frames[i : i + 1])
+                    latencies[k].append(time.perf_counter() - t0)
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=drive, args=(k,)) for k in range(streams)]
+        t0 = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        wall = time.perf_counter() - t0
+        if errors:
+            raise errors[0]
+        return [x for lat in latencies for x in lat], wall
+
+    def close() -> None:
+        for pipe in pipes:
+            pipe.close()
+
+    return _Row(meta, streams=streams, run=run, close=close)
 
 
 def _img2img_row(args: argparse.Namespace, model: str, frames: Any) -> _Row:
@@ -179,13 +224,13 @@ def _img2img_row(args: argparse.Namespace, model: str, frames: Any) -> _Row:
     from diffusers import AutoencoderTiny, LCMScheduler, StableDiffusionImg2ImgPipeline
     from PIL import Image
 
-    from pipelines.live.streamdiffusion import DEFAULT_TINY_VAE, StreamDiffusionPipeline
+    from pipelines.live.streamdiffusion import DEFAULT_TINY_VAE, _bundled_tiny_vae
     from pipelines.loading import pick_device, resolve_model_source, torch_dtype_for
 
     device = pick_device(args.device)
     dtype = torch_dtype_for(device)
     source = resolve_model_source(model, None)
-    tiny = StreamDiffusionPipeline._bundled_tiny_vae(source.path) or DEFAULT_TINY_VAE
+    tiny = _bundled_tiny_vae(source.path) or DEFAULT_TINY_VAE
     vae = AutoencoderTiny.from_pretrained(tiny, dtype=dtype)
     pipe = StableDiffusionImg2ImgPipeline.from_pretrained(
         source.pretrained_name, vae=vae, safety_checker=None, feature_extractor=None, requires_safety_checker=False, dtype=dtype
@@ -217,6 +262,9 @@ def _img2img_row(args: argparse.Namespace, model: str, frames: Any) -> _Row:
     return _Row(meta, tick)
 
 
+_JSON_KEYS = ("streams", "backend", "aggregate_fps", "per_stream_fps", "latency_ms_p50", "latency_ms_p99")
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="realtime_diffusion", description=__doc__.split("\n\n")[0])
     p.add_argument(
@@ -226,14 +274,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA when available)")
     p.add_argument("--size", type=int, default=64, help="frame width and height (multiple of 8)")
-    p.add_argument("--frames", type=int, default=40, help="timed frames per row")
+    p.add_argument("--frames", type=int, default=40, help="timed frames per stream and row")
+    p.add_argument("--rounds", type=int, default=4, help="rows take turns this many times (frames split between them)")
     p.add_argument("--warmup", type=int, default=3, help="untimed frames first, per row")
     p.add_argument("--t-index-list", default="20,35", help="comma-separated indices into the 50-step LCM grid")
     p.add_argument("--cfg-type", default="self", choices=["none", "full", "self", "initialize"])
     p.add_argument("--guidance-scale", type=float, default=1.2)
-    p.add_argument("--streams", default="1", help="comma-separated stream counts, e.g. 1,4")
-    p.add_argument("--backend", default="eager", choices=["eager"], help="UNet/VAE backend (parts 2/3 add more)")
-    p.add_argument("--no-baseline", action="store_true", help="skip the diffusers img2img and variant rows")
+    p.add_argument("--streams", default="1,4", help="comma-separated stream counts, e.g. 1,4")
+    p.add_argument("--backend", default="eager,compile", help="comma-separated backends: eager, compile")
+    p.add_argument("--baselines", action="store_true", help="add part 1's single-stream reference rows (eager)")
+    p.add_argument("--no-baseline", action="store_true", help=argparse.SUPPRESS)  # part 1's flag: now the default
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (0: torch's default)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     return p
@@ -242,10 +292,16 @@ def _parser() -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
+    from pipelines.live.stream_backends import BACKENDS
+
     if args.threads:
         torch.set_num_threads(args.threads)
     args.t_index_list = [int(v) for v in str(args.t_index_list).split(",")]
     streams = [int(v) for v in str(args.streams).split(",")]
+    backends = [v.strip() for v in str(args.backend).split(",")]
+    unknown = [b for b in backends if b not in BACKENDS]
+    if unknown:
+        raise SystemExit(f"unknown backend(s) {unknown}; available: {', '.join(BACKENDS)}")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     with tempfile.TemporaryDirectory(prefix="rtd-") as tmp:
         model = args.model
@@ -260,27 +316,35 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             model = str(Path(tmp) / "sd-turbo-arch")
             write_random_sd_turbo(Path(model))
         frames = _frames(args.frames + args.warmup, args.size)
-        rows = [
-            _pipeline_row(args, model, frames, "streamdiffusion") if n == 1 else _batched_streams_row(args, model, frames, n)
-            for n in streams
-        ]
-        if not args.no_baseline:
+        rows = []
+        for backend in backends:
+            for n in streams:
+                rows.append(_worker_row(args, model, frames, n, backend))
+        if args.baselines:
             rows.append(_pipeline_row(args, model, frames, "streamdiffusion-sequential", use_denoising_batch=False))
             if args.cfg_type != "full":
                 rows.append(_pipeline_row(args, model, frames, "streamdiffusion-cfg-full", cfg_type="full"))
             rows.append(_img2img_row(args, model, frames))
-        # Frame by frame, every row in turn: a shared machine's load hits all rows alike.
-        for row in rows:
-            for i in range(args.warmup):
-                row.tick(i)
-        latencies: list[list[float]] = [[] for _ in rows]
-        for i in range(args.warmup, args.warmup + args.frames):
-            for k, row in enumerate(rows):
-                t0 = time.perf_counter()
-                row.tick(i)
-                latencies[k].append(time.perf_counter() - t0)
+        try:
+            for row in rows:
+                row.run(range(args.warmup))
+            # Rows take turns, a slice of the frames each: a shared machine's load hits all alike.
+            timed = list(range(args.warmup, args.warmup + args.frames))
+            rounds = max(1, min(args.rounds, args.frames))
+            latencies: list[list[float]] = [[] for _ in rows]
+            walls = [0.0 for _ in rows]
+            for r in range(rounds):
+                part = timed[r * len(timed) // rounds : (r + 1) * len(timed) // rounds]
+                for k, row in enumerate(rows):
+                    lat, wall = row.run(part)
+                    latencies[k] += lat
+                    walls[k] += wall
+        finally:
+            for row in rows:
+                row.close()
         results = [
-            {**row.meta, **_summary(lat, sum(lat), args.frames, row.streams)} for row, lat in zip(rows, latencies, strict=True)
+            {**row.meta, **_summary(lat, wall, args.frames, row.streams)}
+            for row, lat, wall in zip(rows, latencies, walls, strict=True)
         ]
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda"):
@@ -304,18 +368,27 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _json(report: dict[str, Any]) -> dict[str, Any]:
+    """The `--json` object: device, model and the six figures per row, nothing else."""
+    return {
+        "device": report["device"],
+        "model": report["model"],
+        "results": [{k: r[k] for k in _JSON_KEYS} for r in report["results"]],
+    }
+
+
 def _table(report: dict[str, Any]) -> str:
     lines = [
         f"device: {report['device']}; model: {report['model']}; {report['size']}; "
         f"t_index_list {report['t_index_list']}; cfg {report['cfg_type']} (guidance {report['guidance_scale']})",
         "",
-        "| mode | streams | UNet calls x rows per frame | aggregate fps | per-stream fps | latency p50 / p99 (ms) | lag (frames) |",
-        "|---|---|---|---|---|---|---|",
+        "| mode | backend | streams | UNet calls x rows per tick | aggregate fps | per-stream fps | latency p50 / p99 (ms) | lag (frames) | compile (s) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in report["results"]:
         lines.append(
-            f"| {r['mode']} | {r['streams']} | {r['unet_calls_per_frame']} x {r['unet_rows']} | {r['aggregate_fps']} | {r['per_stream_fps']} | "
-            f"{r['latency_ms_p50']} / {r['latency_ms_p99']} | {r['lag_frames']} |"
+            f"| {r['mode']} | {r['backend']} | {r['streams']} | {r['unet_calls_per_frame']} x {r['unet_rows']} | {r['aggregate_fps']} | "
+            f"{r['per_stream_fps']} | {r['latency_ms_p50']} / {r['latency_ms_p99']} | {r['lag_frames']} | {r.get('compile_s', '')} |"
         )
     return "\n".join(lines)
 
@@ -323,8 +396,12 @@ def _table(report: dict[str, Any]) -> str:
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point; `python -m benchmarks realtime_diffusion` calls it without arguments."""
     args = _parser().parse_args(list(argv) if argv is not None else [])
+    if not logging.getLogger().handlers:
+        # The compile backend's progress (one line per graph) on stderr.
+        logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
+        logging.getLogger("pipelines.live.stream_backends").setLevel(logging.INFO)
     report = run(args)
-    print(json.dumps(report) if args.json else _table(report), flush=True)
+    print(json.dumps(_json(report)) if args.json else _table(report), flush=True)
 
 
 if __name__ == "__main__":
