@@ -132,6 +132,10 @@ def build_engine(
         raise RuntimeError(f"TensorRT could not parse {onnx_path}: {errors}")
     config = builder.create_builder_config()
     if fp16:
+        if not hasattr(trt.BuilderFlag, "FP16"):
+            # Weakly typed FP16 builds are deprecated in TensorRT 10 and may go in a later major;
+            # a strongly typed build needs an FP16 ONNX export, not written yet.
+            raise RuntimeError(f"TensorRT {trt.__version__} has no BuilderFlag.FP16; use TensorRT 10.x")
         config.set_flag(trt.BuilderFlag.FP16)
     if workspace_bytes:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_bytes)
@@ -154,9 +158,9 @@ def build_engine(
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise RuntimeError(f"TensorRT failed to build {engine_path.name} (see the TensorRT log above)")
-    engine_path.write_bytes(bytes(serialized))
+    engine_path.write_bytes(memoryview(serialized))
     if cache is not None and timing_cache is not None:
-        timing_cache.write_bytes(bytes(cache.serialize()))
+        timing_cache.write_bytes(memoryview(cache.serialize()))
     return time.monotonic() - started
 
 
