@@ -6,7 +6,8 @@ N sessions (`StreamDiffusionPipeline`s, each its own prompt and seed) share one 
 frame after frame, as the live engine's session threads do; the worker batches their newest
 frames into one VAE encode, one UNet call and one VAE decode per tick. Backends: `eager`
 (PyTorch) and `compile` (`torch.compile`, Inductor; compiled ahead for the row's stream
-count, outside the timing: `compile_s` in the table). Each row has a worker of its own. Latency is one frame's `process` call
+count and fewer, outside the timing: `compile_s` in the table). Each row has a worker of its
+own. Latency is one frame's `process` call
 (submit to output, waiting for the tick included); aggregate fps is all streams' frames over
 the wall time, per-stream fps that over N. The stream batch's output also lags its input by
 `len(t_index_list) - 1` frames. Rows run in rounds, in turn, so a shared machine's load hits
@@ -147,15 +148,15 @@ def _pipeline_row(args: argparse.Namespace, model: str, frames: Any, label: str,
 
 
 def _worker_row(args: argparse.Namespace, model: str, frames: Any, streams: int, backend: str) -> _Row:
-    """N sessions on one worker (a pool of the row's own, compiled ahead for N streams), each
-    driven by a thread of its own."""
+    """N sessions on one worker (a pool of the row's own, compiled ahead for 1..N streams:
+    ticks batch whichever sessions are ready), each driven by a thread of its own."""
     import threading
 
     from pipelines.live.diffusion_worker import WorkerPool
     from pipelines.live.streamdiffusion import StreamDiffusionPipeline
     from pipelines.live.streamdiffusion_params import StreamDiffusionParams
 
-    pool = WorkerPool(compile_streams=(streams,))
+    pool = WorkerPool(compile_streams=tuple(range(1, streams + 1)))
     pipes = []
     started = time.perf_counter()
     for k in range(streams):

@@ -40,7 +40,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -220,7 +220,9 @@ class DiffusionWorker:
         self.last_error: str | None = None
         self.last_batch = 0
         self.last_wait_ms = 0.0
-        self.batch_sizes: Counter[int] = Counter()
+        #: Ticks per batch size (streams in one UNet call); replaced whole, so readers on other
+        #: threads never see it change under them.
+        self.batch_sizes: dict[int, int] = {}
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -473,7 +475,7 @@ class DiffusionWorker:
                 item.future.set_exception(err)
             return
         self.last_batch = len(group)
-        self.batch_sizes[len(group)] += 1
+        self.batch_sizes = {**self.batch_sizes, len(group): self.batch_sizes.get(len(group), 0) + 1}
         for item, out in zip(group, outputs, strict=True):
             self.frames += 1
             item.future.set_result(item.slot.end(item.job, out))

@@ -548,6 +548,7 @@ class StreamDiffusionPipeline:
             "vae": m.vae if m else None,
             "loras": m.loras if m else [],
             "backend": getattr(m.backend, "name", type(m.backend).__name__) if m else None,
+            "compiler": getattr(m.backend, "compiler", None) if m else None,
             "acceleration_requested": p.acceleration if p else None,
             "device": str(m.device) if m else None,
             "dtype": str(m.dtype).removeprefix("torch.") if m else None,
