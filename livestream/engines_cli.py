@@ -38,6 +38,7 @@ def add_engines_parser(commands: Any, model_dir: Path | None) -> None:
     export.add_argument("--model-id", required=True, help="model folder or Hugging Face id (SD 1.5/2.1/sd-turbo layout)")
     export.add_argument("--out", required=True, type=Path, help="folder for unet.onnx, vae_encoder.onnx, vae_decoder.onnx")
     export.add_argument("--vae", choices=("auto", "taesd", "kl"), default="auto", help="auto: the folder's taesd/ if any")
+    export.add_argument("--vae-id", help="tiny VAE folder or id (default: the model's taesd/, else madebyollin/taesd)")
     export.add_argument("--check-sizes", default="64x64,96x72", help="WxH list for the parity check (default 64x64,96x72)")
     export.add_argument("--check-batches", default="1,3", help="batch sizes for the parity check (default 1,3)")
     export.add_argument("--external-data", action="store_true", help="weights in <name>.onnx.data (automatic above 2 GB)")
@@ -89,6 +90,7 @@ def _export(args: argparse.Namespace) -> int:
         args.out,
         model_dir=args.model_dir,
         tiny_vae=tiny,
+        vae_id=args.vae_id,
         check_sizes=parse_sizes(args.check_sizes) if args.check_sizes else (),
         check_batches=_ints(args.check_batches),
         external_data=True if args.external_data else None,

@@ -77,36 +77,34 @@ def spec_for_model(
     )
 
 
-class _Progress:
-    """tqdm over the phases TensorRT reports (`trt.IProgressMonitor`)."""
+def _progress_monitor(label: str) -> Any:
+    """A `trt.IProgressMonitor` drawing one tqdm bar per build phase TensorRT reports."""
+    import tensorrt as trt
+    from tqdm import tqdm
 
-    def __new__(cls, label: str) -> Any:
-        import tensorrt as trt
-        from tqdm import tqdm
+    class Monitor(trt.IProgressMonitor):  # type: ignore[misc]
+        def __init__(self) -> None:
+            trt.IProgressMonitor.__init__(self)
+            self.bars: dict[str, Any] = {}
 
-        class Monitor(trt.IProgressMonitor):  # type: ignore[misc]
-            def __init__(self) -> None:
-                trt.IProgressMonitor.__init__(self)
-                self.bars: dict[str, Any] = {}
+        def phase_start(self, phase_name: str, parent_phase: str | None, num_steps: int) -> None:
+            self.bars[phase_name] = tqdm(
+                total=num_steps, desc=f"{label}: {phase_name}", leave=parent_phase is None, position=len(self.bars)
+            )
 
-            def phase_start(self, phase_name: str, parent_phase: str | None, num_steps: int) -> None:
-                self.bars[phase_name] = tqdm(
-                    total=num_steps, desc=f"{label}: {phase_name}", leave=parent_phase is None, position=len(self.bars)
-                )
+        def step_complete(self, phase_name: str, step: int) -> bool:
+            bar = self.bars.get(phase_name)
+            if bar is not None:
+                bar.n = step + 1
+                bar.refresh()
+            return True  # False would cancel the build
 
-            def step_complete(self, phase_name: str, step: int) -> bool:
-                bar = self.bars.get(phase_name)
-                if bar is not None:
-                    bar.n = step + 1
-                    bar.refresh()
-                return True  # False would cancel the build
+        def phase_finish(self, phase_name: str) -> None:
+            bar = self.bars.pop(phase_name, None)
+            if bar is not None:
+                bar.close()
 
-            def phase_finish(self, phase_name: str) -> None:
-                bar = self.bars.pop(phase_name, None)
-                if bar is not None:
-                    bar.close()
-
-        return Monitor()
+    return Monitor()
 
 
 def build_engine(
@@ -154,7 +152,7 @@ def build_engine(
         cache = config.create_timing_cache(blob)
         config.set_timing_cache(cache, ignore_mismatch=False)
     if progress and hasattr(trt, "IProgressMonitor"):
-        config.progress_monitor = _Progress(engine_path.stem)
+        config.progress_monitor = _progress_monitor(engine_path.stem)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise RuntimeError(f"TensorRT failed to build {engine_path.name} (see the TensorRT log above)")

@@ -212,3 +212,33 @@ def test_build_time_estimate() -> None:
     cold = estimate_build_seconds({"unet": 3_400_000_000, "vae_decoder": 10_000_000}, wide=True, timing_cache=False)
     warm = estimate_build_seconds({"unet": 3_400_000_000, "vae_decoder": 10_000_000}, wide=True, timing_cache=True)
     assert cold["unet"] > cold["vae_decoder"] > 0 and warm["unet"] < cold["unet"]
+
+
+def test_prepare_builds_the_pipeline_default_models_engines_where_tensorrt_is(
+    tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`PREPARE_MODELS=1` with TensorRT and a GPU (faked): the spec it builds from the env."""
+    from pipelines.engines import build
+    from pipelines.live import tensorrt_backend
+
+    monkeypatch.setattr(tensorrt_backend, "tensorrt_available", lambda: None)
+    monkeypatch.setattr(Environment, "current", classmethod(lambda cls, device=0: ADA))
+    seen: dict[str, Any] = {}
+
+    def fake_build_engines(s: Any, cache: EngineCache, **kwargs: Any) -> Path:
+        seen.update(spec=s, root=cache.root, env=kwargs["env"])
+        return tmp_path
+
+    monkeypatch.setattr(build, "build_engines", fake_build_engines)
+    environ = {
+        "ENGINE_MODEL_ID": str(tiny_model),
+        "ENGINE_SIZES": "512x512,768x432",
+        "ENGINE_MAX_STREAMS": "4",
+        "ENGINE_ROWS_PER_STREAM": "3",
+        "ENGINE_DIR": str(tmp_path / "eng"),
+    }
+    assert build.prepare_engines("streamdiffusion", None, environ=environ, report=lambda _: None) == tmp_path
+    s = seen["spec"]
+    assert s.model_id == str(tiny_model) and s.vae == "taesd" and len(s.weights_hash) == 32
+    assert s.sizes == ((512, 512), (768, 432)) and (s.max_unet_batch, s.opt_unet_batch, s.max_vae_batch) == (12, 3, 4)
+    assert seen["root"] == tmp_path / "eng" and seen["env"] == ADA
