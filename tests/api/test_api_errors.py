@@ -317,13 +317,14 @@ async def test_handler_responses_are_left_alone(aiohttp_client: Any) -> None:
     from livestream.app import build_app
     from livestream.settings import Settings
 
-    async def whip(request: web.Request) -> web.Response:
+    async def sdp_error(request: web.Request) -> web.Response:
         return web.Response(status=400, text="v=0 bad offer", content_type="application/sdp")
 
+    # A protocol handler's own error answer (here SDP, as WHIP/WHEP give) passes through untouched.
     app = build_app(Settings())
-    app.router.add_post("/live/{stream}/whip", whip)
+    app.router.add_post("/test-only/{stream}/offer", sdp_error)
     client = await aiohttp_client(app)
-    resp = await client.post("/live/s/whip", data=b"v=0")
+    resp = await client.post("/test-only/s/offer", data=b"v=0")
     assert resp.status == 400
     assert resp.content_type == "application/sdp"
     assert await resp.text() == "v=0 bad offer"
