@@ -20,10 +20,8 @@ from pipelines.live import LivePipelineRegistry, LivePipelineSpec, default_live_
 from pipelines.live.noop import NoopParams, NoopPipeline
 from trickle import TrickleServerConfig, create_trickle_app
 
-# A generous queue lag: these slow shared cores must not drop frames in tests that count them.
-TEST_CONFIG = SessionConfig(
-    status_interval=0.25, input_timeout=2.0, stop_timeout=3.0, max_restarts=1, max_queue_lag=5.0, max_queue_frames=256
-)
+from live_helpers import TEST_CONFIG  # tests import it from there, not from `conftest`
+
 
 
 class CrashingPipeline(NoopPipeline):

@@ -11,7 +11,13 @@ from typing import Any
 
 import aiohttp
 
+from livestream.live import SessionConfig
 from trickle import TricklePublisher, TrickleSubscriber
+
+# A generous queue lag: these slow shared cores must not drop frames in tests that count them.
+TEST_CONFIG = SessionConfig(
+    status_interval=0.25, input_timeout=2.0, stop_timeout=3.0, max_restarts=1, max_queue_lag=5.0, max_queue_frames=256
+)
 
 
 @dataclass

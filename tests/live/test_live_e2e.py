@@ -99,7 +99,7 @@ async def test_noop_end_to_end(engine, orchestrator, http, ts_segments) -> None:
 async def test_control_changes_effect_mid_stream(engine_factory, orchestrator, http, ts_segments) -> None:
     from dataclasses import replace
 
-    from conftest import TEST_CONFIG
+    from live_helpers import TEST_CONFIG
 
     # The input pauses while the test waits for the update: a longer stall timeout.
     engine = await engine_factory(config=replace(TEST_CONFIG, input_timeout=20.0))
