@@ -29,34 +29,6 @@ but it generates noise. Not a real model.
 """
 
 
-def _byte_chars() -> list[str]:
-    """GPT-2/CLIP's byte-to-unicode table: one printable character for each of the 256 bytes."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    chars: list[str] = []
-    extra = 0
-    for byte in range(256):
-        if byte in printable:
-            chars.append(chr(byte))
-        else:
-            chars.append(chr(256 + extra))
-            extra += 1
-    return chars
-
-
-def _clip_tokenizer() -> object:
-    """A CLIP BPE tokenizer with a byte-level vocabulary and no merges (vocab 514).
-
-    256 byte characters, their 256 end-of-word forms, and the two specials; every word is
-    encoded character by character, which is all a random-weight text encoder needs.
-    """
-    from transformers import CLIPTokenizer
-
-    chars = _byte_chars()
-    tokens = chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"]
-    vocab = {token: i for i, token in enumerate(tokens)}
-    return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77)
-
-
 def _write_text_to_image(out: Path) -> None:
     """A Stable Diffusion 1.x-style pipeline: UNet (32, 64), VAE [32, 64], 2-layer CLIP text encoder.
 
@@ -64,66 +36,19 @@ def _write_text_to_image(out: Path) -> None:
     64x64 pixels; any multiple of 8 works.
     """
     import torch
-    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
+    from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
+    from transformers import CLIPTextModel
+
+    from .tiny_parts import SD_SCHEDULER, clip_text_config, save_sd_pipeline, sd_unet, sd_vae
 
     torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        sample_size=32,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=32,
-        attention_head_dim=8,
-        norm_num_groups=32,
-    )
+    unet = sd_unet()
     torch.manual_seed(1)
-    vae = AutoencoderKL(
-        block_out_channels=[32, 64],
-        in_channels=3,
-        out_channels=3,
-        down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
-        up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"],
-        latent_channels=4,
-        norm_num_groups=32,
-        sample_size=64,
-    )
+    vae = sd_vae([32, 64])
     torch.manual_seed(2)
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            bos_token_id=512,
-            eos_token_id=513,
-            pad_token_id=513,
-            hidden_size=32,
-            intermediate_size=37,
-            num_attention_heads=4,
-            num_hidden_layers=2,
-            projection_dim=32,
-            vocab_size=514,
-            max_position_embeddings=77,
-        )
-    )
-    scheduler = EulerDiscreteScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        num_train_timesteps=1000,
-        steps_offset=1,
-    )
-    pipe = StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=_clip_tokenizer(),
-        unet=unet,
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipe.save_pretrained(out, safe_serialization=True)
+    text_encoder = CLIPTextModel(clip_text_config())
+    scheduler = EulerDiscreteScheduler(**SD_SCHEDULER)
+    save_sd_pipeline(out, StableDiffusionPipeline, vae=vae, text_encoder=text_encoder, unet=unet, scheduler=scheduler)
 
 
 def _write_llm(out: Path) -> None:

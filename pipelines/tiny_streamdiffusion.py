@@ -49,25 +49,19 @@ def write_tiny_taesd(out: Path) -> None:
 def write_tiny_streamdiffusion(out: Path) -> None:
     """The sd-turbo architecture family, shrunk: see the module docstring."""
     import torch
-    from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
     from transformers import CLIPTextModel
 
-    from .tiny_visual import _clip_text_config, _tokenizer
+    from .tiny_parts import SD_SCHEDULER, clip_text_config, save_sd_pipeline, sd_unet, sd_vae
 
     torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        block_out_channels=(32, 64),
-        layers_per_block=1,
+    unet = sd_unet(
         sample_size=8,
-        in_channels=4,
-        out_channels=4,
         # Cross-attention at the full-resolution level, as in SD (attention first, plain last).
         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=32,
         attention_head_dim=(2, 4),
         use_linear_projection=True,
-        norm_num_groups=32,
     )
     # At random init the prompt barely moves the output (attention is nearly uniform over
     # tokens, and group norms cancel a spatially constant shift): sharpen the cross-attention
@@ -81,40 +75,12 @@ def write_tiny_streamdiffusion(out: Path) -> None:
                 module.to_out[0].weight.mul_(6.0)
         unet.conv_out.weight.mul_(3.0)
     torch.manual_seed(1)
-    vae = AutoencoderKL(
-        block_out_channels=[32, 32, 32, 32],
-        in_channels=3,
-        out_channels=3,
-        down_block_types=["DownEncoderBlock2D"] * 4,
-        up_block_types=["UpDecoderBlock2D"] * 4,
-        latent_channels=4,
-        layers_per_block=1,
-        norm_num_groups=32,
-        sample_size=64,
-    )
+    vae = sd_vae([32, 32, 32, 32], layers_per_block=1)
     torch.manual_seed(2)
-    text_encoder = CLIPTextModel(_clip_text_config(hidden_act="gelu"))
+    text_encoder = CLIPTextModel(clip_text_config(hidden_act="gelu"))
     # sd-turbo's own scheduler config (the live pipeline swaps in LCMScheduler's math).
-    scheduler = EulerDiscreteScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        num_train_timesteps=1000,
-        steps_offset=1,
-        timestep_spacing="trailing",
-        prediction_type="epsilon",
-    )
-    pipe = StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=_tokenizer(),
-        unet=unet,
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipe.save_pretrained(out, safe_serialization=True)
+    scheduler = EulerDiscreteScheduler(**SD_SCHEDULER, timestep_spacing="trailing", prediction_type="epsilon")
+    save_sd_pipeline(out, StableDiffusionPipeline, vae=vae, text_encoder=text_encoder, unet=unet, scheduler=scheduler)
     write_tiny_taesd(out / TAESD_SUBFOLDER)
 
 
@@ -144,7 +110,7 @@ def write_random_sd_turbo(out: Path, *, half: bool = True) -> None:
     from diffusers import AutoencoderKL, AutoencoderTiny, EulerDiscreteScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextModel
 
-    from .tiny_visual import _clip_text_config, _tokenizer
+    from .tiny_parts import clip_text_config, sd_pipeline
 
     torch.manual_seed(0)
     unet = UNet2DConditionModel(**SD_TURBO_UNET)  # type: ignore[arg-type]
@@ -157,23 +123,14 @@ def write_random_sd_turbo(out: Path, *, half: bool = True) -> None:
         sample_size=768,
     )
     text_encoder = CLIPTextModel(
-        _clip_text_config(
+        clip_text_config(
             hidden_size=1024, intermediate_size=4096, num_attention_heads=16, num_hidden_layers=23, projection_dim=512, hidden_act="gelu"
         )
     )
     scheduler = EulerDiscreteScheduler(
         beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1, timestep_spacing="trailing"
     )
-    pipe = StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=_tokenizer(),
-        unet=unet,
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
+    pipe = sd_pipeline(StableDiffusionPipeline, vae=vae, text_encoder=text_encoder, unet=unet, scheduler=scheduler)
     if half:
         pipe.to(torch.float16)
     pipe.save_pretrained(out, safe_serialization=True)

@@ -3,7 +3,7 @@
 Builders for `pipelines.tiny.write_tiny_model`: instruct-pix2pix, SDXL, SD3 and FLUX (image-to-image,
 text-to-image), Stable Video Diffusion (image-to-video) and the SD x4 upscaler (upscale). Each
 is the real diffusers pipeline class with its real component classes, shrunk to a few MB and
-seeded; tokenizers are built in memory (CLIP: `pipelines.tiny`'s byte-level one; T5: a
+seeded; tokenizers are built in memory (CLIP: `pipelines.tiny_parts`' byte-level one; T5: a
 character-level Unigram). Recipes
 follow `shared/reference/pipelines-findings.md`.
 """
@@ -13,49 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from .tiny_parts import SD_SCHEDULER, clip_text_config, clip_tokenizer, save_sd_pipeline, sd_unet, sd_vae
+
 __all__ = ["write_tiny_flux", "write_tiny_pix2pix", "write_tiny_sd3", "write_tiny_sdxl", "write_tiny_svd", "write_tiny_upscaler"]
-
-_VOCAB = 514  # 256 byte characters, their 256 end-of-word forms, two specials
-
-
-def _clip_text_config(**overrides: Any) -> Any:
-    from transformers import CLIPTextConfig
-
-    config: dict[str, Any] = dict(
-        bos_token_id=512,
-        eos_token_id=513,
-        pad_token_id=513,
-        hidden_size=32,
-        intermediate_size=37,
-        num_attention_heads=4,
-        num_hidden_layers=2,
-        projection_dim=32,
-        vocab_size=_VOCAB,
-        max_position_embeddings=77,
-    )
-    config.update(overrides)
-    return CLIPTextConfig(**config)
-
-
-def _tokenizer() -> Any:
-    from .tiny import _clip_tokenizer
-
-    return _clip_tokenizer()
-
-
-def _vae(blocks: list[int], sample_size: int = 64) -> Any:
-    from diffusers import AutoencoderKL
-
-    return AutoencoderKL(
-        block_out_channels=blocks,
-        in_channels=3,
-        out_channels=3,
-        down_block_types=["DownEncoderBlock2D"] * len(blocks),
-        up_block_types=["UpDecoderBlock2D"] * len(blocks),
-        latent_channels=4,
-        norm_num_groups=32,
-        sample_size=sample_size,
-    )
 
 
 def write_tiny_pix2pix(out: Path) -> None:
@@ -65,44 +25,19 @@ def write_tiny_pix2pix(out: Path) -> None:
     `image_guidance_scale` weighs. Output size is the input image's (64x64 in the tests).
     """
     import torch
-    from diffusers import (
-        EulerAncestralDiscreteScheduler,
-        StableDiffusionInstructPix2PixPipeline,
-        UNet2DConditionModel,
-    )
+    from diffusers import EulerAncestralDiscreteScheduler, StableDiffusionInstructPix2PixPipeline
     from transformers import CLIPTextModel
 
     torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        sample_size=32,
-        in_channels=8,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=32,
-        attention_head_dim=8,
-        norm_num_groups=32,
-    )
+    unet = sd_unet(in_channels=8)
     torch.manual_seed(1)
-    vae = _vae([32, 64])
+    vae = sd_vae([32, 64])
     torch.manual_seed(2)
-    text_encoder = CLIPTextModel(_clip_text_config())
-    scheduler = EulerAncestralDiscreteScheduler(
-        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000, steps_offset=1
+    text_encoder = CLIPTextModel(clip_text_config())
+    scheduler = EulerAncestralDiscreteScheduler(**SD_SCHEDULER)
+    save_sd_pipeline(
+        out, StableDiffusionInstructPix2PixPipeline, vae=vae, text_encoder=text_encoder, unet=unet, scheduler=scheduler
     )
-    pipe = StableDiffusionInstructPix2PixPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=_tokenizer(),
-        unet=unet,
-        scheduler=scheduler,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipe.save_pretrained(out, safe_serialization=True)
 
 
 def write_tiny_sdxl(out: Path) -> None:
@@ -112,18 +47,11 @@ def write_tiny_sdxl(out: Path) -> None:
     for image-to-image. 64x64 by default (32 latents, VAE factor 2).
     """
     import torch
-    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
     torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        sample_size=32,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+    unet = sd_unet(
         attention_head_dim=(2, 4),
         use_linear_projection=True,
         addition_embed_type="text_time",
@@ -133,28 +61,20 @@ def write_tiny_sdxl(out: Path) -> None:
         projection_class_embeddings_input_dim=80,
         # Both encoders' hidden states, concatenated: 32 + 32.
         cross_attention_dim=64,
-        norm_num_groups=32,
     )
     torch.manual_seed(1)
-    vae = _vae([32, 64])
+    vae = sd_vae([32, 64])
     torch.manual_seed(2)
-    text_encoder = CLIPTextModel(_clip_text_config(hidden_act="gelu"))
+    text_encoder = CLIPTextModel(clip_text_config(hidden_act="gelu"))
     torch.manual_seed(3)
-    text_encoder_2 = CLIPTextModelWithProjection(_clip_text_config(hidden_act="gelu"))
-    scheduler = EulerDiscreteScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        num_train_timesteps=1000,
-        steps_offset=1,
-        timestep_spacing="leading",
-    )
+    text_encoder_2 = CLIPTextModelWithProjection(clip_text_config(hidden_act="gelu"))
+    scheduler = EulerDiscreteScheduler(**SD_SCHEDULER, timestep_spacing="leading")
     pipe = StableDiffusionXLPipeline(
         vae=vae,
         text_encoder=text_encoder,
         text_encoder_2=text_encoder_2,
-        tokenizer=_tokenizer(),
-        tokenizer_2=_tokenizer(),
+        tokenizer=clip_tokenizer(),
+        tokenizer_2=clip_tokenizer(),
         unet=unet,
         scheduler=scheduler,
     )
@@ -240,33 +160,19 @@ def write_tiny_upscaler(out: Path) -> None:
     The VAE has three blocks so its scale factor is 4, as in the real model: 16 px in, 64 px out.
     """
     import torch
-    from diffusers import DDIMScheduler, DDPMScheduler, StableDiffusionUpscalePipeline, UNet2DConditionModel
+    from diffusers import DDIMScheduler, DDPMScheduler, StableDiffusionUpscalePipeline
     from transformers import CLIPTextModel
 
     torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        sample_size=32,
-        in_channels=7,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=32,
-        attention_head_dim=8,
-        use_linear_projection=True,
-        only_cross_attention=(True, False),
-        num_class_embeds=100,
-        norm_num_groups=32,
-    )
+    unet = sd_unet(in_channels=7, use_linear_projection=True, only_cross_attention=(True, False), num_class_embeds=100)
     torch.manual_seed(1)
-    vae = _vae([32, 32, 64])
+    vae = sd_vae([32, 32, 64])
     torch.manual_seed(2)
-    text_encoder = CLIPTextModel(_clip_text_config(hidden_act="gelu"))
+    text_encoder = CLIPTextModel(clip_text_config(hidden_act="gelu"))
     pipe = StableDiffusionUpscalePipeline(
         vae=vae,
         text_encoder=text_encoder,
-        tokenizer=_tokenizer(),
+        tokenizer=clip_tokenizer(),
         unet=unet,
         low_res_scheduler=DDPMScheduler(),
         scheduler=DDIMScheduler(prediction_type="v_prediction"),
@@ -360,9 +266,9 @@ def write_tiny_sd3(out: Path) -> None:
     torch.manual_seed(1)
     vae = _flow_vae(4)
     torch.manual_seed(2)
-    text_encoder = CLIPTextModelWithProjection(_clip_text_config(hidden_act="gelu"))
+    text_encoder = CLIPTextModelWithProjection(clip_text_config(hidden_act="gelu"))
     torch.manual_seed(3)
-    text_encoder_2 = CLIPTextModelWithProjection(_clip_text_config(hidden_act="gelu"))
+    text_encoder_2 = CLIPTextModelWithProjection(clip_text_config(hidden_act="gelu"))
     torch.manual_seed(4)
     t5_tokenizer = _t5_tokenizer()
     pipe = StableDiffusion3Pipeline(
@@ -370,9 +276,9 @@ def write_tiny_sd3(out: Path) -> None:
         scheduler=FlowMatchEulerDiscreteScheduler(),
         vae=vae,
         text_encoder=text_encoder,
-        tokenizer=_tokenizer(),
+        tokenizer=clip_tokenizer(),
         text_encoder_2=text_encoder_2,
-        tokenizer_2=_tokenizer(),
+        tokenizer_2=clip_tokenizer(),
         text_encoder_3=_tiny_t5(len(t5_tokenizer)),
         tokenizer_3=t5_tokenizer,
     )
@@ -404,7 +310,7 @@ def write_tiny_flux(out: Path) -> None:
     torch.manual_seed(1)
     vae = _flow_vae(1)
     torch.manual_seed(2)
-    text_encoder = CLIPTextModel(_clip_text_config(hidden_act="gelu"))
+    text_encoder = CLIPTextModel(clip_text_config(hidden_act="gelu"))
     torch.manual_seed(3)
     t5_tokenizer = _t5_tokenizer()
     text_encoder_2 = _tiny_t5(len(t5_tokenizer))
@@ -412,7 +318,7 @@ def write_tiny_flux(out: Path) -> None:
         scheduler=FlowMatchEulerDiscreteScheduler(),
         vae=vae,
         text_encoder=text_encoder,
-        tokenizer=_tokenizer(),
+        tokenizer=clip_tokenizer(),
         text_encoder_2=text_encoder_2,
         tokenizer_2=t5_tokenizer,
         transformer=transformer,
