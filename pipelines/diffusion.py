@@ -46,6 +46,7 @@ __all__ = [
     "UINT32_MAX",
     "VAE_TILING_PIXELS",
     "DiffusersPipeline",
+    "LightningAwarePipeline",
     "ModelFamily",
     "check_image",
     "check_size",
@@ -364,3 +365,26 @@ class DiffusersPipeline:
             [nsfw] = self._flag([image], safety_check)
             results.append(GeneratedImage(image=image, seed=image_seed, nsfw=nsfw))
         return results
+
+
+class LightningAwarePipeline(DiffusersPipeline):
+    """A `DiffusersPipeline` that also takes `ByteDance/SDXL-Lightning` ids: a repo of UNet
+    weights only, resolved and described as the SDXL base it loads into (see `pipelines.lightning`).
+
+    Subclasses still implement `_load`, calling `pipelines.lightning.load_sdxl_lightning` for
+    such ids.
+    """
+
+    def _resolve(self, model_id: str, model_dir: Path | None) -> ModelSource:
+        from .lightning import is_bytedance_lightning, resolve_lightning_source
+
+        if is_bytedance_lightning(model_id):
+            return resolve_lightning_source(model_id, model_dir)
+        return super()._resolve(model_id, model_dir)
+
+    def _model_index(self, source: ModelSource) -> dict[str, Any]:
+        from .lightning import is_bytedance_lightning
+
+        if is_bytedance_lightning(self.model_id):
+            return {"_class_name": "StableDiffusionXLPipeline"}
+        return super()._model_index(source)

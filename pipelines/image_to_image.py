@@ -21,10 +21,9 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .diffusion import DiffusersPipeline, check_image, lightning_steps
+from .diffusion import LightningAwarePipeline, check_image, lightning_steps
 from .errors import InvalidRequestError
 from .loading import ModelSource
 from .outputs import GeneratedImage
@@ -61,24 +60,10 @@ class ImageToImageInput:
     loras: str = ""
 
 
-class ImageToImagePipeline(DiffusersPipeline):
+class ImageToImagePipeline(LightningAwarePipeline):
     """A diffusers image-to-image model (see `DiffusersPipeline` for loading and its errors)."""
 
     task = "image-to-image"
-
-    def _resolve(self, model_id: str, model_dir: Path | None) -> ModelSource:
-        from .lightning import is_bytedance_lightning, resolve_lightning_source
-
-        if is_bytedance_lightning(model_id):
-            return resolve_lightning_source(model_id, model_dir)
-        return super()._resolve(model_id, model_dir)
-
-    def _model_index(self, source: ModelSource) -> dict[str, Any]:
-        from .lightning import is_bytedance_lightning
-
-        if is_bytedance_lightning(self.model_id):
-            return {"_class_name": "StableDiffusionXLPipeline"}
-        return super()._model_index(source)
 
     def _load(self, source: ModelSource, kwargs: dict[str, Any]) -> Any:
         from diffusers import AutoPipelineForImage2Image

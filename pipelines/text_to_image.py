@@ -25,11 +25,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from .diffusion import (
-    DiffusersPipeline,
+    LightningAwarePipeline,
     check_size,
     is_lightning_model,
     is_turbo_model,
@@ -66,24 +65,10 @@ class TextToImageInput:
     loras: str = ""
 
 
-class TextToImagePipeline(DiffusersPipeline):
+class TextToImagePipeline(LightningAwarePipeline):
     """A diffusers text-to-image model (see `DiffusersPipeline` for loading and its errors)."""
 
     task = "text-to-image"
-
-    def _resolve(self, model_id: str, model_dir: Path | None) -> ModelSource:
-        from .lightning import is_bytedance_lightning, resolve_lightning_source
-
-        if is_bytedance_lightning(model_id):
-            return resolve_lightning_source(model_id, model_dir)
-        return super()._resolve(model_id, model_dir)
-
-    def _model_index(self, source: ModelSource) -> dict[str, Any]:
-        from .lightning import is_bytedance_lightning
-
-        if is_bytedance_lightning(self.model_id):
-            return {"_class_name": "StableDiffusionXLPipeline"}
-        return super()._model_index(source)
 
     def _load(self, source: ModelSource, kwargs: dict[str, Any]) -> Any:
         from diffusers import AutoPipelineForText2Image
