@@ -528,7 +528,7 @@ class StreamDiffusionPipeline:
             if size is not None:
                 self.warm(*size)
             return
-        worker.call(slot.apply, worker.models, params, reset=False)
+        worker.call(_apply_on_worker, worker, slot, params, False)
         self.params = params
 
     def close(self) -> None:
@@ -575,7 +575,7 @@ class StreamDiffusionPipeline:
         slot = _StreamSlot(params)
         slot_id = worker.join(slot)
         try:
-            worker.call(slot.apply, worker.models, params, reset=True)
+            worker.call(_apply_on_worker, worker, slot, params, True)
         except BaseException:
             self._leave(worker, slot_id)
             raise
@@ -588,16 +588,27 @@ class StreamDiffusionPipeline:
     def _embed(self, text: str) -> torch.Tensor:
         """`(1, 77, D)` embeddings of `text` from the worker's cache (tests and benchmarks)."""
         worker = self._worker
-        assert worker is not None and self._models is not None
-        return worker.call(self._models.embed, text)
+        assert worker is not None
+        return worker.call(lambda: _models_of(worker).embed(text))
+
+
+def _models_of(worker: DiffusionWorker) -> _Models:
+    m = worker.models
+    assert isinstance(m, _Models), "the worker has no model loaded"
+    return m
+
+
+def _apply_on_worker(worker: DiffusionWorker, slot: _StreamSlot, params: StreamDiffusionParams, reset: bool) -> None:
+    """Worker thread: the models are read here, never on the caller's thread (a reload may
+    be replacing them)."""
+    slot.apply(_models_of(worker), params, reset=reset)
 
 
 def _warm_slot(worker: DiffusionWorker, slot: _StreamSlot, width: int, height: int, streams: tuple[int, ...]) -> None:
     """Worker thread: compile ahead (compile backend) and run warm-up frames through `slot`."""
     import torch
 
-    m = worker.models
-    assert isinstance(m, _Models)
+    m = _models_of(worker)
     if (width, height) not in m.warmed:
         prepare = getattr(m.backend, "prepare", None)
         if prepare is not None:
