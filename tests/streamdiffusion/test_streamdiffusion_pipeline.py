@@ -210,3 +210,6 @@ def test_registry_names_and_variant_defaults() -> None:
     assert registry.get("streamdiffusion").params_model().model_id == "stabilityai/sd-turbo"
     sd15 = registry.get("streamdiffusion-sd15").params_model()
     assert isinstance(sd15, StreamDiffusionSD15Params) and sd15.model_id == "Lykon/dreamshaper-8"
+    # Every streamdiffusion session of a registry draws on one worker pool (one model each).
+    a, b = registry.get("streamdiffusion").factory(), registry.get("streamdiffusion-sd15").factory()
+    assert getattr(a, "_pool") is getattr(b, "_pool")
