@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from .audio import AudioDecodeError, decode_audio
-from .errors import InvalidRequestError, ModelLoadError, UnsupportedMediaError
-from .loading import pick_device, resolve_model_source, torch_dtype_for
+from .errors import InvalidRequestError, UnsupportedMediaError
+from .loading import model_load_errors, pick_device, resolve_model_source, torch_dtype_for
 
 __all__ = ["AudioToTextInput", "AudioToTextPipeline"]
 
@@ -94,14 +94,12 @@ class AudioToTextPipeline:
         self.dtype = torch.float32 if self._config.float32_on_gpu else torch_dtype_for(self.device)
         source = resolve_model_source(model_id, model_dir, probe_file="config.json")
         kwargs = source.from_pretrained_kwargs()
-        try:
+        with model_load_errors("audio-to-text model", model_id):
             # sdpa, not flash attention: word timestamps need the cross-attention weights.
             model = AutoModelForSpeechSeq2Seq.from_pretrained(
                 source.pretrained_name, dtype=self.dtype, attn_implementation="sdpa", **kwargs
             )
             processor = AutoProcessor.from_pretrained(source.pretrained_name, **kwargs)
-        except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
-            raise ModelLoadError(f"Could not load audio-to-text model {model_id!r}: {exc}") from exc
         model.to(self.device)
         self.sampling_rate: int = processor.feature_extractor.sampling_rate
         self._max_new_tokens = model.generation_config.max_new_tokens or _MAX_NEW_TOKENS

@@ -15,8 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import ModelLoadError
-from .loading import pick_device, resolve_model_source, torch_dtype_for
+from .loading import model_load_errors, pick_device, resolve_model_source, torch_dtype_for
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -56,11 +55,9 @@ class ImageToTextPipeline:
         self.dtype = torch_dtype_for(self.device)
         source = resolve_model_source(model_id, model_dir, probe_file="config.json")
         kwargs = source.from_pretrained_kwargs()
-        try:
+        with model_load_errors("image-to-text model", model_id):
             model = BlipForConditionalGeneration.from_pretrained(source.pretrained_name, dtype=self.dtype, **kwargs)
             self._processor: Any = BlipProcessor.from_pretrained(source.pretrained_name, **kwargs)
-        except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
-            raise ModelLoadError(f"Could not load image-to-text model {model_id!r}: {exc}") from exc
         self._model: Any = model.to(self.device).eval()
         log.info("image-to-text %s loaded on %s %s", model_id, self.device, self.dtype)
 

@@ -16,7 +16,7 @@ import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .errors import InferenceError, ModelLoadError
+from .errors import InferenceError
 from .llm import Finished, FinishReason, Prompt, SamplingParams, TextDelta
 
 if TYPE_CHECKING:
@@ -176,14 +176,12 @@ class TransformersBackend:
     def __init__(self, source: ModelSource, tokenizer: Any, device: torch.device) -> None:
         from transformers import AutoModelForCausalLM
 
-        from .loading import torch_dtype_for
+        from .loading import model_load_errors, torch_dtype_for
 
-        try:
+        with model_load_errors("LLM", source.model_id):
             model = AutoModelForCausalLM.from_pretrained(
                 source.pretrained_name, dtype=torch_dtype_for(device), **source.from_pretrained_kwargs()
             )
-        except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
-            raise ModelLoadError(f"Could not load LLM {source.model_id!r}: {exc}") from exc
         self.model: Any = model.to(device).eval()
         self.tokenizer = tokenizer
         self.device = device

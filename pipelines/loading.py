@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,7 +30,15 @@ from .errors import ModelLoadError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["ModelSource", "hf_offline", "pick_device", "resolve_model_source", "torch_dtype_for"]
+__all__ = [
+    "LOAD_ERRORS",
+    "ModelSource",
+    "hf_offline",
+    "model_load_errors",
+    "pick_device",
+    "resolve_model_source",
+    "torch_dtype_for",
+]
 
 log = logging.getLogger(__name__)
 
@@ -175,3 +185,17 @@ def torch_dtype_for(device: torch.device) -> torch.dtype:
     import torch
 
     return torch.float16 if device.type == "cuda" else torch.float32
+
+
+#: What a failed transformers `from_pretrained` raises: a missing or unreadable file, a config
+#: or weights it cannot parse, an architecture the checkpoint does not fit.
+LOAD_ERRORS: tuple[type[Exception], ...] = (OSError, ValueError, KeyError, TypeError, RuntimeError)
+
+
+@contextmanager
+def model_load_errors(what: str, model_id: str) -> Iterator[None]:
+    """Turn a `LOAD_ERRORS` raised in the block into `ModelLoadError("Could not load {what} {model_id!r}: ...")`."""
+    try:
+        yield
+    except LOAD_ERRORS as exc:
+        raise ModelLoadError(f"Could not load {what} {model_id!r}: {exc}") from exc

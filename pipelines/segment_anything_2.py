@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import InvalidRequestError, ModelLoadError
-from .loading import pick_device, resolve_model_source
+from .errors import InvalidRequestError
+from .loading import model_load_errors, pick_device, resolve_model_source
 
 if TYPE_CHECKING:
     import numpy as np
@@ -104,11 +104,9 @@ class SegmentAnything2Pipeline:
         self.device = pick_device(device)
         source = resolve_model_source(model_id, model_dir, probe_file="config.json")
         kwargs = source.from_pretrained_kwargs()
-        try:
+        with model_load_errors("segment-anything-2 model", model_id):
             # The Hub checkpoints are `sam2_video` models; their image part loads as `Sam2Model`.
             model = Sam2Model.from_pretrained(source.pretrained_name, **kwargs)
-        except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
-            raise ModelLoadError(f"Could not load segment-anything-2 model {model_id!r}: {exc}") from exc
         self._model: Any = model.to(self.device).eval()
         self.image_size: int = int(model.config.prompt_encoder_config.image_size)
         self._mean, self._std = _normalisation(source.pretrained_name, kwargs)
