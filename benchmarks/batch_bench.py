@@ -13,7 +13,7 @@ seeds/generators, LoRA and VAE switches, PNG encoding and JSON. Goal: under 2% o
 Tiny models make diffusers' share small, so this is the worst case for the ratio; the ms
 figures carry over to real models, whose diffusers time is seconds.
 
-    .venv/bin/python -m benchmarks visual_bench
+    .venv/bin/python -m benchmarks batch_bench
 """
 
 from __future__ import annotations
