@@ -13,7 +13,7 @@ import base64
 import dataclasses
 import io
 import wave
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -34,13 +34,6 @@ Client = TestClient[Any, Any]
 ClientFactory = Callable[..., Awaitable[Client]]
 
 TASKS = ("audio-to-text", "text-to-speech", "image-to-text", "segment-anything-2")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _hf_offline() -> Iterator[None]:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HF_HUB_OFFLINE", "1")
-        yield
 
 
 @pytest.fixture(scope="module")

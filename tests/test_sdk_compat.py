@@ -20,7 +20,6 @@ from livepeer_ai import Livepeer
 from livepeer_ai.models import errors as sdk_errors
 from PIL import Image
 
-from pipelines.tiny import write_tiny_model
 
 TOKEN = "sdk-test-token"
 
@@ -37,10 +36,8 @@ def _health(url: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def engine_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    model = tmp_path_factory.getbasetemp() / "tiny-text-to-image"
-    if not (model / "model_index.json").exists():
-        write_tiny_model("text-to-image", model)
+def engine_url(tiny_t2i_dir: Path) -> Iterator[str]:
+    model = tiny_t2i_dir
     port = _free_port()
     env = {**os.environ, "PIPELINE": "text-to-image", "MODEL_ID": str(model), "AUTH_TOKEN": TOKEN, "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,6 @@ from PIL import Image
 
 from livestream.app import build_app
 from livestream.settings import Settings
-from pipelines.tiny import write_tiny_model
 
 Client = TestClient[Any, Any]
 ClientFactory = Callable[..., Awaitable[Client]]
@@ -23,30 +22,8 @@ ClientFactory = Callable[..., Awaitable[Client]]
 FAST: dict[str, Any] = {"height": 64, "width": 64, "num_inference_steps": 2}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _hf_offline() -> Iterator[None]:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HF_HUB_OFFLINE", "1")
-        yield
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    # The tiny model gains nothing from intra-op threads; on a busy 2-core machine they hurt.
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def tiny_sd(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.getbasetemp() / "tiny-text-to-image"
-    if not (out / "model_index.json").exists():
-        write_tiny_model("text-to-image", out)
-    return out
+# One torch thread and the tiny model: `tests/conftest.py`.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def decode(url: str) -> Image.Image:
@@ -68,8 +45,8 @@ async def wait_healthy(client: Client, timeout: float = 60.0) -> None:
             await asyncio.sleep(0.05)
 
 
-async def test_runner_mode(aiohttp_client: ClientFactory, tiny_sd: Path) -> None:
-    client = await aiohttp_client(build_app(Settings(pipeline="text-to-image", model_id=str(tiny_sd))))
+async def test_runner_mode(aiohttp_client: ClientFactory, tiny_t2i_dir: Path) -> None:
+    client = await aiohttp_client(build_app(Settings(pipeline="text-to-image", model_id=str(tiny_t2i_dir))))
     await wait_healthy(client)
 
     body = {"prompt": "a lighthouse at dusk", "seed": 11, "num_images_per_prompt": 2, **FAST}
@@ -83,7 +60,7 @@ async def test_runner_mode(aiohttp_client: ClientFactory, tiny_sd: Path) -> None
     assert decoded[0].tobytes() != decoded[1].tobytes()
 
     # Same seed, same pixels; the pinned model id may be repeated.
-    again = await client.post("/text-to-image", json={**body, "num_images_per_prompt": 1, "model_id": str(tiny_sd)})
+    again = await client.post("/text-to-image", json={**body, "num_images_per_prompt": 1, "model_id": str(tiny_t2i_dir)})
     assert again.status == 200
     assert decode((await again.json())["images"][0]["url"]).tobytes() == decoded[0].tobytes()
 
@@ -102,12 +79,12 @@ async def test_runner_mode(aiohttp_client: ClientFactory, tiny_sd: Path) -> None
     assert "60" in (await bad_size.json())["detail"]["msg"]
 
 
-async def test_lazy_mode(aiohttp_client: ClientFactory, tiny_sd: Path) -> None:
-    client = await aiohttp_client(build_app(Settings(model_dir=tiny_sd.parent)))
+async def test_lazy_mode(aiohttp_client: ClientFactory, tiny_t2i_dir: Path) -> None:
+    client = await aiohttp_client(build_app(Settings(model_dir=tiny_t2i_dir.parent)))
     resp = await client.get("/health")
     assert (await resp.json())["status"] == "OK"
 
-    resp = await client.post("/text-to-image", json={"prompt": "a fox", "model_id": tiny_sd.name, "seed": 3, **FAST})
+    resp = await client.post("/text-to-image", json={"prompt": "a fox", "model_id": tiny_t2i_dir.name, "seed": 3, **FAST})
     assert resp.status == 200, await resp.text()
     [image] = (await resp.json())["images"]
     assert image["seed"] == 3

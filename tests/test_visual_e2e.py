@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +21,6 @@ from pipelines.tiny import write_tiny_model
 
 Client = TestClient[Any, Any]
 ClientFactory = Callable[..., Awaitable[Client]]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _hf_offline() -> Iterator[None]:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HF_HUB_OFFLINE", "1")
-        yield
 
 
 @pytest.fixture(scope="module")

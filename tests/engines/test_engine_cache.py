@@ -215,7 +215,7 @@ def test_build_time_estimate() -> None:
 
 
 def test_prepare_builds_the_pipeline_default_models_engines_where_tensorrt_is(
-    tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_streamdiffusion_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`PREPARE_MODELS=1` with TensorRT and a GPU (faked): the spec it builds from the env."""
     from pipelines.engines import build
@@ -231,7 +231,7 @@ def test_prepare_builds_the_pipeline_default_models_engines_where_tensorrt_is(
 
     monkeypatch.setattr(build, "build_engines", fake_build_engines)
     environ = {
-        "ENGINE_MODEL_ID": str(tiny_model),
+        "ENGINE_MODEL_ID": str(tiny_streamdiffusion_dir),
         "ENGINE_SIZES": "512x512,768x432",
         "ENGINE_MAX_STREAMS": "4",
         "ENGINE_ROWS_PER_STREAM": "3",
@@ -239,6 +239,6 @@ def test_prepare_builds_the_pipeline_default_models_engines_where_tensorrt_is(
     }
     assert build.prepare_engines("streamdiffusion", None, environ=environ, report=lambda _: None) == tmp_path
     s = seen["spec"]
-    assert s.model_id == str(tiny_model) and s.vae == "taesd" and len(s.weights_hash) == 32
+    assert s.model_id == str(tiny_streamdiffusion_dir) and s.vae == "taesd" and len(s.weights_hash) == 32
     assert s.sizes == ((512, 512), (768, 432)) and (s.max_unet_batch, s.opt_unet_batch, s.max_vae_batch) == (12, 3, 4)
     assert seen["root"] == tmp_path / "eng" and seen["env"] == ADA

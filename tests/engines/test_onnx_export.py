@@ -18,7 +18,7 @@ TOLERANCE = 1e-4
 
 
 @pytest.fixture(scope="module")
-def cli_export(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+def cli_export(tiny_streamdiffusion_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """`livestream engines export-onnx --model-id TINY --out DIR` (TAESD: the bundled one)."""
     import torch
 
@@ -29,7 +29,7 @@ def cli_export(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> tu
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     with contextlib.redirect_stdout(stdout):
-        rc = main(["engines", "export-onnx", "--model-id", str(tiny_model), "--out", str(out)])
+        rc = main(["engines", "export-onnx", "--model-id", str(tiny_streamdiffusion_dir), "--out", str(out)])
     torch.set_num_threads(threads)
     assert rc == 0
     return out, stdout.getvalue()
@@ -63,23 +63,23 @@ def test_the_graphs_have_dynamic_batch_and_size_axes(cli_export: tuple[Path, str
     ]
 
 
-def test_a_batch_and_size_the_export_never_saw(cli_export: tuple[Path, str], tiny_model: Path) -> None:
+def test_a_batch_and_size_the_export_never_saw(cli_export: tuple[Path, str], tiny_streamdiffusion_dir: Path) -> None:
     """Cross-stream batches (e.g. 4 streams x 3 rows = 12) and a non-square 16:9-ish size."""
     from pipelines.engines.onnx_export import _inputs, _wrappers, check_parity, load_components
 
     out, _ = cli_export
-    parts = load_components(str(tiny_model))
+    parts = load_components(str(tiny_streamdiffusion_dir))
     unet = _wrappers(parts)["unet"]
     diffs = check_parity(out / "unet.onnx", unet, [_inputs("unet", parts, 12, 128, 72)])
     assert diffs[0] < TOLERANCE
 
 
-def test_autoencoder_kl_with_external_data(tiny_model: Path, tmp_path: Path) -> None:
+def test_autoencoder_kl_with_external_data(tiny_streamdiffusion_dir: Path, tmp_path: Path) -> None:
     """The full VAE, and weights in `<name>.onnx.data` as models above 2 GB are written."""
     from pipelines.engines.onnx_export import export_model
 
     results = export_model(
-        str(tiny_model), tmp_path, tiny_vae=False, external_data=True, check_batches=(1, 2), check_sizes=((64, 64), (80, 48))
+        str(tiny_streamdiffusion_dir), tmp_path, tiny_vae=False, external_data=True, check_batches=(1, 2), check_sizes=((64, 64), (80, 48))
     )
     assert [r.name for r in results] == ["unet", "vae_encoder", "vae_decoder"]
     for r in results:
@@ -127,12 +127,12 @@ def test_build_and_prepare_say_why_without_tensorrt(tmp_path: Path, capsys: pyte
     assert "streamdiffusion" in ENGINE_BUILDERS
 
 
-def test_acceleration_tensorrt_fails_the_load_instead_of_falling_back(tiny_model: Path) -> None:
+def test_acceleration_tensorrt_fails_the_load_instead_of_falling_back(tiny_streamdiffusion_dir: Path) -> None:
     from pipelines.errors import ModelLoadError
     from pipelines.live.streamdiffusion_params import StreamDiffusionParams
     from pipelines.live.tensorrt_backend import backend_for_params, tensorrt_available
 
-    params = StreamDiffusionParams(model_id=str(tiny_model), acceleration="tensorrt")
+    params = StreamDiffusionParams(model_id=str(tiny_streamdiffusion_dir), acceleration="tensorrt")
     with pytest.raises(ModelLoadError, match="LoRAs"):
         backend_for_params(params, model_dir=None, dtype=None, loras=["some/lora"])  # type: ignore[arg-type]
     if tensorrt_available() is None:
@@ -141,14 +141,14 @@ def test_acceleration_tensorrt_fails_the_load_instead_of_falling_back(tiny_model
         backend_for_params(params, model_dir=None, dtype=None, loras=[])  # type: ignore[arg-type]
 
 
-def test_loading_the_live_pipeline_with_tensorrt_and_no_engines_fails(tiny_model: Path) -> None:
+def test_loading_the_live_pipeline_with_tensorrt_and_no_engines_fails(tiny_streamdiffusion_dir: Path) -> None:
     import torch
 
     from pipelines.errors import ModelLoadError
     from pipelines.live.streamdiffusion import load_models
     from pipelines.live.streamdiffusion_params import StreamDiffusionParams
 
-    params = StreamDiffusionParams(model_id=str(tiny_model), acceleration="tensorrt")
+    params = StreamDiffusionParams(model_id=str(tiny_streamdiffusion_dir), acceleration="tensorrt")
     # Here: TensorRT is missing. In the image: no engines in ENGINE_DIR. Never eager instead.
     with pytest.raises(ModelLoadError, match="acceleration=tensorrt: (TensorRT is not installed|no TensorRT engines)"):
         load_models(params, model_dir=None, device=torch.device("cpu"))

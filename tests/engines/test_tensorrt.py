@@ -21,21 +21,21 @@ pytestmark = [
 ]
 
 
-def test_build_find_and_run_engines_against_pytorch(tiny_model: Path, tmp_path: Path) -> None:
+def test_build_find_and_run_engines_against_pytorch(tiny_streamdiffusion_dir: Path, tmp_path: Path) -> None:
     from pipelines.engines.build import build_engines, spec_for_model
     from pipelines.engines.cache import EngineCache, Environment
     from pipelines.engines.onnx_export import _inputs, _wrappers, load_components
     from pipelines.live.tensorrt_backend import TensorRTBackend
 
-    spec = spec_for_model(str(tiny_model), sizes=((64, 64), (128, 96)), max_streams=2, rows_per_stream=3)
+    spec = spec_for_model(str(tiny_streamdiffusion_dir), sizes=((64, 64), (128, 96)), max_streams=2, rows_per_stream=3)
     cache = EngineCache(tmp_path)
     env = Environment.current()
     folder = build_engines(spec, cache, env=env, progress=False)
     assert build_engines(spec, cache, env=env) == folder  # found again, not rebuilt
     backend = TensorRTBackend.from_cache(
-        tmp_path, str(tiny_model), model_dir=None, vae="taesd", width=96, height=64, unet_batch=6, dtype=torch.float32
+        tmp_path, str(tiny_streamdiffusion_dir), model_dir=None, vae="taesd", width=96, height=64, unet_batch=6, dtype=torch.float32
     )
-    parts = load_components(str(tiny_model))
+    parts = load_components(str(tiny_streamdiffusion_dir))
     wrappers = _wrappers(parts)
     for batch, (w, h) in ((1, (64, 64)), (6, (128, 96)), (3, (96, 64))):
         x = {k: v.cuda() for k, v in _inputs("unet", parts, batch, w, h).items()}

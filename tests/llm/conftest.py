@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -16,14 +16,6 @@ from livestream.settings import Settings
 from pipelines.llm import LLMPipeline
 from pipelines.registry import PipelineFactory, PipelineRegistry
 from pipelines.tiny import write_tiny_model
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _hf_offline() -> Iterator[None]:
-    # Nothing may be downloaded here; with this set, an id that is not cached fails at once.
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HF_HUB_OFFLINE", "1")
-        yield
 
 
 @pytest.fixture(scope="session")
