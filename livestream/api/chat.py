@@ -29,7 +29,7 @@ from pipelines.llm import ChatMessage, Finished, LLMPipeline, Prompt, SamplingPa
 
 from ..keys import REGISTRY_KEY
 
-__all__ = ["ChatJob", "client_gone", "open_chat", "open_sse", "sse_data"]
+__all__ = ["ChatJob", "client_gone", "collect_text", "open_chat", "open_sse", "sse_data"]
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,23 @@ async def open_chat(
 def client_gone(request: web.Request) -> bool:
     transport = request.transport
     return transport is None or transport.is_closing()
+
+
+async def collect_text(request: web.Request, job: ChatJob) -> tuple[str, Finished]:
+    """The whole answer of a completion that is not streamed, and the `Finished` that ends it.
+
+    Raises:
+        ConnectionResetError: the client went away (checked at every token).
+    """
+    parts: list[str] = []
+    async for event in job.events:
+        if client_gone(request):
+            raise ConnectionResetError("the client went away")
+        if isinstance(event, TextDelta):
+            parts.append(event.text)
+        else:
+            return "".join(parts), event
+    raise AssertionError("the token stream ended without Finished")
 
 
 async def open_sse(request: web.Request) -> web.StreamResponse:

@@ -27,7 +27,7 @@ from pipelines.errors import PipelineError
 from pipelines.llm import ROLES, ChatMessage, Finished, SamplingParams, TextDelta
 
 from . import schemas as s
-from .chat import ChatJob, client_gone, open_chat, open_sse, sse_data
+from .chat import ChatJob, collect_text, open_chat, open_sse, sse_data
 from .errors import RequestValidationError
 from .media import model_response
 
@@ -85,17 +85,10 @@ async def handle_llm(request: web.Request, body: s.LLMRequest, model_id: str) ->
 
 
 async def _complete(request: web.Request, job: ChatJob) -> web.StreamResponse:
-    parts: list[str] = []
-    async for event in job.events:
-        if client_gone(request):
-            raise ConnectionResetError("the client went away")
-        if isinstance(event, TextDelta):
-            parts.append(event.text)
-        else:
-            message = s.LLMMessage(role="assistant", content="".join(parts))
-            choice = s.LLMChoice(index=0, finish_reason="stop", message=message)
-            return model_response(_response(job, event.completion_tokens, choice))
-    raise AssertionError("the token stream ended without Finished")
+    text, finished = await collect_text(request, job)
+    message = s.LLMMessage(role="assistant", content=text)
+    choice = s.LLMChoice(index=0, finish_reason="stop", message=message)
+    return model_response(_response(job, finished.completion_tokens, choice))
 
 
 async def _stream(request: web.Request, job: ChatJob) -> web.StreamResponse:

@@ -38,7 +38,7 @@ from pipelines.llm import ChatMessage, ContextLengthError, Finished, SamplingPar
 
 from ..keys import REGISTRY_KEY
 from ..settings import Settings
-from .chat import TASK, ChatJob, client_gone, open_chat, open_sse, sse_data
+from .chat import TASK, ChatJob, collect_text, open_chat, open_sse, sse_data
 
 __all__ = ["ChatCompletionRequest", "add_openai_routes", "openai_error"]
 
@@ -230,32 +230,24 @@ def _usage(job: ChatJob, completion_tokens: int) -> dict[str, int]:
 
 
 async def _complete(request: web.Request, job: ChatJob) -> web.StreamResponse:
-    parts: list[str] = []
-    async for event in job.events:
-        if client_gone(request):
-            raise ConnectionResetError("the client went away")
-        if isinstance(event, TextDelta):
-            parts.append(event.text)
-            continue
-        assert isinstance(event, Finished)
-        choice = {
-            "index": 0,
-            "message": {"role": "assistant", "content": "".join(parts)},
-            "logprobs": None,
-            "finish_reason": event.finish_reason,
+    text, finished = await collect_text(request, job)
+    choice = {
+        "index": 0,
+        "message": {"role": "assistant", "content": text},
+        "logprobs": None,
+        "finish_reason": finished.finish_reason,
+    }
+    return web.json_response(
+        {
+            "id": job.id,
+            "object": "chat.completion",
+            "created": job.created,
+            "model": job.model_id,
+            "choices": [choice],
+            "usage": _usage(job, finished.completion_tokens),
+            "system_fingerprint": None,
         }
-        return web.json_response(
-            {
-                "id": job.id,
-                "object": "chat.completion",
-                "created": job.created,
-                "model": job.model_id,
-                "choices": [choice],
-                "usage": _usage(job, event.completion_tokens),
-                "system_fingerprint": None,
-            }
-        )
-    raise AssertionError("the token stream ended without Finished")
+    )
 
 
 async def _stream(request: web.Request, job: ChatJob, include_usage: bool) -> web.StreamResponse:
