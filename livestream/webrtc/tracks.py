@@ -26,7 +26,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import av
 from aiortc import MediaStreamTrack, RTCRtpSender
@@ -37,7 +37,65 @@ __all__ = ["AudioFanout", "AudioTrack", "DecodingTrack", "PacketFanout", "Packet
 log = logging.getLogger(__name__)
 
 
-class PacketFanout:
+_Item = TypeVar("_Item", av.Packet, av.AudioFrame)
+_Track = TypeVar("_Track", bound="_QueuedTrack[Any]")
+
+
+class _Fanout(Generic[_Track]):
+    """What both fanouts do with their viewers' tracks: keep them, forget one, end them all."""
+
+    def __init__(self, *, max_queue: int) -> None:
+        self.max_queue = max_queue
+        self._tracks: set[_Track] = set()
+        self._closed = False
+
+    def _remove(self, track: _Track) -> None:
+        self._tracks.discard(track)
+
+    def close(self) -> None:
+        """The stream ended: every track ends (its `recv()` raises `MediaStreamError`)."""
+        if self._closed:
+            return
+        self._closed = True
+        for track in list(self._tracks):
+            track._end()
+        self._tracks.clear()
+
+
+class _QueuedTrack(MediaStreamTrack, Generic[_Item]):
+    """A viewer's track fed by a fanout through a queue; `None` in the queue ends it."""
+
+    def __init__(self, fanout: _Fanout[Any]) -> None:
+        super().__init__()
+        self._fanout = fanout
+        self._queue: deque[_Item | None] = deque()
+        self._ready = asyncio.Event()
+
+    def _end(self) -> None:
+        self._queue.append(None)
+        self._ready.set()
+
+    async def _next(self) -> _Item:
+        """The next queued item, waiting for one; the end of the stream stops the track.
+
+        Raises:
+            MediaStreamError: the stream ended.
+        """
+        while not self._queue:
+            self._ready.clear()
+            await self._ready.wait()
+        item = self._queue.popleft()
+        if item is None:
+            self.stop()
+            raise MediaStreamError
+        return item
+
+    def stop(self) -> None:
+        super().stop()
+        self._fanout._remove(self)
+
+
+class PacketFanout(_Fanout["PacketTrack"]):
     """The encoded video of one stream, handed to every viewer's track (loop side).
 
     `publish()` runs on the loop; `publish_threadsafe()` from the encoder thread. `on_keyframe`
@@ -53,13 +111,11 @@ class PacketFanout:
         keyframe_interval: float = 0.25,
         loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
+        super().__init__(max_queue=max_queue)
         self.on_keyframe = on_keyframe
-        self.max_queue = max_queue
         self.keyframe_interval = keyframe_interval
         self._loop = loop
-        self._tracks: set[PacketTrack] = set()
         self._last_request = -1e9
-        self._closed = False
         self.packets = 0
         self.keyframes = 0
         self.keyframe_requests = 0
@@ -80,9 +136,6 @@ class PacketFanout:
         track = PacketTrack(self)
         self._tracks.add(track)
         return track
-
-    def _remove(self, track: PacketTrack) -> None:
-        self._tracks.discard(track)
 
     def request_keyframe(self) -> None:
         """Ask the shared encoder for an IDR, at most once per `keyframe_interval`."""
@@ -114,26 +167,15 @@ class PacketFanout:
         except RuntimeError:  # the loop is closed: nobody is watching
             pass
 
-    def close(self) -> None:
-        """The stream ended: every track ends (its `recv()` raises `MediaStreamError`)."""
-        if self._closed:
-            return
-        self._closed = True
-        for track in list(self._tracks):
-            track._end()
-        self._tracks.clear()
 
-
-class PacketTrack(MediaStreamTrack):
+class PacketTrack(_QueuedTrack[av.Packet]):
     """One viewer's view of a `PacketFanout`: a bounded queue that resyncs at IDRs."""
 
     kind = "video"
 
     def __init__(self, fanout: PacketFanout) -> None:
-        super().__init__()
-        self._fanout = fanout
-        self._queue: deque[av.Packet | None] = deque()
-        self._ready = asyncio.Event()
+        super().__init__(fanout)
+        self._fanout: PacketFanout = fanout
         self._started = False
         self._need_key = True
         self.packets = 0
@@ -158,10 +200,6 @@ class PacketTrack(MediaStreamTrack):
         self._queue.append(packet)
         self._ready.set()
 
-    def _end(self) -> None:
-        self._queue.append(None)
-        self._ready.set()
-
     def request_keyframe(self) -> None:
         self._fanout.request_keyframe()
 
@@ -172,19 +210,9 @@ class PacketTrack(MediaStreamTrack):
             # The sender starts reading once DTLS is up: join here with a fresh IDR.
             self._started = True
             self._fanout.request_keyframe()
-        while not self._queue:
-            self._ready.clear()
-            await self._ready.wait()
-        packet = self._queue.popleft()
-        if packet is None:
-            self.stop()
-            raise MediaStreamError
+        packet = await self._next()
         self.packets += 1
         return packet
-
-    def stop(self) -> None:
-        super().stop()
-        self._fanout._remove(self)
 
 
 def attach_sender(sender: RTCRtpSender, track: PacketTrack) -> None:
@@ -236,13 +264,11 @@ class DecodingTrack(MediaStreamTrack):
 _AUDIO_TIME_BASE = fractions.Fraction(1, 48000)
 
 
-class AudioFanout:
+class AudioFanout(_Fanout["AudioTrack"]):
     """Decoded audio of one stream for every viewer (Opus is encoded per viewer by aiortc)."""
 
     def __init__(self, *, max_queue: int = 50) -> None:
-        self.max_queue = max_queue
-        self._tracks: set[AudioTrack] = set()
-        self._closed = False
+        super().__init__(max_queue=max_queue)
 
     def track(self) -> AudioTrack:
         track = AudioTrack(self)
@@ -256,28 +282,15 @@ class AudioFanout:
         for track in self._tracks:
             track._put(frame)
 
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        for track in list(self._tracks):
-            track._end()
-        self._tracks.clear()
 
-    def _remove(self, track: AudioTrack) -> None:
-        self._tracks.discard(track)
-
-
-class AudioTrack(MediaStreamTrack):
+class AudioTrack(_QueuedTrack[av.AudioFrame]):
     """One viewer's audio: frames resampled to the s16 48 kHz stereo aiortc's Opus takes."""
 
     kind = "audio"
 
     def __init__(self, fanout: AudioFanout) -> None:
-        super().__init__()
-        self._fanout = fanout
-        self._queue: deque[av.AudioFrame | None] = deque()
-        self._ready = asyncio.Event()
+        super().__init__(fanout)
+        self._fanout: AudioFanout = fanout
         self._resampler = av.AudioResampler(format="s16", layout="stereo", rate=48000)
         self._pts = 0
         self.dropped = 0
@@ -289,21 +302,11 @@ class AudioTrack(MediaStreamTrack):
         self._queue.append(frame)
         self._ready.set()
 
-    def _end(self) -> None:
-        self._queue.append(None)
-        self._ready.set()
-
     async def recv(self) -> av.AudioFrame:  # type: ignore[override]
         if self.readyState != "live":
             raise MediaStreamError
         while True:
-            while not self._queue:
-                self._ready.clear()
-                await self._ready.wait()
-            item = self._queue.popleft()
-            if item is None:
-                self.stop()
-                raise MediaStreamError
+            item = await self._next()
             item.pts = None
             out = self._resampler.resample(item)
             if not out:
@@ -313,10 +316,6 @@ class AudioTrack(MediaStreamTrack):
             frame.time_base = _AUDIO_TIME_BASE
             self._pts += frame.samples
             return frame
-
-    def stop(self) -> None:
-        super().stop()
-        self._fanout._remove(self)
 
 
 def _join(frames: list[av.AudioFrame]) -> av.AudioFrame:
