@@ -9,14 +9,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestServer
 
-from livestream.app import build_app
-from livestream.live import LIVE_CONFIG_KEY, LIVE_MANAGER_KEY, RTMP_SERVER_KEY, SessionConfig
+from livestream.live import LIVE_MANAGER_KEY, RTMP_SERVER_KEY, SessionConfig
 from livestream.settings import Settings
 from livestream.webrtc import WEBRTC_HUB_KEY
 
 from .chromium import Browser, chromium_path
+from .engine_server import serve_engine
 
 FFMPEG = shutil.which("ffmpeg")
 
@@ -31,14 +30,8 @@ CONFIG = SessionConfig(status_interval=0.5, input_timeout=5.0, stop_timeout=2.0,
 @pytest.fixture
 async def engine() -> AsyncIterator[tuple[str, Any]]:
     settings = Settings(host="127.0.0.1", port=0, live_pipeline="color-filter", webrtc_hosts=("127.0.0.1",), rtmp_port=0)
-    app = build_app(settings)
-    app[LIVE_CONFIG_KEY] = CONFIG
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    try:
-        yield str(server.make_url("")), app
-    finally:
-        await server.close()
+    async with serve_engine(settings, CONFIG) as served:
+        yield served
 
 
 async def _advancing(page: Any, state: str, seconds: float = 1.0) -> int:

@@ -8,15 +8,15 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestServer
 
-from livestream.app import build_app
-from livestream.live import LIVE_CONFIG_KEY, LIVE_MANAGER_KEY, SessionConfig
+from livestream.live import LIVE_MANAGER_KEY, SessionConfig
 from livestream.live.testsrc import read_number
 from livestream.settings import Settings
 from livestream.webrtc import WEBRTC_HUB_KEY
 from livestream.webrtc.client import WebRTCClientError, WhepClient, WhipClient
 from livestream.webrtc.testsrc import NumberedVideoTrack
+
+from .engine_server import serve_engine
 
 CONFIG = SessionConfig(status_interval=0.5, input_timeout=3.0, stop_timeout=2.0, max_queue_lag=5.0)
 
@@ -24,14 +24,8 @@ CONFIG = SessionConfig(status_interval=0.5, input_timeout=3.0, stop_timeout=2.0,
 @pytest.fixture
 async def engine() -> AsyncIterator[tuple[str, Any]]:
     settings = Settings(host="127.0.0.1", port=0, live_pipeline="noop", webrtc_hosts=("127.0.0.1",))
-    app = build_app(settings)
-    app[LIVE_CONFIG_KEY] = CONFIG
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    try:
-        yield str(server.make_url("")), app
-    finally:
-        await server.close()
+    async with serve_engine(settings, CONFIG) as served:
+        yield served
 
 
 async def _numbers(track: Any, count: int, timeout: float = 20.0) -> list[int]:
