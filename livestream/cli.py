@@ -116,7 +116,7 @@ def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParse
     serve.add_argument(
         "--max-live-sessions",
         type=int,
-        default=int(v) if (v := env_str(env, "MAX_LIVE_SESSIONS")) else None,
+        default=env_int(env, "MAX_LIVE_SESSIONS", None),
         help="concurrent live sessions (env MAX_LIVE_SESSIONS); default 1 with --pipeline (a new start replaces the stream), else 4",
     )
     serve.add_argument(
@@ -322,7 +322,7 @@ def _add_rtmp_args(serve: argparse.ArgumentParser, env: Mapping[str, str]) -> No
     rtmp.add_argument(
         "--rtmp-port",
         type=int,
-        default=int(v) if (v := env_str(env, "RTMP_PORT")) else None,
+        default=env_int(env, "RTMP_PORT", None),
         help="RTMP ingest port for OBS/ffmpeg (env RTMP_PORT); default 1935, off with --pipeline; 0 turns it off",
     )
     rtmp.add_argument(

@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import overload
 
 from .errors import ConfigError
 
@@ -72,7 +73,16 @@ def env_str(env: Mapping[str, str], name: str, default: str | None = None) -> st
     return value if value not in (None, "") else default
 
 
-def env_int(env: Mapping[str, str], name: str, default: int) -> int:
+@overload
+def env_int(env: Mapping[str, str], name: str, default: int) -> int: ...
+
+
+@overload
+def env_int(env: Mapping[str, str], name: str, default: None) -> int | None: ...
+
+
+def env_int(env: Mapping[str, str], name: str, default: int | None) -> int | None:
+    """`env[name]` as an int, `default` when unset or empty; a value that is not one is a `ConfigError`."""
     value = env.get(name)
     if value in (None, ""):
         return default
