@@ -125,6 +125,15 @@ def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParse
         default=env_bool(env, "TRICKLE_AUTOCREATE", False),
         help="let trickle clients create channels on /ai/trickle/ (env TRICKLE_AUTOCREATE); default off",
     )
+    serve.add_argument(
+        "--trickle-verify-tls",
+        action=argparse.BooleanOptionalAction,
+        default=env_bool(env, "TRICKLE_VERIFY_TLS", False),
+        help=(
+            "check TLS certificates of the trickle URLs live sessions are given (env TRICKLE_VERIFY_TLS); "
+            "default off, as ai-runner: orchestrators serve trickle with self-signed certificates"
+        ),
+    )
     _add_webrtc_args(serve, env)
     _add_rtmp_args(serve, env)
     serve.set_defaults(handler=_serve)
@@ -311,6 +320,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         max_queue=args.max_queue,
         max_live_sessions=args.max_live_sessions,
         trickle_autocreate=args.trickle_autocreate,
+        trickle_verify_tls=args.trickle_verify_tls,
         **_webrtc_settings(args),
         **_rtmp_settings(args),
         version=env_str(os.environ, "VERSION", __version__) or __version__,

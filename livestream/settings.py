@@ -34,6 +34,9 @@ class Settings:
     max_live_sessions: int | None = None
     #: Allow trickle clients to create channels on the engine's own trickle server.
     trickle_autocreate: bool = False
+    #: Check TLS certificates of the trickle URLs a live session is given. Off by default, as in
+    #: ai-runner: go-livepeer orchestrators serve trickle over HTTPS with self-signed certificates.
+    trickle_verify_tls: bool = False
     #: WebRTC: STUN/TURN URLs (none by default: never an implicit public STUN server).
     ice_servers: tuple[str, ...] = ()
     ice_username: str | None = None

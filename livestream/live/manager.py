@@ -75,9 +75,11 @@ class SessionManager:
     # --- lifecycle ------------------------------------------------------------------------
 
     async def __aenter__(self) -> SessionManager:
-        # No certificate check, as ai-runner: go-livepeer serves trickle over HTTPS with a self-signed certificate.
+        # By default no certificate check, as ai-runner: go-livepeer serves trickle over HTTPS with a
+        # self-signed certificate. `--trickle-verify-tls` turns the check on.
         self._http = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(ssl=False), timeout=aiohttp.ClientTimeout(total=None, sock_connect=10)
+            connector=aiohttp.TCPConnector(ssl=self.settings.trickle_verify_tls),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
         )
         if self.settings.pipeline == LIVE_TASK:
             self._loading = True
