@@ -22,6 +22,19 @@ async def create_channels(http: aiohttp.ClientSession, ch: Channels) -> None:
             assert resp.status == 200
 
 
+async def open_channels(
+    http: aiohttp.ClientSession, ch: Channels
+) -> tuple[Collected, Collected, list[asyncio.Task[None]]]:
+    """Create a stream's output and events channels and start reading both until they close."""
+    await create_channels(http, ch)
+    out, events = Collected(), Collected()
+    readers = [
+        asyncio.create_task(collect(ch.publish_url, http, out)),
+        asyncio.create_task(collect(ch.events_url, http, events)),
+    ]
+    return out, events, readers
+
+
 async def start(engine: TestClient[Any, Any], ch: Channels, **extra: Any) -> dict[str, Any]:
     resp = await engine.post("/live-video-to-video", json=ch.start_body(**extra))
     body = await resp.json()
@@ -46,12 +59,7 @@ def numbers(frames: list[Any]) -> list[int]:
 async def test_noop_end_to_end(engine, orchestrator, http, ts_segments) -> None:
     ch = Channels(orchestrator, "s1")
     segments = ts_segments(90)
-    await create_channels(http, ch)
-    out, events = Collected(), Collected()
-    readers = [
-        asyncio.create_task(collect(ch.publish_url, http, out)),
-        asyncio.create_task(collect(ch.events_url, http, events)),
-    ]
+    out, events, readers = await open_channels(http, ch)
     async with TricklePublisher(ch.subscribe_url, "video/mp2t", session=http) as pub:
         body = await start(engine, ch, model_id="noop", stream_id="s1")
         assert body["stream_id"] == "s1"
@@ -105,12 +113,7 @@ async def test_control_changes_effect_mid_stream(engine_factory, orchestrator, h
     engine = await engine_factory(config=replace(TEST_CONFIG, input_timeout=20.0))
     ch = Channels(orchestrator, "fx")
     segments = ts_segments(90)
-    await create_channels(http, ch)
-    out, events = Collected(), Collected()
-    readers = [
-        asyncio.create_task(collect(ch.publish_url, http, out)),
-        asyncio.create_task(collect(ch.events_url, http, events)),
-    ]
+    out, events, readers = await open_channels(http, ch)
     async with (
         TricklePublisher(ch.subscribe_url, "video/mp2t", session=http) as pub,
         TricklePublisher(ch.control_url, "application/json", session=http) as control,
@@ -189,12 +192,7 @@ async def test_session_api_params_patch_and_stop(engine, orchestrator, http, ts_
 async def test_corrupt_segment_is_skipped(engine, orchestrator, http, ts_segments) -> None:
     ch = Channels(orchestrator, "bad")
     segments = ts_segments(90)
-    await create_channels(http, ch)
-    out, events = Collected(), Collected()
-    readers = [
-        asyncio.create_task(collect(ch.publish_url, http, out)),
-        asyncio.create_task(collect(ch.events_url, http, events)),
-    ]
+    out, events, readers = await open_channels(http, ch)
     garbage = bytes(range(256)) * 200
     truncated = segments[1][: len(segments[1]) // 2 + 5]
     async with TricklePublisher(ch.subscribe_url, "video/mp2t", session=http) as pub:
@@ -215,12 +213,7 @@ async def test_corrupt_segment_is_skipped(engine, orchestrator, http, ts_segment
 
 async def test_stalled_input_ends_session(engine, orchestrator, http, ts_segments) -> None:
     ch = Channels(orchestrator, "stall")
-    await create_channels(http, ch)
-    out, events = Collected(), Collected()
-    readers = [
-        asyncio.create_task(collect(ch.publish_url, http, out)),
-        asyncio.create_task(collect(ch.events_url, http, events)),
-    ]
+    out, events, readers = await open_channels(http, ch)
     async with TricklePublisher(ch.subscribe_url, "video/mp2t", session=http) as pub:
         await start(engine, ch, stream_id="stall")
         await publish_segments(pub, ts_segments(90)[:1])
@@ -324,12 +317,7 @@ async def test_shutdown_ends_sessions_with_a_final_event(engine_factory, orchest
 
     engine = await engine_factory()
     ch = Channels(orchestrator, "bye")
-    await create_channels(http, ch)
-    out, events = Collected(), Collected()
-    readers = [
-        asyncio.create_task(collect(ch.publish_url, http, out)),
-        asyncio.create_task(collect(ch.events_url, http, events)),
-    ]
+    out, events, readers = await open_channels(http, ch)
     async with TricklePublisher(ch.subscribe_url, "video/mp2t", session=http) as pub:
         await start(engine, ch, stream_id="bye")
         await publish_segments(pub, ts_segments(90)[:1])
