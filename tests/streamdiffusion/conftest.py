@@ -1,5 +1,5 @@
-"""Fixtures for the streamdiffusion tests: the tiny sd-turbo-family model (built once), one
-torch thread, no Hugging Face network access."""
+"""Fixtures for the streamdiffusion tests; HF offline mode, one torch thread and the tiny
+sd-turbo-family model come from the root `tests/conftest.py`."""
 
 from __future__ import annotations
 
@@ -10,35 +10,15 @@ from typing import Any
 import pytest
 
 
-
-@pytest.fixture(scope="session", autouse=True)
-def _hf_offline() -> Iterator[None]:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HF_HUB_OFFLINE", "1")
-        yield
-
-
 @pytest.fixture(autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    # Tiny models gain nothing from intra-op threads; on a busy 2-core machine they lose.
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_torch_thread(one_torch_thread: None) -> None:
+    """Every streamdiffusion test runs torch on one thread (the root `one_torch_thread`)."""
 
 
 @pytest.fixture(scope="session")
-def tiny_sd_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """`livestream models tiny --task streamdiffusion`, written once per test session."""
-    from livestream.cli import build_parser
-
-    out = tmp_path_factory.getbasetemp() / "tiny-streamdiffusion"
-    if not (out / "model_index.json").exists():
-        args = build_parser().parse_args(["models", "tiny", "--task", "streamdiffusion", "--out", str(out)])
-        assert args.handler(args) == 0
-    return out
+def tiny_sd_dir(tiny_streamdiffusion_dir: Path) -> Path:
+    """The root `tiny_streamdiffusion_dir`, under the name these tests use."""
+    return tiny_streamdiffusion_dir
 
 
 @pytest.fixture
