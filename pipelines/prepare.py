@@ -34,7 +34,7 @@ LIVE_TASK = "live-video-to-video"
 DIFFUSERS_TASKS = ("text-to-image", "image-to-image", "image-to-video", "upscale")
 SAFETY_CHECKED_TASKS = ("text-to-image", "image-to-image", "image-to-video")
 #: Live pipelines that load no model.
-MODEL_FREE_LIVE = ("noop", "color-filter")
+MODEL_FREE_LIVE = ("noop", "noop-rgb", "color-filter")
 #: Copies of the weights no pipeline here loads.
 SKIPPED_SUFFIXES = (".onnx", ".onnx_data", ".ckpt", ".msgpack", ".h5", ".ot", ".tflite", ".pb", ".mlmodel", ".gguf")
 SKIPPED_FOLDERS = ("onnx", "coreml", "openvino", "flax", "tf")

@@ -61,6 +61,12 @@ def _noop() -> LivePipeline:
     return NoopPipeline()
 
 
+def _rgb_noop() -> LivePipeline:
+    from .noop import RgbNoopPipeline
+
+    return RgbNoopPipeline()
+
+
 def _color_filter() -> LivePipeline:
     from .color_filter import ColorFilterPipeline
 
@@ -84,6 +90,12 @@ def default_live_registry(model_dir: Path | None = None) -> LivePipelineRegistry
     registry = LivePipelineRegistry(
         [
             LivePipelineSpec("noop", NoopParams, _noop, "Pass-through: output frames are the input frames."),
+            LivePipelineSpec(
+                "noop-rgb",
+                NoopParams,
+                _rgb_noop,
+                "Pass-through through the pixel path (RGB and back): what a pipeline costs the engine.",
+            ),
             LivePipelineSpec(
                 "color-filter",
                 ColorFilterParams,

@@ -9,7 +9,7 @@ from ..base import LiveParams
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["NoopParams", "NoopPipeline"]
+__all__ = ["NoopParams", "NoopPipeline", "RgbNoopPipeline"]
 
 
 class NoopParams(LiveParams):
@@ -38,3 +38,12 @@ class NoopPipeline:
 
     def close(self) -> None:
         pass
+
+
+class RgbNoopPipeline(NoopPipeline):
+    """`noop-rgb`: returns its input, but through the engine's pixel path (decode to RGB, a
+    tensor batch, back to a frame), as every real pipeline. Benchmarks use it to price that
+    round trip; ai-runner's `noop` pays it too."""
+
+    name: ClassVar[str] = "noop-rgb"
+    passthrough: ClassVar[bool] = False
