@@ -1,8 +1,13 @@
-"""Typed aiohttp application keys shared by the engine's route areas."""
+"""Typed aiohttp application keys shared by the engine's route areas, and the small protocols
+of what is stored under them.
+
+This module sits below the route areas (`api`, `live`, `webrtc`): they import it, it imports none
+of them, so a protocol here (`HealthSource`) is how the API reads the live manager's state.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from aiohttp import web
 
@@ -11,10 +16,21 @@ from .settings import Settings
 if TYPE_CHECKING:
     from pipelines.registry import PipelineRegistry
 
-    from .api.health import HealthSource
     from .live.manager import SessionManager
 
-__all__ = ["LIVE_HEALTH_KEY", "LIVE_MANAGER_KEY", "REGISTRY_KEY", "SETTINGS_KEY"]
+__all__ = ["LIVE_HEALTH_KEY", "LIVE_MANAGER_KEY", "REGISTRY_KEY", "SETTINGS_KEY", "HealthSource", "HealthStatus"]
+
+#: ai-runner's `/health` statuses (the `HealthCheck` schema's `status`). `LOADING` follows
+#: ai-runner's runner/openapi.yaml; the reference copy of the spec predates it.
+HealthStatus = Literal["LOADING", "OK", "ERROR", "IDLE"]
+
+
+class HealthSource(Protocol):
+    """What reports `/health` in live runner mode: the live session manager."""
+
+    @property
+    def health(self) -> HealthStatus: ...
+
 
 SETTINGS_KEY = web.AppKey("settings", Settings)
 #: The batch pipeline registry; created and closed by the API's cleanup context.

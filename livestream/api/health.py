@@ -9,22 +9,14 @@
 
 from __future__ import annotations
 
-from typing import Protocol
-
 from aiohttp import web
 
-from ..keys import LIVE_HEALTH_KEY, REGISTRY_KEY
+from ..keys import LIVE_HEALTH_KEY, REGISTRY_KEY, HealthStatus
 from ..settings import Settings
-from .schemas import HealthStatus
 
-__all__ = ["LIVE_TASK", "HealthSource", "health_status"]
+__all__ = ["LIVE_TASK", "health_status"]
 
 LIVE_TASK = "live-video-to-video"
-
-
-class HealthSource(Protocol):
-    @property
-    def health(self) -> HealthStatus: ...
 
 
 def health_status(app: web.Application, settings: Settings) -> HealthStatus:

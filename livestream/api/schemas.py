@@ -24,6 +24,8 @@ from pydantic import BaseModel, Field, GetCoreSchemaHandler, GetJsonSchemaHandle
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import core_schema
 
+from ..keys import HealthStatus
+
 __all__ = [
     "APIError",
     "AudioResponse",
@@ -424,10 +426,6 @@ class Body_genUpscale(BaseModel):  # noqa: N801
 
 
 # --- health, hardware, version --------------------------------------------------------------
-
-#: `LOADING` follows ai-runner's runner/openapi.yaml; the reference copy predates it.
-HealthStatus = Literal["LOADING", "OK", "ERROR", "IDLE"]
-
 
 class HealthCheck(BaseModel):
     status: HealthStatus = Field(description="The health status of the pipeline")
