@@ -123,7 +123,8 @@ def _live_plan(name: str) -> list[Artifact]:
     if name in MODEL_FREE_LIVE:
         return []
     from .diffusion import is_turbo_model
-    from .live.streamdiffusion import DEFAULT_TINY_VAE, LCM_LORAS
+    from .live.streamdiffusion import LCM_LORAS
+    from .live.streamdiffusion_folders import DEFAULT_TINY_VAE
 
     params = registry.get(name).params_model()
     model_id = str(getattr(params, "model_id", ""))

@@ -61,8 +61,8 @@ def spec_for_model(
 ) -> EngineSpec:
     """The spec of a build: UNet batch 1..max_streams*rows_per_stream (opt: one stream), VAE
     batch 1..max_streams; the weights hash covers the UNet and the chosen VAE."""
+    from ..live.streamdiffusion_folders import component_folders
     from .cache import weights_fingerprint
-    from .onnx_export import component_folders
 
     unet_dir, vae_dir, kind = component_folders(model_id, model_dir, tiny_vae=vae == "taesd", vae_id=vae_id)
     return EngineSpec(

@@ -37,6 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..live.streamdiffusion_folders import component_folders
+
 if TYPE_CHECKING:
     import torch
 
@@ -46,7 +48,6 @@ __all__ = [
     "ExportResult",
     "LoadedComponents",
     "check_parity",
-    "component_folders",
     "export_model",
     "export_onnx",
     "load_components",
@@ -89,52 +90,11 @@ class ExportResult:
         return max(self.max_abs_diff.values(), default=float("nan"))
 
 
-def _folder(model_id: str, model_dir: Path | None, probe_file: str) -> Path:
-    """A model's local folder (a folder, or its snapshot in the Hugging Face cache)."""
-    from ..loading import resolve_model_source
-
-    source = resolve_model_source(model_id, model_dir, probe_file=probe_file)
-    if source.path is not None:
-        return source.path
-    from huggingface_hub import snapshot_download
-
-    cache = str(source.cache_dir) if source.cache_dir is not None else None
-    return Path(snapshot_download(model_id, cache_dir=cache, local_files_only=source.local_files_only))
-
-
-def component_folders(
-    model_id: str, model_dir: Path | None = None, *, tiny_vae: bool | None = None, vae_id: str | None = None
-) -> tuple[Path, Path, str]:
-    """(UNet folder, VAE folder, "taesd"|"kl") as the live pipeline picks them: with the tiny
-    VAE, `vae_id`, else the model folder's bundled `taesd/`, else `madebyollin/taesd`.
-
-    Args:
-        tiny_vae: TAESD (True), the model's own `vae/` (False), or TAESD only when the
-            folder bundles one (None).
-    """
-    from ..tiny_streamdiffusion import TAESD_SUBFOLDER
-
-    root = _folder(model_id, model_dir, "model_index.json")
-    bundled = root / TAESD_SUBFOLDER
-    has_bundled = (bundled / "config.json").is_file()
-    if tiny_vae is None:
-        tiny_vae = has_bundled or vae_id is not None
-    if not tiny_vae:
-        return root / "unet", root / "vae", "kl"
-    if vae_id:
-        return root / "unet", _folder(vae_id, model_dir, "config.json"), "taesd"
-    if has_bundled:
-        return root / "unet", bundled, "taesd"
-    from ..live.streamdiffusion import DEFAULT_TINY_VAE
-
-    return root / "unet", _folder(DEFAULT_TINY_VAE, model_dir, "config.json"), "taesd"
-
-
 def load_components(
     model_id: str, model_dir: Path | None = None, *, tiny_vae: bool | None = None, vae_id: str | None = None
 ) -> LoadedComponents:
     """Load the UNet and VAE of a StableDiffusion-layout model, on the CPU in float32 (see
-    `component_folders` for which VAE)."""
+    `pipelines.live.streamdiffusion_folders.component_folders` for which VAE)."""
     import torch
     from diffusers import AutoencoderKL, AutoencoderTiny, UNet2DConditionModel
 

@@ -49,6 +49,7 @@ from ..errors import ModelLoadError
 from ..loading import pick_device, resolve_model_source, torch_dtype_for
 from .diffusion_worker import DiffusionWorker, Job, WorkerPool
 from .similarity_filter import SimilarityFilter
+from .streamdiffusion_folders import tiny_vae_id
 from .streamdiffusion_params import StreamDiffusionParams
 
 if TYPE_CHECKING:
@@ -62,7 +63,6 @@ log = logging.getLogger(__name__)
 
 #: LCM-LoRA per base family (there is none for SD 2.1; give `lcm_lora_id` for one).
 LCM_LORAS = {"sd15": "latent-consistency/lcm-lora-sdv1-5"}
-DEFAULT_TINY_VAE = "madebyollin/taesd"
 _PROMPT_CACHE = 64
 _WARM_FRAMES = 2
 
@@ -143,7 +143,7 @@ def load_models(params: StreamDiffusionParams, *, model_dir: Path | None, device
     extra: dict[str, Any] = {}
     vae_name = "full"
     if params.use_tiny_vae:
-        tiny_id = params.vae_id or _bundled_tiny_vae(source.path) or DEFAULT_TINY_VAE
+        tiny_id = tiny_vae_id(params.vae_id, source.path)
         tiny_source = resolve_model_source(tiny_id, model_dir, probe_file="config.json")
         try:
             extra["vae"] = AutoencoderTiny.from_pretrained(
@@ -215,14 +215,6 @@ def load_models(params: StreamDiffusionParams, *, model_dir: Path | None, device
         latent_channels=int(probe.shape[1]),
         latent_factor=64 // int(probe.shape[-1]),
     )
-
-
-def _bundled_tiny_vae(path: Path | None) -> str | None:
-    from ..tiny_streamdiffusion import TAESD_SUBFOLDER
-
-    if path is not None and (path / TAESD_SUBFOLDER / "config.json").is_file():
-        return str(path / TAESD_SUBFOLDER)
-    return None
 
 
 def _fuse_loras(pipe: Any, params: StreamDiffusionParams, family: str, distilled: bool, model_dir: Path | None) -> list[str]:

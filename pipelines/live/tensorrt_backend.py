@@ -172,8 +172,8 @@ class TensorRTBackend:
                 what differs and what to run).
         """
         from ..engines.cache import EngineCache, EngineCacheError, Environment, weights_fingerprint
-        from ..engines.onnx_export import component_folders
         from ..errors import ModelLoadError
+        from .streamdiffusion_folders import component_folders
 
         missing = tensorrt_available()
         if missing:
