@@ -2,7 +2,7 @@
 
     python -m benchmarks asr_bench
 
-Model: a random-weight Whisper written by `pipelines.tiny_audio.write_tiny_whisper`, smaller
+Model: a random-weight Whisper written by `pipelines.testing.audio.write_tiny_whisper`, smaller
 than whisper-tiny so that a run fits a shared 2-core VM (d_model 256, 2+2 layers, 4 heads,
 large-v3's 128 mel bins, the full 30 s / 1500-position encoder), generating up to 48 tokens per
 window (random weights rarely stop early, so every window generates all 48). Greedy decoding:
@@ -182,7 +182,7 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 
-    from pipelines.tiny_audio import write_tiny_whisper
+    from pipelines.testing.audio import write_tiny_whisper
 
     torch.set_num_threads(THREADS)
 

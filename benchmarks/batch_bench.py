@@ -1,7 +1,7 @@
 """Visual batch routes on tiny models: time in our code vs time in the diffusers call.
 
 For each route (text-to-image, image-to-image, image-to-video, upscale) the engine app runs
-on loopback with the tiny random-weight model of the route (`pipelines.tiny`). Two clocks per
+on loopback with the tiny random-weight model of the route (`pipelines.testing`). Two clocks per
 request, both in the server process:
 
 - the request: an outermost aiohttp middleware, from handler entry (body not yet read) to the
@@ -153,7 +153,7 @@ def main() -> None:
     os.environ["HF_HUB_OFFLINE"] = "1"
     import torch
 
-    from pipelines.tiny import write_tiny_model
+    from pipelines.testing import write_tiny_model
 
     print(
         f"python {platform.python_version()}, torch {torch.__version__}, {os.cpu_count()} CPUs, "

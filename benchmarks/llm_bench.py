@@ -2,7 +2,7 @@
 
     python -m benchmarks llm_bench
 
-Models: random-weight Llama-3-style chat models written by `pipelines.tiny_llm` (the tiny test
+Models: random-weight Llama-3-style chat models written by `pipelines.testing.llm` (the tiny test
 fixture, 2 layers x 32 wide, and a "medium" one, 6 layers x 768 wide, 32 M parameters, whose
 steps cost more than the per-token Python around them, as a real model's do). Greedy decoding, so every path generates the
 same tokens.
@@ -251,8 +251,8 @@ def _report(samples: dict[str, list[Sample]]) -> None:
 def main() -> None:
     import torch
 
-    from pipelines.tiny import write_tiny_model
-    from pipelines.tiny_llm import write_tiny_llm
+    from pipelines.testing import write_tiny_model
+    from pipelines.testing.llm import write_tiny_llm
 
     # One intra-op thread: on a shared 2-core VM, two spinning OpenMP threads make every step's time
     # depend on the neighbours' load; the comparison is what matters here.

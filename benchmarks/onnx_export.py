@@ -111,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         model_id = args.model_id
         if model_id is None:
-            from pipelines.tiny_streamdiffusion import write_tiny_streamdiffusion
+            from pipelines.testing.streamdiffusion import write_tiny_streamdiffusion
 
             model_id = str(Path(tmp) / "tiny")
             write_tiny_streamdiffusion(Path(model_id))

@@ -225,13 +225,13 @@ def _img2img_row(args: argparse.Namespace, model: str, frames: Any) -> _Row:
     from diffusers import AutoencoderTiny, LCMScheduler, StableDiffusionImg2ImgPipeline
     from PIL import Image
 
-    from pipelines.live.streamdiffusion import DEFAULT_TINY_VAE, _bundled_tiny_vae
+    from pipelines.live.streamdiffusion_folders import tiny_vae_id
     from pipelines.loading import pick_device, resolve_model_source, torch_dtype_for
 
     device = pick_device(args.device)
     dtype = torch_dtype_for(device)
     source = resolve_model_source(model, None)
-    tiny = _bundled_tiny_vae(source.path) or DEFAULT_TINY_VAE
+    tiny = tiny_vae_id(None, source.path)
     vae = AutoencoderTiny.from_pretrained(tiny, dtype=dtype)
     pipe = StableDiffusionImg2ImgPipeline.from_pretrained(
         source.pretrained_name, vae=vae, safety_checker=None, feature_extractor=None, requires_safety_checker=False, dtype=dtype
@@ -307,12 +307,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="rtd-") as tmp:
         model = args.model
         if model == "tiny":
-            from pipelines.tiny import write_tiny_model
+            from pipelines.testing import write_tiny_model
 
             model = str(Path(tmp) / "tiny-streamdiffusion")
             write_tiny_model("streamdiffusion", Path(model))
         elif model == "sd-turbo-arch":
-            from pipelines.tiny_streamdiffusion import write_random_sd_turbo
+            from pipelines.testing.streamdiffusion import write_random_sd_turbo
 
             model = str(Path(tmp) / "sd-turbo-arch")
             write_random_sd_turbo(Path(model))

@@ -532,7 +532,7 @@ def _run_prepare(
 
 
 def _models_tiny(args: argparse.Namespace) -> int:
-    from pipelines.tiny import write_tiny_model
+    from pipelines.testing import write_tiny_model
 
     write_tiny_model(args.task, args.out)
     print(f"wrote a tiny random-weight {args.task} model to {args.out} (a test fixture, not a real model)")

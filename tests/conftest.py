@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.tiny import write_tiny_model
+from pipelines.testing import write_tiny_model
 
 
 @pytest.fixture(scope="session", autouse=True)

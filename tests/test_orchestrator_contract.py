@@ -46,7 +46,7 @@ from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
 from livestream.live.testsrc import decode_ts, make_ts_segments, read_number
-from pipelines.tiny import write_tiny_model
+from pipelines.testing import write_tiny_model
 from trickle import TricklePublisher, TrickleSubscriber
 
 pytestmark = pytest.mark.timeout(180)

@@ -17,7 +17,7 @@ from PIL import Image
 
 from livestream.app import build_app
 from livestream.settings import Settings
-from pipelines.tiny import write_tiny_model
+from pipelines.testing import write_tiny_model
 
 Client = TestClient[Any, Any]
 ClientFactory = Callable[..., Awaitable[Client]]

@@ -21,7 +21,7 @@ from trickle import TricklePublisher
 
 @pytest.fixture(scope="module")
 def tiny_sd(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from pipelines.tiny import write_tiny_model
+    from pipelines.testing import write_tiny_model
 
     out = tmp_path_factory.mktemp("sd") / "tiny-streamdiffusion"
     write_tiny_model("streamdiffusion", out)

@@ -15,7 +15,7 @@ from livestream.app import build_app
 from livestream.settings import Settings
 from pipelines.llm import LLMPipeline
 from pipelines.registry import PipelineFactory, PipelineRegistry
-from pipelines.tiny import write_tiny_model
+from pipelines.testing import write_tiny_model
 
 
 @pytest.fixture(scope="session")

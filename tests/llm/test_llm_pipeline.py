@@ -12,7 +12,7 @@ import pytest
 from pipelines.errors import InvalidRequestError, ModelLoadError
 from pipelines.llm import ChatMessage, ContextLengthError, Finished, LLMPipeline, SamplingParams, TextDelta
 from pipelines.llm_transformers import StopScanner
-from pipelines.tiny_llm import SPECIAL_TOKENS
+from pipelines.testing.llm import SPECIAL_TOKENS
 
 GREEDY = SamplingParams(temperature=0.0, max_tokens=24)
 HELLO = [ChatMessage("system", "You are a helpful assistant."), ChatMessage("user", "Hello there")]

@@ -11,7 +11,7 @@ from audio_media import mp3, tone, truncated, video_with_audio, wav
 from pipelines.audio import AudioDecodeError, decode_audio, encode_wav
 from pipelines.audio_to_text import AudioToTextInput, AudioToTextPipeline
 from pipelines.errors import InvalidRequestError, ModelLoadError, UnsupportedMediaError
-from pipelines.tiny import write_tiny_model
+from pipelines.testing import write_tiny_model
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from PIL import Image
 
 from pipelines.errors import ModelLoadError
 from pipelines.image_to_text import ImageToTextInput, ImageToTextPipeline
-from pipelines.tiny import write_tiny_model
+from pipelines.testing import write_tiny_model
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from PIL import Image
 
 from pipelines.errors import InvalidRequestError
 from pipelines.segment_anything_2 import SegmentAnything2Input, SegmentAnything2Pipeline
-from pipelines.tiny import write_tiny_model
+from pipelines.testing import write_tiny_model
 
 W, H = 120, 90
 

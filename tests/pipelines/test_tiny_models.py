@@ -1,4 +1,4 @@
-"""`livestream models tiny` and `pipelines.tiny.write_tiny_model`."""
+"""`livestream models tiny` and `pipelines.testing.write_tiny_model`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from livestream.cli import main
-from pipelines.tiny import TINY_TASKS, write_tiny_model
+from pipelines.testing import TINY_TASKS, write_tiny_model
 
 
 def test_unknown_task_lists_supported_tasks(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from pipelines.text_to_speech import (
     split_text,
     voice_from_description,
 )
-from pipelines.tiny import write_tiny_model
+from pipelines.testing import write_tiny_model
 
 PARLER_DEFAULT = "A male speaker delivers a slightly expressive and animated speech with a moderate speed and pitch."
 

@@ -23,7 +23,7 @@ from pipelines.image_to_image import ImageToImageInput, ImageToImagePipeline
 from pipelines.image_to_video import ImageToVideoInput, ImageToVideoPipeline
 from pipelines.outputs import GeneratedImage
 from pipelines.text_to_image import TextToImageInput, TextToImagePipeline
-from pipelines.tiny import write_tiny_model
+from pipelines.testing import write_tiny_model
 from pipelines.upscale import UpscaleInput, UpscalePipeline
 
 

@@ -178,7 +178,7 @@ def test_lcm_lora_is_fused_into_a_non_distilled_base(tmp_path: Path, tiny_sd_dir
     from peft.utils import get_peft_model_state_dict
 
     from pipelines.live.streamdiffusion import StreamDiffusionPipeline
-    from pipelines.tiny import write_tiny_model
+    from pipelines.testing import write_tiny_model
 
     base = tmp_path / "sd15"
     write_tiny_model("text-to-image", base)

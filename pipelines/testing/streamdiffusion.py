@@ -17,10 +17,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["SD_TURBO_UNET", "TAESD_SUBFOLDER", "write_random_sd_turbo", "write_tiny_streamdiffusion", "write_tiny_taesd"]
+from ..live.streamdiffusion_folders import TAESD_SUBFOLDER
 
-#: Where a model folder may bundle its own tiny VAE.
-TAESD_SUBFOLDER = "taesd"
+__all__ = ["SD_TURBO_UNET", "write_random_sd_turbo", "write_tiny_streamdiffusion", "write_tiny_taesd"]
 
 
 def write_tiny_taesd(out: Path) -> None:
@@ -52,7 +51,7 @@ def write_tiny_streamdiffusion(out: Path) -> None:
     from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
     from transformers import CLIPTextModel
 
-    from .tiny_parts import SD_SCHEDULER, clip_text_config, save_sd_pipeline, sd_unet, sd_vae
+    from .parts import SD_SCHEDULER, clip_text_config, save_sd_pipeline, sd_unet, sd_vae
 
     torch.manual_seed(0)
     unet = sd_unet(
@@ -110,7 +109,7 @@ def write_random_sd_turbo(out: Path, *, half: bool = True) -> None:
     from diffusers import AutoencoderKL, AutoencoderTiny, EulerDiscreteScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextModel
 
-    from .tiny_parts import clip_text_config, sd_pipeline
+    from .parts import clip_text_config, sd_pipeline
 
     torch.manual_seed(0)
     unet = UNet2DConditionModel(**SD_TURBO_UNET)  # type: ignore[arg-type]

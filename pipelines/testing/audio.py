@@ -34,7 +34,7 @@ def _whisper_tokenizer() -> object:
     """A byte-level Whisper tokenizer without merges: 256 byte characters, 10 specials, 1501 timestamps."""
     from transformers import AddedToken, WhisperTokenizer
 
-    from .tiny_parts import byte_chars
+    from .parts import byte_chars
 
     vocab = {c: i for i, c in enumerate(byte_chars())}
     tokenizer = WhisperTokenizer(

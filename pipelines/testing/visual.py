@@ -1,9 +1,9 @@
 """Tiny random-weight models for the visual routes other than plain Stable Diffusion.
 
-Builders for `pipelines.tiny.write_tiny_model`: instruct-pix2pix, SDXL, SD3 and FLUX (image-to-image,
+Builders for `pipelines.testing.write_tiny_model`: instruct-pix2pix, SDXL, SD3 and FLUX (image-to-image,
 text-to-image), Stable Video Diffusion (image-to-video) and the SD x4 upscaler (upscale). Each
 is the real diffusers pipeline class with its real component classes, shrunk to a few MB and
-seeded; tokenizers are built in memory (CLIP: `pipelines.tiny_parts`' byte-level one; T5: a
+seeded; tokenizers are built in memory (CLIP: `pipelines.testing.parts`' byte-level one; T5: a
 character-level Unigram). Recipes
 follow `shared/reference/pipelines-findings.md`.
 """
@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .tiny_parts import SD_SCHEDULER, clip_text_config, clip_tokenizer, save_sd_pipeline, sd_unet, sd_vae
+from .parts import SD_SCHEDULER, clip_text_config, clip_tokenizer, save_sd_pipeline, sd_unet, sd_vae
 
 __all__ = ["write_tiny_flux", "write_tiny_pix2pix", "write_tiny_sd3", "write_tiny_sdxl", "write_tiny_svd", "write_tiny_upscaler"]
 

@@ -1,4 +1,4 @@
-"""Tiny random-weight models of each task's real architecture: test fixtures, not real models.
+"""`write_tiny_model`: the tiny random-weight model of a task, built by the task's builder.
 
 Each builder makes the same family of model a task loads in production (a Stable Diffusion
 pipeline for text-to-image), shrunk to a few MB, seeded so the bytes are reproducible, and
@@ -39,7 +39,7 @@ def _write_text_to_image(out: Path) -> None:
     from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
     from transformers import CLIPTextModel
 
-    from .tiny_parts import SD_SCHEDULER, clip_text_config, save_sd_pipeline, sd_unet, sd_vae
+    from .parts import SD_SCHEDULER, clip_text_config, save_sd_pipeline, sd_unet, sd_vae
 
     torch.manual_seed(0)
     unet = sd_unet()
@@ -52,46 +52,46 @@ def _write_text_to_image(out: Path) -> None:
 
 
 def _write_llm(out: Path) -> None:
-    from .tiny_llm import write_tiny_llm
+    from .llm import write_tiny_llm
 
     write_tiny_llm(out)
 
 
 def _write_audio_to_text(out: Path) -> None:
-    from .tiny_audio import write_tiny_whisper
+    from .audio import write_tiny_whisper
 
     write_tiny_whisper(out)
 
 
 def _write_text_to_speech(out: Path) -> None:
-    from .tiny_audio import write_tiny_tts
+    from .audio import write_tiny_tts
 
     write_tiny_tts(out)
 
 
 def _write_image_to_text(out: Path) -> None:
-    from .tiny_vision import write_tiny_blip
+    from .vision import write_tiny_blip
 
     write_tiny_blip(out)
 
 
 def _write_segment_anything_2(out: Path) -> None:
-    from .tiny_vision import write_tiny_sam2
+    from .vision import write_tiny_sam2
 
     write_tiny_sam2(out)
 
 
 def _write_streamdiffusion(out: Path) -> None:
-    from .tiny_streamdiffusion import write_tiny_streamdiffusion
+    from .streamdiffusion import write_tiny_streamdiffusion
 
     write_tiny_streamdiffusion(out)
 
 
 def _visual(name: str) -> Callable[[Path], None]:
     def build(out: Path) -> None:
-        from . import tiny_visual
+        from . import visual
 
-        getattr(tiny_visual, name)(out)
+        getattr(visual, name)(out)
 
     return build
 
