@@ -59,7 +59,7 @@ IMPLEMENTATIONS: dict[str, str] = {
     "image-to-image": "pipelines.image_to_image:ImageToImagePipeline",
     "image-to-video": "pipelines.image_to_video:ImageToVideoPipeline",
     "upscale": "pipelines.upscale:UpscalePipeline",
-    "llm": "pipelines.llm:LLMPipeline",
+    "llm": "pipelines.llm.pipeline:LLMPipeline",
     "audio-to-text": "pipelines.audio_to_text:AudioToTextPipeline",
     "text-to-speech": "pipelines.text_to_speech:TextToSpeechPipeline",
     "image-to-text": "pipelines.image_to_text:ImageToTextPipeline",

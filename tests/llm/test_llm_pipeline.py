@@ -11,7 +11,7 @@ import pytest
 
 from pipelines.errors import InvalidRequestError, ModelLoadError
 from pipelines.llm import ChatMessage, ContextLengthError, Finished, LLMPipeline, SamplingParams, TextDelta
-from pipelines.llm_transformers import StopScanner
+from pipelines.llm.transformers_backend import StopScanner
 from pipelines.testing.llm import SPECIAL_TOKENS
 
 GREEDY = SamplingParams(temperature=0.0, max_tokens=24)
@@ -166,7 +166,7 @@ def test_stop_scanner_flushes_the_tail() -> None:
 
 
 async def test_multibyte_characters_are_never_split(llm_pipeline: LLMPipeline) -> None:
-    from pipelines.llm_transformers import _Detokenizer
+    from pipelines.llm.transformers_backend import _Detokenizer
 
     text = "héllo wörld 😀 日本"
     ids = llm_pipeline.tokenizer(text, add_special_tokens=False)["input_ids"]

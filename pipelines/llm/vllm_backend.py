@@ -19,11 +19,11 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-from .errors import InferenceError, ModelLoadError
-from .llm import Finished, Prompt, SamplingParams, TextDelta
+from ..errors import InferenceError, ModelLoadError
+from .backend import Finished, Prompt, SamplingParams, TextDelta
 
 if TYPE_CHECKING:
-    from .loading import ModelSource
+    from ..loading import ModelSource
 
 __all__ = ["VLLMBackend"]
 

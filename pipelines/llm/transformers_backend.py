@@ -16,13 +16,14 @@ import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .errors import InferenceError
-from .llm import Finished, FinishReason, Prompt, SamplingParams, TextDelta
+from ..errors import InferenceError
+from ..loading import model_load_errors, torch_dtype_for
+from .backend import Finished, FinishReason, Prompt, SamplingParams, TextDelta
 
 if TYPE_CHECKING:
     import torch
 
-    from .loading import ModelSource
+    from ..loading import ModelSource
 
 __all__ = ["StopScanner", "TransformersBackend"]
 
@@ -175,8 +176,6 @@ class TransformersBackend:
 
     def __init__(self, source: ModelSource, tokenizer: Any, device: torch.device) -> None:
         from transformers import AutoModelForCausalLM
-
-        from .loading import model_load_errors, torch_dtype_for
 
         with model_load_errors("LLM", source.model_id):
             model = AutoModelForCausalLM.from_pretrained(

@@ -13,39 +13,32 @@ template) from a Hugging Face id or a local folder. A request goes in two steps:
    generation at the next token and returns only once the model is idle again, so whoever
    holds the model's slot can release it right after.
 
-Two backends do step 2 (`pipelines.llm_transformers`, the default, one request at a time in a
-worker thread; `pipelines.llm_vllm`, continuous batching on NVIDIA GPUs, in its own image
-because vLLM pins its own torch and transformers).
+Two backends do step 2 (`transformers_backend`, the default, one request at a time in a worker
+thread; `vllm_backend`, continuous batching on NVIDIA GPUs, in its own image because vLLM pins
+its own torch and transformers). What they take and yield is in `backend`.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any
 
-from .errors import InvalidRequestError, ModelLoadError
+from ..errors import InvalidRequestError, ModelLoadError
+from ..loading import pick_device, resolve_model_source
+from .backend import Finished, LLMBackend, Prompt, SamplingParams, TextDelta
+from .transformers_backend import TransformersBackend
+from .vllm_backend import VLLMBackend
 
-__all__ = [
-    "ROLES",
-    "ChatMessage",
-    "ContextLengthError",
-    "Finished",
-    "LLMBackend",
-    "LLMPipeline",
-    "Prompt",
-    "SamplingParams",
-    "TextDelta",
-]
+__all__ = ["ROLES", "ChatMessage", "ContextLengthError", "LLMPipeline"]
 
 log = logging.getLogger(__name__)
 
 #: Message roles a request may use (ai-runner accepts these three).
 ROLES = ("system", "user", "assistant")
-
-FinishReason = Literal["stop", "length"]
 
 
 class ContextLengthError(InvalidRequestError):
@@ -64,76 +57,6 @@ class ContextLengthError(InvalidRequestError):
 class ChatMessage:
     role: str
     content: str
-
-
-@dataclass(frozen=True, slots=True)
-class SamplingParams:
-    """How to sample. Defaults are ai-runner's `LLMRequest` defaults.
-
-    Attributes:
-        max_tokens: most tokens to generate (cut to what the context leaves).
-        temperature: 0 means greedy decoding.
-        top_p: nucleus sampling mass, in (0, 1].
-        top_k: sample from the k likeliest tokens; -1 or 0: all.
-        stop: generation ends before the first of these strings; it is not returned.
-    """
-
-    max_tokens: int = 256
-    temperature: float = 0.7
-    top_p: float = 1.0
-    top_k: int = -1
-    stop: tuple[str, ...] = ()
-
-    def check(self) -> None:
-        """Raise `InvalidRequestError`, quoting the value, for a value out of range."""
-        if self.max_tokens < 1:
-            raise InvalidRequestError(f"max_tokens must be at least 1, got {self.max_tokens}.")
-        if not 0.0 <= self.temperature <= 2.0:
-            raise InvalidRequestError(f"temperature must be between 0 and 2, got {self.temperature}.")
-        if not 0.0 < self.top_p <= 1.0:
-            raise InvalidRequestError(f"top_p must be in (0, 1], got {self.top_p}.")
-        if self.top_k < -1:
-            raise InvalidRequestError(f"top_k must be -1 (off) or at least 0, got {self.top_k}.")
-        if any(not s for s in self.stop):
-            raise InvalidRequestError("stop sequences must not be empty strings.")
-
-
-@dataclass(frozen=True, slots=True)
-class Prompt:
-    """A rendered, tokenized request, ready to generate from."""
-
-    text: str
-    token_ids: tuple[int, ...]
-    #: `SamplingParams.max_tokens`, cut to what the context leaves after the prompt.
-    max_tokens: int
-
-
-@dataclass(frozen=True, slots=True)
-class TextDelta:
-    """New text; `completion_tokens` counts the tokens generated so far."""
-
-    text: str
-    completion_tokens: int
-
-
-@dataclass(frozen=True, slots=True)
-class Finished:
-    """The end of a generation, always the last event of `LLMPipeline.stream`."""
-
-    finish_reason: FinishReason
-    prompt_tokens: int
-    completion_tokens: int
-
-
-class LLMBackend(Protocol):
-    """Generates from a tokenized prompt. See the module docstring for the closing contract."""
-
-    #: Requests the backend serves at once (1: one at a time; vLLM batches many).
-    concurrency: int
-
-    def stream(self, prompt: Prompt, params: SamplingParams) -> AsyncIterator[TextDelta | Finished]: ...
-
-    def close(self) -> None: ...
 
 
 class LLMPipeline:
@@ -164,8 +87,6 @@ class LLMPipeline:
     ) -> None:
         from transformers import AutoConfig, AutoTokenizer
 
-        from .loading import pick_device, resolve_model_source
-
         self.model_id = model_id
         self.device = pick_device(device)
         source = resolve_model_source(model_id, model_dir, probe_file="config.json")
@@ -183,12 +104,8 @@ class LLMPipeline:
         name = backend or _default_backend(self.device.type)
         self.backend: LLMBackend
         if name == "transformers":
-            from .llm_transformers import TransformersBackend
-
             self.backend = TransformersBackend(source, self.tokenizer, self.device)
         elif name == "vllm":
-            from .llm_vllm import VLLMBackend
-
             self.backend = VLLMBackend(source, self.max_context)
         else:
             raise ModelLoadError(f"Unknown LLM backend {name!r}; use 'transformers' or 'vllm'.")
@@ -240,6 +157,4 @@ class LLMPipeline:
 def _default_backend(device_type: str) -> str:
     if device_type != "cuda":
         return "transformers"
-    import importlib.util
-
     return "vllm" if importlib.util.find_spec("vllm") is not None else "transformers"
