@@ -14,7 +14,7 @@ batch), generated with PyAV. In one run, on the same machine, alternating per ro
 
 - bare: the transformers ASR pipeline called on already-decoded 16 kHz samples with the same
   arguments (what the model costs; ai-runner's pipeline does this after converting the file);
-- decode: PyAV decoding + resampling of the upload alone (`pipelines.audio.decode_audio`);
+- decode: PyAV decoding + resampling of the upload alone (`pipelines.batch.audio.decode_audio`);
 - pipeline: `AudioToTextPipeline.transcribe` on the file's bytes (decode + model + answer);
 - HTTP: `POST /audio-to-text` (multipart) to `livestream serve --pipeline audio-to-text` in a
   child process over loopback, until the JSON answer is read.
@@ -119,8 +119,8 @@ async def _run(model: Path, port: int) -> list[dict[str, Any]]:
     import aiohttp
     import psutil
 
-    from pipelines.audio import decode_audio
-    from pipelines.audio_to_text import AudioToTextInput, AudioToTextPipeline
+    from pipelines.batch.audio import decode_audio
+    from pipelines.batch.audio_to_text import AudioToTextInput, AudioToTextPipeline
 
     pipeline = AudioToTextPipeline(str(model), device="cpu")
     url = f"http://127.0.0.1:{port}"

@@ -12,13 +12,15 @@ the environment at load time or the Hub cannot be reached (a quick TCP connect),
 retrying the network for tens of seconds.
 
 Device and dtype follow the hardware: CUDA with float16 when a GPU is present, else CPU with
-float32.
+float32. Turbo models (distilled, no classifier-free guidance) are told by their id
+(`is_turbo_model`), by the batch and the live pipelines alike.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -34,6 +36,7 @@ __all__ = [
     "LOAD_ERRORS",
     "ModelSource",
     "hf_offline",
+    "is_turbo_model",
     "model_load_errors",
     "pick_device",
     "resolve_model_source",
@@ -43,6 +46,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _TRUE = {"1", "true", "yes", "on"}
+_TURBO = re.compile(r"[-_]turbo", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -199,3 +203,9 @@ def model_load_errors(what: str, model_id: str) -> Iterator[None]:
         yield
     except LOAD_ERRORS as exc:
         raise ModelLoadError(f"Could not load {what} {model_id!r}: {exc}") from exc
+
+
+def is_turbo_model(model_id: str) -> bool:
+    """sd-turbo/sdxl-turbo style ids: distilled without classifier-free guidance (the batch
+    pipelines and the live `streamdiffusion` pipeline both tell them by name, as ai-runner does)."""
+    return _TURBO.search(model_id) is not None

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ModelLoadError
-from .loading import _hub_unreachable, hf_offline
+from .loading import _hub_unreachable, hf_offline, is_turbo_model
 
 __all__ = ["ENGINE_BUILDERS", "Artifact", "PrepareError", "PreparedArtifact", "plan", "prepare", "select_files"]
 
@@ -97,7 +97,7 @@ def plan(pipeline: str, model_id: str) -> list[Artifact]:
     probe = "model_index.json" if pipeline in DIFFUSERS_TASKS else "config.json"
     artifacts = [Artifact(model_id, probe)]
     if pipeline in SAFETY_CHECKED_TASKS:
-        from .safety import SAFETY_CHECKER_ID, SAFETY_FEATURE_EXTRACTOR_ID
+        from .batch.safety import SAFETY_CHECKER_ID, SAFETY_FEATURE_EXTRACTOR_ID
 
         artifacts += [
             Artifact(SAFETY_CHECKER_ID, "config.json", ("*.json", "model.safetensors"), optional=True, why="safety checker"),
@@ -122,7 +122,6 @@ def _live_plan(name: str) -> list[Artifact]:
         raise PrepareError(f"Unknown live pipeline {name!r}; available: {known}.")
     if name in MODEL_FREE_LIVE:
         return []
-    from .diffusion import is_turbo_model
     from .live.streamdiffusion import LCM_LORAS
     from .live.streamdiffusion_folders import DEFAULT_TINY_VAE
 

@@ -55,15 +55,15 @@ BATCH_TASKS: tuple[str, ...] = (
 #: Batch tasks with an implementation: task -> "module:Class", imported on first load.
 #: The class is constructed as `Class(model_id, model_dir=model_dir)`.
 IMPLEMENTATIONS: dict[str, str] = {
-    "text-to-image": "pipelines.text_to_image:TextToImagePipeline",
-    "image-to-image": "pipelines.image_to_image:ImageToImagePipeline",
-    "image-to-video": "pipelines.image_to_video:ImageToVideoPipeline",
-    "upscale": "pipelines.upscale:UpscalePipeline",
+    "text-to-image": "pipelines.batch.text_to_image:TextToImagePipeline",
+    "image-to-image": "pipelines.batch.image_to_image:ImageToImagePipeline",
+    "image-to-video": "pipelines.batch.image_to_video:ImageToVideoPipeline",
+    "upscale": "pipelines.batch.upscale:UpscalePipeline",
     "llm": "pipelines.llm.pipeline:LLMPipeline",
-    "audio-to-text": "pipelines.audio_to_text:AudioToTextPipeline",
-    "text-to-speech": "pipelines.text_to_speech:TextToSpeechPipeline",
-    "image-to-text": "pipelines.image_to_text:ImageToTextPipeline",
-    "segment-anything-2": "pipelines.segment_anything_2:SegmentAnything2Pipeline",
+    "audio-to-text": "pipelines.batch.audio_to_text:AudioToTextPipeline",
+    "text-to-speech": "pipelines.batch.text_to_speech:TextToSpeechPipeline",
+    "image-to-text": "pipelines.batch.image_to_text:ImageToTextPipeline",
+    "segment-anything-2": "pipelines.batch.segment_anything_2:SegmentAnything2Pipeline",
 }
 
 #: go-livepeer's default model per task (`server/ai_process.go`), used when a request names none.

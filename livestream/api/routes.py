@@ -175,7 +175,7 @@ class RunnerApi:
     async def text_to_image(self, request: web.Request, params: s.TextToImageParams) -> web.StreamResponse:
         if not params.prompt:
             raise ApiError(400, "Prompt must be provided.")
-        from pipelines.text_to_image import TextToImageInput
+        from pipelines.batch.text_to_image import TextToImageInput
 
         inp = TextToImageInput(
             prompt=params.prompt,
@@ -193,7 +193,7 @@ class RunnerApi:
         return model_response(await asyncio.to_thread(image_response, images))
 
     async def image_to_image(self, request: web.Request, body: s.Body_genImageToImage) -> web.StreamResponse:
-        from pipelines.image_to_image import ImageToImageInput
+        from pipelines.batch.image_to_image import ImageToImageInput
 
         inp = ImageToImageInput(
             prompt=body.prompt,
@@ -212,7 +212,7 @@ class RunnerApi:
         return model_response(await asyncio.to_thread(image_response, images))
 
     async def image_to_video(self, request: web.Request, body: s.Body_genImageToVideo) -> web.StreamResponse:
-        from pipelines.image_to_video import ImageToVideoInput
+        from pipelines.batch.image_to_video import ImageToVideoInput
 
         inp = ImageToVideoInput(
             image=await self._image(body.image),
@@ -231,7 +231,7 @@ class RunnerApi:
         return model_response(s.VideoResponse(frames=[frames.images]))
 
     async def upscale(self, request: web.Request, body: s.Body_genUpscale) -> web.StreamResponse:
-        from pipelines.upscale import UpscaleInput
+        from pipelines.batch.upscale import UpscaleInput
 
         inp = UpscaleInput(
             prompt=body.prompt,

@@ -44,9 +44,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..base import LiveParams
-from ..diffusion import is_turbo_model
 from ..errors import ModelLoadError
-from ..loading import pick_device, resolve_model_source, torch_dtype_for
+from ..loading import is_turbo_model, pick_device, resolve_model_source, torch_dtype_for
 from .diffusion_worker import DiffusionWorker, Job, WorkerPool
 from .similarity_filter import SimilarityFilter
 from .streamdiffusion_folders import tiny_vae_id

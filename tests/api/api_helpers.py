@@ -13,7 +13,7 @@ from PIL import Image
 
 from livestream.api import BodyLimits
 from livestream.keys import REGISTRY_KEY
-from pipelines.outputs import GeneratedImage
+from pipelines.batch.outputs import GeneratedImage
 from pipelines.registry import PipelineRegistry
 
 ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]

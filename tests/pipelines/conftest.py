@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.text_to_image import TextToImagePipeline
+from pipelines.batch.text_to_image import TextToImagePipeline
 
 
 @pytest.fixture(autouse=True)

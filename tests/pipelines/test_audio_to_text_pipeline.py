@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from audio_media import mp3, tone, truncated, video_with_audio, wav
 
-from pipelines.audio import AudioDecodeError, decode_audio, encode_wav
-from pipelines.audio_to_text import AudioToTextInput, AudioToTextPipeline
+from pipelines.batch.audio import AudioDecodeError, decode_audio, encode_wav
+from pipelines.batch.audio_to_text import AudioToTextInput, AudioToTextPipeline
 from pipelines.errors import InvalidRequestError, ModelLoadError, UnsupportedMediaError
 from pipelines.testing import write_tiny_model
 

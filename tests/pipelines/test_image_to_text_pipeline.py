@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from pipelines.batch.image_to_text import ImageToTextInput, ImageToTextPipeline
 from pipelines.errors import ModelLoadError
-from pipelines.image_to_text import ImageToTextInput, ImageToTextPipeline
 from pipelines.testing import write_tiny_model
 
 

@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from pipelines.batch.loras import parse_loras
+from pipelines.batch.text_to_image import TextToImageInput, TextToImagePipeline
 from pipelines.errors import InvalidRequestError
-from pipelines.loras import parse_loras
-from pipelines.text_to_image import TextToImageInput, TextToImagePipeline
 
 
 def test_parse_loras() -> None:

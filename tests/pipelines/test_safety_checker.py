@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pipelines.safety import SAFETY_CHECKER_ID, SAFETY_FEATURE_EXTRACTOR_ID, load_safety_checker
-from pipelines.text_to_image import TextToImageInput, TextToImagePipeline
+from pipelines.batch.safety import SAFETY_CHECKER_ID, SAFETY_FEATURE_EXTRACTOR_ID, load_safety_checker
+from pipelines.batch.text_to_image import TextToImageInput, TextToImagePipeline
 
 
 def write_tiny_safety_checker(model_dir: Path, *, flag_everything: bool) -> None:

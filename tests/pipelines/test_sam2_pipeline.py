@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pipelines.batch.segment_anything_2 import SegmentAnything2Input, SegmentAnything2Pipeline
 from pipelines.errors import InvalidRequestError
-from pipelines.segment_anything_2 import SegmentAnything2Input, SegmentAnything2Pipeline
 from pipelines.testing import write_tiny_model
 
 W, H = 120, 90

@@ -8,9 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pipelines.errors import InvalidRequestError, ModelLoadError
-from pipelines.registry import PipelineRegistry
-from pipelines.text_to_image import (
+from pipelines.batch.text_to_image import (
     GeneratedImage,
     TextToImageInput,
     TextToImagePipeline,
@@ -18,6 +16,8 @@ from pipelines.text_to_image import (
     is_lightning_model,
     is_turbo_model,
 )
+from pipelines.errors import InvalidRequestError, ModelLoadError
+from pipelines.registry import PipelineRegistry
 
 # Small and quick: the tiny UNet at 64x64 with 2 steps.
 FAST: dict[str, Any] = {"height": 64, "width": 64, "num_inference_steps": 2}

@@ -9,15 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipelines.audio import decode_audio
-from pipelines.errors import InvalidRequestError, ModelLoadError
-from pipelines.text_to_speech import (
+from pipelines.batch.audio import decode_audio
+from pipelines.batch.text_to_speech import (
     TextToSpeechInput,
     TextToSpeechPipeline,
     VoiceSettings,
     split_text,
     voice_from_description,
 )
+from pipelines.errors import InvalidRequestError, ModelLoadError
 from pipelines.testing import write_tiny_model
 
 PARLER_DEFAULT = "A male speaker delivers a slightly expressive and animated speech with a moderate speed and pitch."

@@ -17,14 +17,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipelines.diffusion import ModelFamily, detect_family
+from pipelines.batch.diffusion import ModelFamily, detect_family
+from pipelines.batch.image_to_image import ImageToImageInput, ImageToImagePipeline
+from pipelines.batch.image_to_video import ImageToVideoInput, ImageToVideoPipeline
+from pipelines.batch.outputs import GeneratedImage
+from pipelines.batch.text_to_image import TextToImageInput, TextToImagePipeline
+from pipelines.batch.upscale import UpscaleInput, UpscalePipeline
 from pipelines.errors import InferenceError, InvalidRequestError
-from pipelines.image_to_image import ImageToImageInput, ImageToImagePipeline
-from pipelines.image_to_video import ImageToVideoInput, ImageToVideoPipeline
-from pipelines.outputs import GeneratedImage
-from pipelines.text_to_image import TextToImageInput, TextToImagePipeline
 from pipelines.testing import write_tiny_model
-from pipelines.upscale import UpscaleInput, UpscalePipeline
 
 
 def tiny(factory: pytest.TempPathFactory, task: str) -> Path:
@@ -187,7 +187,7 @@ def test_bytedance_lightning_loads_as_ai_runner_does(sdxl_dir: Path, tmp_path: P
     # ai-runner's layout: SDXL base, and the Lightning repo holding only UNet weights.
     from safetensors.torch import save_file
 
-    from pipelines.lightning import SDXL_BASE_ID, SDXL_LIGHTNING_ID
+    from pipelines.batch.lightning import SDXL_BASE_ID, SDXL_LIGHTNING_ID
 
     shutil.copytree(sdxl_dir, tmp_path / SDXL_BASE_ID)
     weights = tmp_path / SDXL_LIGHTNING_ID

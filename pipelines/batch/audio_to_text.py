@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..errors import InvalidRequestError, UnsupportedMediaError
+from ..loading import model_load_errors, pick_device, resolve_model_source, torch_dtype_for
 from .audio import AudioDecodeError, decode_audio
-from .errors import InvalidRequestError, UnsupportedMediaError
-from .loading import model_load_errors, pick_device, resolve_model_source, torch_dtype_for
 
 __all__ = ["AudioToTextInput", "AudioToTextPipeline"]
 

@@ -11,8 +11,8 @@ upscale pipelines. It does what ai-runner's four pipelines each do on their own:
   from the id, as ai-runner does;
 - seeds: a request without one gets a random uint32; image `i` of a request uses `seed + i`
   and is generated on its own, so it is the image a one-image request with that seed gives;
-- the safety checker (`pipelines.safety`) flags images and leaves them unaltered;
-- per-request LoRAs (`pipelines.loras`);
+- the safety checker (`pipelines.batch.safety`) flags images and leaves them unaltered;
+- per-request LoRAs (`pipelines.batch.loras`);
 - memory: VAE tiling for outputs over `VAE_TILING_PIXELS` on CUDA; on CUDA out of memory,
   the failed call's tensors are released and the cache emptied before a clear error.
 """
@@ -23,14 +23,14 @@ import gc
 import inspect
 import logging
 import random
-import re
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from .errors import InferenceError, InvalidRequestError, ModelLoadError
-from .loading import ModelSource, pick_device, resolve_model_source, torch_dtype_for
+from ..errors import InferenceError, InvalidRequestError, ModelLoadError
+from ..loading import ModelSource, is_turbo_model, pick_device, resolve_model_source, torch_dtype_for
+from .lightning import is_bytedance_lightning, is_lightning_model, resolve_lightning_source
 from .outputs import GeneratedImage
 
 if TYPE_CHECKING:
@@ -51,9 +51,6 @@ __all__ = [
     "check_image",
     "check_size",
     "detect_family",
-    "is_lightning_model",
-    "is_turbo_model",
-    "lightning_steps",
     "resolve_seed",
     "split_prompt",
 ]
@@ -68,27 +65,7 @@ MAX_OUTPUT_PIXELS = 2048 * 2048
 #: On CUDA, VAE decoding is tiled above this many output pixels (about 1024x1024).
 VAE_TILING_PIXELS = 1024 * 1024
 
-_TURBO = re.compile(r"[-_]turbo", re.IGNORECASE)
-_LIGHTNING = re.compile(r"[-_]lightning", re.IGNORECASE)
 _MAX_PROMPTS = 3
-
-
-def is_turbo_model(model_id: str) -> bool:
-    """sd-turbo/sdxl-turbo style ids: distilled without classifier-free guidance."""
-    return _TURBO.search(model_id) is not None
-
-
-def is_lightning_model(model_id: str) -> bool:
-    """SDXL-Lightning style ids: no guidance and a fixed step count."""
-    return _LIGHTNING.search(model_id) is not None
-
-
-def lightning_steps(model_id: str) -> int:
-    """The 2/4/8 steps a Lightning id names (`...-4step`), 8 when it names none (ai-runner)."""
-    for steps in (2, 4, 8):
-        if f"{steps}step" in model_id.lower():
-            return steps
-    return 8
 
 
 def split_prompt(text: str, key: str) -> dict[str, str]:
@@ -369,22 +346,18 @@ class DiffusersPipeline:
 
 class LightningAwarePipeline(DiffusersPipeline):
     """A `DiffusersPipeline` that also takes `ByteDance/SDXL-Lightning` ids: a repo of UNet
-    weights only, resolved and described as the SDXL base it loads into (see `pipelines.lightning`).
+    weights only, resolved and described as the SDXL base it loads into (see `pipelines.batch.lightning`).
 
-    Subclasses still implement `_load`, calling `pipelines.lightning.load_sdxl_lightning` for
+    Subclasses still implement `_load`, calling `pipelines.batch.lightning.load_sdxl_lightning` for
     such ids.
     """
 
     def _resolve(self, model_id: str, model_dir: Path | None) -> ModelSource:
-        from .lightning import is_bytedance_lightning, resolve_lightning_source
-
         if is_bytedance_lightning(model_id):
             return resolve_lightning_source(model_id, model_dir)
         return super()._resolve(model_id, model_dir)
 
     def _model_index(self, source: ModelSource) -> dict[str, Any]:
-        from .lightning import is_bytedance_lightning
-
         if is_bytedance_lightning(self.model_id):
             return {"_class_name": "StableDiffusionXLPipeline"}
         return super()._model_index(source)

@@ -2,7 +2,7 @@
 
 Any diffusers text-to-image checkpoint `AutoPipelineForText2Image` knows (SD 1.x/2.x, SDXL,
 sd-turbo/sdxl-turbo, SD3, FLUX, ...) loads from a Hugging Face id or a local folder; the
-shared steps (loading, dtype, seeds, safety checker, LoRAs) are `pipelines.diffusion`'s. As in
+shared steps (loading, dtype, seeds, safety checker, LoRAs) are `pipelines.batch.diffusion`'s. As in
 ai-runner:
 
 - images are generated one at a time, image `i` with seed `seed + i`; a request without a seed
@@ -10,13 +10,13 @@ ai-runner:
 - models whose id contains `-turbo`/`_turbo` or `-lightning`/`_lightning` run with
   `guidance_scale=0`, and Lightning models with the 2/4/8 steps their id names (8 otherwise);
 - `ByteDance/SDXL-Lightning` (a repo of UNet weights only) loads as SDXL base with the
-  Lightning UNet swapped in and Euler "trailing" timesteps (see `pipelines.lightning`);
+  Lightning UNet swapped in and Euler "trailing" timesteps (see `pipelines.batch.lightning`);
 - FLUX models get no negative prompt; SD3/FLUX run in bfloat16 on CUDA;
 - `|` separates up to three prompts (and negative prompts) for models with several text
   encoders (`prompt_2`, `prompt_3`); models with one text encoder get the prompt verbatim;
 - `num_inference_steps < 1` means the model's default;
-- the safety checker flags images but does not alter them (see `pipelines.safety`);
-- `loras` is a JSON object of LoRA repos and strengths (see `pipelines.loras`).
+- the safety checker flags images but does not alter them (see `pipelines.batch.safety`);
+- `loras` is a JSON object of LoRA repos and strengths (see `pipelines.batch.loras`).
 
 Not read: ai-runner's optimisation flags (SFAST, DEEPCACHE, TORCH_COMPILE, BFLOAT16).
 """
@@ -27,16 +27,10 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from .diffusion import (
-    LightningAwarePipeline,
-    check_size,
-    is_lightning_model,
-    is_turbo_model,
-    lightning_steps,
-    split_prompt,
-)
-from .errors import InvalidRequestError
-from .loading import ModelSource
+from ..errors import InvalidRequestError
+from ..loading import ModelSource, is_turbo_model
+from .diffusion import LightningAwarePipeline, check_size, split_prompt
+from .lightning import is_bytedance_lightning, is_lightning_model, lightning_steps, load_sdxl_lightning
 from .outputs import GeneratedImage
 
 __all__ = ["GeneratedImage", "TextToImageInput", "TextToImagePipeline", "is_lightning_model", "is_turbo_model"]
@@ -72,8 +66,6 @@ class TextToImagePipeline(LightningAwarePipeline):
 
     def _load(self, source: ModelSource, kwargs: dict[str, Any]) -> Any:
         from diffusers import AutoPipelineForText2Image
-
-        from .lightning import is_bytedance_lightning, load_sdxl_lightning
 
         if is_bytedance_lightning(self.model_id):
             return load_sdxl_lightning(self.model_id, source, kwargs, self.device, self.model_dir)

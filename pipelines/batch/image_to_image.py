@@ -1,6 +1,6 @@
 """Image-to-image with diffusers, behaving as ai-runner's image-to-image pipeline.
 
-Families (told apart by `pipelines.diffusion.detect_family`):
+Families (told apart by `pipelines.batch.diffusion.detect_family`):
 
 - SD 1.x/2.x, SDXL, SD3, FLUX, sd-turbo/sdxl-turbo: `AutoPipelineForImage2Image`; `strength`
   sets how much of the input is noised away, so `int(num_inference_steps * strength)` steps
@@ -14,7 +14,7 @@ Families (told apart by `pipelines.diffusion.detect_family`):
 
 The output has the input's size rounded down to a multiple of the VAE's scale factor (8 for
 SD/SDXL; 16 for SD3/FLUX); images are
-generated one at a time with seeds `seed + i`. Shared steps: `pipelines.diffusion`.
+generated one at a time with seeds `seed + i`. Shared steps: `pipelines.batch.diffusion`.
 """
 
 from __future__ import annotations
@@ -23,9 +23,10 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .diffusion import LightningAwarePipeline, check_image, lightning_steps
-from .errors import InvalidRequestError
-from .loading import ModelSource
+from ..errors import InvalidRequestError
+from ..loading import ModelSource
+from .diffusion import LightningAwarePipeline, check_image
+from .lightning import is_bytedance_lightning, lightning_steps, load_sdxl_lightning
 from .outputs import GeneratedImage
 
 if TYPE_CHECKING:
@@ -67,8 +68,6 @@ class ImageToImagePipeline(LightningAwarePipeline):
 
     def _load(self, source: ModelSource, kwargs: dict[str, Any]) -> Any:
         from diffusers import AutoPipelineForImage2Image
-
-        from .lightning import is_bytedance_lightning, load_sdxl_lightning
 
         if is_bytedance_lightning(self.model_id):
             base = load_sdxl_lightning(self.model_id, source, kwargs, self.device, self.model_dir)

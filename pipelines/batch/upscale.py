@@ -6,7 +6,7 @@ the VAE's scale factor. The model's own defaults apply to what the route does no
 (guidance 9.0, noise level 20). ai-runner treats `seed=0` as "no seed"; here 0 is a seed like
 any other. Inputs are limited to `MAX_UPSCALE_INPUT_PIXELS` (512x512 gives 2048x2048);
 on CUDA, VAE decoding is tiled for outputs over about 1024x1024. Shared steps:
-`pipelines.diffusion`.
+`pipelines.batch.diffusion`.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..loading import ModelSource
 from .diffusion import DiffusersPipeline, check_image
-from .loading import ModelSource
 from .outputs import GeneratedImage
 
 if TYPE_CHECKING:

@@ -22,9 +22,9 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..errors import InvalidRequestError
+from ..loading import ModelSource
 from .diffusion import DiffusersPipeline, check_image, check_size, resolve_seed
-from .errors import InvalidRequestError
-from .loading import ModelSource
 from .outputs import GeneratedImage
 
 if TYPE_CHECKING:

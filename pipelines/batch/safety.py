@@ -14,8 +14,8 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import ModelLoadError
-from .loading import resolve_model_source
+from ..errors import ModelLoadError
+from ..loading import resolve_model_source
 
 if TYPE_CHECKING:
     import torch

@@ -33,9 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..errors import InvalidRequestError, ModelLoadError
+from ..loading import pick_device, resolve_model_source
 from .audio import encode_wav
-from .errors import InvalidRequestError, ModelLoadError
-from .loading import pick_device, resolve_model_source
 
 __all__ = [
     "SpeechOutput",

@@ -10,21 +10,44 @@ Both repos resolve like any model: a folder under the model dir or the Hugging F
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .diffusion import lightning_steps
-from .loading import ModelSource, resolve_model_source
+from ..loading import ModelSource, resolve_model_source
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["SDXL_BASE_ID", "SDXL_LIGHTNING_ID", "is_bytedance_lightning", "load_sdxl_lightning", "resolve_lightning_source"]
+__all__ = [
+    "SDXL_BASE_ID",
+    "SDXL_LIGHTNING_ID",
+    "is_bytedance_lightning",
+    "is_lightning_model",
+    "lightning_steps",
+    "load_sdxl_lightning",
+    "resolve_lightning_source",
+]
 
 log = logging.getLogger(__name__)
 
 SDXL_LIGHTNING_ID = "ByteDance/SDXL-Lightning"
 SDXL_BASE_ID = "stabilityai/stable-diffusion-xl-base-1.0"
+
+_LIGHTNING = re.compile(r"[-_]lightning", re.IGNORECASE)
+
+
+def is_lightning_model(model_id: str) -> bool:
+    """SDXL-Lightning style ids: no guidance and a fixed step count."""
+    return _LIGHTNING.search(model_id) is not None
+
+
+def lightning_steps(model_id: str) -> int:
+    """The 2/4/8 steps a Lightning id names (`...-4step`), 8 when it names none (ai-runner)."""
+    for steps in (2, 4, 8):
+        if f"{steps}step" in model_id.lower():
+            return steps
+    return 8
 
 
 def is_bytedance_lightning(model_id: str) -> bool:

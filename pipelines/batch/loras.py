@@ -15,8 +15,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .errors import InvalidRequestError, ModelLoadError
-from .loading import resolve_model_source
+from ..errors import InvalidRequestError, ModelLoadError
+from ..loading import resolve_model_source
 
 __all__ = ["LORA_LIMIT", "LoraAdapters", "parse_loras"]
 

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import InvalidRequestError
-from .loading import model_load_errors, pick_device, resolve_model_source
+from ..errors import InvalidRequestError
+from ..loading import model_load_errors, pick_device, resolve_model_source
 
 if TYPE_CHECKING:
     import numpy as np

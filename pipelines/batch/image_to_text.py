@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .loading import model_load_errors, pick_device, resolve_model_source, torch_dtype_for
+from ..loading import model_load_errors, pick_device, resolve_model_source, torch_dtype_for
 
 if TYPE_CHECKING:
     from PIL import Image
