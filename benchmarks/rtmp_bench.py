@@ -38,7 +38,7 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from livestream.live.ingest import Ingest
+from livestream.ingest import Ingest
 from livestream.rtmp import RtmpServer
 from livestream.settings import Settings
 

@@ -7,8 +7,10 @@ from aiohttp import web
 from trickle import TrickleServer, TrickleServerConfig
 
 from .api import setup_api
+from .api.live_sessions import add_live_routes
 from .keys import SETTINGS_KEY
 from .live import setup_live
+from .protocols import OUTPUT_SINKS, setup_protocols
 from .settings import Settings
 from .webrtc import setup_webrtc
 
@@ -25,6 +27,8 @@ def build_app(settings: Settings) -> web.Application:
     # Engine code creates channels in-process through `app[trickle.TRICKLE_SERVER_KEY]`.
     TrickleServer(TrickleServerConfig(autocreate=settings.trickle_autocreate)).setup(app, TRICKLE_BASE_PATH)
     setup_api(app, settings)
-    setup_live(app, settings)
+    setup_live(app, settings, OUTPUT_SINKS)
+    add_live_routes(app)
+    setup_protocols(app, settings)
     setup_webrtc(app, settings)
     return app

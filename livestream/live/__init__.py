@@ -2,24 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Mapping
 
 from aiohttp import web
 
 from pipelines.live import LivePipelineRegistry
 
-from ..keys import LIVE_HEALTH_KEY
+from ..keys import LIVE_HEALTH_KEY, LIVE_MANAGER_KEY
 from ..settings import Settings
-from .manager import SessionManager
-from .routes import LIVE_MANAGER_KEY, add_live_routes
+from .manager import SessionManager, SinkFactory
 from .session import Session, SessionConfig, StartRequest
 
 __all__ = [
     "LIVE_CONFIG_KEY",
     "LIVE_MANAGER_KEY",
     "LIVE_REGISTRY_KEY",
-    "RTMP_SERVER_KEY",
     "Session",
     "SessionConfig",
     "SessionManager",
@@ -30,27 +27,20 @@ __all__ = [
 #: Optional overrides, set before the app starts (tests shorten timers, add pipelines).
 LIVE_CONFIG_KEY = web.AppKey("live_config", SessionConfig)
 LIVE_REGISTRY_KEY = web.AppKey("live_registry", LivePipelineRegistry)
-#: The embedded RTMP server, when `settings.rtmp_port` is set (its `port` is the bound one).
-RTMP_SERVER_KEY: web.AppKey[Any] = web.AppKey("rtmp_server")
 
 
-def setup_live(app: web.Application, settings: Settings) -> None:
-    """Add the session API and the session manager's lifetime (cleanup context) to `app`."""
-    add_live_routes(app)
+def setup_live(app: web.Application, settings: Settings, output_sinks: Mapping[str, SinkFactory]) -> None:
+    """Add the session manager's lifetime (cleanup context) to `app` (its HTTP API is
+    `livestream.api.live_sessions`);
+    `output_sinks` builds a direct stream's push output from its URL's scheme."""
 
     async def live_ctx(app: web.Application) -> AsyncIterator[None]:
-        manager = SessionManager(settings, registry=app.get(LIVE_REGISTRY_KEY), config=app.get(LIVE_CONFIG_KEY))
+        manager = SessionManager(
+            settings, registry=app.get(LIVE_REGISTRY_KEY), config=app.get(LIVE_CONFIG_KEY), output_sinks=output_sinks
+        )
         async with manager:
             app[LIVE_MANAGER_KEY] = manager
             app[LIVE_HEALTH_KEY] = manager
-            if settings.rtmp_port is None:
-                yield
-                return
-            from ..rtmp import RtmpServer
-
-            async with RtmpServer(manager, settings) as rtmp:
-                app[RTMP_SERVER_KEY] = rtmp
-                manager.direct_pipeline  # noqa: B018  (resolve `auto` and log it at start-up)
-                yield
+            yield
 
     app.cleanup_ctx.append(live_ctx)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from pipelines.base import LiveParams
 
-from .media import EncoderConfig
+from ..media.video_encoder import EncoderConfig
 
 __all__ = ["SessionConfig", "StartRequest"]
 
@@ -31,7 +31,6 @@ class SessionConfig:
     degraded_input_after: float = 2.0
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     max_pending_events: int = 64
-    max_output_bytes: int = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True)

@@ -10,13 +10,16 @@ to `rtmp_output` (per stream) or the `--rtmp-output` template.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["AUTO", "DIFFUSION_MODEL", "DirectPreset", "choose_live_pipeline", "output_url"]
+__all__ = ["AUTO", "DIFFUSION_MODEL", "DirectPreset", "choose_live_pipeline", "output_url", "valid_stream_name"]
 
 log = logging.getLogger(__name__)
+
+_STREAM_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
 
 AUTO = "auto"
 #: What `auto` runs on a CUDA machine that has (or can download) its weights.
@@ -33,6 +36,11 @@ class DirectPreset:
     params: dict[str, Any] = field(default_factory=dict)
     #: None: the `--rtmp-output` template; "": no push; else an rtmp:// URL.
     rtmp_output: str | None = None
+
+
+def valid_stream_name(name: str) -> bool:
+    """The names a direct stream may have, whatever its protocol (they appear in URLs)."""
+    return bool(_STREAM_NAME.match(name)) and name not in (".", "..")
 
 
 def output_url(preset: DirectPreset | None, template: str | None, stream: str) -> str:

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 import aiohttp
@@ -23,14 +23,15 @@ import aiohttp
 from pipelines.errors import InvalidRequestError
 from pipelines.live import LivePipelineRegistry, LivePipelineSpec, default_live_registry
 
+from ..egress import PacketSink
 from ..errors import SessionLimitError, StreamBusyError
 from ..settings import Settings
 from .control import ControlError, validate_params
 from .direct import DirectPreset, choose_live_pipeline, output_url
-from .ingest import Ingest
+from ..ingest import Ingest
 from .session import Session, SessionConfig, StartRequest
 
-__all__ = ["LIVE_TASK", "DEFAULT_LIVE_PIPELINE", "SessionManager"]
+__all__ = ["LIVE_TASK", "DEFAULT_LIVE_PIPELINE", "SessionManager", "SinkFactory"]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,9 @@ LIVE_TASK = "live-video-to-video"
 DEFAULT_LIVE_PIPELINE = "noop"
 #: Sessions in a row that end because the pipeline is broken before `/health` says ERROR.
 PIPELINE_FAILURES_FOR_ERROR = 3
+
+#: A push output for a URL: `factory(url, request_keyframe)`.
+SinkFactory = Callable[[str, Callable[[], None]], PacketSink]
 
 HealthState = Literal["LOADING", "OK", "ERROR", "IDLE"]
 
@@ -52,8 +56,13 @@ class SessionManager:
         *,
         registry: LivePipelineRegistry | None = None,
         config: SessionConfig | None = None,
+        output_sinks: Mapping[str, SinkFactory] | None = None,
     ) -> None:
         self.settings = settings
+        #: URL scheme -> the sink that pushes a direct stream there (`livestream.protocols`).
+        self.output_sinks = dict(output_sinks or {})
+        #: Each live direct stream's push output, if any.
+        self._pushes: dict[str, PacketSink] = {}
         self.registry = registry or default_live_registry(settings.model_dir)
         self.config = config or SessionConfig()
         self.limit = settings.live_session_limit
@@ -219,9 +228,13 @@ class SessionManager:
         return session
 
     def _attach_push(self, session: Session, url: str) -> None:
-        from ..rtmp.push import RtmpPushSink
-
-        session.attach_sink(RtmpPushSink(url, session.request_keyframe))
+        scheme = url.split("://", 1)[0]
+        factory = self.output_sinks.get(scheme)
+        if factory is None:
+            raise InvalidRequestError(f"No output protocol for {scheme}:// URLs; this engine pushes to {sorted(self.output_sinks)}.")
+        sink = factory(url, session.request_keyframe)
+        self._pushes[session.stream_id] = sink
+        session.attach_sink(sink)
 
     async def configure(self, stream: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """`POST /live/{stream}`: store params and `rtmp_output` for a direct stream; applied now
@@ -257,9 +270,9 @@ class SessionManager:
         self._presets[stream] = preset
         url = self.direct_output(stream)
         if session is not None and "rtmp_output" in body:
-            for sink in session.sinks.sinks:
-                if sink.name == "rtmp-push":
-                    await session.detach_sink(sink)
+            old = self._pushes.pop(stream, None)
+            if old is not None:
+                await session.detach_sink(old)
             if url:
                 self._attach_push(session, url)
         return {
@@ -335,6 +348,7 @@ class SessionManager:
             if self._sessions.get(sid) is session:
                 del self._sessions[sid]
                 self._tasks.pop(sid, None)
+                self._pushes.pop(sid, None)
             self._ended[sid] = session.status(final=True, for_api=True)
             while len(self._ended) > 32:
                 self._ended.popitem(last=False)

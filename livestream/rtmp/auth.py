@@ -20,17 +20,14 @@ from urllib.parse import parse_qs
 
 import aiohttp
 
-__all__ = ["PublishRejected", "authorize", "valid_stream_name"]
+from ..live.direct import valid_stream_name
 
-_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
+__all__ = ["PublishRejected", "authorize"]
+
 
 
 class PublishRejected(Exception):
     """A publisher is refused; the message says why (logged, and sent as the status)."""
-
-
-def valid_stream_name(name: str) -> bool:
-    return bool(_NAME.match(name)) and name not in (".", "..")
 
 
 def _split(publish_name: str) -> tuple[str, dict[str, list[str]]]:

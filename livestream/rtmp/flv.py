@@ -18,7 +18,6 @@ __all__ = [
     "FlvError",
     "VideoTag",
     "aac_tag",
-    "adts_to_raw",
     "annexb_nals",
     "avc_config",
     "avc_tag",
@@ -46,7 +45,6 @@ _AUDIO_NAMES = {
     11: "Speex",
     14: "MP3 8k",
 }
-AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350)
 
 
 class FlvError(ValueError):
@@ -131,18 +129,6 @@ def parse_audio(payload: bytes) -> AudioTag | None:
     return AudioTag("aac", payload[1] == 0, payload[2:])
 
 
-def aac_config_info(asc: bytes) -> tuple[int, int]:
-    """Sample rate and channels from an AudioSpecificConfig (0s when it cannot tell)."""
-    if len(asc) < 2:
-        return 0, 0
-    bits = int.from_bytes(asc[:2], "big")
-    index, channels = (bits >> 7) & 0x0F, (bits >> 3) & 0x0F
-    rate = AAC_RATES[index] if index < len(AAC_RATES) else 0
-    if index == 15 and len(asc) >= 5:
-        rate = (int.from_bytes(asc[1:5], "big") >> 7) & 0xFFFFFF
-    return rate, channels
-
-
 # --- building (push) ------------------------------------------------------------------------
 
 
@@ -190,16 +176,3 @@ def avcc_from_nals(nals: list[bytes]) -> bytes:
 def aac_tag(config: bool, data: bytes) -> bytes:
     """An AAC audio tag payload (the header byte says 44 kHz stereo 16-bit, as FLV requires)."""
     return bytes([0xAF, 0 if config else 1]) + data
-
-
-def adts_to_raw(frame: bytes) -> tuple[bytes, bytes]:
-    """An ADTS frame's raw AAC data and the AudioSpecificConfig its header describes."""
-    if len(frame) < 7 or frame[0] != 0xFF or frame[1] & 0xF0 != 0xF0:
-        raise FlvError("not an ADTS frame")
-    protection_absent = frame[1] & 1
-    profile = (frame[2] >> 6) + 1
-    index = (frame[2] >> 2) & 0x0F
-    channels = ((frame[2] & 1) << 2) | (frame[3] >> 6)
-    header = 7 if protection_absent else 9
-    asc = ((profile << 11) | (index << 7) | (channels << 3)).to_bytes(2, "big")
-    return frame[header:], asc

@@ -1,8 +1,9 @@
 """An RTMP publisher as a session's input: FLV tags in, decoded frames out (one decode thread).
 
 The connection (on the loop) parses each tag's header (`flv.py`) and `put`s it; a decode
-thread turns tags into frames with `av.CodecContext` (extradata from the sequence headers;
-pts = dts + composition time, in ms) and hands them to the session (`FrameTarget`). The tag
+thread turns video tags into frames with `av.CodecContext` (extradata from the sequence
+headers; pts = dts + composition time, in ms) and hands them to the session (`FrameTarget`).
+AAC is copied: raw frames with the AudioSpecificConfig, timed on the 90 kHz clock. The tag
 queue is bounded in bytes: when decoding falls behind, the connection stops reading and TCP
 pushes back on the publisher, instead of dropping compressed frames (which would break
 decoding until the next keyframe).
@@ -20,9 +21,11 @@ from fractions import Fraction
 
 import av
 
-from ..live.ingest import FrameTarget, Ingest, IngestError
-from ..live.media import AudioSource, run_in_thread
-from .flv import CODED_FRAMES, SEQUENCE_END, SEQUENCE_START, AudioTag, VideoTag, aac_config_info
+from ..ingest import FrameTarget, Ingest, IngestError
+from ..media.audio_frames import aac_config_info
+from ..media.packets import OUTPUT_TIME_BASE, AudioSource, EncodedPacket
+from ..media.threads import run_in_thread
+from .flv import CODED_FRAMES, SEQUENCE_END, SEQUENCE_START, AudioTag, VideoTag
 
 __all__ = ["RtmpIngest"]
 
@@ -65,6 +68,7 @@ class RtmpIngest(Ingest):
         #: The last timestamps decoded (ms, the publisher's clock): the input timeline.
         self.last_video_ms: int | None = None
         self.last_audio_ms: int | None = None
+        self._audio_rate, self._audio_channels = 48000, 2
 
     def status(self) -> dict[str, object]:
         return {
@@ -151,7 +155,7 @@ class RtmpIngest(Ingest):
 
     def _decode(self, target: FrameTarget) -> None:
         video: av.VideoCodecContext | None = None
-        audio: av.AudioCodecContext | None = None
+        audio: bytes | None = None
         arrival = time.monotonic()
         try:
             while (item := self._take()) is not None:
@@ -223,28 +227,31 @@ class RtmpIngest(Ingest):
             self.last_video_ms = frame.pts
             target.put_video(frame, arrival)
 
-    def _audio(
-        self, target: FrameTarget, ctx: av.AudioCodecContext | None, tag: AudioTag, ts: int
-    ) -> av.AudioCodecContext | None:
+    def _audio(self, target: FrameTarget, config: bytes | None, tag: AudioTag, ts: int) -> bytes | None:
+        """AAC is copied, not decoded: raw frames with their AudioSpecificConfig (`config`)."""
         if tag.config:
             rate, channels = aac_config_info(tag.data)
-            ctx = av.CodecContext.create("aac", "r")  # type: ignore[assignment]
-            ctx.extradata = tag.data  # type: ignore[union-attr]
             self.audio_codec = "aac"
-            target.set_audio_source(AudioSource("aac", rate or 48000, channels or 2, copy=False))
-            return ctx
-        if ctx is None:
-            return None
-        packet = av.Packet(tag.data)
-        packet.pts = packet.dts = ts
-        packet.time_base = MS
-        try:
-            frames = ctx.decode(packet)
-        except (av.InvalidDataError, ValueError):
-            self.decode_errors += 1
-            return ctx
-        for frame in frames:
-            self.audio_frames += 1
-            self.last_audio_ms = ts
-            target.put_audio(frame)
-        return ctx
+            self._audio_rate, self._audio_channels = rate or 48000, channels or 2
+            target.set_audio_source(AudioSource("aac", self._audio_rate, self._audio_channels, copy=True))
+            return tag.data
+        if config is None or not tag.data:
+            return config
+        pts = ts * 90
+        self.audio_frames += 1
+        self.last_audio_ms = ts
+        target.put_audio(
+            EncodedPacket(
+                "audio",
+                "aac",
+                tag.data,
+                pts,
+                pts,
+                OUTPUT_TIME_BASE,
+                sample_rate=self._audio_rate,
+                channels=self._audio_channels,
+                extradata=config,
+                duration=round(1024 * 90000 / self._audio_rate),
+            )
+        )
+        return config

@@ -16,8 +16,9 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from ..live.sinks import EncodedPacket, QueuedSink
-from .flv import SEQUENCE_START, aac_tag, adts_to_raw, annexb_nals, avc_config, avc_tag, avcc_from_nals
+from ..egress import EncodedPacket, QueuedSink
+from ..media.audio_frames import adts_to_raw
+from .flv import SEQUENCE_START, aac_tag, annexb_nals, avc_config, avc_tag, avcc_from_nals
 from .flv import CODED_FRAMES, FlvError
 from .protocol import ClientConnection, ProtocolError, PublishStarted, split_rtmp_url
 

@@ -27,7 +27,7 @@ import aiohttp
 from pipelines.errors import InvalidRequestError
 
 from ..errors import SessionLimitError, StreamBusyError
-from ..live.ingest import IngestError, InputStalled
+from ..ingest import IngestError, InputStalled
 from .auth import PublishRejected, authorize
 from .flv import FlvError, parse_audio, parse_video
 from .ingest import RtmpIngest

@@ -25,9 +25,9 @@ from pipelines.errors import InvalidRequestError
 
 from ..errors import SessionLimitError, StreamBusyError
 from ..keys import LIVE_MANAGER_KEY
-from ..live.ingest import FrameTarget, Ingest, IngestError, InputStalled
-from ..live.media import AudioSource
-from ..live.sinks import EncodedPacket, QueuedSink
+from ..ingest import FrameTarget, Ingest, IngestError, InputStalled
+from ..media.packets import AudioSource
+from ..egress import EncodedPacket, QueuedSink
 from .peers import Playback, ResourceConflict, StreamNotFound, WebRTCHub
 from .tracks import AudioFanout, PacketFanout
 

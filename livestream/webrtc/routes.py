@@ -22,7 +22,7 @@ from aiohttp import hdrs, web
 
 from ..api.errors import ApiError
 from ..keys import SETTINGS_KEY
-from ..rtmp.auth import valid_stream_name
+from ..live.direct import valid_stream_name
 from .peers import Resource, ResourceConflict, StreamNotFound, WebRTCHub
 from .sdp import OfferError, parse_sdpfrag
 

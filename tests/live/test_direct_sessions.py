@@ -11,8 +11,8 @@ import pytest
 
 from livestream.errors import StreamBusyError
 from livestream.live import SessionConfig, SessionManager
-from livestream.live.ingest import FrameTarget, Ingest, InputStalled
-from livestream.live.sinks import EncodedPacket, QueuedSink
+from livestream.ingest import FrameTarget, Ingest, InputStalled
+from livestream.egress import EncodedPacket, QueuedSink
 from livestream.live.testsrc import draw_frame, read_number
 from livestream.settings import Settings
 

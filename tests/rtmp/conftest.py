@@ -11,7 +11,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from rtmp_helpers import RTMP_TEST_CONFIG, Engine, EngineFactory, make_numbered_source
 
 from livestream.app import build_app
-from livestream.live import LIVE_CONFIG_KEY, RTMP_SERVER_KEY
+from livestream.live import LIVE_CONFIG_KEY
+from livestream.protocols import RTMP_SERVER_KEY
 from livestream.settings import Settings
 
 

@@ -12,6 +12,7 @@ import av
 import pytest
 
 from livestream.live.testsrc import read_number
+from livestream.media.audio_frames import adts_to_raw
 from livestream.rtmp import amf0
 from livestream.rtmp.chunks import MSG_AUDIO, MSG_VIDEO, ChunkReader, ProtocolError, encode_message
 from livestream.rtmp.flv import (
@@ -20,7 +21,6 @@ from livestream.rtmp.flv import (
     AudioTag,
     FlvError,
     VideoTag,
-    adts_to_raw,
     annexb_nals,
     parse_audio,
     parse_video,

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from livestream.live import LIVE_MANAGER_KEY, RTMP_SERVER_KEY, SessionConfig
+from livestream.live import LIVE_MANAGER_KEY, SessionConfig
+from livestream.protocols import RTMP_SERVER_KEY
 from livestream.settings import Settings
 from livestream.webrtc import WEBRTC_HUB_KEY
 

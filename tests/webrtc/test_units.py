@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiortc.rtp import RtpPacket
 
-from livestream.webrtc.jitter import MarkerJitterBuffer
+from livestream.webrtc.aiortc_patches import MarkerJitterBuffer
 
 
 def _packet(seq: int, ts: int, marker: bool) -> RtpPacket:
@@ -30,7 +30,7 @@ def test_frames_leave_on_their_marker_and_gaps_wait() -> None:
 def test_whep_sink_keeps_pts_increasing_across_an_encoder_restart() -> None:
     from fractions import Fraction
 
-    from livestream.live.sinks import EncodedPacket
+    from livestream.egress import EncodedPacket
     from livestream.webrtc.engine import WhepSink
 
     sink = WhepSink("s", lambda: None)

@@ -1,15 +1,16 @@
 """Session outputs: the one encode per session, fanned out to packet sinks.
 
-Every session encodes once (x264, zero latency, no B-frames, see `media.SegmentedEncoder`).
-The encode thread hands each encoded packet, as an immutable `EncodedPacket`, to the session's
+This package is the room for outputs: the contract below, and one module per protocol that has
+no package of its own (`trickle.py`, the runner contract's MPEG-TS output). RTMP push
+(`livestream.rtmp.push`) and WHEP (`livestream.webrtc.engine`) implement it in their protocol
+packages; `livestream.protocols` maps output URL schemes to sinks.
+
+Every session encodes once (x264, zero latency, no B-frames; `livestream.media`). The encode
+thread hands each encoded packet, as an immutable `EncodedPacket`, to the session's
 `SinkFanout`, which puts it into the bounded queue of every attached `PacketSink`:
 
-    encoder thread ──EncodedPacket──▶ SinkFanout ──put()──▶ sink queue ──▶ sink task (loop)
-                                         │                  (bounded)      RTMP push, WHEP, …
-                                         └─▶ MPEG-TS muxer ─▶ trickle egress (built in)
-
-The trickle MPEG-TS output is muxed in the encode thread itself (it is the runner contract's
-output and has its own bounded `Outbox`); every other output is a `PacketSink`.
+    encode thread ──EncodedPacket──▶ SinkFanout ──put()──▶ sink queue ──▶ sink task (loop)
+                                                           (bounded)      trickle, RTMP push, WHEP
 
 Writing a sink (the interface the RTMP push and WHEP viewers code against):
 
@@ -29,8 +30,9 @@ Rules:
   sink therefore never stalls the encoder or the other sinks.
 - Video packets are H.264 Annex B (start codes, SPS/PPS in front of every IDR), pts/dts on
   `time_base` (90 kHz). Audio packets are AAC: raw frames with `extradata` (the
-  AudioSpecificConfig) when the session encodes audio, or ADTS frames (`adts=True`) when the
-  input's AAC is copied.
+  AudioSpecificConfig), or ADTS frames (`adts=True`) when an MPEG-TS input's AAC is copied; or
+  the copied input's MP2/MP3/AC-3 frames. Audio follows video: the encode stage releases an
+  audio packet once the video has reached its time (video never waits for audio).
 - A sink reports problems with `self.report(message)`: an `error` event on the session, the
   session goes on. Exceptions escaping `consume()` are reported the same way and end only
   that sink.
@@ -46,46 +48,12 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
-from fractions import Fraction
+
+from ..media.packets import EncodedPacket
 
 __all__ = ["EncodedPacket", "PacketSink", "QueuedSink", "SinkFanout"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class EncodedPacket:
-    """One encoded packet of the session's output (immutable: shared by every sink)."""
-
-    #: "video" or "audio".
-    kind: str
-    #: "h264" for video; "aac" (or the copied input codec) for audio.
-    codec: str
-    data: bytes
-    pts: int
-    dts: int
-    time_base: Fraction
-    keyframe: bool = False
-    #: Video: the coded size. Audio: sample rate and channel count.
-    width: int = 0
-    height: int = 0
-    sample_rate: int = 0
-    channels: int = 0
-    #: Audio: the AudioSpecificConfig for raw AAC; None for ADTS or other codecs.
-    extradata: bytes | None = None
-    #: Audio: the packet is an ADTS frame (copied from an MPEG-TS input).
-    adts: bool = False
-
-    @property
-    def ms(self) -> int:
-        """The dts in milliseconds (RTMP/FLV timestamps)."""
-        return int(self.dts * self.time_base * 1000)
-
-    @property
-    def cts_ms(self) -> int:
-        """pts - dts in milliseconds (FLV composition time; 0 without B-frames)."""
-        return int((self.pts - self.dts) * self.time_base * 1000)
 
 
 class PacketSink:

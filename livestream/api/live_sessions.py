@@ -1,4 +1,4 @@
-"""The session API: list, pipelines, status, params patch, stop.
+"""The live session API (`livestream.live`): list, pipelines, status, params patch, stop.
 
     GET    /live                    active sessions (a short status each)
     GET    /live/pipelines          live pipelines and their params JSON schema
@@ -19,12 +19,12 @@ from aiohttp import hdrs, web
 from pipelines.base import params_schema
 from pipelines.errors import InvalidRequestError
 
-from ..api.errors import ApiError
+from ..live.control import ControlError
+from ..live.manager import SessionManager
+from .errors import ApiError
 from ..keys import LIVE_MANAGER_KEY, SETTINGS_KEY
-from .control import ControlError
-from .manager import SessionManager
 
-__all__ = ["LIVE_MANAGER_KEY", "add_live_routes"]
+__all__ = ["add_live_routes"]
 
 routes = web.RouteTableDef()
 

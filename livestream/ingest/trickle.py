@@ -1,0 +1,122 @@
+"""Trickle MPEG-TS input: the runner contract's `subscribe_url`, read segment by segment.
+
+Segments are read as they arrive and written into a `SegmentPipe`; a `SegmentDecoder` thread
+decodes them (`livestream.media.ts_input`). A channel the orchestrator has not created yet is
+retried until the input timeout; no bytes for that long end the session ("input stalled").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import aiohttp
+
+from trickle import TrickleClientError, TrickleError, TrickleStreamNotFoundError, TrickleSubscriber
+
+from ..media.threads import run_in_thread
+from ..media.ts_input import SegmentDecoder, SegmentPipe
+from . import FrameTarget, Ingest, IngestError, InputStalled
+
+__all__ = ["TrickleIngest"]
+
+
+class TrickleIngest(Ingest):
+    """MPEG-TS segments from a trickle channel, decoded by a `SegmentDecoder` thread."""
+
+    name = "trickle"
+
+    def __init__(self, url: str, http: aiohttp.ClientSession, *, timeout: float) -> None:
+        self.url = url
+        self._http = http
+        self.timeout = timeout
+        self.segments = 0
+        self._pipe: SegmentPipe | None = None
+        self._decoder: SegmentDecoder | None = None
+        self._reader: asyncio.Task[None] | None = None
+
+    @property
+    def bad_segments(self) -> int:
+        return self._decoder.bad_segments if self._decoder is not None else 0
+
+    def status(self) -> dict[str, object]:
+        return {"kind": self.name, "segments": self.segments, "bad_segments": self.bad_segments}
+
+    async def run(self, target: FrameTarget) -> None:
+        loop = asyncio.get_running_loop()
+        pipe = self._pipe = SegmentPipe(loop)
+        self._decoder = SegmentDecoder(
+            pipe,
+            on_video=target.put_video,
+            on_audio=target.put_audio,
+            on_audio_source=target.set_audio_source,
+            on_error=target.report_error,
+        )
+        decode = run_in_thread(self._decoder.run, f"live-decode-{self.url[-16:]}")
+        self._reader = asyncio.create_task(self._read(pipe, target), name="live-trickle-ingest")
+        failure: BaseException | None = None
+        try:
+            await asyncio.wait([self._reader])
+            if not self._reader.cancelled():
+                failure = self._reader.exception()
+        finally:
+            if not self._reader.done():
+                self._reader.cancel()
+            pipe.close()
+            await decode
+        if failure is not None:
+            raise failure
+
+    def stop(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+
+    def abort(self) -> None:
+        self.stop()
+        if self._pipe is not None:
+            self._pipe.close(discard=True)
+
+    async def _read(self, pipe: SegmentPipe, target: FrameTarget) -> None:
+        deadline = time.monotonic() + self.timeout
+        try:
+            while True:
+                try:
+                    async with TrickleSubscriber(self.url, start_seq=-2, session=self._http) as sub:
+                        await self._read_segments(sub, pipe, target)
+                    return
+                except TrickleStreamNotFoundError:
+                    # The orchestrator creates the channel; allow a race at start.
+                    if self.segments or time.monotonic() > deadline:
+                        raise
+                    await asyncio.sleep(0.25)
+        except TimeoutError:
+            raise InputStalled(f"input stalled: no data for {self.timeout:g} s; ending the stream") from None
+        except TrickleError as exc:
+            raise IngestError(f"input channel failed: {exc}") from None
+        finally:
+            pipe.close()
+
+    async def _read_segments(self, sub: TrickleSubscriber, pipe: SegmentPipe, target: FrameTarget) -> None:
+        timeout = self.timeout
+        while True:
+            async with asyncio.timeout(timeout):
+                segment = await sub.next_segment()
+            if segment is None:
+                return
+            self.segments += 1
+            chunks = aiter(segment)
+            try:
+                while True:
+                    async with asyncio.timeout(timeout):
+                        chunk = await anext(chunks, None)
+                    if chunk is None:
+                        break
+                    target.on_input()
+                    pipe.write(chunk)
+                    await pipe.wait_room()
+            except TrickleClientError as exc:
+                target.report_error(f"input segment {segment.seq} cut short: {exc}")
+            finally:
+                pipe.end_segment()
+            if self.segments == 1:  # ai-runner's meaning: the first whole segment has been read
+                target.trace("runner_receive_first_ingest_segment")
