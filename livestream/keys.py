@@ -1,8 +1,8 @@
 """Typed aiohttp application keys shared by the engine's route areas, and the small protocols
 of what is stored under them.
 
-This module sits below the route areas (`api`, `live`, `webrtc`): they import it, it imports none
-of them, so a protocol here (`HealthSource`) is how the API reads the live manager's state.
+This module sits below the route areas (`api`, `live`, `webrtc`): they import it, and a protocol
+here (`HealthSource`) is how the API reads the live manager's state without importing `live`.
 """
 
 from __future__ import annotations
@@ -16,9 +16,8 @@ from .settings import Settings
 if TYPE_CHECKING:
     from pipelines.registry import PipelineRegistry
 
-    from .live.manager import SessionManager
 
-__all__ = ["LIVE_HEALTH_KEY", "LIVE_MANAGER_KEY", "REGISTRY_KEY", "SETTINGS_KEY", "HealthSource", "HealthStatus"]
+__all__ = ["LIVE_HEALTH_KEY", "REGISTRY_KEY", "SETTINGS_KEY", "HealthSource", "HealthStatus"]
 
 #: ai-runner's `/health` statuses (the `HealthCheck` schema's `status`). `LOADING` follows
 #: ai-runner's runner/openapi.yaml; the reference copy of the spec predates it.
@@ -37,5 +36,3 @@ SETTINGS_KEY = web.AppKey("settings", Settings)
 REGISTRY_KEY: web.AppKey[PipelineRegistry] = web.AppKey("registry")
 #: Set by the live session manager: `/health` reports its state (IDLE/OK/...) in live runner mode.
 LIVE_HEALTH_KEY: web.AppKey[HealthSource] = web.AppKey("live_health")
-#: The live session manager; created and closed by the live cleanup context (`livestream.live`).
-LIVE_MANAGER_KEY: web.AppKey[SessionManager] = web.AppKey("live_manager")

@@ -17,7 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .keys import LIVE_MANAGER_KEY
+from .live import LIVE_MANAGER_KEY
 from .live.manager import SessionManager, SinkFactory
 from .rtmp import RtmpServer
 from .rtmp.push import RtmpPushSink

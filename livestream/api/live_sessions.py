@@ -22,7 +22,8 @@ from pipelines.errors import InvalidRequestError
 from ..live.control import ControlError
 from ..live.manager import SessionManager
 from .errors import ApiError
-from ..keys import LIVE_MANAGER_KEY, SETTINGS_KEY
+from ..keys import SETTINGS_KEY
+from ..live import LIVE_MANAGER_KEY
 
 __all__ = ["add_live_routes"]
 

@@ -28,7 +28,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
-from ..keys import LIVE_MANAGER_KEY, REGISTRY_KEY
+from ..keys import REGISTRY_KEY
+from ..live import LIVE_MANAGER_KEY
 from ..settings import Settings
 from .hardware import HardwareInfo
 from .health import health_status

@@ -26,7 +26,8 @@ from aiohttp import hdrs, web
 from pipelines.errors import ModelMismatchError
 
 from ..errors import SessionLimitError
-from ..keys import LIVE_MANAGER_KEY, REGISTRY_KEY
+from ..keys import REGISTRY_KEY
+from ..live import LIVE_MANAGER_KEY
 from ..settings import Settings
 from . import schemas as s
 from .bodies import BodyLimits, read_json_body, read_multipart_body

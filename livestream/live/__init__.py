@@ -8,7 +8,7 @@ from aiohttp import web
 
 from pipelines.live import LivePipelineRegistry
 
-from ..keys import LIVE_HEALTH_KEY, LIVE_MANAGER_KEY
+from ..keys import LIVE_HEALTH_KEY
 from ..settings import Settings
 from .manager import SessionManager, SinkFactory
 from .session import Session, SessionConfig, StartRequest
@@ -27,6 +27,8 @@ __all__ = [
 #: Optional overrides, set before the app starts (tests shorten timers, add pipelines).
 LIVE_CONFIG_KEY = web.AppKey("live_config", SessionConfig)
 LIVE_REGISTRY_KEY = web.AppKey("live_registry", LivePipelineRegistry)
+#: The live session manager; created and closed by `setup_live`'s cleanup context.
+LIVE_MANAGER_KEY = web.AppKey("live_manager", SessionManager)
 
 
 def setup_live(app: web.Application, settings: Settings, output_sinks: Mapping[str, SinkFactory]) -> None:

@@ -24,7 +24,7 @@ from aiohttp import web
 from pipelines.errors import InvalidRequestError
 
 from ..errors import SessionLimitError, StreamBusyError
-from ..keys import LIVE_MANAGER_KEY
+from ..live import LIVE_MANAGER_KEY
 from ..ingest import FrameTarget, Ingest, IngestError, InputStalled
 from ..media.packets import AudioSource
 from ..egress import EncodedPacket, QueuedSink
