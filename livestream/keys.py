@@ -16,7 +16,6 @@ from .settings import Settings
 if TYPE_CHECKING:
     from pipelines.registry import PipelineRegistry
 
-
 __all__ = ["LIVE_HEALTH_KEY", "REGISTRY_KEY", "SETTINGS_KEY", "HealthSource", "HealthStatus"]
 
 #: ai-runner's `/health` statuses (the `HealthCheck` schema's `status`). `LOADING` follows
