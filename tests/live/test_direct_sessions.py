@@ -11,6 +11,7 @@ import pytest
 
 from livestream.errors import StreamBusyError
 from livestream.live import SessionConfig, SessionManager
+from livestream.protocols import OUTPUT_SINKS
 from livestream.ingest import FrameTarget, Ingest, InputStalled
 from livestream.egress import EncodedPacket, QueuedSink
 from livestream.live.testsrc import draw_frame, read_number
@@ -80,7 +81,7 @@ def _numbers(packets: list[EncodedPacket]) -> list[int]:
 
 async def test_direct_session_fans_out_to_sinks_and_a_slow_one_never_stalls_the_rest() -> None:
     settings = Settings(live_pipeline="noop")
-    async with SessionManager(settings, config=TEST_CONFIG) as manager:
+    async with SessionManager(settings, config=TEST_CONFIG, output_sinks=OUTPUT_SINKS) as manager:
         ingest = FakeIngest(60, pace=0.005)
         session = await manager.start_direct("cam", ingest)
         fast, slow = Collect("fast"), Collect("slow", slow=True, max_packets=8)
@@ -129,7 +130,7 @@ async def test_configure_before_and_while_publishing() -> None:
 
 async def test_rtmp_output_is_attached_changed_and_removed_while_live() -> None:
     settings = Settings(live_pipeline="noop", rtmp_output="rtmp://127.0.0.1:9/app/{stream}")
-    async with SessionManager(settings, config=TEST_CONFIG) as manager:
+    async with SessionManager(settings, config=TEST_CONFIG, output_sinks=OUTPUT_SINKS) as manager:
         session = await manager.start_direct("cam", FakeIngest(300, pace=0.01))
         pushes = [s for s in session.sinks.sinks if s.name == "rtmp-push"]
         assert [p.url for p in pushes] == ["rtmp://127.0.0.1:9/app/cam"]  # type: ignore[attr-defined]

@@ -26,6 +26,7 @@ from rtmp_helpers import FFMPEG, run_ffmpeg  # noqa: E402
 
 from livestream.live import SessionManager  # noqa: E402
 from livestream.live.testsrc import draw_frame  # noqa: E402
+from livestream.protocols import OUTPUT_SINKS  # noqa: E402
 from livestream.rtmp import RtmpServer  # noqa: E402
 from livestream.settings import Settings  # noqa: E402
 
@@ -63,7 +64,7 @@ def _push_hevc(url: str) -> None:
 
 async def main() -> None:
     settings = Settings(live_pipeline="noop", rtmp_port=0, host="127.0.0.1")
-    async with SessionManager(settings) as manager, RtmpServer(manager, settings) as server:
+    async with SessionManager(settings, output_sinks=OUTPUT_SINKS) as manager, RtmpServer(manager, settings) as server:
         record = bytearray()
         proxy = await _proxy(server.port, record)
         port = proxy.sockets[0].getsockname()[1]
