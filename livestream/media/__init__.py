@@ -7,5 +7,5 @@
 - `video_encoder.py`: frames to H.264 packets (x264, zero latency).
 - `audio_encoder.py`: input audio to output packets (copied, or transcoded to AAC).
 - `ts_mux.py`: packets to standalone MPEG-TS segments, written as they come.
-- `threads.py`: a dedicated thread as an awaitable.
+- `threads.py`: a dedicated thread as an awaitable; `drain.py`: the end of an encoder.
 """

@@ -12,6 +12,7 @@ from fractions import Fraction
 
 import av
 
+from .drain import drain
 from .packets import OUTPUT_TIME_BASE, EncodedPacket
 
 __all__ = ["AudioEncoder"]
@@ -41,10 +42,7 @@ class AudioEncoder:
         ctx, self._ctx = self._ctx, None
         if ctx is None:
             return []
-        try:
-            return self._packets(ctx, ctx.encode(None))
-        except av.EOFError:
-            return []
+        return self._packets(ctx, drain(ctx))
 
     def _transcode(self, frame: av.AudioFrame) -> list[EncodedPacket]:
         layout = "stereo" if frame.layout.nb_channels > 1 else "mono"

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import av
 from av.video.frame import PictureType
 
+from .drain import drain
 from .packets import OUTPUT_TIME_BASE, EncodedPacket
 
 __all__ = ["EncoderConfig", "H264Encoder"]
@@ -115,10 +116,7 @@ class H264Encoder:
         ctx, self._ctx = self._ctx, None
         if ctx is None:
             return []
-        try:
-            return self._packets(ctx, ctx.encode(None))
-        except av.EOFError:
-            return []
+        return self._packets(ctx, drain(ctx))
 
     @staticmethod
     def _packets(ctx: av.VideoCodecContext, packets: list[av.Packet]) -> list[EncodedPacket]:

@@ -1,0 +1,15 @@
+"""Draining an encoder at the end of its stream."""
+
+from __future__ import annotations
+
+import av
+
+__all__ = ["drain"]
+
+
+def drain(ctx: av.CodecContext) -> list[av.Packet]:
+    """The packets an encoder still holds, after which it is closed for good."""
+    try:
+        return list(ctx.encode(None))
+    except av.EOFError:  # already drained
+        return []
