@@ -145,6 +145,16 @@ class SegmentPipe:
                 self._take(1 << 30)
 
 
+#: Decoder names the demuxer gives copyable codecs, to the codec they are.
+_COPY_NAMES = {"mp3float": "mp3", "mp2float": "mp2"}
+
+
+def _is_loas(packet: av.Packet) -> bool:
+    """The packet starts with LOAS's 11-bit sync word (0x2B7): AAC in LATM."""
+    head = bytes(packet)[:2]
+    return len(head) == 2 and head[0] == 0x56 and head[1] & 0xE0 == 0xE0
+
+
 class AudioClock:
     """The input audio's time on the 90 kHz clock, carried from frame to frame.
 
@@ -205,6 +215,7 @@ class SegmentDecoder:
         self.bad_segments = 0
         self.decode_errors = 0
         self.audio_untimed = 0
+        self._latm: av.AudioCodecContext | None = None
 
     def run(self) -> None:
         while self._pipe.begin_segment():
@@ -234,7 +245,7 @@ class SegmentDecoder:
             source = None
             decoder: av.AudioCodecContext | None = None
             if audio is not None:
-                name = audio.codec_context.name
+                name = _COPY_NAMES.get(audio.codec_context.name, audio.codec_context.name)
                 source = AudioSource(
                     codec=name,
                     sample_rate=audio.codec_context.sample_rate or 0,
@@ -246,7 +257,9 @@ class SegmentDecoder:
             self._on_audio_source(source)
             # One decoding thread per session, as for the encoder (sessions run in parallel).
             video.codec_context.thread_count = self.threads
-            streams = [s for s in (video, audio) if s is not None]
+            # A stream the demuxer could not name without probing (AAC in LATM): read its PES.
+            unnamed = [s for s in container.streams if s.type not in ("video", "audio")] if audio is None else []
+            streams = [s for s in (video, audio, *unnamed) if s is not None]
             errors = 0
             try:
                 for packet in container.demux(*streams):
@@ -260,6 +273,8 @@ class SegmentDecoder:
                             self._on_video(frame, self._pipe.last_arrival)
                     elif packet.size and source is not None:
                         errors += self._audio_packet(packet, source, decoder)
+                    elif packet.size and _is_loas(packet):
+                        errors += self._latm_packet(packet)
             except (av.InvalidDataError, av.EOFError) as exc:
                 errors += 1
                 log.debug("segment %d: demux error %s", index, exc)
@@ -274,6 +289,28 @@ class SegmentDecoder:
                 self._on_error(f"input segment {index}: {errors} undecodable packet(s) skipped")
             if self._pipe.segment_bytes % _TS_PACKET:
                 self._on_error(f"input segment {index} truncated ({self._pipe.segment_bytes} bytes)")
+
+    def _latm_packet(self, packet: av.Packet) -> int:
+        """A whole PES of AAC in LATM/LOAS: split by the parser, decoded, timed."""
+        if self._latm is None:
+            self._latm = av.CodecContext.create("aac_latm", "r")  # type: ignore[assignment]
+            self._on_audio_source(AudioSource("aac_latm", 0, 0, copy=False))
+        assert self._latm is not None
+        errors = 0
+        pts = _ticks(packet.pts, packet.time_base)
+        try:
+            frames = [frame for part in self._latm.parse(bytes(packet)) for frame in self._latm.decode(part)]
+        except av.InvalidDataError:
+            return 1
+        for frame in frames:
+            stamped = self._clock.stamp(pts, frame.samples, frame.sample_rate)
+            pts = None  # the PES's timestamp belongs to its first frame
+            if stamped is None:
+                self.audio_untimed += 1
+                continue
+            frame.pts, frame.time_base = stamped, OUTPUT_TIME_BASE
+            self._on_audio(frame)
+        return errors
 
     def _audio_packet(self, packet: av.Packet, source: AudioSource, decoder: av.AudioCodecContext | None) -> int:
         """Time one audio packet (copy) or its decoded frames; returns the errors counted."""
