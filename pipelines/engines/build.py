@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .cache import ENGINE_NAMES, EngineCache, EngineSpec, Environment, StaleEngineError
+from .cache import ENGINE_NAMES, EngineCache, EngineSpec, Environment, ShapeRange, StaleEngineError
 
 __all__ = [
     "build_engine",
@@ -80,9 +80,9 @@ def spec_for_model(
 def _progress_monitor(label: str) -> Any:
     """A `trt.IProgressMonitor` drawing one tqdm bar per build phase TensorRT reports."""
     import tensorrt as trt
-    from tqdm import tqdm
+    from tqdm import tqdm  # type: ignore[import-untyped]  # no types: types-tqdm is not a dependency
 
-    class Monitor(trt.IProgressMonitor):  # type: ignore[misc]
+    class Monitor(trt.IProgressMonitor):  # type: ignore[misc]  # tensorrt is not followed (mypy config): Any
         def __init__(self) -> None:
             trt.IProgressMonitor.__init__(self)
             self.bars: dict[str, Any] = {}
@@ -110,7 +110,7 @@ def _progress_monitor(label: str) -> Any:
 def build_engine(
     onnx_path: Path,
     engine_path: Path,
-    profile: dict[str, tuple[tuple[int, ...], ...]],
+    profile: Mapping[str, ShapeRange],
     *,
     timing_cache: Path | None = None,
     fp16: bool = True,

@@ -43,6 +43,7 @@ __all__ = [
     "EngineCacheError",
     "EngineSpec",
     "Environment",
+    "ShapeRange",
     "StaleEngineError",
     "default_engine_dir",
     "describe",
@@ -56,6 +57,9 @@ ENGINE_NAMES = ("unet", "vae_encoder", "vae_decoder")
 MANIFEST = "manifest.json"
 _SAMPLE = 1 << 20
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+
+#: One input's (min, opt, max) shapes in a TensorRT optimization profile.
+ShapeRange = tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]
 
 
 class EngineCacheError(Exception):
@@ -157,7 +161,7 @@ class EngineSpec:
         (w0, w1), (h0, h1) = self.width_range, self.height_range
         return w0 <= width <= w1 and h0 <= height <= h1 and unet_batch <= self.max_unet_batch and vae_batch <= self.max_vae_batch
 
-    def profile(self, name: str) -> dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]:
+    def profile(self, name: str) -> dict[str, ShapeRange]:
         """TensorRT optimization profile (min, opt, max) per input of graph `name`."""
         (w0, w1), (h0, h1), (wo, ho) = self.width_range, self.height_range, self.opt_size
         lat = 8
@@ -166,7 +170,7 @@ class EngineSpec:
             return {
                 "sample": ((b[0], 4, h0 // lat, w0 // lat), (b[1], 4, ho // lat, wo // lat), (b[2], 4, h1 // lat, w1 // lat)),
                 "timestep": ((b[0],), (b[1],), (b[2],)),
-                "encoder_hidden_states": tuple((n, self.text_len, -1) for n in b),  # type: ignore[return-value]
+                "encoder_hidden_states": ((b[0], self.text_len, -1), (b[1], self.text_len, -1), (b[2], self.text_len, -1)),
             }
         b = (1, 1, self.max_vae_batch)
         if name == "vae_encoder":

@@ -117,7 +117,7 @@ def _wrappers(parts: LoadedComponents) -> dict[str, Any]:
     scaling = float(getattr(vae.config, "scaling_factor", 1.0) or 1.0)
     shift = float(getattr(vae.config, "shift_factor", 0.0) or 0.0)
 
-    class UNet(torch.nn.Module):
+    class UNet(torch.nn.Module):  # type: ignore[misc]  # torch is not followed (mypy config): Module is Any
         def __init__(self) -> None:
             super().__init__()
             self.unet = parts.unet
@@ -125,7 +125,7 @@ def _wrappers(parts: LoadedComponents) -> dict[str, Any]:
         def forward(self, sample: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor) -> torch.Tensor:
             return self.unet(sample, timestep, encoder_hidden_states=encoder_hidden_states, return_dict=False)[0]
 
-    class Encoder(torch.nn.Module):
+    class Encoder(torch.nn.Module):  # type: ignore[misc]  # torch is not followed (mypy config): Module is Any
         def __init__(self) -> None:
             super().__init__()
             self.vae = vae
@@ -134,7 +134,7 @@ def _wrappers(parts: LoadedComponents) -> dict[str, Any]:
             latents = retrieve_latents(self.vae.encode(images), sample_mode="argmax")
             return (latents - shift) * scaling
 
-    class Decoder(torch.nn.Module):
+    class Decoder(torch.nn.Module):  # type: ignore[misc]  # torch is not followed (mypy config): Module is Any
         def __init__(self) -> None:
             super().__init__()
             self.vae = vae
@@ -146,7 +146,8 @@ def _wrappers(parts: LoadedComponents) -> dict[str, Any]:
 
 
 def _unet_factor(unet: Any) -> int:
-    return 2 ** (len(unet.config.block_out_channels) - 1)
+    # Not `2 ** n`: int ** int is Any to mypy (a negative exponent gives a float); a UNet has >= 1 block.
+    return 1 << (len(unet.config.block_out_channels) - 1)
 
 
 def _inputs(name: str, parts: LoadedComponents, batch: int, width: int, height: int) -> dict[str, torch.Tensor]:

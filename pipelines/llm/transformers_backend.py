@@ -111,14 +111,17 @@ class _Detokenizer:
         return delta
 
     def _decode(self, ids: list[int]) -> str:
-        return self._tokenizer.decode(ids, skip_special_tokens=True) if ids else ""  # type: ignore[no-any-return]
+        if not ids:
+            return ""
+        text: str = self._tokenizer.decode(ids, skip_special_tokens=True)
+        return text
 
 
 class _Run:
     """One generation's state, shared by `generate`'s thread, the streamer and the criterion."""
 
     def __init__(
-        self, tokenizer: Any, eos: frozenset[int], params: SamplingParams, emit: Callable[[_Event], None]
+        self, tokenizer: Any, eos: frozenset[int], params: SamplingParams, emit: Callable[[_Event], object]
     ) -> None:
         self.cancel = threading.Event()
         self.eos = eos

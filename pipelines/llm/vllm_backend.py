@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InferenceError, ModelLoadError
-from .backend import Finished, Prompt, SamplingParams, TextDelta
+from .backend import Finished, FinishReason, Prompt, SamplingParams, TextDelta
 
 if TYPE_CHECKING:
     from ..loading import ModelSource
@@ -93,7 +93,7 @@ class VLLMBackend:
                     sent = completion.text
                 if output.finished:
                     finished = True
-                    reason = "length" if completion.finish_reason == "length" else "stop"
+                    reason: FinishReason = "length" if completion.finish_reason == "length" else "stop"
                     yield Finished(reason, len(prompt.token_ids), tokens)
                     return
         except Exception as exc:

@@ -112,7 +112,7 @@ def write_random_sd_turbo(out: Path, *, half: bool = True) -> None:
     from .parts import clip_text_config, sd_pipeline
 
     torch.manual_seed(0)
-    unet = UNet2DConditionModel(**SD_TURBO_UNET)  # type: ignore[arg-type]
+    unet = UNet2DConditionModel(**SD_TURBO_UNET)
     vae = AutoencoderKL(
         block_out_channels=[128, 256, 512, 512],
         down_block_types=["DownEncoderBlock2D"] * 4,
