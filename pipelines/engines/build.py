@@ -80,7 +80,7 @@ def spec_for_model(
 def _progress_monitor(label: str) -> Any:
     """A `trt.IProgressMonitor` drawing one tqdm bar per build phase TensorRT reports."""
     import tensorrt as trt
-    from tqdm import tqdm  # type: ignore[import-untyped]  # no types: types-tqdm is not a dependency
+    from tqdm import tqdm
 
     class Monitor(trt.IProgressMonitor):  # type: ignore[misc]  # tensorrt is not followed (mypy config): Any
         def __init__(self) -> None:
