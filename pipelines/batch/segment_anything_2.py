@@ -193,7 +193,7 @@ class SegmentAnything2Pipeline:
         mask = _array(request.mask_input, "mask_input")
         if mask is not None:
             while mask.ndim > 2 and mask.shape[0] == 1:
-                mask = mask[0]
+                mask = mask.squeeze(0)  # typed, unlike `mask[0]` (Any), so mypy keeps `mask` narrowed
             if mask.ndim != 2 or min(mask.shape) == 0:
                 raise InvalidRequestError(
                     f"mask_input must be a 1xHxW array of low-resolution mask logits, got shape {list(mask.shape)}."
