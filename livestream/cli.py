@@ -15,11 +15,14 @@ import ssl
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, TypedDict
 
 from . import __version__
 from .errors import ConfigError
 from .settings import Settings, env_bool, env_int, env_str, parse_default_models
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 __all__ = ["build_parser", "main", "settings_from_args"]
 
@@ -253,7 +256,19 @@ def _path(value: str | None) -> Path | None:
     return Path(value) if value else None
 
 
-def _webrtc_settings(args: argparse.Namespace) -> dict[str, object]:
+class _WebRTCSettings(TypedDict):
+    """The `Settings` fields of the WebRTC flags (typed, so `Settings(**...)` is checked)."""
+
+    ice_servers: tuple[str, ...]
+    ice_username: str | None
+    ice_credential: str | None
+    webrtc_hosts: tuple[str, ...]
+    protect_playback: bool
+    tls_cert: Path | None
+    tls_key: Path | None
+
+
+def _webrtc_settings(args: argparse.Namespace) -> _WebRTCSettings:
     from .webrtc.ice import parse_ice_server
 
     for url in args.ice_server:
@@ -370,7 +385,18 @@ def _add_rtmp_args(serve: argparse.ArgumentParser, env: Mapping[str, str]) -> No
     )
 
 
-def _rtmp_settings(args: argparse.Namespace) -> dict[str, Any]:
+class _RtmpSettings(TypedDict):
+    """The `Settings` fields of the RTMP and direct-stream flags."""
+
+    rtmp_port: int | None
+    live_pipeline: str
+    live_params: dict[str, object]
+    rtmp_output: str | None
+    stream_keys: dict[str, str]
+    auth_webhook_url: str | None
+
+
+def _rtmp_settings(args: argparse.Namespace) -> _RtmpSettings:
     import json
 
     from .settings import parse_stream_keys
@@ -382,14 +408,15 @@ def _rtmp_settings(args: argparse.Namespace) -> dict[str, Any]:
         port = None
     elif not 0 < port <= 65535:
         raise ConfigError(f"--rtmp-port must be 1..65535 (or 0 for off), got {port}.")
-    params: dict[str, Any] = {}
+    params: dict[str, object] = {}
     if args.live_params:
         try:
-            params = json.loads(args.live_params)
+            loaded = json.loads(args.live_params)
         except ValueError as exc:
             raise ConfigError(f"--live-params is not valid JSON: {exc}") from None
-        if not isinstance(params, dict):
+        if not isinstance(loaded, dict):
             raise ConfigError("--live-params must be a JSON object, e.g. '{\"prompt\": \"...\"}'.")
+        params = loaded
     if args.rtmp_output and not args.rtmp_output.startswith("rtmp://"):
         raise ConfigError(f"--rtmp-output must be an rtmp:// URL, got {args.rtmp_output!r}.")
     if args.rtmp_auth_webhook and not args.rtmp_auth_webhook.startswith(("http://", "https://")):
@@ -452,7 +479,7 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _wait_for_pinned_model(app: Any) -> None:
+async def _wait_for_pinned_model(app: web.Application) -> None:
     from .keys import REGISTRY_KEY, SETTINGS_KEY
 
     log.info("loading %s model %s before listening", app[SETTINGS_KEY].pipeline, app[SETTINGS_KEY].model_id)

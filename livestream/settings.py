@@ -87,7 +87,7 @@ def env_int(env: Mapping[str, str], name: str, default: None) -> int | None: ...
 def env_int(env: Mapping[str, str], name: str, default: int | None) -> int | None:
     """`env[name]` as an int, `default` when unset or empty; a value that is not one is a `ConfigError`."""
     value = env.get(name)
-    if value in (None, ""):
+    if not value:  # unset or empty
         return default
     try:
         return int(value)
@@ -97,7 +97,7 @@ def env_int(env: Mapping[str, str], name: str, default: int | None) -> int | Non
 
 def env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     value = env.get(name)
-    if value in (None, ""):
+    if not value:  # unset or empty
         return default
     lowered = value.strip().lower()
     if lowered in ("1", "true", "yes", "on"):

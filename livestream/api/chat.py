@@ -76,7 +76,7 @@ async def open_chat(
             raise ConnectionResetError("the client went away while the request was queued")
         prompt = await asyncio.to_thread(pipeline.prepare, messages, params)
         events = pipeline.stream(prompt, params)
-        async with contextlib.aclosing(events):  # type: ignore[type-var]
+        async with contextlib.aclosing(events):
             yield ChatJob(pipeline, model_id, prompt, events)
 
 

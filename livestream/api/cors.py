@@ -9,19 +9,19 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable
 
 from aiohttp import hdrs, web
+from aiohttp.typedefs import Middleware
 from multidict import CIMultiDict
 
 __all__ = ["cors_middleware"]
 
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-_Middleware = Callable[[web.Request, _Handler], Awaitable[web.StreamResponse]]
 
 _ALLOW_METHODS = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
 _DEFAULT_ALLOW_HEADERS = "Authorization, Content-Type"
 _MAX_AGE = "600"
 
 
-def cors_middleware(origins: Iterable[str]) -> _Middleware:
+def cors_middleware(origins: Iterable[str]) -> Middleware:
     """Build the middleware for `origins` (exact `scheme://host[:port]` strings, or `*`)."""
     allowed = frozenset(o.rstrip("/") for o in origins)
     any_origin = "*" in allowed

@@ -89,7 +89,8 @@ def _open_with_pyav(data: bytes) -> Image.Image | None:
             if not container.streams.video:
                 return None
             for frame in container.decode(video=0):
-                return frame.to_image().convert("RGB")
+                image: Image.Image = frame.to_image()
+                return image.convert("RGB")
     except (av.FFmpegError, ValueError):
         return None
     return None

@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-_UNAUTHORIZED_HEADERS = {hdrs.WWW_AUTHENTICATE: "Bearer"}
+_UNAUTHORIZED_HEADERS: dict[str, str] = {hdrs.WWW_AUTHENTICATE: "Bearer"}
 _AUDIO_FORMAT_ERROR = "Unsupported audio format or malformed file."
 _HEALTH_BODIES = {status: json.dumps({"status": status}).encode() for status in ("LOADING", "OK", "ERROR", "IDLE")}
 
