@@ -11,6 +11,7 @@ from __future__ import annotations
 from fractions import Fraction
 
 import av
+from av.stream import Stream
 
 from .drain import drain
 from .packets import OUTPUT_TIME_BASE, EncodedPacket
@@ -59,7 +60,7 @@ class AudioEncoder:
             self._ctx, self._layout = ctx, layout
         return out + self._packets(self._ctx, self._ctx.encode(frame))
 
-    def _packets(self, ctx: av.AudioCodecContext, packets: list[av.Packet]) -> list[EncodedPacket]:
+    def _packets(self, ctx: av.AudioCodecContext, packets: list[av.Packet[Stream]]) -> list[EncodedPacket]:
         out = []
         extradata = bytes(ctx.extradata) if ctx.extradata else None
         for packet in packets:

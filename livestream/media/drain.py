@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import av
+from av.stream import Stream
 
 __all__ = ["drain"]
 
 
-def drain(ctx: av.CodecContext) -> list[av.Packet]:
+def drain(ctx: av.VideoCodecContext | av.AudioCodecContext) -> list[av.Packet[Stream]]:
     """The packets an encoder still holds, after which it is closed for good."""
     try:
         return list(ctx.encode(None))

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from fractions import Fraction
 
 import av
+from av.stream import Stream
 
 from .audio_frames import frame_samples
 from .packets import AUDIO_COPY_CODECS, OUTPUT_TIME_BASE, AudioSource, EncodedPacket
@@ -149,7 +150,7 @@ class SegmentPipe:
 _COPY_NAMES = {"mp3float": "mp3", "mp2float": "mp2"}
 
 
-def _is_loas(packet: av.Packet) -> bool:
+def _is_loas(packet: av.Packet[Stream]) -> bool:
     """The packet starts with LOAS's 11-bit sync word (0x2B7): AAC in LATM."""
     head = bytes(packet)[:2]
     return len(head) == 2 and head[0] == 0x56 and head[1] & 0xE0 == 0xE0
@@ -290,7 +291,7 @@ class SegmentDecoder:
             if self._pipe.segment_bytes % _TS_PACKET:
                 self._on_error(f"input segment {index} truncated ({self._pipe.segment_bytes} bytes)")
 
-    def _latm_packet(self, packet: av.Packet) -> int:
+    def _latm_packet(self, packet: av.Packet[Stream]) -> int:
         """A whole PES of AAC in LATM/LOAS: split by the parser, decoded, timed."""
         if self._latm is None:
             self._latm = av.CodecContext.create("aac_latm", "r")  # type: ignore[assignment]
@@ -312,7 +313,7 @@ class SegmentDecoder:
             self._on_audio(frame)
         return errors
 
-    def _audio_packet(self, packet: av.Packet, source: AudioSource, decoder: av.AudioCodecContext | None) -> int:
+    def _audio_packet(self, packet: av.Packet[Stream], source: AudioSource, decoder: av.AudioCodecContext | None) -> int:
         """Time one audio packet (copy) or its decoded frames; returns the errors counted."""
         pts = _ticks(packet.pts, packet.time_base)
         if decoder is None:

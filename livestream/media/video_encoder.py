@@ -8,8 +8,10 @@ each, so every keyframe starts a decodable stream.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fractions import Fraction
 
 import av
+from av.stream import Stream
 from av.video.frame import PictureType
 
 from .drain import drain
@@ -64,7 +66,7 @@ class H264Encoder:
         assert isinstance(ctx, av.VideoCodecContext)
         ctx.width, ctx.height, ctx.pix_fmt = width, height, "yuv420p"
         ctx.time_base = OUTPUT_TIME_BASE
-        ctx.framerate = config.fps
+        ctx.framerate = Fraction(config.fps)
         gop = max(1, round(config.fps * config.gop_seconds))
         ctx.options = {
             "preset": config.preset,
@@ -119,7 +121,7 @@ class H264Encoder:
         return self._packets(ctx, drain(ctx))
 
     @staticmethod
-    def _packets(ctx: av.VideoCodecContext, packets: list[av.Packet]) -> list[EncodedPacket]:
+    def _packets(ctx: av.VideoCodecContext, packets: list[av.Packet[Stream]]) -> list[EncodedPacket]:
         out = []
         for packet in packets:
             if packet.pts is None:

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from fractions import Fraction
 
 import av
+from av.stream import Stream
 
 from ..ingest import FrameTarget, Ingest, IngestError
 from ..media.audio_frames import aac_config_info
@@ -209,7 +210,7 @@ class RtmpIngest(Ingest):
         self._emit_video(target, ctx, packet, arrival)
         return ctx
 
-    def _emit_video(self, target: FrameTarget, ctx: av.VideoCodecContext, packet: av.Packet | None, arrival: float) -> None:
+    def _emit_video(self, target: FrameTarget, ctx: av.VideoCodecContext, packet: av.Packet[Stream] | None, arrival: float) -> None:
         try:
             frames = ctx.decode(packet)
         except av.EOFError:

@@ -208,10 +208,11 @@ class _FlvState:
                 self.audio_refused = True
                 on_audio_skipped(packet.codec)
             return out
-        data, config = (adts_to_raw(packet.data) if packet.adts else (packet.data, packet.extradata))
-        if config and config != self.aac_config:
-            self.aac_config = config
-            out.append(("audio", self._ts(packet), aac_tag(True, config)))
+        asc: bytes | None  # the AudioSpecificConfig, which a copied packet may not carry
+        data, asc = (adts_to_raw(packet.data) if packet.adts else (packet.data, packet.extradata))
+        if asc and asc != self.aac_config:
+            self.aac_config = asc
+            out.append(("audio", self._ts(packet), aac_tag(True, asc)))
         if self.aac_config is None:
             return out
         out.append(("audio", self._ts(packet), aac_tag(False, data)))

@@ -80,7 +80,7 @@ class RtmpServer:
         if self.settings.auth_webhook_url:
             self._http = aiohttp.ClientSession()
         self._server = await asyncio.start_server(self._accept, self.host, self.port, limit=_READ_SIZE)
-        sockets = self._server.sockets or []
+        sockets = self._server.sockets or ()
         if sockets:
             self.port = sockets[0].getsockname()[1]
         log.info("RTMP ingest listening on rtmp://%s:%d/live", self.host, self.port)
