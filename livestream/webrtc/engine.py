@@ -49,7 +49,7 @@ class WhepSink(QueuedSink):
         self.stream = stream
         self.playback = Playback(PacketFanout(request_keyframe), AudioFanout())
         self._on_end = on_end
-        self._audio_codec: av.CodecContext | None = None
+        self._audio_codec: av.AudioCodecContext | None = None
         self._audio_key: tuple[str, bytes | None] | None = None
         self._pts_offset = 0
         self._last_pts: int | None = None
@@ -105,13 +105,15 @@ class WhepSink(QueuedSink):
                 codec = av.CodecContext.create(item.codec, "r")
             except (ValueError, av.FFmpegError):
                 return []
+            if not isinstance(codec, av.AudioCodecContext):
+                return []
             if item.extradata:
                 codec.extradata = item.extradata
             self._audio_codec, self._audio_key = codec, key
         packet = av.Packet(item.data)
         packet.pts, packet.time_base = item.pts, item.time_base
         try:
-            return list(self._audio_codec.decode(packet))  # type: ignore[arg-type]
+            return list(self._audio_codec.decode(packet))
         except av.FFmpegError:
             return []
 

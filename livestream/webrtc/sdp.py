@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from aiortc import RTCIceCandidate
@@ -55,7 +56,8 @@ def check_offer(text: str, *, publishing: bool) -> OfferInfo:
     if not video:
         raise OfferError("The offer has no video (an m=video section is required).")
     v = video[0]
-    if not v.ice.usernameFragment and not desc.ice_options and not v.ice.password:
+    ice = v.ice
+    if ice is None or not ice.usernameFragment or not ice.password:
         # aiortc needs ICE credentials; an offer without them cannot connect.
         raise OfferError("The offer has no ICE credentials (a=ice-ufrag, a=ice-pwd).")
     if v.dtls is None or not v.dtls.fingerprints:
@@ -76,11 +78,11 @@ def check_offer(text: str, *, publishing: bool) -> OfferInfo:
         h264=h264,
         vp8=vp8,
         video_direction=direction,
-        ice_ufrag=v.ice.usernameFragment,
+        ice_ufrag=ice.usernameFragment,
     )
 
 
-def _baseline_h264(params: dict[str, object]) -> bool:
+def _baseline_h264(params: Mapping[str, object]) -> bool:
     if str(params.get("packetization-mode", "0")) != "1":
         return False
     try:

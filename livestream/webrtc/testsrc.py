@@ -35,7 +35,7 @@ class NumberedVideoTrack(MediaStreamTrack):
         self._start: float | None = None
         self.sent: dict[int, float] = {}
 
-    async def recv(self) -> av.VideoFrame:  # type: ignore[override]
+    async def recv(self) -> av.VideoFrame:
         if self._start is None:
             self._start = time.monotonic()
         n = self.count

@@ -31,13 +31,14 @@ from typing import Any, Generic, TypeVar
 import av
 from aiortc import MediaStreamTrack, RTCRtpSender
 from aiortc.mediastreams import MediaStreamError
+from av.stream import Stream
 
 __all__ = ["AudioFanout", "AudioTrack", "DecodingTrack", "PacketFanout", "PacketTrack", "attach_sender"]
 
 log = logging.getLogger(__name__)
 
 
-_Item = TypeVar("_Item", av.Packet, av.AudioFrame)
+_Item = TypeVar("_Item", "av.Packet[Stream]", av.AudioFrame)
 _Track = TypeVar("_Track", bound="_QueuedTrack[Any]")
 
 
@@ -148,7 +149,7 @@ class PacketFanout(_Fanout["PacketTrack"]):
         if self.on_keyframe is not None:
             self.on_keyframe()
 
-    def publish(self, packet: av.Packet) -> None:
+    def publish(self, packet: av.Packet[Stream]) -> None:
         """Loop: one encoded frame (Annex B H.264, SPS/PPS in-band before each IDR)."""
         if self._closed:
             return
@@ -158,7 +159,7 @@ class PacketFanout(_Fanout["PacketTrack"]):
         for track in self._tracks:
             track._put(packet)
 
-    def publish_threadsafe(self, packet: av.Packet) -> None:
+    def publish_threadsafe(self, packet: av.Packet[Stream]) -> None:
         loop = self._loop
         if loop is None:
             raise RuntimeError("PacketFanout needs its loop for publish_threadsafe()")
@@ -168,7 +169,7 @@ class PacketFanout(_Fanout["PacketTrack"]):
             pass
 
 
-class PacketTrack(_QueuedTrack[av.Packet]):
+class PacketTrack(_QueuedTrack["av.Packet[Stream]"]):
     """One viewer's view of a `PacketFanout`: a bounded queue that resyncs at IDRs."""
 
     kind = "video"
@@ -182,7 +183,7 @@ class PacketTrack(_QueuedTrack[av.Packet]):
         self.dropped = 0
         self.resyncs = 0
 
-    def _put(self, packet: av.Packet) -> None:
+    def _put(self, packet: av.Packet[Stream]) -> None:
         if not self._started:
             return  # before DTLS completes: these would arrive as a burst of stale frames
         if len(self._queue) >= self._fanout.max_queue:
@@ -203,7 +204,7 @@ class PacketTrack(_QueuedTrack[av.Packet]):
     def request_keyframe(self) -> None:
         self._fanout.request_keyframe()
 
-    async def recv(self) -> av.Packet:  # type: ignore[override]
+    async def recv(self) -> av.Packet[Stream]:
         if self.readyState != "live":
             raise MediaStreamError
         if not self._started:
@@ -235,13 +236,13 @@ class DecodingTrack(MediaStreamTrack):
         self._codec = av.CodecContext.create("h264", "r")
         self._codec.thread_count = 1
 
-    def _decode(self, packet: av.Packet) -> list[av.VideoFrame]:
+    def _decode(self, packet: av.Packet[Stream]) -> list[av.VideoFrame]:
         try:
-            return list(self._codec.decode(packet))  # type: ignore[arg-type]
+            return list(self._codec.decode(packet))
         except av.InvalidDataError:
             return []
 
-    async def recv(self) -> av.VideoFrame:  # type: ignore[override]
+    async def recv(self) -> av.VideoFrame:
         loop = asyncio.get_running_loop()
         while True:
             try:
@@ -302,7 +303,7 @@ class AudioTrack(_QueuedTrack[av.AudioFrame]):
         self._queue.append(frame)
         self._ready.set()
 
-    async def recv(self) -> av.AudioFrame:  # type: ignore[override]
+    async def recv(self) -> av.AudioFrame:
         if self.readyState != "live":
             raise MediaStreamError
         while True:

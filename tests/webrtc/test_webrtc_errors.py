@@ -149,6 +149,9 @@ async def test_protected_playback() -> None:
 def test_sdp_helpers() -> None:
     with pytest.raises(OfferError, match="no video"):
         check_offer("v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n", publishing=False)
+    no_ice = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:0\r\na=rtpmap:96 VP8/90000\r\n"
+    with pytest.raises(OfferError, match="no ICE credentials"):  # was an AttributeError (a 500)
+        check_offer(no_ice, publishing=True)
     answer = "v=0\r\nm=audio 9 UDP 111\r\na=fmtp:111 minptime=10\r\nm=video 9 UDP 96 97\r\na=fmtp:96 x=1\r\na=fmtp:97 apt=96\r\n"
     hinted = add_bitrate_hints(answer)
     assert "a=fmtp:96 x=1;x-google-start-bitrate=1500" in hinted
