@@ -106,13 +106,11 @@ async def _run(
     from aiortc import MediaStreamTrack
 
     from livestream.webrtc.client import WhepClient, WhipClient
-    from livestream.webrtc.ice import IceConfig, install_host_addresses
+    from livestream.webrtc.aiortc_patches import install_host_addresses, install_marker_jitter_buffer
 
-    install_host_addresses(IceConfig(hosts=("127.0.0.1",)))
+    install_host_addresses(["127.0.0.1"])
     if marker_release:
-        from livestream.webrtc import jitter
-
-        jitter.install()  # the viewer releases frames on the RTP marker, as a browser does
+        install_marker_jitter_buffer()  # the viewer releases frames on the RTP marker, as a browser does
 
     class StampedTrack(MediaStreamTrack):
         kind = "video"

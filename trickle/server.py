@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from aiohttp import ClientPayloadError, web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from .aiohttp_patches import BodyInterrupted, HeldHeadersResponse, check_aiohttp_version, interrupt_body, send_continue
 from .channel import Channel, ReadLookup
 from .errors import TrickleChannelError, TrickleChannelLimitError, TrickleConfigError, TrickleRequestError
 from .protocol import (
@@ -45,24 +46,6 @@ log = logging.getLogger(__name__)
 Hook = Callable[[web.Request, str], Awaitable[None]]
 
 CHANGEFEED_CHANNEL = "_changes"
-_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-
-
-class _SegmentClosed(TimeoutError):
-    """Fed into a waiting POST's body stream when its segment closes: the body counts as ended.
-
-    A TimeoutError because, after the handler has answered, aiohttp drains the unread body
-    ("lingering") and treats a TimeoutError there as the end of it, then closes the connection
-    quietly, which is what we want (the answer says `Connection: close`).
-    """
-
-
-class _SegmentResponse(web.StreamResponse):
-    """A GET's streamed segment. aiohttp would flush a StreamResponse's headers on their own;
-    holding them for the first chunk (as `web.Response` does) puts both in one packet, which
-    saves a subscriber a wake-up on the latency-critical first bytes."""
-
-    _send_headers_immediately = False
 
 
 @dataclass(frozen=True)
@@ -191,7 +174,11 @@ class TrickleServer:
 
     def setup(self, app: web.Application, base_path: str = "/") -> None:
         """Add the trickle routes under `base_path` to `app`, store `self` under `TRICKLE_SERVER_KEY`,
-        and tie the idle sweep to the app's lifetime."""
+        and tie the idle sweep to the app's lifetime.
+
+        Raises `UnsupportedVersionError` if aiohttp is a version the server's patches do not support.
+        """
+        check_aiohttp_version()
         base = _normalize_base_path(base_path)
         self.base_path = base
         router = app.router
@@ -367,27 +354,26 @@ class TrickleServer:
 
         A preconnected POST may wait here for any length of time; every `keepalive_interval`
         it gets an interim `100 Continue`, as from go-livepeer. A close interrupts the wait by
-        failing the request's body stream with `_SegmentClosed`: no helper task, so the first
-        bytes of a segment reach readers with no extra event-loop round trips.
+        failing the request's body stream (`interrupt_body`): no helper task, so the first bytes
+        of a segment reach readers with no extra event-loop round trips. The answer then says
+        `Connection: close`, and aiohttp closes the connection quietly.
         """
         if segment.closed:
             return b""
-        content = request.content
 
         def interrupt() -> None:
-            content.set_exception(_SegmentClosed())
+            interrupt_body(request)
 
         segment.add_close_callback(interrupt)
         try:
             while True:
                 try:
                     async with asyncio.timeout(self.config.keepalive_interval):
-                        return await content.readany()
-                except _SegmentClosed:
+                        return await request.content.readany()
+                except BodyInterrupted:
                     return b""
                 except TimeoutError:
-                    if request.version >= (1, 1):
-                        await request.writer.write(_CONTINUE)
+                    await send_continue(request)
         finally:
             segment.remove_close_callback(interrupt)
 
@@ -441,7 +427,7 @@ class TrickleServer:
                 if data:
                     index = segment.chunk_count
                     if response is None:
-                        response = _SegmentResponse()
+                        response = HeldHeadersResponse()
                         if segment.seq != lookup.latest:
                             response.headers[HEADER_LATEST] = str(lookup.latest)
                         response.headers[HEADER_SEQ] = str(segment.seq)

@@ -5,6 +5,8 @@
 - `engine.py`: the hub wired to live sessions (WHEP as a session sink, WHIP as an ingest).
 - `routes.py`: the HTTP resources and pages; `ice.py`: ICE servers and host addresses;
   `sdp.py`: offer checks and trickle fragments; `client.py`: small aiortc WHIP/WHEP clients.
+- `aiortc_patches.py`: everything that reaches into aiortc's and aioice's internals, with the
+  versions it supports (checked when the app is set up).
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from ..settings import Settings
-from . import jitter
-from .ice import IceConfig, install_host_addresses, parse_ice_server
+from .aiortc_patches import check_versions, install_host_addresses, install_marker_jitter_buffer
+from .ice import IceConfig, parse_ice_server
 from .peers import Playback, Publisher, ResourceConflict, StreamDirectory, StreamNotFound, WebRTCHub
 from .routes import WEBRTC_HUB_KEY, add_webrtc_routes
 from .tracks import AudioFanout, PacketFanout
@@ -48,13 +50,17 @@ def ice_config(settings: Settings) -> IceConfig:
 
 
 def setup_webrtc(app: web.Application, settings: Settings) -> None:
-    """Add the WHIP/WHEP resources and pages and the hub's lifetime to `app` (after `setup_live`)."""
+    """Add the WHIP/WHEP resources and pages and the hub's lifetime to `app` (after `setup_live`).
+
+    Raises `UnsupportedVersionError` if aiortc or aioice is a version its patches do not support.
+    """
+    check_versions()
     add_webrtc_routes(app)
     ice = ice_config(settings)
 
     async def webrtc_ctx(app: web.Application) -> AsyncIterator[None]:
-        install_host_addresses(ice)
-        jitter.install()
+        install_host_addresses(ice.local_hosts)
+        install_marker_jitter_buffer()
         directory = app.get(WEBRTC_DIRECTORY_KEY)
         if directory is None:
             from .engine import SessionDirectory

@@ -9,8 +9,8 @@
   any other address (the public IP of a 1:1 NAT) is written into the answer in place of the
   gathered host candidates' addresses, so the peer sends to it and the NAT forwards.
 
-aioice finds host addresses through a module-level function; `install_host_addresses()`
-replaces it for the whole process (one engine per process).
+Gathering on chosen addresses patches aioice (`aiortc_patches.install_host_addresses()`, for the
+whole process: one engine per process).
 """
 
 from __future__ import annotations
@@ -20,16 +20,13 @@ import socket
 from dataclasses import dataclass, field
 from urllib.parse import unquote
 
-import aioice.ice
 from aiortc import RTCConfiguration, RTCIceServer
 
 from ..errors import ConfigError
 
-__all__ = ["IceConfig", "install_host_addresses", "parse_ice_server", "rewrite_host_candidates"]
+__all__ = ["IceConfig", "parse_ice_server", "rewrite_host_candidates"]
 
 log = logging.getLogger(__name__)
-
-_original_get_host_addresses = aioice.ice.get_host_addresses
 
 
 def parse_ice_server(url: str, username: str | None = None, credential: str | None = None) -> RTCIceServer:
@@ -75,19 +72,6 @@ class IceConfig:
     def rtc_configuration(self) -> RTCConfiguration:
         # Always a list: None would mean aiortc's default public STUN server.
         return RTCConfiguration(iceServers=list(self.servers))
-
-
-def install_host_addresses(config: IceConfig) -> None:
-    """Make aioice gather host candidates on `config.local_hosts` (default: its own choice)."""
-    if not config.local_hosts:
-        aioice.ice.get_host_addresses = _original_get_host_addresses
-        return
-    hosts = list(config.local_hosts)
-
-    def get_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
-        return [h for h in hosts if (":" in h and use_ipv6) or (":" not in h and use_ipv4)]
-
-    aioice.ice.get_host_addresses = get_host_addresses
 
 
 def rewrite_host_candidates(sdp: str, advertised: tuple[str, ...]) -> str:

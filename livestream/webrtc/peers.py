@@ -242,9 +242,9 @@ class WebRTCHub:
         """Add the fragment's candidates (RFC 8840); an ICE restart is refused (`OfferError`)."""
         if frag.ice_ufrag is not None and frag.ice_ufrag != resource.offer.ice_ufrag:
             raise OfferError("ICE restarts are not supported: create a new session instead.")
-        # With BUNDLE every candidate belongs to the first m-line's transport, whatever mid
-        # the client put it under; aiortc ignores candidates for a bundled transceiver.
-        primary = next((t.mid for t in resource.pc.getTransceivers() if not t._bundled), None)
+        # With BUNDLE every candidate belongs to the bundle's transport, whatever mid the
+        # client put it under; aiortc ignores candidates for a bundled transceiver.
+        primary = resource.offer.transport_mid
         for candidate in frag.candidates:
             if primary is not None:
                 candidate.sdpMid = primary

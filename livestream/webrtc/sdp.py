@@ -37,6 +37,9 @@ class OfferInfo:
     vp8: bool
     video_direction: str
     ice_ufrag: str | None
+    #: The mid whose ICE transport takes every candidate: the BUNDLE group's first, else the
+    #: first m-line's (aiortc ignores candidates given to a bundled m-line).
+    transport_mid: str | None = None
 
 
 def check_offer(text: str, *, publishing: bool) -> OfferInfo:
@@ -72,6 +75,8 @@ def check_offer(text: str, *, publishing: bool) -> OfferInfo:
     vp8 = "video/vp8" in names
     if not (h264 or vp8):
         raise OfferError(f"No supported video codec in the offer (need H.264 baseline packetization-mode 1 or VP8; got {sorted(names)}).")
+    bundle = next((g.items for g in desc.group if g.semantic == "BUNDLE" and g.items), None)
+    transport_mid = str(bundle[0]) if bundle else (desc.media[0].rtp.muxId or None)
     return OfferInfo(
         video=True,
         audio=bool(audio),
@@ -79,6 +84,7 @@ def check_offer(text: str, *, publishing: bool) -> OfferInfo:
         vp8=vp8,
         video_direction=direction,
         ice_ufrag=ice.usernameFragment,
+        transport_mid=transport_mid,
     )
 
 

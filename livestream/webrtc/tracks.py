@@ -33,6 +33,8 @@ from aiortc import MediaStreamTrack, RTCRtpSender
 from aiortc.mediastreams import MediaStreamError
 from av.stream import Stream
 
+from .aiortc_patches import route_keyframe_requests
+
 __all__ = ["AudioFanout", "AudioTrack", "DecodingTrack", "PacketFanout", "PacketTrack", "attach_sender"]
 
 log = logging.getLogger(__name__)
@@ -217,11 +219,9 @@ class PacketTrack(_QueuedTrack["av.Packet[Stream]"]):
 
 
 def attach_sender(sender: RTCRtpSender, track: PacketTrack) -> None:
-    """Route the sender's PLI/FIR handling to the shared encoder.
-
-    aiortc's `_send_keyframe()` only sets a flag its own encoder reads, which packets bypass.
-    """
-    sender._send_keyframe = track.request_keyframe  # type: ignore[method-assign]
+    """Route the sender's PLI/FIR handling to the shared encoder (aiortc's own encoder, which
+    its handler asks for a keyframe, is bypassed by packets)."""
+    route_keyframe_requests(sender, track.request_keyframe)
 
 
 class DecodingTrack(MediaStreamTrack):

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ModelLoadError
+from .dynamo_config import raise_recompile_limit
 from .stream_batch import TorchBackend
 
 if TYPE_CHECKING:
@@ -49,12 +50,11 @@ class CompiledBackend(TorchBackend):
 
     def __init__(self, unet: Any, vae: Any, device: torch.device) -> None:
         import torch
-        import torch._dynamo.config as dynamo_config
 
         super().__init__(unet, vae)
         self.device = device
         self.cuda_graphs = device.type == "cuda"
-        dynamo_config.recompile_limit = max(int(dynamo_config.recompile_limit), _RECOMPILE_LIMIT)
+        raise_recompile_limit(_RECOMPILE_LIMIT)
         self.compiler = os.environ.get("LIVESTREAM_TORCH_COMPILER") or "inductor"
         if self.compiler != "inductor":
             self.cuda_graphs = False

@@ -7,7 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from livestream.webrtc.ice import IceConfig, install_host_addresses
+from livestream.webrtc.aiortc_patches import install_host_addresses
+from livestream.webrtc.ice import IceConfig
 
 from .netns import loopback_namespace, namespace_unavailable
 
@@ -20,8 +21,8 @@ def loopback_only() -> Iterator[None]:
     if reason is not None:
         pytest.skip(f"WebRTC tests need a loopback-only network namespace: {reason}")
     with loopback_namespace():
-        install_host_addresses(LOOPBACK)
+        install_host_addresses(LOOPBACK.local_hosts)
         try:
             yield
         finally:
-            install_host_addresses(IceConfig())
+            install_host_addresses([])
