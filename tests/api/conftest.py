@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -77,14 +77,3 @@ def png() -> bytes:
 @pytest.fixture
 def wav() -> bytes:
     return wav_bytes()
-
-
-@pytest.fixture(scope="session")
-def spec_path() -> Iterator[Path]:
-    """The published runner spec in shared/reference (beside the repo in CI)."""
-    root = Path(__file__).resolve().parents[2]
-    for candidate in (root / "../shared/reference/livepeer-ai-network.txt", root / "shared/reference/livepeer-ai-network.txt"):
-        if candidate.exists():
-            yield candidate.resolve()
-            return
-    pytest.skip("shared/reference/livepeer-ai-network.txt not found beside the repository (../shared)")
