@@ -234,11 +234,12 @@ async def test_orchestrator_runs_batch_and_live_runners(
 ) -> None:
     trickle_port = free_port()
     tls = self_signed_cert(tmp_path)
-    trickle = subprocess.Popen(
-        [sys.executable, "-m", "livestream", "trickle-server", "--port", str(trickle_port), "--base-path", "/ai/trickle/", *tls],
-        stdout=(tmp_path / "trickle.log").open("wb"),
-        stderr=subprocess.STDOUT,
-    )
+    with (tmp_path / "trickle.log").open("wb") as out:
+        trickle = subprocess.Popen(
+            [sys.executable, "-m", "livestream", "trickle-server", "--port", str(trickle_port), "--base-path", "/ai/trickle/", *tls],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     processes.append(trickle)
     live = start_runner("live", tmp_path, model_dir, PIPELINE="live-video-to-video", MODEL_ID="noop")
     broken = start_runner("broken", tmp_path, model_dir, PIPELINE="text-to-image", MODEL_ID="acme/not-downloaded")

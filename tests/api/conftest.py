@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 from api_helpers import TEST_LIMITS, ClientFactory, FakeTextToImage, png_bytes, wav_bytes
 
@@ -35,10 +36,15 @@ def make_client(
     monkeypatch: pytest.MonkeyPatch,
     fake_t2i: dict[str, FakeTextToImage],
 ) -> ClientFactory:
-    """`await make_client(**settings_fields, factories=..., limits=...)`: a client of the whole app."""
+    """`await make_client(**settings_fields, factories=..., limits=..., state=...)`: a client of the
+    whole app. `state`: app keys set once the app's own start-up has run (replacing what it set)."""
 
     async def factory(
-        *, factories: Mapping[str, PipelineFactory] | None = None, limits: BodyLimits = TEST_LIMITS, **fields: Any
+        *,
+        factories: Mapping[str, PipelineFactory] | None = None,
+        limits: BodyLimits = TEST_LIMITS,
+        state: Mapping[web.AppKey[Any], Any] | None = None,
+        **fields: Any,
     ) -> TestClient[Any, Any]:
         settings = replace(Settings(), **fields)
 
@@ -59,6 +65,15 @@ def make_client(
         monkeypatch.setattr(api, "create_registry", create_registry)
         app = build_app(settings)
         app[api.API_KEY].limits = limits
+        if state:
+
+            async def set_state(app: web.Application) -> None:
+                # After the cleanup contexts' start-up (on_startup runs them first), before the
+                # app freezes: setting keys on a started app is deprecated.
+                for key, value in state.items():
+                    app[key] = value
+
+            app.on_startup.append(set_state)
         return await aiohttp_client(app)
 
     return factory

@@ -68,17 +68,15 @@ class _Live:
 
 
 async def test_live_runner_reports_the_live_manager(make_client: ClientFactory) -> None:
-    client = await make_client(pipeline="live-video-to-video", model_id="noop")
     live = _Live("IDLE")
-    client.app[LIVE_HEALTH_KEY] = live  # type: ignore[index]
+    client = await make_client(pipeline="live-video-to-video", model_id="noop", state={LIVE_HEALTH_KEY: live})
     assert await (await client.get("/health")).json() == {"status": "IDLE"}
     live.health = "LOADING"
     assert await (await client.get("/health")).json() == {"status": "LOADING"}
 
 
 async def test_live_manager_ignored_outside_live_runner_mode(make_client: ClientFactory) -> None:
-    client = await make_client()
-    client.app[LIVE_HEALTH_KEY] = _Live("IDLE")  # type: ignore[index]
+    client = await make_client(state={LIVE_HEALTH_KEY: _Live("IDLE")})
     assert await (await client.get("/health")).json() == {"status": "OK"}
 
 

@@ -281,10 +281,13 @@ async def test_tolerates_pre_3990_servers(http: aiohttp.ClientSession, aiohttp_s
         posted.append(f"{request.match_info['seq']}:{(await request.read()).decode()}")
         return web.Response()
 
+    async def delete_channel(request: web.Request) -> web.Response:
+        return web.Response()
+
     app = web.Application()
     app.router.add_get("/ch/{seq}", get_segment)
     app.router.add_post("/ch/{seq}", post_segment)
-    app.router.add_delete("/ch", lambda request: web.Response())  # type: ignore[arg-type,return-value]
+    app.router.add_delete("/ch", delete_channel)
     server = await aiohttp_server(app)  # type: ignore[operator]
     url = str(server.make_url("/ch"))
     async with TrickleSubscriber(url, start_seq=0, session=http) as subscriber:
