@@ -43,10 +43,6 @@ class SegmentBuffer:
     def chunk_count(self) -> int:
         return len(self._chunks)
 
-    def is_fresh(self) -> bool:
-        """Nothing written yet and not closed (a pre-created or preconnected segment)."""
-        return not self._closed and not self._chunks
-
     def append(self, data: bytes) -> None:
         if not data:
             return
