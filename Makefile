@@ -34,7 +34,9 @@ system-packages: $(SYSTEM_STAMP)
 run: $(STAMP) $(SYSTEM_STAMP)
 	$(BIN)/livestream serve --host $(HOST) --port $(PORT) --rtmp-port $(RTMP_PORT)
 
+# mypy first ([tool.mypy] in pyproject.toml): a type error fails the run before any test does.
 test: $(STAMP) $(SYSTEM_STAMP)
+	$(BIN)/python -m mypy
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP) $(SYSTEM_STAMP)
