@@ -75,7 +75,7 @@ RUN apt-get update \
     && pip install --upgrade pip
 
 # The CUDA build of torch first, so the project's `torch` requirement is already met.
-RUN pip install torch --index-url https://download.pytorch.org/whl/cu128
+RUN pip install "torch==2.13.*" --index-url https://download.pytorch.org/whl/cu128
 # TensorRT for CUDA 12 from NVIDIA's index (the `tensorrt` meta package now means CUDA 13),
 # plus the rest of the `gpu` extra (NVML for /hardware/*, ONNX export).
 RUN pip install --extra-index-url https://pypi.nvidia.com "tensorrt-cu12>=10" "nvidia-ml-py>=12" "onnx>=1.16"
