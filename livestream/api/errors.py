@@ -13,6 +13,7 @@ error whose handler chose another body type, such as WHIP's SDP, keeps it).
 from __future__ import annotations
 
 import json
+import sys
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
@@ -106,8 +107,10 @@ def _http_exception_response(exc: web.HTTPException) -> web.Response:
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:
-    # torch.cuda.OutOfMemoryError and friends, without importing torch (ai-runner's rule).
-    return type(exc).__name__ == "OutOfMemoryError" or "out of memory" in str(exc).lower()
+    # torch.cuda.OutOfMemoryError, checked without importing torch here: if torch is not
+    # loaded, no pipeline ran and nothing can have run out of GPU memory.
+    torch = sys.modules.get("torch")
+    return isinstance(exc, MemoryError) or (torch is not None and isinstance(exc, torch.cuda.OutOfMemoryError))
 
 
 @web.middleware

@@ -120,14 +120,16 @@ class _Connection:
 
     async def run(self) -> None:
         reason = "disconnected"
+        failure: IngestError | None = None
         try:
             reason = await self._serve()
         except ProtocolError as exc:
             self.server.protocol_errors += 1
             reason = f"protocol error: {exc}"
+            failure = IngestError(f"rtmp publisher {self.where}: {reason}")
             log.warning("rtmp %s: %s; closing the connection", self.where, exc)
         except InputStalled as exc:
-            reason = str(exc)
+            reason, failure = str(exc), exc
             log.warning("rtmp %s: %s", self.where, exc)
         except (ConnectionError, OSError) as exc:
             reason = f"connection lost ({exc.__class__.__name__})"
@@ -135,22 +137,21 @@ class _Connection:
             reason = "engine shutting down"
             raise
         finally:
-            self._finish(reason)
+            self._finish(reason, failure)
             self.writer.close()
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(1):
                     await self.writer.wait_closed()
 
-    def _finish(self, reason: str) -> None:
+    def _finish(self, reason: str, failure: IngestError | None) -> None:
+        """The connection ended: its stream ends too, cleanly or with `failure`."""
         ingest = self.ingest
         if ingest is None:
             if self.stream is None and not self._closing:
                 log.info("rtmp %s: closed before publishing (%s)", self.where, reason)
             return
-        if reason.startswith("input stalled"):
-            ingest.fail(InputStalled(reason))
-        elif reason.startswith("protocol error"):
-            ingest.fail(IngestError(f"rtmp publisher {self.where}: {reason}"))
+        if failure is not None:
+            ingest.fail(failure)
         else:
             ingest.end()
         log.info("rtmp %s: stream %s ended (%s)", self.where, self.stream, reason)

@@ -18,7 +18,7 @@ from aiohttp import web
 from ..settings import Settings
 from .aiortc_patches import check_versions, install_host_addresses, install_marker_jitter_buffer
 from .ice import IceConfig, parse_ice_server
-from .peers import Playback, Publisher, ResourceConflict, StreamDirectory, StreamNotFound, WebRTCHub
+from .peers import Playback, Publisher, StreamDirectory, StreamNotFound, WebRTCHub
 from .routes import WEBRTC_HUB_KEY, add_webrtc_routes
 from .tracks import AudioFanout, PacketFanout
 
@@ -30,7 +30,6 @@ __all__ = [
     "PacketFanout",
     "Playback",
     "Publisher",
-    "ResourceConflict",
     "StreamDirectory",
     "StreamNotFound",
     "WebRTCHub",

@@ -28,7 +28,7 @@ from ..live import LIVE_MANAGER_KEY
 from ..ingest import FrameTarget, Ingest, IngestError, InputStalled
 from ..media.packets import AudioSource
 from ..egress import EncodedPacket, QueuedSink
-from .peers import Playback, ResourceConflict, StreamNotFound, WebRTCHub
+from .peers import Playback, StreamNotFound, WebRTCHub
 from .tracks import AudioFanout, PacketFanout
 
 __all__ = ["SessionDirectory", "WhepSink", "WhipIngest"]
@@ -229,12 +229,5 @@ class SessionDirectory:
                 self.hub.close_stream_soon(stream, "stream ended", kind="whip")
 
         ingest = WhipIngest(stream, timeout=manager.config.input_timeout, on_stop=on_stop)
-        try:
-            await manager.start_direct(stream, ingest)
-        except StreamBusyError as exc:
-            raise ResourceConflict(str(exc)) from None
-        except SessionLimitError as exc:
-            raise ResourceConflict(str(exc), 503) from None
-        except InvalidRequestError as exc:
-            raise ResourceConflict(str(exc), 400) from None
+        await manager.start_direct(stream, ingest)  # raises StreamBusyError, SessionLimitError, InvalidRequestError
         return ingest

@@ -23,7 +23,10 @@ from typing import Any, Protocol
 
 import av
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc.exceptions import InvalidAccessError, InvalidStateError, OperationError
 from aiortc.mediastreams import MediaStreamError
+
+from ..errors import SessionLimitError, StreamBusyError
 
 from .ice import IceConfig, rewrite_host_candidates
 from .sdp import OfferError, OfferInfo, SdpFragment, add_bitrate_hints, check_offer
@@ -33,7 +36,6 @@ __all__ = [
     "Playback",
     "Publisher",
     "Resource",
-    "ResourceConflict",
     "StreamDirectory",
     "StreamNotFound",
     "WebRTCHub",
@@ -44,15 +46,6 @@ log = logging.getLogger(__name__)
 
 class StreamNotFound(LookupError):
     """No live stream by that name (404)."""
-
-
-class ResourceConflict(Exception):
-    """The offer cannot be taken now: the stream already has a publisher (409), the engine is
-    full or shutting down (503), or the stream's settings are invalid (400)."""
-
-    def __init__(self, message: str, status: int = 409) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 @dataclass
@@ -197,7 +190,7 @@ class WebRTCHub:
         """Answer a WHIP offer; the stream's input becomes this peer's media."""
         info = check_offer(offer_sdp, publishing=True)
         if any(r.kind == "whip" and r.stream == stream for r in self._resources.values()):
-            raise ResourceConflict(f"The live stream {stream!r} already has a WHIP publisher.")
+            raise StreamBusyError(f"The live stream {stream!r} already has a WHIP publisher.")
         pc = self._new_pc()
         resource = self._register("whip", stream, pc, info)
         resource.codec = "H264" if info.h264 else "VP8"
@@ -282,7 +275,7 @@ class WebRTCHub:
 
     def _new_pc(self) -> RTCPeerConnection:
         if self._closing:
-            raise ResourceConflict("The engine is shutting down.", 503)
+            raise SessionLimitError("The engine is shutting down.")
         return RTCPeerConnection(self.ice.rtc_configuration())
 
     def _register(self, kind: str, stream: str, pc: RTCPeerConnection, info: OfferInfo) -> Resource:
@@ -313,10 +306,8 @@ class WebRTCHub:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
         except (ValueError, KeyError) as exc:
             raise OfferError(f"The offer cannot be negotiated: {exc}") from None
-        except Exception as exc:  # aiortc's InvalidStateError / OperationError (no common codec)
-            if type(exc).__module__.startswith("aiortc"):
-                raise OfferError(f"The offer cannot be negotiated: {exc}") from None
-            raise
+        except (InvalidStateError, InvalidAccessError, OperationError) as exc:  # e.g. no common codec
+            raise OfferError(f"The offer cannot be negotiated: {exc}") from None
         # aiortc gathers every candidate here (no trickle of its own); with no STUN/TURN
         # configured this takes milliseconds.
         await pc.setLocalDescription(await pc.createAnswer())

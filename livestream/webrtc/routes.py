@@ -15,15 +15,20 @@ are authorized by its unguessable URL, as RFC 9725 allows.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
+from collections.abc import Iterator
 from importlib import resources as importlib_resources
 
 from aiohttp import hdrs, web
 
+from pipelines.errors import InvalidRequestError
+
 from ..api.errors import ApiError
+from ..errors import SessionLimitError, StreamBusyError
 from ..keys import SETTINGS_KEY
 from ..live.direct import valid_stream_name
-from .peers import Resource, ResourceConflict, StreamNotFound, WebRTCHub
+from .peers import Resource, StreamNotFound, WebRTCHub
 from .sdp import OfferError, parse_sdpfrag
 
 __all__ = ["WEBRTC_HUB_KEY", "add_webrtc_routes"]
@@ -105,15 +110,24 @@ async def whep_post(request: web.Request) -> web.Response:
     _check_token(request, required=_protect_playback(request))
     stream = request.match_info["stream"]
     offer = await _offer(request)
-    try:
+    with _offer_errors(stream):
         resource, answer = await request.app[WEBRTC_HUB_KEY].play(stream, offer)
-    except OfferError as exc:
+    return _created(resource, answer, request)
+
+
+@contextlib.contextmanager
+def _offer_errors(stream: str) -> Iterator[None]:
+    """Why an offer was not taken, as HTTP: the one place WHIP/WHEP errors get a status."""
+    try:
+        yield
+    except (OfferError, InvalidRequestError) as exc:
         raise ApiError(400, str(exc)) from None
     except StreamNotFound as exc:
         raise ApiError(404, str(exc) or f"No live stream {stream!r}.") from None
-    except ResourceConflict as exc:
-        raise ApiError(exc.status, str(exc)) from None
-    return _created(resource, answer, request)
+    except StreamBusyError as exc:
+        raise ApiError(409, str(exc)) from None
+    except SessionLimitError as exc:
+        raise ApiError(503, str(exc)) from None
 
 
 @routes.post("/live/{stream}/whip")
@@ -123,12 +137,8 @@ async def whip_post(request: web.Request) -> web.Response:
         raise ApiError(400, f"Invalid stream name {stream!r}: use letters, digits, '_', '-' and '.' (at most 128).")
     _check_publish(request, stream)
     offer = await _offer(request)
-    try:
+    with _offer_errors(stream):
         resource, answer = await request.app[WEBRTC_HUB_KEY].publish(stream, offer)
-    except OfferError as exc:
-        raise ApiError(400, str(exc)) from None
-    except ResourceConflict as exc:
-        raise ApiError(exc.status, str(exc)) from None
     return _created(resource, answer, request)
 
 

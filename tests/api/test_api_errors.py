@@ -9,6 +9,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import torch
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from api_helpers import TEST_LIMITS, ClientFactory, png_bytes, wav_bytes
@@ -209,16 +210,12 @@ class _Raising:
         raise self.exc
 
 
-class OutOfMemoryError(RuntimeError):
-    """Named like torch.cuda.OutOfMemoryError."""
-
-
 @pytest.mark.parametrize(
     ("exc", "status", "msg"),
     [
         (InvalidRequestError("height must be a multiple of 8"), 400, "height must be a multiple of 8"),
         (RuntimeError("boom"), 500, "text-to-image pipeline error"),
-        (OutOfMemoryError("CUDA out of memory. Tried to allocate 20 GiB"), 500, "GPU out of memory."),
+        (torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20 GiB"), 500, "GPU out of memory."),
     ],
 )
 async def test_pipeline_errors_map_to_statuses(make_client: ClientFactory, exc: BaseException, status: int, msg: str) -> None:
