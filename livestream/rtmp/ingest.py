@@ -198,10 +198,7 @@ class RtmpIngest(Ingest):
                 return None
         if tag.kind == SEQUENCE_END or tag.kind != CODED_FRAMES:
             return ctx
-        if ctx is None:
-            if tag.codec == "h264" and not self.video_codec:
-                # No sequence header yet (joined mid-stream): Annex B or nothing; wait for one.
-                return None
+        if ctx is None:  # no sequence header yet (joined mid-stream): wait for one
             return None
         packet = av.Packet(tag.data)
         packet.dts = ts
