@@ -9,12 +9,16 @@
 
 from __future__ import annotations
 
+import logging
+
 from aiohttp import web
 
 from ..keys import LIVE_HEALTH_KEY, REGISTRY_KEY, HealthStatus
 from ..settings import Settings
 
-__all__ = ["LIVE_TASK", "health_status"]
+__all__ = ["LIVE_TASK", "health_status", "health_status_or_error"]
+
+log = logging.getLogger(__name__)
 
 LIVE_TASK = "live-video-to-video"
 
@@ -27,3 +31,13 @@ def health_status(app: web.Application, settings: Settings) -> HealthStatus:
     if registry is None:
         return "LOADING"
     return registry.health
+
+
+def health_status_or_error(app: web.Application, settings: Settings) -> HealthStatus:
+    """`health_status`, or ERROR when computing it raised; the exception is logged, never
+    swallowed silently (for callers that must always answer, e.g. a metrics scrape)."""
+    try:
+        return health_status(app, settings)
+    except Exception:
+        log.exception("health status failed; reporting ERROR")
+        return "ERROR"

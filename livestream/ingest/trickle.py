@@ -8,6 +8,7 @@ retried until the input timeout; no bytes for that long end the session ("input 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 import aiohttp
@@ -19,6 +20,12 @@ from ..media.ts_input import SegmentDecoder, SegmentPipe
 from . import FrameTarget, Ingest, IngestError, InputStalled
 
 __all__ = ["TrickleIngest"]
+
+log = logging.getLogger(__name__)
+
+#: Seconds the ingest waits for its decode thread after the input ended (it decodes what is
+#: left of one segment, then returns).
+DECODE_JOIN_TIMEOUT = 10.0
 
 
 class TrickleIngest(Ingest):
@@ -63,9 +70,19 @@ class TrickleIngest(Ingest):
             if not self._reader.done():
                 self._reader.cancel()
             pipe.close()
-            await decode
+            await self._join_decoder(decode)
         if failure is not None:
             raise failure
+
+    async def _join_decoder(self, decode: asyncio.Future[None]) -> None:
+        """Wait for the decode thread, which ends once the pipe is closed, at most
+        `DECODE_JOIN_TIMEOUT`; a decoder stuck in a decode call is logged and left behind
+        (its daemon thread never holds the process, and ends with that call)."""
+        try:
+            async with asyncio.timeout(DECODE_JOIN_TIMEOUT):
+                await decode
+        except TimeoutError:
+            log.error("trickle ingest %s: decode thread did not end within %g s; left behind", self.url, DECODE_JOIN_TIMEOUT)
 
     def stop(self) -> None:
         if self._reader is not None:
@@ -113,7 +130,11 @@ class TrickleIngest(Ingest):
                         break
                     target.on_input()
                     pipe.write(chunk)
-                    await pipe.wait_room()
+                    try:
+                        async with asyncio.timeout(timeout):
+                            await pipe.wait_room()
+                    except TimeoutError:
+                        raise IngestError(f"the decoder took no input for {timeout:g} s; ending the stream") from None
             except TrickleClientError as exc:
                 target.report_error(f"input segment {segment.seq} cut short: {exc}")
             finally:

@@ -25,6 +25,12 @@ class SessionConfig:
     max_queue_lag: float = 1.0
     #: Pipeline restarts after exceptions before the session ends.
     max_restarts: int = 2
+    #: Seconds one batch may spend in the pipeline before the call counts as stuck: the
+    #: session reports it and ends (`PipelineStage`).
+    pipeline_call_timeout: float = 60.0
+    #: The same for a load, a restart, a params update or a new frame size's warm-up (which
+    #: may compile).
+    pipeline_load_timeout: float = 900.0
     #: Seconds a graceful stop may take before everything is aborted.
     stop_timeout: float = 5.0
     #: Seconds without input after which the state is DEGRADED_INPUT.

@@ -3,15 +3,26 @@
 The pipeline runs in the stage's own thread (one per session; a GPU pipeline hands the batch
 on to its shared GPU worker from there). Frames are grouped by processing size; a pass-through
 pipeline at the input size never leaves the loop (nothing to compute).
+
+**Bounds.** Every call into the pipeline is awaited for at most `call_timeout` (a batch) or
+`load_timeout` (load, a new frame size's warm-up, params, a restart). A call that outlives its
+bound raises `PipelineFailed("pipeline call stuck for N s")` (the session reports it and ends)
+and marks the thread stuck. `close()` then runs the pipeline's `close` on a fresh thread (a
+pipeline whose `close` unblocks its `process` frees the stuck thread that way); a thread still
+stuck after `close`'s bound is logged and left behind: it is a daemon thread, so it never
+holds the process open, and nothing waits on it any more. A healthy stage thread is always
+joined.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import queue
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +56,75 @@ class ProcessedFrame:
     arrival: float
 
 
+_Job = tuple[Callable[..., Any], tuple[Any, ...], "Future[Any]"]
+
+
+class _StageThread:
+    """The stage's one thread: runs jobs in order until `stop()`; started by the first job.
+
+    A daemon thread, so that one stuck in a pipeline call (abandoned by `PipelineStage.close`)
+    never keeps the process from exiting; a healthy one is always joined.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._main, name=name, daemon=True)
+        #: Set as the thread's last act.
+        self.exited: Future[None] = Future()
+        self._stopped = False
+
+    @property
+    def name(self) -> str:
+        return self._thread.name
+
+    @property
+    def started(self) -> bool:
+        return self._thread.ident is not None
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        if self._stopped:
+            future.set_exception(RuntimeError("the pipeline thread has stopped"))
+            return future
+        if not self.started:
+            self._thread.start()
+        self._jobs.put((fn, args, future))
+        return future
+
+    def stop(self) -> None:
+        """End the thread once the jobs queued so far have run. Idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
+        if self.started:
+            self._jobs.put(None)
+        else:
+            _settle(self.exited)
+
+    def join(self, timeout: float) -> bool:
+        """Wait (bounded) for a thread that has set `exited`; True when it is gone."""
+        if self.started:
+            self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def _main(self) -> None:
+        while True:
+            # Idle wait for work; `stop()` always ends it with None.
+            job = self._jobs.get()
+            if job is None:
+                break
+            fn, args, future = job
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                result = fn(*args)
+            except BaseException as exc:  # handed to the awaiting task
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
+        _settle(self.exited)
+
+
 class PipelineStage:
     """One session's pipeline instance and its thread; see the module docstring."""
 
@@ -56,12 +136,21 @@ class PipelineStage:
         max_restarts: int,
         report: Callable[[str], None],
         emit: Callable[[dict[str, Any]], None],
+        call_timeout: float = 60.0,
+        load_timeout: float = 900.0,
     ) -> None:
         self.spec = spec
         self.max_restarts = max_restarts
+        self.call_timeout = call_timeout
+        self.load_timeout = load_timeout
         self._report = report
         self._emit = emit
-        self._exec = ThreadPoolExecutor(1, thread_name_prefix=f"live-pipeline-{name[:16]}")
+        self._thread = _StageThread(f"live-pipeline-{name[:16]}")
+        #: A call outlived its bound: the thread is busy with it, maybe for ever.
+        self._stuck = False
+        self._closed = False
+        #: Guards `_pipeline`'s swaps: a stuck thread's load may finish while another closes.
+        self._lock = threading.Lock()
         self._pipeline: LivePipeline | None = None
         self._params: LiveParams | None = None
         self.size: tuple[int, int] | None = None
@@ -84,18 +173,44 @@ class PipelineStage:
         status = getattr(self._pipeline, "status", None)
         return status() if callable(status) else None
 
-    async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._exec, fn, *args)
+    async def _call(self, timeout: float, fn: Callable[..., Any], *args: Any) -> Any:
+        """`fn(*args)` on the stage thread, awaited for at most `timeout`; past it the thread
+        is marked stuck and `PipelineFailed` is raised (the call itself cannot be interrupted)."""
+        if self._stuck:
+            raise PipelineFailed("the pipeline thread is stuck in an earlier call")
+        future = self._thread.submit(fn, *args)
+        try:
+            async with asyncio.timeout(timeout):
+                return await asyncio.wrap_future(future)
+        except TimeoutError:
+            self._stuck = True
+            log.error("pipeline %s: %s stuck for %g s on thread %s", self.spec.name, _name(fn), timeout, self._thread.name)
+            raise PipelineFailed(f"pipeline call stuck for {timeout:g} s ({_name(fn)})") from None
 
     # --- lifetime -------------------------------------------------------------------------
 
     async def load(self, params: LiveParams) -> None:
-        """Load a fresh instance with `params`; raises `PipelineFailed`."""
+        """Load a fresh instance with `params`; raises `PipelineFailed`. Cancelled, the load
+        still finishes on the stage thread and `close()` closes what it loaded."""
         self._params = params
         try:
-            self._pipeline = await self._call(self._new, params, None)
+            await self._call(self.load_timeout, self._install, params, None)
+        except PipelineFailed:
+            raise
         except Exception as exc:
             raise PipelineFailed(f"pipeline {self.spec.name!r} failed to load: {exc}") from exc
+
+    def _install(self, params: LiveParams, size: tuple[int, int] | None) -> None:
+        """Pipeline thread: a fresh instance becomes the stage's (closed at once if the stage
+        was closed meanwhile: a session cancelled during its load)."""
+        pipeline = self._new(params, size)
+        with self._lock:
+            closed = self._closed
+            if not closed:
+                self._pipeline = pipeline
+        if closed:
+            log.info("pipeline %s: loaded after the stage closed; closing it", self.spec.name)
+            pipeline.close()
 
     def _new(self, params: LiveParams, size: tuple[int, int] | None) -> LivePipeline:
         """Pipeline thread: a fresh instance, loaded (and warmed for `size`)."""
@@ -107,19 +222,84 @@ class PipelineStage:
             pipeline.warm(*size)
         return pipeline
 
+    def _close_pipeline(self) -> None:
+        """Whichever thread runs it: close the current instance, once."""
+        with self._lock:
+            pipeline, self._pipeline = self._pipeline, None
+        if pipeline is not None:
+            pipeline.close()
+
     async def close(self, timeout: float) -> None:
-        """Close the pipeline (bounded) and end the thread. A close that fails or hangs is logged."""
-        pipeline, self._pipeline = self._pipeline, None
-        try:
-            if pipeline is not None:
+        """Close the pipeline and end the thread, each bounded by `timeout`; idempotent.
+
+        The close and the thread's end are queued behind whatever the thread is doing (a
+        load, say) before anything is awaited, so a cancelled `close` still cleans up. When
+        the thread is stuck, the pipeline is closed on a fresh thread instead.
+        """
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        thread = self._thread
+        closing: Future[Any] | None = None
+        if not self._stuck:
+            closing = thread.submit(self._close_pipeline)
+        thread.stop()
+        if closing is not None:
+            try:
                 async with asyncio.timeout(timeout):
-                    await self._call(pipeline.close)
+                    await asyncio.wrap_future(closing)
+            except TimeoutError:
+                self._stuck = True
+                log.error("pipeline %s: close() did not return within %g s on thread %s", self.spec.name, timeout, thread.name)
+            except Exception:
+                log.exception("pipeline %s: close() failed", self.spec.name)
+        if self._stuck:
+            await self._close_elsewhere(timeout)
+        try:
+            async with asyncio.timeout(timeout):
+                await asyncio.wrap_future(thread.exited)
         except TimeoutError:
-            log.error("pipeline %s: close() did not return within %.1f s; its thread is left behind", self.spec.name, timeout)
+            pass
+        if not thread.join(1.0):
+            log.error(
+                "pipeline %s: thread %s is stuck in a pipeline call; it is left behind as a daemon thread "
+                "(abandoned: nothing waits on it, and it does not keep the process alive)",
+                self.spec.name,
+                thread.name,
+            )
+
+    async def _close_elsewhere(self, timeout: float) -> None:
+        """The stage thread is stuck: run the pipeline's `close` on a fresh thread (bounded)."""
+        if self._pipeline is None:
+            return
+        done: Future[None] = Future()
+
+        def run() -> None:
+            try:
+                self._close_pipeline()
+            except BaseException as exc:  # handed to the awaiting task
+                _settle(done, exc)
+            else:
+                _settle(done)
+
+        closer = threading.Thread(target=run, name=f"{self._thread.name}-close", daemon=True)
+        log.warning("pipeline %s: thread %s is stuck; closing the pipeline on %s", self.spec.name, self._thread.name, closer.name)
+        closer.start()
+        try:
+            async with asyncio.timeout(timeout):
+                await asyncio.wrap_future(done)
+        except TimeoutError:
+            log.error(
+                "pipeline %s: close() on %s did not return within %g s; that thread is left behind as a daemon thread",
+                self.spec.name,
+                closer.name,
+                timeout,
+            )
+            return
         except Exception:
             log.exception("pipeline %s: close() failed", self.spec.name)
-        finally:
-            self._exec.shutdown(wait=False, cancel_futures=True)
+        closer.join(1.0)
 
     # --- params ---------------------------------------------------------------------------
 
@@ -127,7 +307,7 @@ class PipelineStage:
         """Apply `params` between two batches (raises what the pipeline raises)."""
         pipeline = self._pipeline
         if pipeline is not None:
-            await self._call(pipeline.update_params, params)
+            await self._call(self.load_timeout, pipeline.update_params, params)
         self._params = params
 
     def _target_size(self, frame: av.VideoFrame) -> tuple[int, int]:
@@ -160,8 +340,13 @@ class PipelineStage:
             if pipeline is not None and pipeline.passthrough and size == self.size == (first.width, first.height):
                 outputs.extend(self._job(size, items))  # nothing to compute: no thread hop
                 continue
+            # A new size warms the pipeline up first (a compile, maybe): the longer bound.
+            timeout = self.call_timeout if size == self.size else self.load_timeout
             try:
-                outputs.extend(await self._call(self._job, size, items))
+                outputs.extend(await self._call(timeout, self._job, size, items))
+            except PipelineFailed:
+                self.frames_failed += len(items)
+                raise
             except Exception as exc:
                 self.frames_failed += len(items)
                 await self._restart(exc)
@@ -220,14 +405,30 @@ class PipelineStage:
                 "restart_logs": [repr(exc)],
             }
         )
-        old, self._pipeline = self._pipeline, None
-        if old is not None:
-            try:
-                await self._call(old.close)
-            except Exception:
-                log.exception("pipeline %s: close() of the failed instance raised", self.spec.name)
+        try:
+            await self._call(self.load_timeout, self._close_pipeline)
+        except PipelineFailed:
+            raise
+        except Exception:
+            log.exception("pipeline %s: close() of the failed instance raised", self.spec.name)
         assert self._params is not None
         try:
-            self._pipeline = await self._call(self._new, self._params, self.size)
+            await self._call(self.load_timeout, self._install, self._params, self.size)
+        except PipelineFailed:
+            raise
         except Exception as reload_exc:
             raise PipelineFailed(f"pipeline failed to restart: {reload_exc!r}") from reload_exc
+
+
+def _name(fn: Callable[..., Any]) -> str:
+    return str(getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn))
+
+
+def _settle(future: Future[None], exc: BaseException | None = None) -> None:
+    """Complete `future` unless a waiter that gave up (a bound ran out) cancelled it."""
+    if not future.set_running_or_notify_cancel():
+        return
+    if exc is None:
+        future.set_result(None)
+    else:
+        future.set_exception(exc)

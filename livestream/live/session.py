@@ -84,7 +84,13 @@ class Session:
         #: Every output (`livestream.egress`): the trickle output and any attached later.
         self.sinks = SinkFanout(self.report_error)
         self._pipeline = PipelineStage(
-            spec, name=self.stream_id, max_restarts=config.max_restarts, report=self._report_error, emit=self.events.emit
+            spec,
+            name=self.stream_id,
+            max_restarts=config.max_restarts,
+            report=self._report_error,
+            emit=self.events.emit,
+            call_timeout=config.pipeline_call_timeout,
+            load_timeout=config.pipeline_load_timeout,
         )
         self._encode = EncodeStage(config.encoder, self.sinks, name=self.stream_id)
         initial = request.params if request.params is not None else spec.params_model()
@@ -166,6 +172,7 @@ class Session:
         return self._finished.is_set()
 
     async def wait_finished(self) -> None:
+        """Until `run()` has ended: as long as the stream lasts, so callers bound it."""
         await self._finished.wait()
 
     async def run(self) -> None:
@@ -262,7 +269,14 @@ class Session:
                     self._on_pipeline_failure()
                 break
             if outputs:
-                await self._encode.encode(outputs)
+                try:
+                    async with asyncio.timeout(self.config.pipeline_call_timeout):
+                        await self._encode.encode(outputs)
+                except TimeoutError:
+                    message = f"encoder stuck for {self.config.pipeline_call_timeout:g} s; ending the stream"
+                    self._report_error(message)
+                    self._fail(message)
+                    break
 
     # --- FrameTarget (`livestream.ingest`): from the ingest's thread or the loop -----------
 

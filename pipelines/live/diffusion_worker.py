@@ -32,6 +32,18 @@ retried alone: streams that pass get their output, streams that fail alone get
 the worker reloads it (counted in `model_reloads`) and every slot rebuilds its state on its
 next frame. A failed reload fails the worker (`WorkerClosedError` from then on); the pool
 then loads a fresh one for the next `acquire`. `status()` counts all of it.
+
+**A dead or stuck worker.** An exception that escapes the thread's loop (a bug, a failing
+slot method) fails the worker: every waiting frame and call fails at once with
+`WorkerClosedError`, later ones too, and the model is dropped. Every wait on the worker is
+bounded: a frame by `frame_timeout_s`, a call by `call_timeout_s`, the first load by
+`load_timeout_s`. A wait that runs out means the thread is stuck (a hung kernel, say): the
+worker is failed the same way (`WorkerStuckError`), the pool loads a fresh one for the next
+`acquire`, and the stuck thread (a daemon) drops the model if it ever comes back.
+
+**Fairness.** Calls run between ticks, but never two in a row while frames are pending: a
+session's setup (params, warm-up frames, each its own call) costs the running streams at
+most one call's time per tick.
 """
 
 from __future__ import annotations
@@ -42,7 +54,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -64,6 +76,7 @@ __all__ = [
     "WorkerModels",
     "WorkerPool",
     "WorkerSlot",
+    "WorkerStuckError",
     "check_frame",
 ]
 
@@ -73,6 +86,10 @@ T = TypeVar("T")
 
 #: Longest a tick waits for the sessions of the previous tick (one frame at 30 fps).
 DEFAULT_FRAME_INTERVAL_S = 1 / 30
+#: Bounds on waits for the worker (see the module docstring).
+DEFAULT_FRAME_TIMEOUT_S = 30.0
+DEFAULT_CALL_TIMEOUT_S = 300.0
+DEFAULT_LOAD_TIMEOUT_S = 900.0
 MAX_FRAME_SIDE = 2048
 
 
@@ -90,6 +107,10 @@ class FrameDroppedError(InferenceError):
 
 class WorkerClosedError(InferenceError):
     """The worker was closed, or failed and could not reload its model."""
+
+
+class WorkerStuckError(WorkerClosedError, TimeoutError):
+    """A wait on the worker outlived its bound; the worker is failed."""
 
 
 def check_frame(frame: Any) -> None:
@@ -181,6 +202,8 @@ class DiffusionWorker:
         device: where `load` puts it; CUDA gets a stream of the worker's own.
         frame_interval_s: the longest a tick waits for the previous tick's sessions.
         warm: optional, called on the worker thread after each (re)load with the models.
+        frame_timeout_s, call_timeout_s, load_timeout_s: the bounds on `process`, `call` and
+            `wait_loaded` (past them the worker is failed as stuck).
     """
 
     def __init__(
@@ -191,8 +214,14 @@ class DiffusionWorker:
         device: Any = "cpu",
         frame_interval_s: float = DEFAULT_FRAME_INTERVAL_S,
         warm: Callable[[WorkerModels], None] | None = None,
+        frame_timeout_s: float = DEFAULT_FRAME_TIMEOUT_S,
+        call_timeout_s: float = DEFAULT_CALL_TIMEOUT_S,
+        load_timeout_s: float = DEFAULT_LOAD_TIMEOUT_S,
     ) -> None:
         self.key = key
+        self.frame_timeout_s = frame_timeout_s
+        self.call_timeout_s = call_timeout_s
+        self.load_timeout_s = load_timeout_s
         self._load = load
         self._warm = warm
         self.device = device
@@ -207,6 +236,9 @@ class DiffusionWorker:
         self._closing = False
         self._failed: BaseException | None = None
         self._loaded: Future[None] = Future()
+        #: The tick being computed (its futures fail too if the thread dies or is stuck).
+        self._inflight: dict[int, _Pending] = {}
+        self._last_was_call = False
         self._thread = threading.Thread(target=self._main, name=f"diffusion-worker-{key[:40]}", daemon=True)
         # figures for status(); written by the worker thread only
         self.backend_name: str | None = None
@@ -231,8 +263,9 @@ class DiffusionWorker:
         self._thread.start()
 
     def wait_loaded(self, timeout: float | None = None) -> None:
-        """Block until the first load finished; raises what it raised."""
-        self._loaded.result(timeout)
+        """Block until the first load finished (at most `timeout`, default `load_timeout_s`);
+        raises what it raised, or `WorkerStuckError`."""
+        self._wait(self._loaded, self.load_timeout_s if timeout is None else timeout, "loading the model")
 
     @property
     def failed(self) -> bool:
@@ -243,12 +276,51 @@ class DiffusionWorker:
         return threading.current_thread() is self._thread
 
     def close(self, timeout: float = 10.0) -> None:
-        """Stop the thread (pending frames and calls fail) and drop the model. Idempotent."""
+        """Stop the thread (pending frames and calls fail) and drop the model, waiting at
+        most `timeout` for the thread. Idempotent."""
         with self._cond:
             self._closing = True
             self._cond.notify_all()
         if self._thread.is_alive() and not self.on_worker_thread:
             self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.error(
+                    "diffusion worker %s: thread still busy %g s after close; left behind as a daemon thread "
+                    "(it drops the model if it ever returns)",
+                    self.key,
+                    timeout,
+                )
+
+    def fail(self, exc: BaseException) -> None:
+        """Fail the worker now, from any thread: every waiting and later frame and call
+        fails with `WorkerClosedError`; the thread drops the model when it next looks."""
+        with self._cond:
+            if self._failed is None:
+                self._failed = exc
+            self._closing = True
+            self.last_error = repr(exc)
+            pending, self._pending = self._pending, {}
+            inflight = list(self._inflight.values())
+            calls, self._calls = list(self._calls), deque()
+            self._cond.notify_all()
+        error = _closed_error(exc)
+        for p in [*pending.values(), *inflight]:
+            _reject(p.future, error)
+        for c in calls:
+            _reject(c.future, error)
+        _reject(self._loaded, error)
+
+    def _wait(self, future: Future[T], timeout: float, what: str) -> T:
+        """`future.result(timeout)`; past it the worker is failed as stuck."""
+        try:
+            return future.result(timeout)
+        except TimeoutError:
+            if future.done():  # an error of the call's own that is a TimeoutError
+                raise
+            error = WorkerStuckError(f"the diffusion worker was stuck for {timeout:g} s ({what})")
+            log.error("diffusion worker %s: %s; failing it", self.key, error)
+            self.fail(error)
+            raise error from None
 
     # --- sessions ---------------------------------------------------------------------------
 
@@ -268,7 +340,7 @@ class DiffusionWorker:
             pending = self._pending.pop(slot_id, None)
             self._cond.notify_all()
         if pending is not None:
-            pending.future.set_exception(WorkerClosedError("the session left the worker"))
+            _reject(pending.future, WorkerClosedError("the session left the worker"))
 
     @property
     def sessions(self) -> int:
@@ -286,15 +358,18 @@ class DiffusionWorker:
             self._cond.notify_all()
         if old is not None:
             self.frames_dropped += 1
-            old.future.set_exception(FrameDroppedError("a newer frame of this session replaced it"))
+            _reject(old.future, FrameDroppedError("a newer frame of this session replaced it"))
         return future
 
     def process(self, slot_id: int, frame: torch.Tensor, timeout: float | None = None) -> torch.Tensor:
-        """`submit` and wait: `(H, W, 3)` uint8 on the CPU."""
-        return self.submit(slot_id, frame).result(timeout)
+        """`submit` and wait (at most `timeout`, default `frame_timeout_s`): `(H, W, 3)` uint8
+        on the CPU."""
+        future = self.submit(slot_id, frame)
+        return self._wait(future, self.frame_timeout_s if timeout is None else timeout, "a frame")
 
     def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run `fn(*args, **kwargs)` on the worker thread between ticks; returns its result."""
+        """Run `fn(*args, **kwargs)` on the worker thread between ticks (never two calls in a
+        row while frames are pending); returns its result. Waits at most `call_timeout_s`."""
         if self.on_worker_thread:
             return fn(*args, **kwargs)
         call = _Call(fn, args, kwargs)
@@ -302,7 +377,7 @@ class DiffusionWorker:
             self._raise_if_closed()
             self._calls.append(call)
             self._cond.notify_all()
-        result: T = call.future.result()
+        result: T = self._wait(call.future, self.call_timeout_s, f"a call of {getattr(fn, '__name__', fn)!r}")
         return result
 
     def run_alone(self, slot: WorkerSlot, frame: torch.Tensor) -> torch.Tensor:
@@ -349,11 +424,17 @@ class DiffusionWorker:
                 self._load_models()
             except BaseException as exc:
                 self._failed = exc
-                self._loaded.set_exception(exc)
+                _reject(self._loaded, exc)
+                self.models = None
                 return
-            self._loaded.set_result(None)
+            _resolve(self._loaded, None)
             try:
                 self._loop()
+            except BaseException as exc:
+                # A bug or a failing slot method: fail everything now rather than leave frames
+                # that are never answered and a model nobody frees.
+                log.exception("diffusion worker %s: the worker loop died; failing the worker", self.key)
+                self.fail(exc)
             finally:
                 self._shutdown()
 
@@ -384,19 +465,27 @@ class DiffusionWorker:
                     self._cond.wait()
                 if self._closing:
                     return
-                if self._calls:
+                if self._calls and not (self._pending and self._last_was_call):
                     call = self._calls.popleft()
                     batch = None
                 else:
                     call = None
                     batch = self._gather()
+                    self._inflight = batch
+                self._last_was_call = call is not None
             if call is not None:
+                if not call.future.set_running_or_notify_cancel():
+                    continue
                 try:
-                    call.future.set_result(call.fn(*call.args, **call.kwargs))
+                    result = call.fn(*call.args, **call.kwargs)
                 except BaseException as exc:  # handed to the caller
-                    call.future.set_exception(exc)
+                    _reject(call.future, exc)
+                else:
+                    _resolve(call.future, result)
             elif batch:
                 self._tick(batch)
+                with self._cond:
+                    self._inflight = {}
 
     def _gather(self) -> dict[int, _Pending]:
         """Wait (lock held) for the previous tick's sessions, at most one frame interval
@@ -415,12 +504,15 @@ class DiffusionWorker:
 
     def _shutdown(self) -> None:
         with self._cond:
+            self._closing = True
             pending, self._pending = self._pending, {}
+            inflight, self._inflight = list(self._inflight.values()), {}
             calls, self._calls = list(self._calls), deque()
-        for p in pending.values():
-            p.future.set_exception(WorkerClosedError("the diffusion worker closed"))
+        error = WorkerClosedError("the diffusion worker closed")
+        for p in [*pending.values(), *inflight]:
+            _reject(p.future, error)
         for c in calls:
-            c.future.set_exception(WorkerClosedError("the diffusion worker closed"))
+            _reject(c.future, error)
         self.models = None
 
     # --- one tick ---------------------------------------------------------------------------
@@ -433,7 +525,7 @@ class DiffusionWorker:
         for slot_id, pending in batch.items():
             slot = self._slots.get(slot_id)
             if slot is None:
-                pending.future.set_exception(WorkerClosedError("the session left the worker"))
+                _reject(pending.future, WorkerClosedError("the session left the worker"))
                 continue
             try:
                 check_frame(pending.frame)
@@ -442,10 +534,10 @@ class DiffusionWorker:
                 # Rejected before the batch: only this session sees it.
                 self.frames_rejected += 1
                 self.last_error = repr(exc)
-                pending.future.set_exception(exc)
+                _reject(pending.future, exc)
                 continue
             if job.output is not None:
-                pending.future.set_result(slot.end(job, job.output))
+                _resolve(pending.future, slot.end(job, job.output))
                 continue
             items.append(_Item(slot_id, slot, job, pending.future))
         groups: dict[tuple[Any, ...], list[_Item]] = {}
@@ -472,13 +564,13 @@ class DiffusionWorker:
                 self.frames_failed += 1
                 err = StepFailedError(f"diffusion step failed: {error!r}")
                 err.__cause__ = error
-                item.future.set_exception(err)
+                _reject(item.future, err)
             return
         self.last_batch = len(group)
         self.batch_sizes = {**self.batch_sizes, len(group): self.batch_sizes.get(len(group), 0) + 1}
         for item, out in zip(group, outputs, strict=True):
             self.frames += 1
-            item.future.set_result(item.slot.end(item.job, out))
+            _resolve(item.future, item.slot.end(item.job, out))
 
     def _retry_alone(self, group: list[_Item], first: Exception) -> list[tuple[_Item, Exception]]:
         failed = []
@@ -491,7 +583,7 @@ class DiffusionWorker:
                 failed.append((item, exc))
                 continue
             self.frames += 1
-            item.future.set_result(item.slot.end(item.job, out))
+            _resolve(item.future, item.slot.end(item.job, out))
         return failed
 
     def _reload(self, cause: Exception) -> None:
@@ -533,6 +625,29 @@ class DiffusionWorker:
         return list(pixels)
 
 
+def _resolve(future: Future[T], value: T) -> None:
+    """Set a result unless the future is settled already (failed by `fail`, say)."""
+    try:
+        future.set_result(value)
+    except InvalidStateError:
+        pass
+
+
+def _reject(future: Future[Any], exc: BaseException) -> None:
+    try:
+        future.set_exception(exc)
+    except InvalidStateError:
+        pass
+
+
+def _closed_error(exc: BaseException) -> WorkerClosedError:
+    if isinstance(exc, WorkerClosedError):
+        return exc
+    error = WorkerClosedError(f"the diffusion worker failed: {exc!r}")
+    error.__cause__ = exc
+    return error
+
+
 def _snapshot(state: StreamState | None) -> tuple[Any, ...]:
     # `step` replaces these attributes (never writes into the tensors), so references suffice.
     return (None, None, 0) if state is None else (state.buffer, state.stock, state.frames)
@@ -557,9 +672,17 @@ class WorkerPool:
     """
 
     def __init__(
-        self, *, frame_interval_s: float = DEFAULT_FRAME_INTERVAL_S, compile_streams: tuple[int, ...] = (1, 2, 3, 4)
+        self,
+        *,
+        frame_interval_s: float = DEFAULT_FRAME_INTERVAL_S,
+        compile_streams: tuple[int, ...] = (1, 2, 3, 4),
+        frame_timeout_s: float = DEFAULT_FRAME_TIMEOUT_S,
+        call_timeout_s: float = DEFAULT_CALL_TIMEOUT_S,
+        load_timeout_s: float = DEFAULT_LOAD_TIMEOUT_S,
     ) -> None:
         self.frame_interval_s = frame_interval_s
+        #: The bounds each worker gets (`DiffusionWorker`).
+        self.timeouts = {"frame_timeout_s": frame_timeout_s, "call_timeout_s": call_timeout_s, "load_timeout_s": load_timeout_s}
         #: Stream counts a compiled backend compiles ahead for (the batch sizes in use).
         self.compile_streams = compile_streams
         self._lock = threading.Lock()
@@ -578,7 +701,9 @@ class WorkerPool:
         with self._lock:
             entry = self._entries.get(key)
             if entry is None or entry.worker.failed or entry.worker._closing:
-                worker = DiffusionWorker(key, load, device=device, frame_interval_s=self.frame_interval_s, warm=warm)
+                worker = DiffusionWorker(
+                    key, load, device=device, frame_interval_s=self.frame_interval_s, warm=warm, **self.timeouts
+                )
                 entry = self._entries[key] = _Entry(worker, 0)
                 created = True
             entry.refs += 1

@@ -31,6 +31,16 @@ slot between ticks:
 - **Warm-up.** `load` runs two frames at the params' size (or 512x512 on CUDA, 64x64 on the
   CPU) so the first real frame is fast; `warm(w, h)` does it again for a new size.
   `status()` reports load, warm-up and first-frame times and the worker's figures.
+- **A new session never stalls the running ones.** Its setup runs on its own (pipeline)
+  thread or in slices between the worker's ticks: the compile backend's ahead-of-time
+  compile for a new size (`prepare`, seconds to minutes) runs on the session's thread, off
+  the tick path (dynamo's code cache is shared by threads, so the worker's next call at that
+  shape finds the compiled graph); each warm-up frame and the params are separate worker
+  calls, and the worker runs a tick between two calls whenever frames are pending. CUDA
+  graphs (`reduce-overhead`) are thread-bound: torch's cudagraph trees keep one tree per
+  thread, so the graphs captured during an off-thread `prepare` are not the worker's; the
+  worker captures its own on its first run at the shape, which the warm-up frames (on the
+  worker, sliced) do: a capture costs a frame or two, not a compile.
 """
 
 from __future__ import annotations
@@ -474,12 +484,24 @@ class StreamDiffusionPipeline:
 
     def warm(self, width: int, height: int) -> None:
         """Run warm-up frames at this size (once per size; for `compile`, compile the batch
-        sizes of the pool's `compile_streams` first), then start the stream afresh."""
+        sizes of the pool's `compile_streams` first, on this thread), then start the stream
+        afresh. Nothing here holds the worker for longer than one warm-up frame."""
         worker, slot = self._worker, self._slot
         assert worker is not None and slot is not None, "load() first"
         if self._warmed != (width, height) and not slot.params.skip_diffusion:
             started = time.monotonic()
-            worker.call(_warm_slot, worker, slot, width, height, self._pool.compile_streams)
+            plan = worker.call(_compile_plan, worker, slot, width, height, self._pool.compile_streams)
+            if plan is not None:
+                backend, shapes, dtype = plan
+                backend.prepare(shapes, dtype)  # this (the session's) thread: off the tick path
+                worker.call(_mark_warmed, worker, width, height)
+            saved = worker.call(_warm_begin, slot)
+            try:
+                dummy = _dummy_frame(width, height)
+                for _ in range(_WARM_FRAMES):
+                    worker.call(worker.run_alone, slot, dummy)  # one frame per call: ticks between
+            finally:
+                worker.call(_warm_end, slot, saved)
             self.warmup_ms = (time.monotonic() - started) * 1000
             log.info("streamdiffusion warmed up at %dx%d in %.0f ms", width, height, self.warmup_ms)
         self._warmed = (width, height)
@@ -595,25 +617,42 @@ def _apply_on_worker(worker: DiffusionWorker, slot: _StreamSlot, params: StreamD
     slot.apply(_models_of(worker), params, reset=reset)
 
 
-def _warm_slot(worker: DiffusionWorker, slot: _StreamSlot, width: int, height: int, streams: tuple[int, ...]) -> None:
-    """Worker thread: compile ahead (compile backend) and run warm-up frames through `slot`."""
+_Saved = tuple[Any, Any, int, bool]
+
+
+def _compile_plan(
+    worker: DiffusionWorker, slot: _StreamSlot, width: int, height: int, streams: tuple[int, ...]
+) -> tuple[Any, list[tuple[str, tuple[tuple[int, ...], ...]]], torch.dtype] | None:
+    """Worker thread: what the caller must compile for this size (backend, shapes, dtype),
+    or None (an eager backend, or this size is compiled already)."""
+    m = _models_of(worker)
+    if (width, height) in m.warmed:
+        return None
+    if getattr(m.backend, "prepare", None) is None:
+        m.warmed.add((width, height))
+        return None
+    return m.backend, _compile_shapes(m, slot.params, width, height, streams), m.dtype
+
+
+def _mark_warmed(worker: DiffusionWorker, width: int, height: int) -> None:
+    _models_of(worker).warmed.add((width, height))
+
+
+def _warm_begin(slot: _StreamSlot) -> _Saved:
+    """Worker thread: warm-up frames must leave no trace in the stream."""
+    saved = (slot.state, slot.last_output, slot.frames, slot.counting)
+    slot.counting = False
+    return saved
+
+
+def _warm_end(slot: _StreamSlot, saved: _Saved) -> None:
+    slot.state, slot.last_output, slot.frames, slot.counting = saved
+
+
+def _dummy_frame(width: int, height: int) -> torch.Tensor:
     import torch
 
-    m = _models_of(worker)
-    if (width, height) not in m.warmed:
-        prepare = getattr(m.backend, "prepare", None)
-        if prepare is not None:
-            prepare(_compile_shapes(m, slot.params, width, height, streams), m.dtype)
-        m.warmed.add((width, height))
-    saved = slot.state, slot.last_output, slot.frames, slot.counting
-    slot.counting = False
-    try:
-        dummy = torch.full((height, width, 3), 127, dtype=torch.uint8)
-        for _ in range(_WARM_FRAMES):
-            worker.run_alone(slot, dummy)
-    finally:
-        slot.state, slot.last_output, slot.frames = saved[:3]
-        slot.counting = saved[3]
+    return torch.full((height, width, 3), 127, dtype=torch.uint8)
 
 
 def _compile_shapes(
