@@ -352,6 +352,8 @@ async def test_params_set_the_output_size(engine, orchestrator, http, ts_segment
     async with TricklePublisher(ch.subscribe_url, "video/mp2t", session=http) as pub:
         await start(engine, ch, stream_id="size", model_id="noop", params={"width": 64, "height": 96})
         await publish_segments(pub, ts_segments(90)[:1])
+        # The input channel stays open until the session has read it (closing it ends the stream).
+        await wait_for(lambda: _frames_out(engine, "size", 30), timeout=10)
     async with asyncio.timeout(10):
         await reader
     frames, _, _ = decode_ts(out.data)
@@ -371,6 +373,10 @@ async def test_health_is_error_when_the_runner_pipeline_cannot_load(engine_facto
     await wait_for(lambda: _ended(engine, "nope"), timeout=10)
     st = await status(engine, "nope")
     assert st["state"] == "ERROR" and "weights not found" in st["error"]
+
+
+async def _frames_out(engine: TestClient[Any, Any], stream: str, frames: int) -> bool:
+    return int((await status(engine, stream)).get("frames_out", 0)) >= frames
 
 
 async def _health_is(engine: TestClient[Any, Any], expected: str) -> bool:
