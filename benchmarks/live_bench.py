@@ -1,80 +1,202 @@
-"""Live sessions: a 512x512 30 fps H.264+AAC stream through the engine's `noop` pipeline.
+"""The live path measured from outside the engine (issue 19).
 
-    python -m benchmarks live_bench
+    python -m benchmarks live_bench                          # 3 rounds, 10 s streams
+    python -m benchmarks live_bench --rounds 1 --seconds 5   # quick look
 
-The engine runs in a child process (`build_app` under `web.run_app`, as `livestream serve`
-runs it), so its CPU time is its own; this process plays the orchestrator: a trickle server
-on loopback, the input publisher and the output/events subscribers. The stream is synthetic
-(PyAV, the frame number drawn into each frame) in 1-second segments.
+Every piece runs as a user or a go-livepeer orchestrator would run it, and only the bytes on the
+wire are measured:
 
-(a) CPU time per frame and sustained fps: the engine (whole session: trickle in, demux,
-    decode, queue, encode, mux, trickle out) against a bare PyAV decode -> encode loop over the
-    same stream with the same x264 settings, in the same run. Measured twice: at real time,
-    and with every segment sent at once (throughput; the engine's queue is made deep enough
-    to hold the whole stream so nothing is dropped).
-(b) Added latency per frame, from the arrival of a frame's bytes to its encoded packet handed
-    to the output channel (the session's own e2e figure), p50/p99, with input fed at real time
-    as a gateway streams it, against the encoder's own per-frame latency in the bare loop;
-    plus, seen from the orchestrator, the delay from an input segment's first byte to the
-    first byte of the output segment that starts at the same keyframe.
-(d) Frames dropped when each 1-second segment arrives in one burst (CPU not saturated).
-(c) Concurrent sessions at full frame rate: N streams at real time at once, for growing N,
-    until one falls below 95% of 30 fps output or drops frames.
+- the engine: `livestream serve --pipeline live-video-to-video --model-id M --port P`, a fresh
+  process for every run (its whole process tree's CPU time read with psutil);
+- the orchestrator's trickle server: `livestream trickle-server`, another process;
+- this process: the gateway. It creates the four channels, `POST /live-video-to-video`s the
+  engine, publishes ffmpeg-made MPEG-TS (1 s segments, 512x512 30 fps H.264 + AAC, the
+  ffmpeg binary's default muxing) paced as a live encoder hands it out (each video frame's bytes
+  at its dts), and reads the output channel, noting when each output frame's last byte arrives
+  (`live_observer.TsTimeline`). After the engine has exited, PyAV decodes what came back.
+
+Per run (a fresh engine): a first stream as soon as /health says IDLE, for the start-up figures,
+fed until its first output frame is in (plus 1 s; at most `--startup-seconds`); then the
+measured stream (`--seconds`). Runs: `noop`, `noop-rgb` (the pixel path: an RGB round trip per
+frame), `noop` with a video-only input, and `streamdiffusion` on the CPU with a tiny
+random-weight model (start-up figures only: two start-up streams). The bare PyAV baseline runs
+in this process between them. Rounds
+alternate the configurations; the table gives medians over rounds. Results (JSON, markdown,
+each stream's output MPEG-TS, engine logs) go to `--out` (default: a new temp folder).
+`--engine-commit REV` runs the engine from a `git archive` of that commit instead of the
+installed working tree (before/after comparisons; a tree with uncommitted edits).
+
+What each figure is: see `_NOTES` (printed with the table) and docs/benchmarks.md.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import io
 import json
 import os
 import platform
-import re
+import shutil
+import signal
 import socket
+import statistics
+import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import av
-import psutil
-from aiohttp import web
+import numpy as np
+import psutil  # type: ignore[import-untyped]
 
-from livestream.live.stats import percentile
-from livestream.live.testsrc import make_ts_segments
-from trickle import TricklePublisher, TrickleServer, TrickleServerConfig, TrickleSubscriber
+from trickle import TrickleError, TricklePublisher, TrickleSubscriber
+
+from .live_observer import (
+    AudioTrack,
+    PacedSegment,
+    TsTimeline,
+    beep_onsets,
+    beep_shift,
+    content_check,
+    decode_audio,
+    decode_video,
+    make_input,
+    match_frames,
+    pace,
+    percentile,
+    reorder_floor,
+)
 
 __all__ = ["main"]
 
 WIDTH = HEIGHT = 512
 FPS = 30
-SECONDS = 10
+TRICKLE_PATH = "/ai/trickle/"
+#: The engine's encoder defaults (livestream/live/media.py EncoderConfig), for the bare loop.
 X264 = {
     "preset": "superfast",
     "tune": "zerolatency",
+    "profile": "baseline",
     "bf": "0",
     "crf": "23",
-    "forced-idr": "1",
+    "g": str(FPS),
     "sc_threshold": "0",
     "threads": "1",
 }
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
+READY_TIMEOUT = {"noop": 60.0, "noop-rgb": 60.0, "streamdiffusion": 600.0}
+#: After the input ends, how long the output may take to close (a slow pipeline drains its queue).
+OUTPUT_CLOSE_TIMEOUT = {"streamdiffusion": 180.0}
+HTTP_TIMEOUT = aiohttp.ClientTimeout(total=30, sock_connect=5)
 
-_ENGINE = """
-import json, logging, os, sys
-logging.basicConfig(level=os.environ.get("LIVE_BENCH_LOG", "WARNING"), format="engine %(asctime)s %(name)s %(message)s")
-from aiohttp import web
-from livestream.app import build_app
-from livestream.live import LIVE_CONFIG_KEY, SessionConfig
-from livestream.settings import Settings
-port, config = int(sys.argv[1]), json.loads(sys.argv[2])
-app = build_app(Settings(host="127.0.0.1", port=port, max_live_sessions=16))
-app[LIVE_CONFIG_KEY] = SessionConfig(**config)
-web.run_app(app, host="127.0.0.1", port=port, print=None, shutdown_timeout=10)
-"""
+
+class BenchError(RuntimeError):
+    """A run could not be measured (engine did not start, refused the stream, ...)."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    name: str
+    model_id: str
+    audio: bool
+    #: Bare-loop variant the CPU figure is compared with (None: start-up figures only).
+    baseline: str | None
+
+
+CONFIGS = {
+    c.name: c
+    for c in (
+        RunConfig("noop", "noop", True, "bare"),
+        RunConfig("noop-rgb", "noop-rgb", True, "bare-rgb"),
+        RunConfig("noop-video", "noop", False, "bare"),
+        RunConfig("streamdiffusion", "streamdiffusion", True, None),
+    )
+}
+
+
+# --- processes ------------------------------------------------------------------------------
+
+_CHILDREN: list[Child] = []
+
+
+class Child:
+    """One of our subprocesses, in its own process group so `stop()` also ends what it started."""
+
+    def __init__(self, name: str, argv: list[str], log: Path, env: dict[str, str]) -> None:
+        self.name, self.argv, self.log, self.env = name, argv, log, env
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.spawned = 0.0
+        self.exit_seconds: float | None = None
+
+    def start(self) -> None:
+        with self.log.open("wb") as out:
+            self.spawned = time.monotonic()
+            self.proc = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                cwd=_ENGINE_SRC,  # `python -m` puts the cwd first on sys.path
+                start_new_session=True,
+            )
+        _CHILDREN.append(self)
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """SIGTERM (the graceful shutdown a container gets), then SIGKILL to the group."""
+        proc = self.proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            started = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+                self.exit_seconds = time.monotonic() - started
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)  # anything it left behind in its group
+        if self in _CHILDREN:
+            _CHILDREN.remove(self)
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU of the process and all its descendants (live and reaped)."""
+        assert self.proc is not None
+        try:
+            root = psutil.Process(self.proc.pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return 0.0
+        total = 0.0
+        for p in procs:
+            with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+                t = p.cpu_times()
+                total += t.user + t.system
+                if p is root:
+                    total += t.children_user + t.children_system
+        return total
+
+    def tail(self, chars: int = 3000) -> str:
+        return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
+
+
+def _stop_all() -> None:
+    for child in list(_CHILDREN):
+        child.stop(timeout=10)
 
 
 def _free_port() -> int:
@@ -83,360 +205,761 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-# --- the bare loop ---------------------------------------------------------------------------
+#: `--engine-commit`: the engine's source tree (a `git archive` export); None: the installed one.
+_ENGINE_SRC: Path | None = None
 
 
-@dataclass
-class Bare:
-    frames: int
-    wall: float
-    cpu: float
-    encode_latency: list[float]
-
-    @property
-    def fps(self) -> float:
-        return self.frames / self.wall
-
-    @property
-    def cpu_ms(self) -> float:
-        return self.cpu / self.frames * 1000
+def _livestream() -> list[str]:
+    exe = Path(sys.executable).parent / "livestream"
+    if _ENGINE_SRC is None and exe.exists():
+        return [str(exe)]
+    return [sys.executable, "-m", "livestream"]
 
 
-def bare_loop(segments: list[bytes]) -> Bare:
-    """Decode the concatenated stream and re-encode it (audio copied), as fast as possible."""
-    cpu0, t0 = time.process_time(), time.perf_counter()
-    latencies: list[float] = []
-    out = io.BytesIO()
-    frames = 0
-    with av.open(io.BytesIO(b"".join(segments)), format="mpegts") as inp, av.open(out, "w", format="mpegts") as mux:
-        vin, ain = inp.streams.video[0], inp.streams.audio[0]
-        vin.codec_context.thread_count = 1
-        vout = mux.add_stream("libx264", rate=FPS, options={**X264, "g": str(FPS * 4)})
-        vout.width, vout.height, vout.pix_fmt = WIDTH, HEIGHT, "yuv420p"
-        aout = mux.add_mux_stream(ain.codec_context.name, rate=ain.codec_context.sample_rate)
-        for packet in inp.demux(vin, ain):
-            if packet.stream is ain:
-                if packet.dts is not None:
-                    packet.stream = aout
-                    mux.mux(packet)
-                continue
-            for frame in packet.decode():
-                frame.pict_type = av.video.frame.PictureType.I if frames % FPS == 0 else av.video.frame.PictureType.NONE
-                started = time.perf_counter()
-                mux.mux(vout.encode(frame))
-                latencies.append(time.perf_counter() - started)
-                frames += 1
-        mux.mux(vout.encode(None))
-    return Bare(frames, time.perf_counter() - t0, time.process_time() - cpu0, latencies)
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("PIPELINE", "MODEL_ID", "MODEL_DIR", "AUTH_TOKEN", "PORT", "HOST")}
+    env.update(HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1", **extra)
+    if _ENGINE_SRC is not None:  # ahead of the editable install of the working tree
+        env["PYTHONPATH"] = os.pathsep.join(x for x in (str(_ENGINE_SRC), env.get("PYTHONPATH", "")) if x)
+    return env
 
 
-# --- the orchestrator side -------------------------------------------------------------------
+def export_commit(rev: str, into: Path) -> tuple[str, Path]:
+    """`git archive REV` of the repository this file is in, unpacked under `into`."""
+    repo = Path(__file__).resolve().parent.parent
+    sha = subprocess.run(["git", "-C", str(repo), "rev-parse", "--verify", f"{rev}^{{commit}}"], capture_output=True, text=True, check=True, timeout=30).stdout.strip()
+    out = into / f"engine-{sha[:12]}"
+    if not (out / "livestream").is_dir():
+        out.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.Popen(["git", "-C", str(repo), "archive", sha], stdout=subprocess.PIPE)
+        try:
+            subprocess.run(["tar", "-x", "-C", str(out)], stdin=archive.stdout, check=True, timeout=120)
+        finally:
+            assert archive.stdout is not None
+            archive.stdout.close()
+            archive.wait(30)
+    return sha, out
 
 
-@dataclass
-class Run:
-    mid: str
-    frames_out: int = 0
-    dropped: int = 0
-    wall: float = 0.0
-    cpu: float = 0.0
-    status: dict[str, Any] = field(default_factory=dict)
-    segment_delays: list[float] = field(default_factory=list)
-
-    @property
-    def fps(self) -> float:
-        return self.frames_out / self.wall if self.wall else 0.0
+async def _poll(what: str, check: Callable[[], Any], timeout: float, interval: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await check()
+        if result is not None:
+            return result
+        if time.monotonic() > deadline:
+            raise BenchError(f"{what}: not within {timeout:.0f} s")
+        await asyncio.sleep(interval)
 
 
-class Orchestrator:
-    """A trickle server on loopback plus the client side of each stream."""
+class Engine(Child):
+    """`livestream serve --pipeline live-video-to-video --model-id M`, as a user starts it."""
 
-    def __init__(self) -> None:
-        self.port = _free_port()
-        self.base = f"http://127.0.0.1:{self.port}/ai/trickle/"
-        self._runner: web.AppRunner | None = None
-        self.http: aiohttp.ClientSession | None = None
-
-    async def __aenter__(self) -> Orchestrator:
-        app = web.Application()
-        TrickleServer(TrickleServerConfig(autocreate=True)).setup(app, "/ai/trickle/")
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
-        self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self.http is not None and self._runner is not None
-        await self.http.close()
-        await self._runner.cleanup()
-
-    async def stream(
-        self, engine: Engine, mid: str, segments: list[bytes], *, mode: str, start_at: float | None = None
-    ) -> Run:
-        """One session: `mode` is "progressive" (bytes at real time, frame by frame), "burst"
-        (each 1-second segment at once, once a second) or "all" (everything at once)."""
-        http = self.http
-        assert http is not None
-        base = self.base + mid
-        for name in ("-out", "-events"):
-            async with http.post(base + name) as resp:
-                resp.raise_for_status()
-        run = Run(mid)
-        out_first: list[float] = []
-
-        async def read_output() -> None:
-            async with TrickleSubscriber(base + "-out", start_seq=0, session=http) as sub:
-                async for segment in sub:
-                    first = True
-                    async for _chunk in segment:
-                        if first:
-                            out_first.append(time.monotonic())
-                            first = False
-
-        async def read_events() -> None:
-            async with TrickleSubscriber(base + "-events", start_seq=0, session=http) as sub:
-                async for segment in sub:
-                    await segment.read()
-
-        readers = [asyncio.create_task(read_output()), asyncio.create_task(read_events())]
-        in_first: list[float] = []
-        async with TricklePublisher(base, "video/mp2t", session=http) as pub:
-            body = {
-                "subscribe_url": base,
-                "publish_url": base + "-out",
-                "control_url": "",
-                "events_url": base + "-events",
-                "stream_id": mid,
-                "model_id": "noop",
-            }
-            async with http.post(engine.url + "/live-video-to-video", json=body) as resp:
-                resp.raise_for_status()
-            # The session joins the input at its live edge: let it subscribe before publishing.
-            while (await self._status(engine, mid))["state"] == "LOADING":
-                await asyncio.sleep(0.05)
-            await asyncio.sleep(0.5)
-            if start_at is not None:
-                await asyncio.sleep(max(0.0, start_at - time.monotonic()))
-            cpu0 = engine.cpu()
-            t0 = time.monotonic()
-            t0_wall = time.time()
-            for i, data in enumerate(segments):
-                async with pub.segment() as seg:
-                    in_first.append(time.monotonic())
-                    if mode == "progressive":
-                        # As a gateway's segmenter writes it: about one frame's bytes at a time.
-                        step = max(188, len(data) // FPS)
-                        for k, j in enumerate(range(0, len(data), step)):
-                            await asyncio.sleep(max(0.0, t0 + i + k / FPS - time.monotonic()))
-                            await seg.write(data[j : j + step])
-                    else:
-                        await seg.write(data)
-                if mode == "burst":
-                    await asyncio.sleep(max(0.0, t0 + i + 1 - time.monotonic()))
-            if mode == "all":  # closing the input at once would race the session's reads
-                deadline = time.monotonic() + 30
-                while (await self._status(engine, mid))["frames_in"] < len(segments) * FPS:
-                    if time.monotonic() > deadline:
-                        break
-                    await asyncio.sleep(0.2)
-        async with asyncio.timeout(60):
-            await asyncio.gather(*readers)
-        run.wall = time.monotonic() - t0
-        run.cpu = engine.cpu() - cpu0
-        async with http.get(f"{engine.url}/live/{mid}/status") as resp:
-            run.status = await resp.json()
-        run.frames_out = run.status["frames_out"]
-        run.dropped = run.status["dropped_frames"] + (len(segments) * FPS - run.status["frames_in"])
-        run.segment_delays = [o - i for i, o in zip(in_first, out_first, strict=False)]
-        if mode == "all":  # throughput: first input byte to the last frame encoded
-            run.wall = max(1e-3, run.status["inference_status"]["last_output_time"] / 1000 - t0_wall)
-        return run
-
-
-    async def _status(self, engine: Engine, mid: str) -> dict[str, Any]:
-        assert self.http is not None
-        async with self.http.get(f"{engine.url}/live/{mid}/status") as resp:
-            return await resp.json()
-
-
-class Engine:
-    """The engine in a child process."""
-
-    def __init__(self, config: dict[str, Any]) -> None:
+    def __init__(self, model_id: str, log: Path, model_dir: Path | None) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.config = config
-        self.proc: asyncio.subprocess.Process | None = None
-        self.ps: psutil.Process | None = None
-        self.shutdown_seconds: float | None = None
+        argv = [*_livestream(), "serve", "--host", "127.0.0.1", "--port", str(self.port)]
+        argv += ["--pipeline", "live-video-to-video", "--model-id", model_id]
+        if model_dir is not None:
+            argv += ["--model-dir", str(model_dir)]
+        super().__init__(f"engine {model_id}", argv, log, _env())
+        self.states: list[str] = []
 
-    async def __aenter__(self) -> Engine:
-        self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", _ENGINE, str(self.port), json.dumps(self.config), stdout=asyncio.subprocess.DEVNULL
-        )
-        self.ps = psutil.Process(self.proc.pid)
-        async with aiohttp.ClientSession() as http:
-            for _ in range(300):
-                with contextlib.suppress(aiohttp.ClientError):
-                    async with http.get(self.url + "/health") as resp:
-                        if resp.status == 200:
-                            return self
-                await asyncio.sleep(0.1)
-        raise RuntimeError("engine did not start")
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self.proc is not None
-        started = time.monotonic()
-        self.proc.terminate()  # SIGTERM: web.run_app's graceful shutdown
+    async def health(self, http: aiohttp.ClientSession) -> str | None:
         try:
-            await asyncio.wait_for(self.proc.wait(), 20)
-            self.shutdown_seconds = time.monotonic() - started
-        except TimeoutError:
-            self.proc.kill()
-            await self.proc.wait()
+            async with http.get(self.url + "/health", timeout=aiohttp.ClientTimeout(total=5)) as resp:
+                if resp.status != 200:
+                    return None
+                return str((await resp.json()).get("status"))
+        except (aiohttp.ClientError, TimeoutError, ValueError):
+            return None
 
-    def cpu(self) -> float:
-        assert self.ps is not None
-        t = self.ps.cpu_times()
-        return t.user + t.system
+    async def wait_health(self, http: aiohttp.ClientSession, wanted: set[str], timeout: float) -> float:
+        """Poll /health (every 50 ms) until it says one of `wanted`; seconds since spawn."""
+
+        async def check() -> float | None:
+            if not self.running:
+                raise BenchError(f"{self.name} exited ({self.proc and self.proc.returncode}):\n{self.tail()}")
+            state = await self.health(http)
+            if state is not None and (not self.states or self.states[-1] != state):
+                self.states.append(state)
+            if state == "ERROR":
+                raise BenchError(f"{self.name}: /health says ERROR:\n{self.tail()}")
+            return time.monotonic() - self.spawned if state in wanted else None
+
+        try:
+            return float(await _poll(f"{self.name} /health in {wanted}", check, timeout))
+        except BenchError as exc:
+            raise BenchError(f"{exc}\n{self.tail()}") from None
 
 
-def _ms(values: list[float], q: float) -> float:
-    v = percentile(values, q)
-    return round((v or 0.0) * 1000, 1)
+class TrickleServerProcess(Child):
+    """`livestream trickle-server`: the orchestrator's trickle server, in its own process."""
+
+    def __init__(self, log: Path) -> None:
+        self.port = _free_port()
+        self.base = f"http://127.0.0.1:{self.port}{TRICKLE_PATH}"
+        argv = [*_livestream(), "trickle-server", "--host", "127.0.0.1", "--port", str(self.port), "--base-path", TRICKLE_PATH]
+        super().__init__("trickle-server", argv, log, _env())
+
+    async def wait_ready(self, http: aiohttp.ClientSession) -> None:
+        async def check() -> bool | None:
+            if not self.running:
+                raise BenchError(f"trickle server exited:\n{self.tail()}")
+            try:
+                async with http.get(self.base + "probe/next", timeout=aiohttp.ClientTimeout(total=2)) as resp:
+                    return True if resp.status == 404 else None
+            except (aiohttp.ClientError, TimeoutError):
+                return None
+
+        await _poll("trickle server", check, 30.0)
 
 
-def _cpu_ms(run: Run) -> float:
-    return run.cpu / max(1, run.frames_out) * 1000
+# --- the input --------------------------------------------------------------------------------
 
 
-async def _bench(segments: list[bytes]) -> dict[str, Any]:
-    """Each engine measure alternates with a bare-loop run; the least disturbed of each is kept
-    (other jobs share this machine, and their load comes and goes within a minute)."""
-    results: dict[str, Any] = {"bare": []}
+@dataclass
+class Input:
+    """One ffmpeg-made input, paced, with what the analysis compares the output with."""
 
-    async def bare() -> None:
-        results["bare"].append(await asyncio.to_thread(bare_loop, segments))
+    segments: list[bytes]
+    paced: list[PacedSegment]
+    frames: int
+    video: dict[int, np.ndarray]
+    audio: AudioTrack
+    onsets: list[float]
 
-    async with Orchestrator() as orch:
-        async with Engine({"max_queue_lag": 60.0, "max_queue_frames": 4096}) as deep:
-            runs = []
-            for k in range(3):
-                await bare()
-                runs.append(await orch.stream(deep, f"all{k}", segments, mode="all"))
-            results["throughput"] = min(runs, key=_cpu_ms)
-        async with Engine({}) as engine:
-            runs = []
-            for k in range(2):
-                await bare()
-                runs.append(await orch.stream(engine, f"rt{k}", segments, mode="progressive"))
-            results["realtime"] = min(runs, key=_cpu_ms)
-            results["burst"] = await orch.stream(engine, "burst", segments, mode="burst")
-            concurrency: list[tuple[int, list[Run]]] = []
-            for n in range(2, 13):
-                start_at = time.monotonic() + 0.5
-                conc = await asyncio.gather(
-                    *(orch.stream(engine, f"c{n}-{i}", segments, mode="progressive", start_at=start_at) for i in range(n))
-                )
-                concurrency.append((n, list(conc)))
-                if not all(_sustained(x, len(segments)) for x in conc):
+    @classmethod
+    def make(cls, seconds: int, audio: bool) -> Input:
+        segments = make_input(seconds, width=WIDTH, height=HEIGHT, fps=FPS, audio=audio)
+        return cls.of(segments)
+
+    @classmethod
+    def of(cls, segments: list[bytes]) -> Input:
+        paced, order = pace(segments, FPS)
+        data = b"".join(segments)
+        track = decode_audio(data)
+        return cls(segments, paced, len(order), decode_video(data), track, beep_onsets(track))
+
+    def head(self, seconds: int) -> Input:
+        return self if seconds >= len(self.segments) else Input.of(self.segments[:seconds])
+
+
+# --- one stream -----------------------------------------------------------------------------
+
+
+@dataclass
+class Raw:
+    """What the gateway side saw of one stream (analysed once the engine is gone)."""
+
+    mid: str
+    t_post: float
+    post_status: int = 0
+    post_seconds: float = 0.0
+    sent: dict[int, float] = field(default_factory=dict)
+    timeline: TsTimeline = field(default_factory=TsTimeline)
+    output: list[bytes] = field(default_factory=list)
+    leftover_bytes: int = 0
+    events: list[dict[str, Any]] = field(default_factory=list)
+    cpu_seconds: float | None = None
+    input_end: float | None = None
+    output_closed: float | None = None
+    errors: list[str] = field(default_factory=list)
+
+
+async def _create_channels(http: aiohttp.ClientSession, channels: dict[str, tuple[str, str]]) -> None:
+    for url, mime in channels.values():  # as server/ai_http.go: all four before the start call
+        async with http.post(url, headers={"Expect-Content": mime}, timeout=HTTP_TIMEOUT) as resp:
+            if resp.status != 200:
+                raise BenchError(f"creating {url}: HTTP {resp.status} {await resp.text()}")
+
+
+async def _delete(http: aiohttp.ClientSession, url: str) -> None:
+    with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+        async with http.delete(url, timeout=aiohttp.ClientTimeout(total=5)):
+            pass
+
+
+async def _observe(http: aiohttp.ClientSession, url: str, raw: Raw) -> None:
+    """The output channel: every chunk goes through the TS timeline the moment it arrives."""
+    async with TrickleSubscriber(url, start_seq=0, session=http) as sub:
+        async for segment in sub:
+            parts: list[bytes] = []
+            async for chunk in segment:
+                raw.timeline.feed(chunk, time.monotonic())
+                parts.append(chunk)
+            raw.leftover_bytes += raw.timeline.end_segment()
+            raw.output.append(b"".join(parts))
+    raw.output_closed = time.monotonic()
+
+
+async def _read_events(http: aiohttp.ClientSession, url: str, raw: Raw) -> None:
+    async with TrickleSubscriber(url, start_seq=0, session=http) as sub:
+        async for segment in sub:
+            data = await segment.read()
+            with contextlib.suppress(ValueError):
+                if data:
+                    raw.events.append(json.loads(data))
+
+
+async def _publish(
+    pub: TricklePublisher, paced: list[PacedSegment], t0: float, sent: dict[int, float], stop: asyncio.Event
+) -> None:
+    """Each frame's bytes at t0 + its dts; a segment closes when the next one starts. Once
+    `stop` is set, the segment being written ends at the next frame and the input is over."""
+    for seg in paced:
+        if stop.is_set():
+            return
+        async with pub.segment() as writer:
+            for chunk in seg.chunks:
+                if stop.is_set():
                     break
-            results["concurrency"] = concurrency
-        results["shutdown_seconds"] = engine.shutdown_seconds
+                delay = t0 + chunk.at - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                now = time.monotonic()
+                await writer.write(chunk.data)
+                for pts in chunk.frames:
+                    sent[pts] = now
+            delay = t0 + seg.end - time.monotonic()
+            if delay > 0 and not stop.is_set():
+                await asyncio.sleep(delay)
+
+
+async def _stop_after_first_frame(raw: Raw, stop: asyncio.Event, extra: float = 1.0) -> None:
+    while not raw.timeline.video():
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(extra)
+    stop.set()
+
+
+async def run_stream(
+    http: aiohttp.ClientSession, engine: Engine, base: str, mid: str, model_id: str, stream: Input, *, startup: bool
+) -> Raw:
+    """One stream as a gateway runs it. `startup`: the input stops 1 s after the first output
+    frame arrived (a start-up measurement needs no more, and a slow pipeline drains less)."""
+    channels = {
+        "subscribe_url": (f"{base}{mid}", "video/MP2T"),
+        "publish_url": (f"{base}{mid}-out", "video/MP2T"),
+        "control_url": (f"{base}{mid}-control", "application/json"),
+        "events_url": (f"{base}{mid}-events", "application/json"),
+    }
+    await _create_channels(http, channels)
+    raw = Raw(mid, 0.0)
+    readers = [
+        asyncio.create_task(_observe(http, channels["publish_url"][0], raw), name=f"{mid}-out"),
+        asyncio.create_task(_read_events(http, channels["events_url"][0], raw), name=f"{mid}-events"),
+    ]
+    try:
+        body: dict[str, Any] = {name: url for name, (url, _) in channels.items()}
+        body.update(model_id=model_id, params={}, gateway_request_id=mid, stream_id=mid, manifest_id="live-bench")
+        async with TricklePublisher(channels["subscribe_url"][0], "video/mp2t", session=http) as pub:
+            cpu0 = engine.cpu_seconds()
+            raw.t_post = time.monotonic()
+            async with http.post(engine.url + "/live-video-to-video", json=body, timeout=HTTP_TIMEOUT) as resp:
+                raw.post_status = resp.status
+                text = await resp.text()
+            raw.post_seconds = time.monotonic() - raw.t_post
+            if raw.post_status != 200:
+                raise BenchError(f"{mid}: POST /live-video-to-video: HTTP {raw.post_status} {text}")
+            stop = asyncio.Event()
+            stopper = asyncio.create_task(_stop_after_first_frame(raw, stop)) if startup else None
+            try:
+                async with asyncio.timeout(stream.paced[-1].end + 30):
+                    await _publish(pub, stream.paced, time.monotonic(), raw.sent, stop)
+            finally:
+                if stopper is not None:
+                    stopper.cancel()
+                    await asyncio.gather(stopper, return_exceptions=True)
+            raw.input_end = time.monotonic()
+        # Leaving the block DELETEs the input channel; the orchestrator drops control too.
+        await _delete(http, channels["control_url"][0])
+        close_timeout = OUTPUT_CLOSE_TIMEOUT.get(model_id, 30.0)
+        done, _ = await asyncio.wait([readers[0]], timeout=close_timeout)
+        if not done:
+            raw.errors.append(f"output channel not closed {close_timeout:.0f} s after the input ended")
+        elif readers[0].exception() is not None:
+            raw.errors.append(f"output reader: {readers[0].exception()!r}")
+        raw.cpu_seconds = engine.cpu_seconds() - cpu0
+        await asyncio.wait([readers[1]], timeout=10)
+    except TrickleError as exc:
+        raw.errors.append(f"trickle: {exc!r}")
+    finally:
+        for task in readers:
+            task.cancel()
+        await asyncio.gather(*readers, return_exceptions=True)
+        for url, _ in channels.values():
+            await _delete(http, url)
+    return raw
+
+
+# --- analysis -------------------------------------------------------------------------------
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 1)
+
+
+def analyse(raw: Raw, stream: Input, *, spawned: float) -> dict[str, Any]:
+    """Numbers from one stream's bytes (after the engine has exited: PyAV decodes here)."""
+    match = match_frames(raw.sent, raw.timeline.video())
+    delays = [match.matched[p] for p in sorted(match.matched)]
+    floor = reorder_floor(raw.sent)
+    data = b"".join(raw.output)
+    out_audio = decode_audio(data)
+    out_video = decode_video(data)
+    checked = verified = 0
+    if match.pts_offset is not None:
+        checked, verified = content_check(out_video, stream.video, match.pts_offset, 90_000 // FPS)
+    in_v0 = min(stream.video) / 90_000 if stream.video else None
+    out_v0 = min(out_video) / 90_000 if out_video else None
+    av_offset = None
+    if None not in (in_v0, out_v0, stream.audio.first_pts, out_audio.first_pts):
+        assert in_v0 is not None and out_v0 is not None and stream.audio.first_pts is not None
+        assert out_audio.first_pts is not None
+        av_offset = (out_audio.first_pts - out_v0) - (stream.audio.first_pts - in_v0)
+    shift = beep_shift(stream.onsets, beep_onsets(out_audio)) if stream.onsets else None
+    final: dict[str, Any] = next((e.get("event", e) for e in reversed(raw.events) if e.get("event", e).get("type") == "status"), {})
+    first = match.first_output_at
+    return {
+        "mid": raw.mid,
+        "errors": raw.errors,
+        "frames_in": len(raw.sent),
+        "frames_in_file": stream.frames,
+        "frames_out": len(raw.timeline.video()),
+        "frames_matched": len(match.matched),
+        "dropped": len(raw.sent) - len(match.matched),
+        "repeated": match.repeated,
+        "unmatched": match.unmatched,
+        "out_of_order": match.out_of_order,
+        "pts_offset_ticks": match.pts_offset,
+        "content_checked": checked,
+        "content_verified": verified,
+        "delay_ms": {f"p{q}": _ms(percentile(delays, q)) for q in (50, 90, 99)} | {"max": _ms(max(delays, default=None))},
+        "delay_first_frame_ms": _ms(delays[0]) if delays else None,
+        "input_reorder_wait_ms": {f"p{q}": _ms(percentile(list(floor.values()), q)) for q in (50, 99)},
+        "delays_ms": [_ms(d) for d in delays],
+        "post_ms": _ms(raw.post_seconds),
+        "post_to_first_frame_ms": _ms(first - raw.t_post) if first is not None else None,
+        "spawn_to_first_frame_ms": _ms(first - spawned) if first is not None else None,
+        "input_end_to_output_closed_ms": _ms(raw.output_closed - raw.input_end)
+        if raw.output_closed is not None and raw.input_end is not None
+        else None,
+        "output_segments": len(raw.output),
+        "output_bytes": len(data),
+        "leftover_bytes": raw.leftover_bytes,
+        "ts_resyncs": raw.timeline.resyncs,
+        # the whole input's audio; for a start-up stream (stopped early) only a part was sent
+        "audio_in_s": round(stream.audio.duration, 3) if len(raw.sent) == stream.frames else None,
+        "audio_out_s": round(out_audio.duration, 3),
+        "audio_out_codec": out_audio.codec,
+        "audio_out_rate": out_audio.sample_rate,
+        "av_offset_ms": _ms(av_offset),
+        "beep_shift_ms": _ms(shift),
+        "beeps_in": len(stream.onsets),
+        "beeps_out": len(beep_onsets(out_audio)),
+        "engine_cpu_s": raw.cpu_seconds,
+        "engine_cpu_ms_per_frame": round(raw.cpu_seconds / len(match.matched) * 1000, 2)
+        if raw.cpu_seconds is not None and match.matched
+        else None,
+        "engine_status": {  # the engine's own figures: diagnosis only
+            k: final.get(k)
+            for k in ("frames_in", "frames_out", "dropped_frames", "e2e_latency_ms", "time_to_first_frame_ms", "end_reason", "error")
+            if k in final
+        },
+    }
+
+
+# --- engine runs ----------------------------------------------------------------------------
+
+
+async def engine_run(
+    http: aiohttp.ClientSession,
+    trickle: TrickleServerProcess,
+    config: RunConfig,
+    measured: Input,
+    startup: Input,
+    workdir: Path,
+    label: str,
+    model_dir: Path | None,
+) -> dict[str, Any]:
+    """A fresh engine: a first stream as soon as it is ready, then the measured stream."""
+    engine = Engine(config.model_id, workdir / f"engine-{label}.log", model_dir)
+    engine.start()
+    raws: list[tuple[Raw, Input]] = []
+    result: dict[str, Any] = {"config": config.name, "label": label}
+    try:
+        result["spawn_to_ready_ms"] = _ms(
+            await engine.wait_health(http, {"IDLE", "OK"}, READY_TIMEOUT.get(config.model_id, 60.0))
+        )
+        first = await run_stream(http, engine, trickle.base, f"{label}-first", config.model_id, startup, startup=True)
+        raws.append((first, startup))
+        await engine.wait_health(http, {"IDLE"}, 30.0)
+        sd = config.baseline is None  # start-up figures only
+        second = await run_stream(
+            http, engine, trickle.base, f"{label}-measured", config.model_id, startup if sd else measured, startup=sd
+        )
+        raws.append((second, startup if sd else measured))
+        await engine.wait_health(http, {"IDLE"}, 30.0)
+    except BenchError as exc:
+        result["error"] = str(exc)
+        print(f"  {label}: {str(exc)[:2000]}", flush=True)
+    finally:
+        await asyncio.to_thread(engine.stop)
+    result["health_states"] = engine.states
+    result["sigterm_to_exit_s"] = engine.exit_seconds
+    for key, (raw, stream) in zip(("first", "measured"), raws, strict=False):
+        result[key] = analyse(raw, stream, spawned=engine.spawned)
+        (workdir / f"output-{label}-{key}.ts").write_bytes(b"".join(raw.output))
+    return result
+
+
+# --- the bare loop --------------------------------------------------------------------------
+
+
+def bare_loop(segments: list[bytes], *, rgb: bool) -> dict[str, Any]:
+    """PyAV demux + decode -> (RGB round trip) -> libx264 -> MPEG-TS in memory, video only."""
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    frames = 0
+    out = io.BytesIO()
+    with av.open(io.BytesIO(b"".join(segments)), "r", format="mpegts") as inp, av.open(out, "w", format="mpegts") as mux:
+        vin = inp.streams.video[0]
+        vin.codec_context.thread_count = 1
+        vout = mux.add_stream("libx264", rate=FPS, options=X264)
+        vout.width, vout.height, vout.pix_fmt = WIDTH, HEIGHT, "yuv420p"
+        vout.time_base = vout.codec_context.time_base = Fraction(1, 90_000)
+        for packet in inp.demux(vin):
+            for frame in packet.decode():
+                if rgb:
+                    pts, tb = frame.pts, frame.time_base
+                    frame = av.VideoFrame.from_ndarray(frame.to_ndarray(format="rgb24"), format="rgb24")
+                    frame.pts, frame.time_base = pts, tb
+                mux.mux(vout.encode(frame))
+                frames += 1
+        mux.mux(vout.encode(None))
+    cpu, wall = time.process_time() - cpu0, time.perf_counter() - t0
+    return {"frames": frames, "cpu_s": cpu, "cpu_ms_per_frame": round(cpu / max(1, frames) * 1000, 3), "fps": round(frames / wall, 1)}
+
+
+# --- the whole benchmark --------------------------------------------------------------------
+
+
+def _tiny_streamdiffusion(model_dir: Path) -> None:
+    """The tiny random-weight sd-turbo-family model, where the default params look for it."""
+    out = model_dir / "stabilityai" / "sd-turbo"
+    if (out / "model_index.json").exists():
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [*_livestream(), "models", "tiny", "--task", "streamdiffusion", "--out", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=_env(), cwd=_ENGINE_SRC)
+    if done.returncode != 0:
+        raise BenchError(f"{' '.join(cmd)} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}")
+
+
+def _median(values: list[Any]) -> float | None:
+    nums = [v for v in values if isinstance(v, (int, float))]
+    return float(statistics.median(nums)) if nums else None
+
+
+def _get(run: dict[str, Any], path: str) -> Any:
+    value: Any = run
+    for key in path.split("."):
+        if not isinstance(value, dict):
+            return None
+        value = value.get(key)
+    return value
+
+
+def _machine() -> str:
+    model = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return f"{os.cpu_count()} CPUs ({model}), {platform.system()} {platform.machine()}, Python {platform.python_version()}, PyAV {av.__version__}"
+
+
+async def _bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    configs = [CONFIGS[name] for name in args.configs]
+    print(f"making the input with ffmpeg: 1 s segments, {WIDTH}x{HEIGHT} {FPS} fps", flush=True)
+    longest = max(args.seconds, args.startup_seconds)
+    made = {audio: await asyncio.to_thread(Input.make, longest, audio) for audio in {c.audio for c in configs}}
+    inputs = {audio: inp.head(args.seconds) for audio, inp in made.items()}
+    startup = {audio: inp.head(args.startup_seconds) for audio, inp in made.items()}
+    model_dir: Path | None = None
+    if any(c.model_id == "streamdiffusion" for c in configs):
+        model_dir = workdir / "models"
+        print("writing the tiny streamdiffusion model", flush=True)
+        await asyncio.to_thread(_tiny_streamdiffusion, model_dir)
+    results: dict[str, Any] = {"runs": [], "bare": [], "load_before": os.getloadavg()}
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=5)) as http:
+        trickle = TrickleServerProcess(workdir / "trickle-server.log")
+        trickle.start()
+        try:
+            await trickle.wait_ready(http)
+            for r in range(args.rounds):
+                for config in configs:
+                    if config.baseline is not None and not any(
+                        b["round"] == r and b["variant"] == config.baseline for b in results["bare"]
+                    ):
+                        bare = await asyncio.to_thread(bare_loop, inputs[True in inputs].segments, rgb=config.baseline == "bare-rgb")
+                        results["bare"].append({"round": r, "variant": config.baseline, **bare})
+                        print(f"round {r + 1} {config.baseline}: {bare['cpu_ms_per_frame']:.2f} ms/frame", flush=True)
+                    label = f"{config.name}-r{r + 1}"
+                    sd = config.model_id == "streamdiffusion"
+                    run = await engine_run(
+                        http, trickle, config, inputs[config.audio], startup[config.audio], workdir, label, model_dir if sd else None
+                    )
+                    run["round"] = r
+                    results["runs"].append(run)
+                    print(_progress(run), flush=True)
+        finally:
+            await asyncio.to_thread(trickle.stop)
+    results["load_after"] = os.getloadavg()
     return results
 
 
-def _sustained(run: Run, seconds: int) -> bool:
-    """Full frame rate: every frame out, no drops, and output not lagging the real-time input."""
-    return run.dropped == 0 and run.frames_out == seconds * FPS and run.wall < seconds + 1.5
-
-
-def main() -> None:
-    print(f"generating {SECONDS} s of {WIDTH}x{HEIGHT} {FPS} fps H.264+AAC in 1 s segments", flush=True)
-    segments = make_ts_segments(frames=SECONDS * FPS, width=WIDTH, height=HEIGHT, fps=FPS, bitrate=2_000_000)
-    r = asyncio.run(_bench(segments))
-    bare: Bare = min(r["bare"], key=lambda b: b.cpu_ms)
-    bare_fps = max(b.fps for b in r["bare"])
-    rt: Run = r["realtime"]
-    th: Run = r["throughput"]
-    burst: Run = r["burst"]
-    n_frames = SECONDS * FPS
-    rt_cpu, th_cpu = _cpu_ms(rt), _cpu_ms(th)
-    e2e = rt.status["e2e_latency_ms"]
-    enc_p50, enc_p99 = _ms(bare.encode_latency, 50), _ms(bare.encode_latency, 99)
-    sustained = 1
-    for n, runs in r["concurrency"]:
-        if all(_sustained(x, SECONDS) for x in runs):
-            sustained = n
-    conc_lines = []
-    for n, runs in r["concurrency"]:
-        fps = [round(x.frames_out / SECONDS, 1) for x in runs]
-        drops = sum(x.dropped for x in runs)
-        ok = all(_sustained(x, SECONDS) for x in runs)
-        conc_lines.append(f"| {n} | {min(fps)}–{max(fps)} | {drops} | {'yes' if ok else 'no'} |")
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    machine = (
-        f"{os.cpu_count()}-core {platform.machine()} CPU VM, no GPU, Python {platform.python_version()}; "
-        f"load average {load} at the end"
+def _progress(run: dict[str, Any]) -> str:
+    m = run.get("measured") or {}
+    d = m.get("delay_ms") or {}
+    return (
+        f"{run['label']}: ready {run.get('spawn_to_ready_ms')} ms, frames {m.get('frames_matched')}/{m.get('frames_in')}, "
+        f"delay p50/p90/p99 {d.get('p50')}/{d.get('p90')}/{d.get('p99')} ms, audio {m.get('audio_out_s')}/{m.get('audio_in_s')} s, "
+        f"cpu {m.get('engine_cpu_ms_per_frame')} ms/frame, first frame after POST {m.get('post_to_first_frame_ms')} ms"
+        + (f", errors {m.get('errors')}" if m.get("errors") else "")
+        + (f", ERROR {run['error'][:200]}" if run.get("error") else "")
     )
+
+
+def _fmt(value: float | None, digits: int = 0) -> str:
+    if value is None:
+        return "—"
+    return f"{value:.{digits}f}"
+
+
+def summarise(results: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    summary: dict[str, Any] = {}
+    bare = {v: _median([b["cpu_ms_per_frame"] for b in results["bare"] if b["variant"] == v]) for v in ("bare", "bare-rgb")}
+    summary["bare_cpu_ms_per_frame"] = bare
+    for name in args.configs:
+        runs = [r for r in results["runs"] if r["config"] == name]
+
+        def med(path: str, runs: list[dict[str, Any]] = runs) -> float | None:
+            return _median([_get(r, path) for r in runs])
+
+        s: dict[str, Any] = {
+            "rounds": len(runs),
+            "errors": [r.get("error") for r in runs if r.get("error")] + [e for r in runs for e in _get(r, "measured.errors") or []],
+            "spawn_to_ready_ms": med("spawn_to_ready_ms"),
+            "spawn_to_first_frame_ms": med("first.spawn_to_first_frame_ms"),
+            "post_to_first_frame_first_ms": med("first.post_to_first_frame_ms"),
+            "post_to_first_frame_second_ms": med("measured.post_to_first_frame_ms"),
+        }
+        for key in (
+            "frames_in", "frames_out", "frames_matched", "dropped", "repeated", "unmatched", "content_checked", "content_verified",
+            "audio_in_s", "audio_out_s", "av_offset_ms", "beep_shift_ms", "engine_cpu_ms_per_frame", "delay_first_frame_ms",
+            "input_end_to_output_closed_ms", "pts_offset_ticks", "beeps_in", "beeps_out",
+        ):
+            s[key] = med(f"measured.{key}")
+        for q in ("p50", "p90", "p99", "max"):
+            s[f"delay_{q}_ms"] = med(f"measured.delay_ms.{q}")
+        s["input_reorder_wait_p99_ms"] = med("measured.input_reorder_wait_ms.p99")
+        for r in runs:
+            m = r.get("measured") or {}
+            odd = {k: m.get(k) for k in ("repeated", "unmatched", "out_of_order", "leftover_bytes", "ts_resyncs") if m.get(k)}
+            if odd:
+                s["errors"].append(f"{r['label']}: {odd}")
+        s["engine_e2e_p50_ms"] = _median([(_get(r, "measured.engine_status.e2e_latency_ms") or {}).get("p50") for r in runs])
+        config = CONFIGS[name]
+        s["baseline"] = config.baseline
+        s["baseline_cpu_ms_per_frame"] = bare.get(config.baseline) if config.baseline else None
+        # Each run against the bare loop of its own round (the load of this shared machine drifts).
+        ratios = []
+        for r in runs:
+            cpu = _get(r, "measured.engine_cpu_ms_per_frame")
+            base = next((b["cpu_ms_per_frame"] for b in results["bare"] if b["round"] == r["round"] and b["variant"] == config.baseline), None)
+            if cpu is not None and base:
+                ratios.append(cpu / base)
+        s["cpu_ratio"] = round(statistics.median(ratios), 2) if ratios else None
+        summary[name] = s
+    return summary
+
+
+_NOTES = """\
+- frames out / in: output video frames matched to an input frame by pts (the engine keeps the \
+input's 90 kHz pts; the offset is searched and was {offset}), over the input's frames; \
+content check: {verified} of {checked} decoded output frames look most like the input frame of \
+their pts (not its neighbours). dropped = input frames with no output frame.
+- delay: per frame, when the output frame's last byte reached the observer (read off the output \
+channel as it arrives, 188-byte TS packets) minus when the publisher wrote the input frame's \
+last byte (each frame's bytes sent at its dts, as a live encoder emits them). Same process, \
+one monotonic clock. It includes what the input itself imposes: a frame is shown after every \
+frame of lower pts, and B-frames come after the frames they follow (up to {reorder} ms, p99), \
+and a demuxer knows a video PES is complete only when the next one starts (one frame, 33 ms).
+- audio out / in: sum of decoded audio frame durations, output vs input.
+- A/V offset: (first output audio pts - first output video pts) - (the same for the input). \
+beep shift: the input's audio beeps once a second; median of (output beep time - input beep \
+time), both read on the pts axis of the decoded audio: how far the audio moved against the \
+video (whose pts are kept).
+- engine CPU: user+system CPU of the engine's whole process tree (psutil) from just before \
+`POST /live-video-to-video` until its output channel closed, per output frame; baseline: this \
+process's CPU for PyAV demux+decode -> (RGB round trip) -> libx264 ({x264}) -> MPEG-TS in \
+memory, video only, one thread each; engine / bare is the median over rounds of each run's \
+ratio to the bare loop of its own round.
+- start-up: spawn of `livestream serve` -> /health IDLE (polled every 50 ms); spawn -> first \
+output frame of a stream started (and fed) as soon as /health said IDLE; POST -> first output \
+frame for that first stream and for the next one on the same process."""
+
+
+def report(results: dict[str, Any], summary: dict[str, Any], args: argparse.Namespace, command: str, engine: str) -> str:
+    load = results["load_before"], results["load_after"]
     lines = [
-        f"Machine: {machine} (shared with other work while measured; expect noise). "
-        f"Stream: {SECONDS} s of {WIDTH}x{HEIGHT} {FPS} fps H.264 + AAC (PyAV-generated, frame numbers "
-        f"drawn in), 1 s MPEG-TS segments over trickle on loopback; pipeline `noop`; x264 "
-        f"`superfast`/`zerolatency`, no B-frames, 1 s GOP. Run: `.venv/bin/python -m benchmarks live_bench`.",
+        f"Machine: {_machine()}; load average {', '.join(f'{x:.1f}' for x in load[0])} before, "
+        f"{', '.join(f'{x:.1f}' for x in load[1])} after. Engine: {engine}. Command: `{command}`. "
+        f"{args.rounds} round(s), medians; {args.seconds} s streams of {WIDTH}x{HEIGHT} {FPS} fps H.264 (+ AAC) from ffmpeg.",
         "",
-        "| measure | livestream | bare PyAV loop (same run) | ai-runner `noop` (contract §7) |",
-        "|---|---|---|---|",
-        f"| (a) CPU per frame, real-time input | {rt_cpu:.1f} ms ({rt_cpu / bare.cpu_ms:.2f}x bare) | "
-        f"{bare.cpu_ms:.1f} ms | 34–47 ms |",
-        f"| (a) CPU per frame, whole stream at once | {th_cpu:.1f} ms ({th_cpu / bare.cpu_ms:.2f}x bare) | "
-        f"{bare.cpu_ms:.1f} ms | — |",
-        f"| (a) sustained fps, whole stream at once | {th.fps:.0f} fps ({th.fps / bare_fps:.2f}x bare) | "
-        f"{bare_fps:.0f} fps | capped at 24 |",
-        f"| (a) fps at real-time input | {rt.frames_out / SECONDS:.1f} of {FPS} | — | 24 (cap) |",
-        f"| (b) per-frame latency, bytes in → packet out, p50 / p99 | {e2e['p50']} / {e2e['p99']} ms | "
-        f"encoder alone {enc_p50} / {enc_p99} ms | 250–290 ms median (p90 376–1061) |",
-        f"| (b) input segment start → output segment start, p50 / p99 | {_ms(rt.segment_delays, 50)} / "
-        f"{_ms(rt.segment_delays, 99)} ms | — | 100–165 ms |",
-        f"| (c) concurrent sessions at full frame rate | {sustained} | — | 1 (one stream per runner) |",
-        f"| (d) frames dropped, each segment in one burst | {burst.dropped} of {n_frames} | — | 35–45 % |",
-        f"| last output segment closed after input ends | at once | — | ~60 s later |",
-        f"| SIGTERM to exit (engine process) | {r['shutdown_seconds'] or 0:.2f} s | — | inference process not stopped in 3 s |",
-        "",
-        "(c) in detail: N sessions at real time at once (output fps per session, frames dropped in all):",
-        "",
-        "| sessions | output fps | dropped | sustained |",
-        "|---|---|---|---|",
-        *conc_lines,
-        "",
-        "Notes: CPU is the engine process's user+system time (all threads: trickle I/O, demux, "
-        "decode, queue, encode, mux) divided by frames out; the bare loop's is this process's time for "
-        "demux + decode + encode + mux with no I/O. Latency (b) is measured inside the session from "
-        "the moment a frame's bytes arrive from the input channel to its packet leaving the muxer for "
-        "the output channel, with the input fed at real time; (a) and (b) keep the least disturbed of "
-        "3 (whole stream) or 2 (real time) runs, each next to a bare-loop run; the encoder's own figure is the "
-        "bare loop's `encode()` call. The segment-start delay is measured from the orchestrator: input "
-        "bytes are paced evenly over each second, so a segment's large first keyframe takes ~100 ms "
-        "to arrive before it can be decoded (the per-frame figure starts when the frame's bytes are "
-        "in). (c) stops at the first N that drops frames or falls behind; the machine was shared "
-        "with other jobs, so (c) moves between runs (4 to 8 seen in our runs)."
-        ' Against the 1.2x goal: met within noise when the stream arrives at once (1.10x to 1.40x across our runs), not at real time (1.6x to 2.3x). A per-thread breakdown of a real-time run (psutil) puts ~2.0-2.3 ms/frame in the encode thread (x264 itself), ~1.1 ms in the event loop (trickle HTTP in and out, hand-offs) and ~0.8 ms in the decode thread (demux and decode ~0.2 ms, the rest per-chunk hand-off); the bare loop pays no I/O at all.',
+        "| run | frames out / in | dropped | delay p50 / p90 / p99 ms | audio out / in s | A/V offset ms (pts / beep) "
+        "| engine CPU ms/frame | bare loop ms/frame | engine / bare |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    text = "\n".join(lines)
+    for name in args.configs:
+        s = summary[name]
+        if CONFIGS[name].baseline is None:
+            continue
+        audio = f"{_fmt(s['audio_out_s'], 2)} / {_fmt(s['audio_in_s'], 2)}" if CONFIGS[name].audio else "— (video-only input)"
+        beeps = f" ({_fmt(s['beeps_out'])} of {_fmt(s['beeps_in'])} beeps)" if s["beeps_out"] != s["beeps_in"] else ""
+        avo = f"{_fmt(s['av_offset_ms'])} / {_fmt(s['beep_shift_ms'])}{beeps}" if CONFIGS[name].audio else "—"
+        lines.append(
+            f"| {name} | {_fmt(s['frames_matched'])} / {_fmt(s['frames_in'])} | {_fmt(s['dropped'])} | "
+            f"{_fmt(s['delay_p50_ms'])} / {_fmt(s['delay_p90_ms'])} / {_fmt(s['delay_p99_ms'])} | {audio} | {avo} | "
+            f"{_fmt(s['engine_cpu_ms_per_frame'], 2)} | {_fmt(s['baseline_cpu_ms_per_frame'], 2)} ({s['baseline']}) | "
+            f"{_fmt(s['cpu_ratio'], 2)}x |"
+        )
+    lines += [
+        "",
+        "| pipeline | spawn → /health IDLE ms | spawn → first output frame ms | POST → first frame ms, first stream "
+        "| POST → first frame ms, second stream |",
+        "|---|---|---|---|---|",
+    ]
+    for name in args.configs:
+        s = summary[name]
+        if name == "noop-video":
+            continue
+        label = f"{name} (tiny random-weight model, CPU)" if name == "streamdiffusion" else name
+        lines.append(
+            f"| {label} | {_fmt(s['spawn_to_ready_ms'])} | {_fmt(s['spawn_to_first_frame_ms'])} | "
+            f"{_fmt(s['post_to_first_frame_first_ms'])} | {_fmt(s['post_to_first_frame_second_ms'])} |"
+        )
+    first = next((summary[n] for n in args.configs if CONFIGS[n].baseline), None) or {}
+    lines += [
+        "",
+        _NOTES.format(
+            offset=", ".join(sorted({str(_fmt(summary[n]['pts_offset_ticks'])) for n in args.configs if CONFIGS[n].baseline})),
+            verified=_fmt(first.get("content_verified")),
+            checked=_fmt(first.get("content_checked")),
+            reorder=_fmt(first.get("input_reorder_wait_p99_ms")),
+            x264=", ".join(f"{k}={v}" for k, v in X264.items()),
+        ),
+    ]
+    problems = [f"{n}: {e}" for n in args.configs for e in summary[n]["errors"]]
+    if problems:
+        lines += ["", "Problems seen:", *[f"- {p[:300]}" for p in problems]]
+    diag = [
+        f"{n} {_fmt(summary[n]['engine_e2e_p50_ms'], 1)} ms" for n in args.configs if summary[n]["engine_e2e_p50_ms"] is not None
+    ]
+    if diag:
+        lines += ["", f"Diagnosis only (the engine's own in-session e2e p50, from its final status event): {', '.join(diag)}."]
+    return "\n".join(lines)
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks live_bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per configuration, alternated; default %(default)s")
+    parser.add_argument("--seconds", type=int, default=10, help="length of the measured stream (1 s segments); default %(default)s")
+    parser.add_argument(
+        "--startup-seconds",
+        type=int,
+        default=30,
+        help="the most input a start-up stream gets (it stops 1 s after the first output frame); default %(default)s",
+    )
+    parser.add_argument(
+        "--configs",
+        type=lambda s: [x for x in s.split(",") if x],
+        default=list(CONFIGS),
+        help=f"comma-separated, from {','.join(CONFIGS)}; default all",
+    )
+    parser.add_argument("--out", type=Path, help="folder for results.json, results.md and logs; default a new temp folder")
+    parser.add_argument(
+        "--report", type=Path, metavar="RESULTS_JSON", help="only print the tables of an earlier run's results.json"
+    )
+    parser.add_argument(
+        "--engine-commit",
+        metavar="REV",
+        help="run the engine (and the tiny-model writer) from this commit, exported with `git archive`, "
+        "instead of the installed working tree; e.g. HEAD while the tree has uncommitted edits",
+    )
+    args = parser.parse_args(argv)
+    unknown = [c for c in args.configs if c not in CONFIGS]
+    if unknown:
+        parser.error(f"unknown config(s) {unknown}; choose from {list(CONFIGS)}")
+    if min(args.rounds, args.seconds, args.startup_seconds) < 1:
+        parser.error("--rounds, --seconds and --startup-seconds must be >= 1")
+    return args
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM unwinds like Ctrl-C, so every `finally` stops its subprocesses."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parse(argv or [])
+    if args.report is not None:
+        saved = json.loads(args.report.read_text())
+        old = argparse.Namespace(**saved["args"])
+        print(report(saved, summarise(saved, old), old, saved["command"], saved["engine_source"]))
+        return
+    if shutil.which("ffmpeg") is None:
+        raise SystemExit("live_bench needs the ffmpeg binary (the input is made by ffmpeg)")
+    workdir = args.out.resolve() if args.out else Path(tempfile.mkdtemp(prefix=f"live_bench-{time.strftime('%Y%m%d-%H%M%S')}-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    command = "python -m benchmarks live_bench" + ("" if not argv else " " + " ".join(argv))
+    engine_source = "installed (working tree)"
+    if args.engine_commit:
+        global _ENGINE_SRC
+        sha, _ENGINE_SRC = export_commit(args.engine_commit, workdir)
+        engine_source = f"commit {sha}"
+        print(f"engine from {engine_source} ({_ENGINE_SRC})", flush=True)
+    try:
+        with _terminate_as_interrupt():
+            results = asyncio.run(_bench(args, workdir))
+    except KeyboardInterrupt:
+        raise SystemExit(f"interrupted; logs in {workdir}") from None
+    finally:
+        _stop_all()
+    summary = summarise(results, args)
+    text = report(results, summary, args, command, engine_source)
+    results["summary"] = summary
+    results["machine"] = _machine()
+    results["command"] = command
+    results["engine_source"] = engine_source
+    results["args"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    (workdir / "results.json").write_text(json.dumps(results, indent=1, default=str))
+    (workdir / "results.md").write_text(text + "\n")
+    print()
     print(text)
-    _write_section(text)
-
-
-def _write_section(text: str) -> None:
-    doc = DOCS.read_text()
-    pattern = re.compile(r"(## live_bench\n\n)(.*?)(?=\n## |\Z)", re.S)
-    if pattern.search(doc):
-        doc = pattern.sub(lambda m: m.group(1) + text + "\n", doc, count=1)
-    else:
-        doc = doc.rstrip() + "\n\n## live_bench\n\n" + text + "\n"
-    DOCS.write_text(doc)
+    print(f"\nresults: {workdir / 'results.json'} (engine logs next to it)")
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])
