@@ -47,33 +47,19 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import av
-import numpy as np
 import psutil  # type: ignore[import-untyped]
 
 from trickle import TrickleError, TricklePublisher, TrickleSubscriber
 
-from .live_observer import (
-    AudioTrack,
-    PacedSegment,
-    TsTimeline,
-    beep_onsets,
-    beep_shift,
-    content_check,
-    decode_audio,
-    decode_video,
-    make_input,
-    match_frames,
-    pace,
-    percentile,
-    reorder_floor,
-)
+from .live_observer import Input, PacedSegment, Raw, analyse
 
 __all__ = ["main"]
 
@@ -315,56 +301,7 @@ class TrickleServerProcess(Child):
         await _poll("trickle server", check, 30.0)
 
 
-# --- the input --------------------------------------------------------------------------------
-
-
-@dataclass
-class Input:
-    """One ffmpeg-made input, paced, with what the analysis compares the output with."""
-
-    segments: list[bytes]
-    paced: list[PacedSegment]
-    frames: int
-    video: dict[int, np.ndarray]
-    audio: AudioTrack
-    onsets: list[float]
-
-    @classmethod
-    def make(cls, seconds: int, audio: bool) -> Input:
-        segments = make_input(seconds, width=WIDTH, height=HEIGHT, fps=FPS, audio=audio)
-        return cls.of(segments)
-
-    @classmethod
-    def of(cls, segments: list[bytes]) -> Input:
-        paced, order = pace(segments, FPS)
-        data = b"".join(segments)
-        track = decode_audio(data)
-        return cls(segments, paced, len(order), decode_video(data), track, beep_onsets(track))
-
-    def head(self, seconds: int) -> Input:
-        return self if seconds >= len(self.segments) else Input.of(self.segments[:seconds])
-
-
 # --- one stream -----------------------------------------------------------------------------
-
-
-@dataclass
-class Raw:
-    """What the gateway side saw of one stream (analysed once the engine is gone)."""
-
-    mid: str
-    t_post: float
-    post_status: int = 0
-    post_seconds: float = 0.0
-    sent: dict[int, float] = field(default_factory=dict)
-    timeline: TsTimeline = field(default_factory=TsTimeline)
-    output: list[bytes] = field(default_factory=list)
-    leftover_bytes: int = 0
-    events: list[dict[str, Any]] = field(default_factory=list)
-    cpu_seconds: float | None = None
-    input_end: float | None = None
-    output_closed: float | None = None
-    errors: list[str] = field(default_factory=list)
 
 
 async def _create_channels(http: aiohttp.ClientSession, channels: dict[str, tuple[str, str]]) -> None:
@@ -493,83 +430,6 @@ async def run_stream(
     return raw
 
 
-# --- analysis -------------------------------------------------------------------------------
-
-
-def _ms(seconds: float | None) -> float | None:
-    return None if seconds is None else round(seconds * 1000, 1)
-
-
-def analyse(raw: Raw, stream: Input, *, spawned: float) -> dict[str, Any]:
-    """Numbers from one stream's bytes (after the engine has exited: PyAV decodes here)."""
-    match = match_frames(raw.sent, raw.timeline.video())
-    delays = [match.matched[p] for p in sorted(match.matched)]
-    floor = reorder_floor(raw.sent)
-    data = b"".join(raw.output)
-    out_audio = decode_audio(data)
-    out_video = decode_video(data)
-    checked = verified = 0
-    if match.pts_offset is not None:
-        checked, verified = content_check(out_video, stream.video, match.pts_offset, 90_000 // FPS)
-    in_v0 = min(stream.video) / 90_000 if stream.video else None
-    out_v0 = min(out_video) / 90_000 if out_video else None
-    av_offset = None
-    if None not in (in_v0, out_v0, stream.audio.first_pts, out_audio.first_pts):
-        assert in_v0 is not None and out_v0 is not None and stream.audio.first_pts is not None
-        assert out_audio.first_pts is not None
-        av_offset = (out_audio.first_pts - out_v0) - (stream.audio.first_pts - in_v0)
-    shift = beep_shift(stream.onsets, beep_onsets(out_audio)) if stream.onsets else None
-    final: dict[str, Any] = next((e.get("event", e) for e in reversed(raw.events) if e.get("event", e).get("type") == "status"), {})
-    first = match.first_output_at
-    return {
-        "mid": raw.mid,
-        "errors": raw.errors,
-        "frames_in": len(raw.sent),
-        "frames_in_file": stream.frames,
-        "frames_out": len(raw.timeline.video()),
-        "frames_matched": len(match.matched),
-        "dropped": len(raw.sent) - len(match.matched),
-        "repeated": match.repeated,
-        "unmatched": match.unmatched,
-        "out_of_order": match.out_of_order,
-        "pts_offset_ticks": match.pts_offset,
-        "content_checked": checked,
-        "content_verified": verified,
-        "delay_ms": {f"p{q}": _ms(percentile(delays, q)) for q in (50, 90, 99)} | {"max": _ms(max(delays, default=None))},
-        "delay_first_frame_ms": _ms(delays[0]) if delays else None,
-        "input_reorder_wait_ms": {f"p{q}": _ms(percentile(list(floor.values()), q)) for q in (50, 99)},
-        "delays_ms": [_ms(d) for d in delays],
-        "post_ms": _ms(raw.post_seconds),
-        "post_to_first_frame_ms": _ms(first - raw.t_post) if first is not None else None,
-        "spawn_to_first_frame_ms": _ms(first - spawned) if first is not None else None,
-        "input_end_to_output_closed_ms": _ms(raw.output_closed - raw.input_end)
-        if raw.output_closed is not None and raw.input_end is not None
-        else None,
-        "output_segments": len(raw.output),
-        "output_bytes": len(data),
-        "leftover_bytes": raw.leftover_bytes,
-        "ts_resyncs": raw.timeline.resyncs,
-        # the whole input's audio; for a start-up stream (stopped early) only a part was sent
-        "audio_in_s": round(stream.audio.duration, 3) if len(raw.sent) == stream.frames else None,
-        "audio_out_s": round(out_audio.duration, 3),
-        "audio_out_codec": out_audio.codec,
-        "audio_out_rate": out_audio.sample_rate,
-        "av_offset_ms": _ms(av_offset),
-        "beep_shift_ms": _ms(shift),
-        "beeps_in": len(stream.onsets),
-        "beeps_out": len(beep_onsets(out_audio)),
-        "engine_cpu_s": raw.cpu_seconds,
-        "engine_cpu_ms_per_frame": round(raw.cpu_seconds / len(match.matched) * 1000, 2)
-        if raw.cpu_seconds is not None and match.matched
-        else None,
-        "engine_status": {  # the engine's own figures: diagnosis only
-            k: final.get(k)
-            for k in ("frames_in", "frames_out", "dropped_frames", "e2e_latency_ms", "time_to_first_frame_ms", "end_reason", "error")
-            if k in final
-        },
-    }
-
-
 # --- engine runs ----------------------------------------------------------------------------
 
 
@@ -589,9 +449,8 @@ async def engine_run(
     raws: list[tuple[Raw, Input]] = []
     result: dict[str, Any] = {"config": config.name, "label": label}
     try:
-        result["spawn_to_ready_ms"] = _ms(
-            await engine.wait_health(http, {"IDLE", "OK"}, READY_TIMEOUT.get(config.model_id, 60.0))
-        )
+        ready = await engine.wait_health(http, {"IDLE", "OK"}, READY_TIMEOUT.get(config.model_id, 60.0))
+        result["spawn_to_ready_ms"] = round(ready * 1000, 1)
         first = await run_stream(http, engine, trickle.base, f"{label}-first", config.model_id, startup, startup=True)
         raws.append((first, startup))
         await engine.wait_health(http, {"IDLE"}, 30.0)
@@ -684,7 +543,7 @@ async def _bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     configs = [CONFIGS[name] for name in args.configs]
     print(f"making the input with ffmpeg: 1 s segments, {WIDTH}x{HEIGHT} {FPS} fps", flush=True)
     longest = max(args.seconds, args.startup_seconds)
-    made = {audio: await asyncio.to_thread(Input.make, longest, audio) for audio in {c.audio for c in configs}}
+    made = {audio: await asyncio.to_thread(partial(Input.make, longest, audio=audio, width=WIDTH, height=HEIGHT, fps=FPS)) for audio in {c.audio for c in configs}}
     inputs = {audio: inp.head(args.seconds) for audio, inp in made.items()}
     startup = {audio: inp.head(args.startup_seconds) for audio, inp in made.items()}
     model_dir: Path | None = None

@@ -16,6 +16,8 @@ as bytes off a trickle channel, the way a gateway reads it.
 - `decode_video` / `decode_audio`, `content_check`, `beep_onsets`: PyAV decodes after the run
   (off the measured window): frames compared with the input frame of the same pts against its
   neighbours, audio duration, and where the beeps fall on the pts axis (A/V sync by content).
+- `Input`, `Raw`, `analyse`: one input with what the output is compared with, what the gateway
+  saw of one stream, and the figures drawn from it.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -34,9 +37,12 @@ __all__ = [
     "AudioTrack",
     "Chunk",
     "FrameMatch",
+    "Input",
     "PacedSegment",
     "PesUnit",
+    "Raw",
     "TsTimeline",
+    "analyse",
     "beep_onsets",
     "beep_shift",
     "content_check",
@@ -446,3 +452,129 @@ def beep_shift(inp: list[float], out: list[float]) -> float | None:
     shifts = [o - float(arr[np.argmin(np.abs(arr - o))]) for o in out]
     shifts = [s for s in shifts if abs(s) < 0.5]
     return float(np.median(shifts)) if shifts else None
+
+
+# --- one stream, as the gateway saw it ----------------------------------------------------
+
+
+@dataclass
+class Input:
+    """One ffmpeg-made input, paced, with what the analysis compares the output with."""
+
+    segments: list[bytes]
+    paced: list[PacedSegment]
+    frames: int
+    video: dict[int, np.ndarray]
+    audio: AudioTrack
+    onsets: list[float]
+
+    fps: int = 30
+
+    @classmethod
+    def make(cls, seconds: int, *, audio: bool, width: int = 512, height: int = 512, fps: int = 30) -> Input:
+        return cls.of(make_input(seconds, width=width, height=height, fps=fps, audio=audio), fps)
+
+    @classmethod
+    def of(cls, segments: list[bytes], fps: int = 30) -> Input:
+        paced, order = pace(segments, fps)
+        data = b"".join(segments)
+        track = decode_audio(data)
+        return cls(segments, paced, len(order), decode_video(data), track, beep_onsets(track), fps)
+
+    def head(self, seconds: int) -> Input:
+        """The first `seconds` segments."""
+        return self if seconds >= len(self.segments) else Input.of(self.segments[:seconds], self.fps)
+
+
+@dataclass
+class Raw:
+    """What the gateway side saw of one stream: the publisher fills `sent` (input pts -> when
+    its last byte was written), the output reader `timeline` and `output`."""
+
+    mid: str
+    t_post: float
+    post_status: int = 0
+    post_seconds: float = 0.0
+    sent: dict[int, float] = field(default_factory=dict)
+    timeline: TsTimeline = field(default_factory=TsTimeline)
+    output: list[bytes] = field(default_factory=list)
+    leftover_bytes: int = 0
+    events: list[dict[str, Any]] = field(default_factory=list)
+    cpu_seconds: float | None = None
+    input_end: float | None = None
+    output_closed: float | None = None
+    errors: list[str] = field(default_factory=list)
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 1)
+
+
+def analyse(raw: Raw, stream: Input, *, spawned: float) -> dict[str, Any]:
+    """Numbers from one stream's bytes (after the engine has exited: PyAV decodes here)."""
+    match = match_frames(raw.sent, raw.timeline.video())
+    delays = [match.matched[p] for p in sorted(match.matched)]
+    floor = reorder_floor(raw.sent)
+    data = b"".join(raw.output)
+    out_audio = decode_audio(data)
+    out_video = decode_video(data)
+    checked = verified = 0
+    if match.pts_offset is not None:
+        checked, verified = content_check(out_video, stream.video, match.pts_offset, CLOCK // stream.fps)
+    in_v0 = min(stream.video) / CLOCK if stream.video else None
+    out_v0 = min(out_video) / CLOCK if out_video else None
+    av_offset = None
+    if None not in (in_v0, out_v0, stream.audio.first_pts, out_audio.first_pts):
+        assert in_v0 is not None and out_v0 is not None and stream.audio.first_pts is not None
+        assert out_audio.first_pts is not None
+        av_offset = (out_audio.first_pts - out_v0) - (stream.audio.first_pts - in_v0)
+    shift = beep_shift(stream.onsets, beep_onsets(out_audio)) if stream.onsets else None
+    final: dict[str, Any] = next((e.get("event", e) for e in reversed(raw.events) if e.get("event", e).get("type") == "status"), {})
+    first = match.first_output_at
+    return {
+        "mid": raw.mid,
+        "errors": raw.errors,
+        "frames_in": len(raw.sent),
+        "frames_in_file": stream.frames,
+        "frames_out": len(raw.timeline.video()),
+        "frames_matched": len(match.matched),
+        "dropped": len(raw.sent) - len(match.matched),
+        "repeated": match.repeated,
+        "unmatched": match.unmatched,
+        "out_of_order": match.out_of_order,
+        "pts_offset_ticks": match.pts_offset,
+        "content_checked": checked,
+        "content_verified": verified,
+        "delay_ms": {f"p{q}": _ms(percentile(delays, q)) for q in (50, 90, 99)} | {"max": _ms(max(delays, default=None))},
+        "delay_first_frame_ms": _ms(delays[0]) if delays else None,
+        "input_reorder_wait_ms": {f"p{q}": _ms(percentile(list(floor.values()), q)) for q in (50, 99)},
+        "delays_ms": [_ms(d) for d in delays],
+        "post_ms": _ms(raw.post_seconds),
+        "post_to_first_frame_ms": _ms(first - raw.t_post) if first is not None else None,
+        "spawn_to_first_frame_ms": _ms(first - spawned) if first is not None else None,
+        "input_end_to_output_closed_ms": _ms(raw.output_closed - raw.input_end)
+        if raw.output_closed is not None and raw.input_end is not None
+        else None,
+        "output_segments": len(raw.output),
+        "output_bytes": len(data),
+        "leftover_bytes": raw.leftover_bytes,
+        "ts_resyncs": raw.timeline.resyncs,
+        # the whole input's audio; for a start-up stream (stopped early) only a part was sent
+        "audio_in_s": round(stream.audio.duration, 3) if len(raw.sent) == stream.frames else None,
+        "audio_out_s": round(out_audio.duration, 3),
+        "audio_out_codec": out_audio.codec,
+        "audio_out_rate": out_audio.sample_rate,
+        "av_offset_ms": _ms(av_offset),
+        "beep_shift_ms": _ms(shift),
+        "beeps_in": len(stream.onsets),
+        "beeps_out": len(beep_onsets(out_audio)),
+        "engine_cpu_s": raw.cpu_seconds,
+        "engine_cpu_ms_per_frame": round(raw.cpu_seconds / len(match.matched) * 1000, 2)
+        if raw.cpu_seconds is not None and match.matched
+        else None,
+        "engine_status": {  # the engine's own figures: diagnosis only
+            k: final.get(k)
+            for k in ("frames_in", "frames_out", "dropped_frames", "e2e_latency_ms", "time_to_first_frame_ms", "end_reason", "error")
+            if k in final
+        },
+    }
