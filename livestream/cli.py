@@ -1,4 +1,4 @@
-"""Command line: `livestream serve`, `livestream prepare`, `livestream trickle-server`, `livestream models tiny`.
+"""Command line: `livestream serve`, `livestream gateway`, `livestream prepare`, `livestream trickle-server`, `livestream models tiny`.
 
 Every `serve` flag can also be set by an environment variable; where Livepeer's ai-runner has a
 name for it (PIPELINE, MODEL_ID, AUTH_TOKEN, MODEL_DIR, HOST, PORT) we use that name.
@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, TypedDict
 
 from . import __version__
 from .errors import ConfigError
+from .gateway.cli import add_gateway_parser
 from .settings import Settings, env_bool, env_int, env_str, parse_default_models
 
 if TYPE_CHECKING:
@@ -199,6 +200,8 @@ def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParse
     prepare.add_argument("--include", action="append", default=[], metavar="PATTERN", help="download only matching files")
     prepare.add_argument("--exclude", action="append", default=[], metavar="PATTERN", help="skip matching files")
     prepare.set_defaults(handler=_prepare)
+
+    add_gateway_parser(commands, env)
 
     models = commands.add_parser("models", help="model utilities", description="Model utilities.")
     model_commands = models.add_subparsers(dest="models_command", metavar="SUBCOMMAND", required=True)

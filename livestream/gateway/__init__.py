@@ -1,0 +1,21 @@
+"""The gateway: Livepeer's gateway API (what the `livepeer-ai` SDK calls) over many runners.
+
+    config.py     GatewayConfig: every knob and its default; the optional JSON file
+    spec.py       the gateway routes and the gateway OpenAPI document
+    requests.py   a client's request checked against the spec and re-encoded for the runners
+    backends.py   what the gateway knows of each runner; the discovery loop
+    selection.py  which runner gets a request
+    retry.py      what a failed try means; the time budget
+    proxy.py      the retry loop, one try, and shaping the answer (JSON, mp4, event streams)
+    video.py      image-to-video's frames to an H.264 mp4
+    storage.py    the local media store with a TTL
+    jobs.py       image-to-video with `Prefer: respond-async`
+    auth.py       bearer keys
+    metrics.py    /metrics per runner
+    app.py        the aiohttp application
+"""
+
+from .app import GATEWAY_KEY, Gateway, build_gateway_app
+from .config import GatewayConfig, RunnerConfig
+
+__all__ = ["GATEWAY_KEY", "Gateway", "GatewayConfig", "RunnerConfig", "build_gateway_app"]

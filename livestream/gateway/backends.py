@@ -1,0 +1,211 @@
+"""Runner backends: what the gateway knows of each one, and the discovery loop that learns it.
+
+Each round (every `refresh_interval` seconds) probes every runner at once: `GET /health`, then
+`GET /hardware/info` (the pipeline and model a runner is pinned to, if any) and, when the runner
+has just come up, `GET /openapi.json` (the pipelines it serves). A runner that does not answer is
+`down` until a later round reaches it; no runner's state ever stops the gateway. Each round also
+takes one step off every suspension (go-livepeer counts suspensions in refresh rounds too).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import aiohttp
+
+from .config import GatewayConfig, RunnerConfig
+
+__all__ = ["Backend", "Discovery", "LatencyStat", "auth_headers"]
+
+log = logging.getLogger(__name__)
+
+State = Literal["unknown", "up", "down"]
+
+#: Weight of the newest sample in a latency average.
+_EWMA_ALPHA = 0.3
+
+
+@dataclass
+class LatencyStat:
+    """Exponentially weighted seconds per request, for one (pipeline, model)."""
+
+    seconds: float = 0.0
+    samples: int = 0
+
+    def add(self, seconds: float) -> None:
+        self.seconds = seconds if self.samples == 0 else self.seconds + _EWMA_ALPHA * (seconds - self.seconds)
+        self.samples += 1
+
+
+@dataclass(eq=False)
+class Backend:
+    config: RunnerConfig
+    state: State = "unknown"
+    health: str = ""
+    #: Pipelines from the runner's OpenAPI document; None = not known (then it may serve any).
+    pipelines: frozenset[str] | None = None
+    #: Whether the runner serves the OpenAI-compatible `/v1/chat/completions`.
+    openai: bool = False
+    #: The (pipeline, model_id) the runner is pinned to (`/hardware/info`), like ai-runner containers.
+    pinned: tuple[str, str] | None = None
+    #: Models seen answering on this runner (pinned, or a successful request): the warm pool.
+    warm: set[tuple[str, str]] = field(default_factory=set)
+    latency: dict[tuple[str, str], LatencyStat] = field(default_factory=dict)
+    in_flight: int = 0
+    #: Refresh rounds left in the current suspension; 0 = not suspended.
+    penalty: int = 0
+    suspensions: int = 0
+    last_error: str = ""
+    last_seen: float = 0.0
+
+    @property
+    def url(self) -> str:
+        return self.config.url
+
+    @property
+    def suspended(self) -> bool:
+        return self.penalty > 0
+
+    def serves(self, pipeline: str, model_id: str) -> bool:
+        if self.state != "up":
+            return False
+        if self.pinned is not None:
+            pinned_pipeline, pinned_model = self.pinned
+            return pinned_pipeline == pipeline and (not model_id or model_id == pinned_model)
+        return self.pipelines is None or pipeline in self.pipelines
+
+    def is_warm(self, pipeline: str, model_id: str) -> bool:
+        if not model_id:
+            return any(p == pipeline for p, _ in self.warm)
+        return (pipeline, model_id) in self.warm
+
+    def suspend(self, penalty: int, reason: str) -> None:
+        """Suspend for `penalty` more rounds; repeated failures add up, each round takes one off."""
+        self.penalty += penalty
+        self.suspensions += 1
+        self.last_error = reason
+        log.warning("runner %s suspended for %d rounds: %s", self.url, self.penalty, reason)
+
+    def record_success(self, pipeline: str, model_id: str, seconds: float) -> None:
+        self.latency.setdefault((pipeline, model_id), LatencyStat()).add(seconds)
+        if model_id:
+            self.warm.add((pipeline, model_id))
+
+    def status(self) -> dict[str, Any]:
+        """The `GET /backends` entry."""
+        return {
+            "url": self.url,
+            "state": self.state,
+            "health": self.health,
+            "pipelines": sorted(self.pipelines) if self.pipelines is not None else None,
+            "openai": self.openai,
+            "pinned": {"pipeline": self.pinned[0], "model_id": self.pinned[1]} if self.pinned else None,
+            "warm_models": [{"pipeline": p, "model_id": m} for p, m in sorted(self.warm)],
+            "latency_seconds": {f"{p}/{m}": round(st.seconds, 6) for (p, m), st in sorted(self.latency.items())},
+            "in_flight": self.in_flight,
+            "suspended": self.suspended,
+            "penalty": self.penalty,
+            "suspensions": self.suspensions,
+            "last_error": self.last_error,
+            "prices": dict(self.config.prices),
+        }
+
+
+def auth_headers(config: RunnerConfig) -> dict[str, str]:
+    return {"Authorization": f"Bearer {config.token}"} if config.token else {}
+
+
+async def _get_json(session: aiohttp.ClientSession, url: str, timeout: float, headers: dict[str, str]) -> Any:
+    async with session.get(url, timeout=aiohttp.ClientTimeout(total=timeout), headers=headers) as resp:
+        if resp.status != 200:
+            raise aiohttp.ClientResponseError(resp.request_info, (), status=resp.status, message=resp.reason or "")
+        return await resp.json(content_type=None)
+
+
+def _pipelines_of(spec: Any) -> tuple[frozenset[str], bool]:
+    paths = spec.get("paths", {}) if isinstance(spec, dict) else {}
+    pipelines = frozenset(p.strip("/") for p, item in paths.items() if isinstance(item, dict) and "post" in item)
+    return pipelines, "/v1/chat/completions" in paths
+
+
+class Discovery:
+    """The backends and the loop that keeps their state fresh."""
+
+    def __init__(self, config: GatewayConfig, session: aiohttp.ClientSession) -> None:
+        self.config = config
+        self.session = session
+        self.backends: list[Backend] = [Backend(config=r) for r in config.runners]
+        self.rounds = 0
+        self._first_round = asyncio.Event()
+
+    async def probe(self, backend: Backend) -> None:
+        timeout = self.config.probe_timeout
+        headers = auth_headers(backend.config)
+        try:
+            health = await _get_json(self.session, f"{backend.url}/health", timeout, headers)
+            backend.health = str(health.get("status", "")) if isinstance(health, dict) else ""
+            info = await _get_json(self.session, f"{backend.url}/hardware/info", timeout, headers)
+            pipeline = str(info.get("pipeline") or "") if isinstance(info, dict) else ""
+            model_id = str(info.get("model_id") or "") if isinstance(info, dict) else ""
+            backend.pinned = (pipeline, model_id) if pipeline and model_id else None
+            if backend.pinned is not None:
+                backend.warm.add(backend.pinned)
+            if backend.state != "up" or backend.pipelines is None:
+                with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError, ValueError):
+                    spec = await _get_json(self.session, f"{backend.url}/openapi.json", timeout, headers)
+                    backend.pipelines, backend.openai = _pipelines_of(spec)
+                if not backend.openai:  # our engine serves /v1 without listing it in its spec
+                    with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError, ValueError):
+                        await _get_json(self.session, f"{backend.url}/v1/models", timeout, headers)
+                        backend.openai = True
+        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, AttributeError) as exc:
+            if backend.state != "down":
+                log.warning("runner %s is down: %s", backend.url, exc or type(exc).__name__)
+            backend.state = "down"
+            backend.health = ""
+            backend.pipelines = None
+            return
+        if backend.state != "up":
+            log.info("runner %s is up (%s)", backend.url, backend.health)
+        backend.state = "up"
+        backend.last_seen = time.time()
+
+    async def refresh(self) -> None:
+        """One discovery round: probe every runner, then decay every suspension by one."""
+        await asyncio.gather(*(self.probe(b) for b in self.backends))
+        for b in self.backends:
+            if b.penalty > 0:
+                b.penalty -= 1
+        self.rounds += 1
+        self._first_round.set()
+
+    async def wait_first_round(self, timeout: float) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._first_round.wait(), timeout)
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.refresh()
+            except Exception:  # a bug in one round must not end discovery
+                log.exception("discovery round failed")
+            await asyncio.sleep(self.config.refresh_interval)
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[Discovery]:
+        task = asyncio.create_task(self.run(), name="gateway-discovery")
+        try:
+            yield self
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def up(self) -> Iterable[Backend]:
+        return (b for b in self.backends if b.state == "up")

@@ -1,0 +1,136 @@
+"""`livestream gateway`: its flags (each also an environment variable) and its entry point.
+
+Precedence: a flag, then its environment variable, then the `--config` JSON file, then the
+`GatewayConfig` default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+from .config import GatewayConfig, RunnerConfig, load_config_file, parse_price_caps
+
+__all__ = ["add_gateway_parser", "config_from_args"]
+
+log = logging.getLogger(__name__)
+
+_DEFAULTS = {f.name: f.default for f in fields(GatewayConfig) if not callable(f.default_factory)}
+
+_EPILOG = """\
+examples:
+  livestream gateway --runner http://gpu1:8000 --runner http://gpu2:8000
+  GATEWAY_RUNNERS=http://gpu1:8000,http://gpu2:8000 GATEWAY_API_KEYS=secret livestream gateway
+  livestream gateway --config gateway.json      runners with prices and tokens, price caps, ...
+"""
+
+#: flag name -> (env variable, parse, help). Lists are comma-separated in the environment.
+_FLAGS: dict[str, tuple[str, Callable[[str], Any], str]] = {
+    "host": ("GATEWAY_HOST", str, "bind address"),
+    "port": ("GATEWAY_PORT", int, "HTTP port"),
+    "refresh_interval": ("GATEWAY_REFRESH_INTERVAL", float, "seconds between runner discovery rounds"),
+    "probe_timeout": ("GATEWAY_PROBE_TIMEOUT", float, "timeout of one discovery request, seconds"),
+    "retry_timeout": ("GATEWAY_RETRY_TIMEOUT", float, "no new try starts after this many seconds (checked between tries)"),
+    "max_tries": ("GATEWAY_MAX_TRIES", int, "most tries per request"),
+    "same_backend_tries": ("GATEWAY_SAME_BACKEND_TRIES", int, "most tries on one runner for 'ticketparams expired'"),
+    "random_share": ("GATEWAY_RANDOM_SHARE", float, "share of picks made at random"),
+    "suspension_penalty": ("GATEWAY_SUSPENSION_PENALTY", int, "discovery rounds a failed runner is suspended for"),
+    "storage_dir": ("GATEWAY_STORAGE_DIR", Path, "folder of stored media (videos); default a temporary folder"),
+    "storage_ttl": ("GATEWAY_STORAGE_TTL", float, "seconds stored media and async results are kept"),
+    "public_url": ("GATEWAY_PUBLIC_URL", str, "base of stored media URLs; default the request's scheme and host"),
+    "default_fps": ("GATEWAY_DEFAULT_FPS", int, "image-to-video fps when the request has none"),
+}
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def add_gateway_parser(commands: Any, env: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
+    env = os.environ if env is None else env
+    p: argparse.ArgumentParser = commands.add_parser(
+        "gateway",
+        help="start a gateway: Livepeer's gateway API over many runners",
+        description="Serve Livepeer's gateway API (what the livepeer-ai SDK calls) over many runners, "
+        "with selection, retries and failover. See docs/gateway.md.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--config", type=Path, default=env.get("GATEWAY_CONFIG") or None,
+                   help="JSON file of GatewayConfig fields (env GATEWAY_CONFIG)")  # fmt: skip
+    p.add_argument("--runner", action="append", default=None, metavar="URL",
+                   help="a runner's base URL; repeatable (env GATEWAY_RUNNERS, comma-separated)")  # fmt: skip
+    p.add_argument("--api-key", action="append", default=None, metavar="KEY",
+                   help="require this bearer key; repeatable (env GATEWAY_API_KEYS, comma-separated); default no auth")  # fmt: skip
+    p.add_argument("--max-price", action="append", default=None, metavar="PIPELINE[/MODEL]=PRICE",
+                   help="price cap per unit; repeatable (env GATEWAY_MAX_PRICES, comma-separated); default none")  # fmt: skip
+    p.add_argument("--ignore-max-price-if-needed", action="store_true", default=None,
+                   help="use over-cap runners when none is under the cap (env GATEWAY_IGNORE_MAX_PRICE_IF_NEEDED=1)")  # fmt: skip
+    p.add_argument("--store-media", action="store_true", default=None,
+                   help="store images and audio too and answer with URLs (env GATEWAY_STORE_MEDIA=1)")  # fmt: skip
+    for name, (var, parse, text) in _FLAGS.items():
+        p.add_argument(_flag(name), type=parse, default=None, help=f"{text} (env {var}); default {_DEFAULTS[name]}")
+    p.set_defaults(handler=_run, gateway_env=env)
+    return p
+
+
+def _env_list(env: Mapping[str, str], name: str) -> list[str] | None:
+    value = env.get(name)
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+def _env_bool(env: Mapping[str, str], name: str) -> bool | None:
+    value = env.get(name)
+    return None if value is None else value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def config_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> GatewayConfig:
+    if env is None:
+        env = args.gateway_env if isinstance(getattr(args, "gateway_env", None), Mapping) else os.environ
+    values: dict[str, Any] = load_config_file(args.config) if args.config else {}
+    for name, (var, parse, _) in _FLAGS.items():
+        flag = getattr(args, name)
+        if flag is not None:
+            values[name] = flag
+        elif env.get(var):
+            try:
+                values[name] = parse(env[var])
+            except ValueError:
+                raise ConfigError(f"{var}={env[var]!r}: not a valid value") from None
+    runners = args.runner or _env_list(env, "GATEWAY_RUNNERS")
+    if runners:
+        values["runners"] = tuple(RunnerConfig(url=u.rstrip("/")) for u in runners)
+    keys = args.api_key or _env_list(env, "GATEWAY_API_KEYS")
+    if keys:
+        values["api_keys"] = tuple(keys)
+    prices = args.max_price or _env_list(env, "GATEWAY_MAX_PRICES")
+    if prices:
+        values["max_prices"] = parse_price_caps(prices)
+    for name in ("ignore_max_price_if_needed", "store_media"):
+        flag = getattr(args, name)
+        value = flag if flag is not None else _env_bool(env, "GATEWAY_" + name.upper())
+        if value is not None:
+            values[name] = value
+    config = GatewayConfig(**values)
+    if not config.runners:
+        raise ConfigError("no runners: give --runner URL (or GATEWAY_RUNNERS, or runners in --config)")
+    if not 0.0 <= config.random_share <= 1.0:
+        raise ConfigError("--random-share must be between 0 and 1")
+    return config
+
+
+def _run(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from .app import build_gateway_app
+
+    config = config_from_args(args)
+    log.info("gateway on %s:%d over %d runner(s)", config.host, config.port, len(config.runners))
+    web.run_app(build_gateway_app(config), host=config.host, port=config.port, print=None)
+    return 0

@@ -1,0 +1,122 @@
+"""The gateway's settings: one frozen dataclass, every field with its documented default.
+
+`livestream gateway` fills it from flags, environment variables and an optional JSON file
+(`load_config_file`); the flag wins over the variable, the variable over the file.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+
+__all__ = ["GatewayConfig", "RunnerConfig", "load_config_file", "parse_price_caps"]
+
+
+@dataclass(frozen=True)
+class RunnerConfig:
+    """One runner backend: its base URL and, optionally, its price per unit by pipeline.
+
+    `prices` keys are `"<pipeline>"` or `"<pipeline>/<model_id>"`; the more specific one wins.
+    """
+
+    url: str
+    prices: dict[str, float] = field(default_factory=dict)
+    #: The runner's own bearer token (its AUTH_TOKEN), sent on every request to it.
+    token: str | None = None
+
+    def price(self, pipeline: str, model_id: str) -> float:
+        return self.prices.get(f"{pipeline}/{model_id}", self.prices.get(pipeline, 0.0))
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    host: str = "0.0.0.0"
+    port: int = 8080
+    runners: tuple[RunnerConfig, ...] = ()
+    #: Bearer keys; empty means no auth.
+    api_keys: tuple[str, ...] = ()
+    #: Seconds between two discovery rounds (`/health`, `/hardware/info`, `/openapi.json`).
+    refresh_interval: float = 5.0
+    #: Timeout of one discovery request to a runner, seconds.
+    probe_timeout: float = 2.0
+    #: go-livepeer's `-aiProcessingRetryTimeout`: no new try starts after this many seconds
+    #: since the request arrived. Checked between tries only; a running try is never cut.
+    retry_timeout: float = 2.0
+    #: Most tries per request (go-livepeer's `maxTries`).
+    max_tries: int = 20
+    #: Most tries on one backend for "ticketparams expired" (go-livepeer's `maxSameSessTries`).
+    same_backend_tries: int = 3
+    #: Share of picks made at random among the candidates (go-livepeer: 0.3 of its weights).
+    random_share: float = 0.1
+    #: Refresh rounds a failed backend is suspended for (go-livepeer batch penalty: 3).
+    suspension_penalty: int = 3
+    #: Price caps per unit: `"<pipeline>"` or `"<pipeline>/<model_id>"` -> price; none = any price.
+    max_prices: dict[str, float] = field(default_factory=dict)
+    #: Send to over-cap backends when no backend is under the cap (`-ignoreMaxPriceIfNeeded`).
+    ignore_max_price_if_needed: bool = False
+    #: Folder of the local media store; None = a temporary folder.
+    storage_dir: Path | None = None
+    #: Seconds a stored file (video, async result) is kept (go-livepeer: 10 min).
+    storage_ttl: float = 600.0
+    #: Base of the URLs of stored files, e.g. https://gw.example.com; None = from the request.
+    public_url: str | None = None
+    #: Also store images and audio of the other routes and answer with their URLs.
+    store_media: bool = False
+    #: Default fps of image-to-video's mp4 when the request has none (go-livepeer: 7).
+    default_fps: int = 7
+
+    def price_cap(self, pipeline: str, model_id: str) -> float | None:
+        caps = self.max_prices
+        return caps.get(f"{pipeline}/{model_id}", caps.get(pipeline))
+
+
+def parse_price_caps(items: list[str] | tuple[str, ...]) -> dict[str, float]:
+    """`["text-to-image=0.5", "llm/meta-llama/x=2"]` -> `{"text-to-image": 0.5, ...}`."""
+    out: dict[str, float] = {}
+    for item in items:
+        key, sep, value = item.rpartition("=")
+        if not sep or not key:
+            raise ConfigError(f"price cap {item!r}: expected PIPELINE[/MODEL]=PRICE")
+        try:
+            out[key] = float(value)
+        except ValueError:
+            raise ConfigError(f"price cap {item!r}: {value!r} is not a number") from None
+    return out
+
+
+def _runner(value: Any) -> RunnerConfig:
+    if isinstance(value, str):
+        return RunnerConfig(url=value.rstrip("/"))
+    if isinstance(value, dict) and isinstance(value.get("url"), str):
+        prices = {str(k): float(v) for k, v in dict(value.get("prices") or {}).items()}
+        token = value.get("token")
+        return RunnerConfig(url=value["url"].rstrip("/"), prices=prices, token=str(token) if token else None)
+    raise ConfigError(f"runner entry {value!r}: expected a URL or {{'url': ..., 'prices': {{...}}}}")
+
+
+def load_config_file(path: Path) -> dict[str, Any]:
+    """A JSON object whose keys are `GatewayConfig` fields; returns the fields it sets."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"gateway config {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"gateway config {path}: expected a JSON object")
+    known = {f.name for f in fields(GatewayConfig)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"gateway config {path}: unknown keys {unknown}")
+    out: dict[str, Any] = dict(data)
+    if "runners" in out:
+        out["runners"] = tuple(_runner(r) for r in out["runners"])
+    if "api_keys" in out:
+        out["api_keys"] = tuple(str(k) for k in out["api_keys"])
+    if "storage_dir" in out and out["storage_dir"] is not None:
+        out["storage_dir"] = Path(out["storage_dir"])
+    if "max_prices" in out:
+        out["max_prices"] = {str(k): float(v) for k, v in out["max_prices"].items()}
+    return out

@@ -1,0 +1,235 @@
+"""Sending one request to the runners: pick, try, classify, retry, and shape the answer.
+
+`Proxy.forward` runs the retry loop of `retry.py` over the picks of `selection.py`. A try's
+answer is checked before anything reaches the client: JSON against the route's schema,
+image-to-video's frames turned into an mp4, an LLM event stream relayed chunk by chunk. Once a
+byte of a stream has gone to the client the request is never retried: a runner failing later
+ends the stream with an error event and is suspended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any
+
+import aiohttp
+import pydantic
+from aiohttp import web
+
+from ..api import schemas as s
+from .backends import Backend, Discovery, auth_headers
+from .config import GatewayConfig
+from .metrics import GatewayMetrics
+from .requests import Forwarded
+from .retry import ErrorKind, RetryBudget, TryError, classify
+from .selection import NoBackendError, Selector
+from .storage import LocalStore
+from .video import FramesError, decode_data_url, frames_to_mp4
+
+__all__ = ["GatewayError", "Proxy"]
+
+log = logging.getLogger(__name__)
+
+_EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "audio/wav": "wav",
+               "audio/x-wav": "wav", "audio/mpeg": "mp3", "audio/flac": "flac"}  # fmt: skip
+
+
+class GatewayError(Exception):
+    """The request failed at the gateway: answer `status` with `body` (JSON)."""
+
+    def __init__(self, status: int, msg: str, body: bytes | None = None, content_type: str = "application/json") -> None:
+        super().__init__(msg)
+        self.status = status
+        self.msg = msg
+        self.body = body if body is not None else json.dumps({"detail": {"msg": msg}}).encode()
+        self.content_type = content_type
+
+
+class Proxy:
+    def __init__(self, config: GatewayConfig, discovery: Discovery, selector: Selector, metrics: GatewayMetrics,
+                 session: aiohttp.ClientSession, store: LocalStore) -> None:  # fmt: skip
+        self.config = config
+        self.discovery = discovery
+        self.selector = selector
+        self.metrics = metrics
+        self.session = session
+        self.store = store
+
+    # --- the retry loop -----------------------------------------------------------------------
+
+    async def forward(self, fwd: Forwarded, base_url: str, request: web.Request | None = None) -> dict[str, Any] | web.StreamResponse:
+        """The answer's JSON, or (LLM streams, when `request` is given) the relayed response."""
+        route = fwd.route
+        budget = RetryBudget(self.config.retry_timeout, self.config.max_tries)
+        tried: list[Backend] = []
+        last: TryError | None = None
+        backend: Backend | None = None
+        same_tries = 0
+        while budget.may_try():
+            if backend is None:
+                try:
+                    backend = self.selector.pick(self._backends(fwd), route.pipeline, fwd.model_id, tried)
+                except NoBackendError as exc:
+                    if last is None:
+                        raise GatewayError(503, str(exc)) from None
+                    break
+                same_tries = 0
+            budget.tries += 1
+            same_tries += 1
+            try:
+                return await self._try(backend, fwd, base_url, request)
+            except TryError as err:
+                last = err
+                self.metrics.requests.labels(backend.url, route.pipeline, err.kind.value).inc()
+                log.info("%s via %s: %s (%s)", route.path, backend.url, err.message, err.kind.value)
+                if err.kind is ErrorKind.CLIENT:
+                    raise GatewayError(err.status or 400, err.message, err.body, err.content_type) from None
+                if err.kind is ErrorKind.SAME_AGAIN and same_tries < self.config.same_backend_tries:
+                    continue
+                if err.kind is ErrorKind.FAILURE:
+                    backend.suspend(self.config.suspension_penalty, err.message)
+                    self.metrics.suspensions.labels(backend.url).inc()
+                tried.append(backend)
+                backend = None
+        if last is None:
+            raise GatewayError(503, "no runner available")
+        if last.kind is ErrorKind.FAILURE:
+            raise GatewayError(502, f"runner failed: {last.message}")
+        raise GatewayError(503, f"no runner available: {last.message}")
+
+    def _backends(self, fwd: Forwarded) -> list[Backend]:
+        if fwd.route.path.startswith("/v1/"):
+            return [b for b in self.discovery.backends if b.openai]
+        return self.discovery.backends
+
+    # --- one try -----------------------------------------------------------------------------
+
+    async def _try(self, backend: Backend, fwd: Forwarded, base_url: str, request: web.Request | None) -> dict[str, Any] | web.StreamResponse:
+        route = fwd.route
+        headers = {"Content-Type": fwd.content_type, **auth_headers(backend.config)}
+        started = time.monotonic()
+        backend.in_flight += 1
+        try:
+            async with self.session.post(backend.url + route.path, data=fwd.body, headers=headers) as resp:
+                if resp.status != 200:
+                    body = await resp.read()
+                    text = body[:1000].decode("utf-8", "replace")
+                    raise TryError(classify(resp.status, text), f"runner answered {resp.status}: {_short(text)}",
+                                   resp.status, body, resp.content_type)  # fmt: skip
+                if route.kind == "llm" and resp.content_type == "text/event-stream":
+                    if request is None:
+                        raise TryError(ErrorKind.FAILURE, "runner streamed an answer that was asked as JSON")
+                    return await self._relay(backend, fwd, resp, request, started)
+                raw = await resp.read()
+            result = await self._finish(fwd, raw, base_url)
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            raise TryError(ErrorKind.FAILURE, f"runner unreachable: {exc or type(exc).__name__}") from None
+        finally:
+            backend.in_flight -= 1
+        self._success(backend, fwd, started)
+        return result
+
+    def _success(self, backend: Backend, fwd: Forwarded, started: float) -> None:
+        seconds = time.monotonic() - started
+        backend.record_success(fwd.route.pipeline, fwd.model_id, seconds)
+        self.metrics.requests.labels(backend.url, fwd.route.pipeline, "ok").inc()
+        self.metrics.latency.labels(backend.url, fwd.route.pipeline).observe(seconds)
+
+    async def _finish(self, fwd: Forwarded, raw: bytes, base_url: str) -> dict[str, Any]:
+        """The runner's 200 body, checked and shaped as the gateway answers it."""
+        try:
+            data = json.loads(raw)
+            if fwd.route.path.startswith("/v1/"):
+                if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
+                    raise ValueError("no choices")
+                return data
+            fwd.route.response.model_validate(data)
+        except (ValueError, pydantic.ValidationError) as exc:
+            raise TryError(ErrorKind.FAILURE, f"malformed answer from runner: {_short(str(exc))}") from None
+        if not isinstance(data, dict):
+            raise TryError(ErrorKind.FAILURE, "malformed answer from runner: not an object")
+        if fwd.route.kind == "video":
+            return await self._video(fwd, data, base_url)
+        if self.config.store_media:
+            self._store_media(data, base_url)
+        return data
+
+    async def _video(self, fwd: Forwarded, data: dict[str, Any], base_url: str) -> dict[str, Any]:
+        batches = s.VideoResponse.model_validate(data).frames
+        if not batches or not batches[0]:
+            raise TryError(ErrorKind.FAILURE, "malformed answer from runner: no frames")
+        frames = batches[0]
+        try:
+            images = [decode_data_url(f.url)[1] for f in frames]
+            fps = fwd.fps or self.config.default_fps
+            mp4 = await asyncio.to_thread(frames_to_mp4, images, fps)
+        except FramesError as exc:
+            raise TryError(ErrorKind.FAILURE, f"malformed answer from runner: {exc}") from None
+        key = self.store.put("video.mp4", mp4, "video/mp4")
+        return {"images": [{"url": f"{base_url}/stream/{key}", "seed": frames[0].seed, "nsfw": frames[0].nsfw}]}
+
+    def _store_media(self, data: dict[str, Any], base_url: str) -> None:
+        """Replace data URLs of images and audio by stored files' URLs (option `store_media`)."""
+        media = [m for m in data.get("images", []) if isinstance(m, dict)]
+        if isinstance(data.get("audio"), dict):
+            media.append(data["audio"])
+        for item in media:
+            url = item.get("url")
+            if not isinstance(url, str) or not url.startswith("data:"):
+                continue
+            try:
+                mime, payload = decode_data_url(url)
+            except FramesError:
+                continue
+            key = self.store.put(f"media.{_EXTENSIONS.get(mime, 'bin')}", payload, mime)
+            item["url"] = f"{base_url}/stream/{key}"
+
+    # --- streams -----------------------------------------------------------------------------
+
+    async def _relay(self, backend: Backend, fwd: Forwarded, resp: aiohttp.ClientResponse, request: web.Request,
+                     started: float) -> web.StreamResponse:  # fmt: skip
+        """Relay an event stream as it comes. Before its first chunk a failure may be retried."""
+        first = await resp.content.readany()
+        if not first:
+            raise TryError(ErrorKind.FAILURE, "runner ended its stream before any data")
+        out = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        await out.prepare(request)
+        try:
+            await out.write(first)
+        except (ConnectionResetError, aiohttp.ClientConnectionResetError):
+            return out  # the client left
+        try:
+            while chunk := await resp.content.readany():
+                await out.write(chunk)
+        except (ConnectionResetError, aiohttp.ClientConnectionResetError):
+            return out
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            # Bytes went out: no retry. The runner is suspended; the client sees the end.
+            reason = f"stream broke: {exc or type(exc).__name__}"
+            backend.suspend(self.config.suspension_penalty, reason)
+            self.metrics.suspensions.labels(backend.url).inc()
+            self.metrics.requests.labels(backend.url, fwd.route.pipeline, ErrorKind.FAILURE.value).inc()
+            await _write_quietly(out, f"data: {json.dumps({'error': {'message': reason}})}\n\n".encode())
+            return out
+        self._success(backend, fwd, started)
+        await _write_quietly(out, None)
+        return out
+
+
+async def _write_quietly(out: web.StreamResponse, data: bytes | None) -> None:
+    try:
+        if data is not None:
+            await out.write(data)
+        await out.write_eof()
+    except (ConnectionResetError, aiohttp.ClientConnectionResetError):
+        pass
+
+
+def _short(text: str, limit: int = 200) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
