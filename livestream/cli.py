@@ -138,6 +138,14 @@ def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParse
             "default off, as ai-runner: orchestrators serve trickle with self-signed certificates"
         ),
     )
+    serve.add_argument(
+        "--aux-model",
+        action="append",
+        metavar="KIND=ID_OR_DIR",
+        default=[i for i in (env_str(env, "AUX_MODELS", "") or "").split(",") if i],
+        help="load a live pipeline's auxiliary model (safety, depth, pose, hed, ip_adapter, faceid, super_resolution) "
+        "from this Hugging Face id or folder; repeatable (env AUX_MODELS, comma-separated); default each kind's HF id",
+    )
     _add_webrtc_args(serve, env)
     _add_rtmp_args(serve, env)
     serve.set_defaults(handler=_serve)
@@ -316,6 +324,15 @@ def _check_pipeline(pipeline: str | None) -> None:
         raise ConfigError(f"{pipeline} is not a valid pipeline; expected one of: {', '.join(known)}.")
 
 
+def _aux_models(entries: list[str]) -> dict[str, str]:
+    from pipelines.live.aux_models import parse_aux_models
+
+    try:
+        return parse_aux_models(",".join(entries))
+    except ValueError as exc:
+        raise ConfigError(f"--aux-model: {exc}") from exc
+
+
 def settings_from_args(args: argparse.Namespace) -> Settings:
     if args.port <= 0 or args.port > 65535:
         raise ConfigError(f"--port must be 1..65535, got {args.port}.")
@@ -339,6 +356,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         max_live_sessions=args.max_live_sessions,
         trickle_autocreate=args.trickle_autocreate,
         trickle_verify_tls=args.trickle_verify_tls,
+        aux_models=_aux_models(getattr(args, "aux_model", [])),
         **_webrtc_settings(args),
         **_rtmp_settings(args),
         version=env_str(os.environ, "VERSION", __version__) or __version__,
@@ -464,6 +482,9 @@ def _serve(args: argparse.Namespace) -> int:
         if not settings.pipeline:
             raise ConfigError("PREPARE_MODELS=1 needs PIPELINE and MODEL_ID (or --pipeline and --model-id).")
         return _run_prepare([(settings.pipeline, settings.model_id or "")], settings.model_dir, None, [], [])
+    from pipelines.live.aux_models import configure_aux_models
+
+    configure_aux_models(settings.aux_models)
     app = build_app(settings)
     from pipelines.registry import BATCH_TASKS
 

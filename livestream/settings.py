@@ -63,6 +63,8 @@ class Settings:
     auth_webhook_url: str | None = None
     #: Seconds without data before an RTMP publisher is cut off.
     rtmp_idle_timeout: float = 10.0
+    #: Auxiliary models of the live pipelines, kind -> id or folder (`pipelines.live.aux_models`).
+    aux_models: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def live_session_limit(self) -> int:

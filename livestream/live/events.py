@@ -11,7 +11,7 @@ import json
 import time
 from typing import Any
 
-__all__ = ["STREAM_EVENTS", "STREAM_TRACE", "encode_event", "error_event", "now_ms", "trace_event"]
+__all__ = ["STREAM_EVENTS", "STREAM_TRACE", "encode_event", "error_event", "now_ms", "trace_event", "warning_event"]
 
 STREAM_EVENTS = "ai_stream_events"
 STREAM_TRACE = "stream_trace"
@@ -23,6 +23,11 @@ def now_ms() -> int:
 
 def error_event(pipeline: str, message: str, **extra: Any) -> dict[str, Any]:
     return {"type": "error", "pipeline": pipeline, "message": message, "time": time.time(), **extra}
+
+
+def warning_event(pipeline: str, field: str, message: str, **extra: Any) -> dict[str, Any]:
+    """Something the pipeline runs without (a param it cannot honour yet): not an error."""
+    return {"type": "warning", "pipeline": pipeline, "field": field, "message": message, "time": time.time(), **extra}
 
 
 def trace_event(name: str) -> dict[str, Any]:

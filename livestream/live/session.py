@@ -40,7 +40,7 @@ from ..ingest.trickle import TrickleIngest
 from ..media.packets import AudioSource, EncodedPacket
 from .config import SessionConfig, StartRequest
 from .encode_stage import EncodeStage
-from .events import STREAM_TRACE, error_event, now_ms, trace_event
+from .events import STREAM_TRACE, error_event, now_ms, trace_event, warning_event
 from .events_channel import EventsChannel
 from .frames import FrameQueue, InputFrame, StreamEnded
 from .params import SessionParams
@@ -94,7 +94,8 @@ class Session:
         )
         self._encode = EncodeStage(config.encoder, self.sinks, name=self.stream_id)
         initial = request.params if request.params is not None else spec.params_model()
-        self._params = SessionParams(initial, spec.params_model, apply=self._pipeline.update_params, report=self._report_error)
+        self._params = SessionParams(initial, spec.params_model, apply=self._apply_params, report=self._report_error)
+        self._warned: set[tuple[str, str]] = set()
         self._queue: FrameQueue | None = None
         self.figures = SessionStatus(
             request, spec, config, ingest, self._pipeline, self._encode, self._params, self.sinks, lambda: self.events.dropped
@@ -200,6 +201,7 @@ class Session:
 
     async def _run_media(self) -> None:
         await self._pipeline.load(self._params.current)
+        self._emit_warnings()
         if self._stop_requested.is_set():
             return
         self.figures.set_state(SessionState.ONLINE)
@@ -354,8 +356,22 @@ class Session:
         self.figures.last_error_time = now_ms()
         self.events.emit(error_event(self.spec.name, message, stream_id=self.stream_id))
 
+    async def _apply_params(self, params: LiveParams) -> None:
+        await self._pipeline.update_params(params)
+        self._emit_warnings()
+
+    def _emit_warnings(self) -> None:
+        """One `warning` event per new warning of the pipeline (the status lists them all)."""
+        for warning in self.figures.warnings():
+            key = (warning["field"], warning["message"])
+            if key not in self._warned:
+                self._warned.add(key)
+                self._log.warning("%s: %s", *key)
+                self.events.emit(warning_event(self.spec.name, *key, stream_id=self.stream_id))
+
     async def _status_loop(self) -> None:
         while True:
+            self._emit_warnings()
             self.events.emit(self.status())
             await asyncio.sleep(self.config.status_interval)
 

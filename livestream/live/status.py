@@ -93,6 +93,11 @@ class SessionStatus:
         self.set_state(state)
         return state
 
+    def warnings(self) -> list[dict[str, str]]:
+        """The pipeline's current warnings (`{"field", "message"}`), if it reports any."""
+        pipeline_status = self.pipeline.pipeline_status()
+        return list((pipeline_status or {}).get("warnings") or [])
+
     def event(self, *, final: bool = False, for_api: bool = False) -> dict[str, Any]:
         """The `status` event; `for_api` renders it for the HTTP API (params always included,
         nothing marked as reported)."""
@@ -160,6 +165,8 @@ class SessionStatus:
         pipeline_status = pipeline.pipeline_status()
         if pipeline_status is not None:
             status["pipeline_status"] = pipeline_status
+        # What the params run without, and why: [{"field", "message"}] (pipelines that say).
+        status["warnings"] = list((pipeline_status or {}).get("warnings") or [])
         if final:
             status["final"] = True
             status["end_reason"] = self.end_reason

@@ -132,9 +132,10 @@ class Schedule:
         original = max(int(scheduler.config.original_inference_steps), num_inference_steps)
         scheduler.set_timesteps(num_inference_steps, original_inference_steps=original)
         grid = scheduler.timesteps.to("cpu", torch.long)
-        if max(t_index_list) >= len(grid):
+        if max(t_index_list) > len(grid):
             raise ValueError(f"t_index_list {list(t_index_list)} indexes past the {len(grid)}-step grid")
-        timesteps = grid[list(t_index_list)]
+        # ai-runner accepts an index equal to num_inference_steps: it runs the grid's last step.
+        timesteps = grid[[min(t, len(grid) - 1) for t in t_index_list]]
         acp = scheduler.alphas_cumprod.to(torch.float64)[timesteps]
         scalings = [scheduler.get_scalings_for_boundary_condition_discrete(int(t)) for t in timesteps]
         dtype = dtype or torch.float32
@@ -209,9 +210,17 @@ def make_noise(shape: Sequence[int], seeds: Sequence[tuple[int, float]], *, meth
 
     parts = []
     for seed, _ in seeds:
-        gen = torch.Generator("cpu").manual_seed(int(seed))
+        gen = torch.Generator("cpu").manual_seed(int(seed) % 2**64)  # any int, negative too
         parts.append(torch.randn(tuple(shape), generator=gen, dtype=torch.float32))
-    return blend(parts, [w for _, w in seeds], method=method, normalize=normalize)
+    out = blend(parts, [w for _, w in seeds], method=method, normalize=normalize)
+    if normalize and len(parts) > 1 and not (method == "slerp" and len(parts) == 2):
+        # A weighted sum of independent noises is quieter than each: rescale to their mean
+        # norm, so a seed blend keeps the noise magnitude (as the reference's updater does).
+        target = sum(float(p.norm()) for p in parts) / len(parts)
+        norm = float(out.norm())
+        if norm > 0:
+            out = out * (target / norm)
+    return out
 
 
 def _slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
@@ -227,21 +236,20 @@ def _slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
 
 
 def blend(tensors: Sequence[torch.Tensor], weights: Sequence[float], *, method: str = "linear", normalize: bool = True) -> torch.Tensor:
-    """Weighted blend of same-shape tensors: a weighted sum, or pairwise slerp in weight order."""
-    total = float(sum(weights))
-    if len(tensors) == 1:
-        return tensors[0] * (1.0 if normalize else float(weights[0]))
-    if method == "slerp":
-        acc, acc_w = tensors[0], float(weights[0])
-        for tensor, w in zip(tensors[1:], weights[1:], strict=True):
-            if acc_w + w > 0:
-                acc = _slerp(acc, tensor, float(w) / (acc_w + w))
-            acc_w += float(w)
-        return acc
-    scale = 1.0 / total if normalize else 1.0
-    out = tensors[0] * (float(weights[0]) * scale)
-    for tensor, w in zip(tensors[1:], weights[1:], strict=True):
-        out = out + tensor * (float(w) * scale)
+    """Weighted blend of same-shape tensors, as the reference's stream updater blends.
+
+    Weights are divided by their sum when `normalize` (and the sum is not 0); `slerp` applies
+    to exactly two tensors (t = the second weight), any other count is a weighted sum.
+    """
+    w = [float(x) for x in weights]
+    total = sum(w)
+    if normalize and abs(total) > 1e-12:
+        w = [x / total for x in w]
+    if method == "slerp" and len(tensors) == 2:
+        return _slerp(tensors[0], tensors[1], w[1])
+    out = tensors[0] * w[0]
+    for tensor, x in zip(tensors[1:], w[1:], strict=True):
+        out = out + tensor * x
     return out
 
 

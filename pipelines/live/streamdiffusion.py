@@ -56,9 +56,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from ..base import LiveParams
 from ..errors import ModelLoadError
 from ..loading import is_turbo_model, pick_device, resolve_model_source, torch_dtype_for
+from .aux_models import aux_model_id
 from .diffusion_worker import DiffusionWorker, Job, WorkerPool
+from .safety_checker import NsfwClassifier, SafetyFilter, load_classifier
 from .similarity_filter import SimilarityFilter
 from .streamdiffusion_folders import tiny_vae_id
+from .streamdiffusion_features import feature_warnings, fetch_style_image
 from .streamdiffusion_params import StreamDiffusionParams
 
 if TYPE_CHECKING:
@@ -96,6 +99,8 @@ class _Models:
     embeds: OrderedDict[str, torch.Tensor] = field(default_factory=OrderedDict)
     #: Frame sizes warmed (and, for `compile`, compiled) on this model.
     warmed: set[tuple[int, int]] = field(default_factory=set)
+    #: What this load runs without, and why (`{field: why}`), e.g. a TensorRT fallback.
+    warnings: dict[str, str] = field(default_factory=dict)
 
     def latent_shape(self, height: int, width: int) -> tuple[int, int, int]:
         return (self.latent_channels, height // self.latent_factor, width // self.latent_factor)
@@ -199,13 +204,20 @@ def load_models(params: StreamDiffusionParams, *, model_dir: Path | None, device
         dtype,
     )
     backend_name = _backend_name(params)
+    warnings: dict[str, str] = {}
     if params.acceleration not in ("none", "compile", "tensorrt"):
         log.warning("acceleration=%r is not built in; running the %s backend (status says so)", params.acceleration, backend_name)
-    if params.acceleration == "tensorrt":  # engines from `livestream engines build`; no fallback
-        from .tensorrt_backend import backend_for_params
+    backend: DenoiseBackend | None = None
+    if params.acceleration == "tensorrt":  # engines from `livestream engines build`
+        try:
+            from .tensorrt_backend import backend_for_params
 
-        backend: DenoiseBackend = backend_for_params(params, model_dir=model_dir, dtype=dtype, loras=loras)
-    else:
+            backend = backend_for_params(params, model_dir=model_dir, dtype=dtype, loras=loras)
+        except (ModelLoadError, ImportError, OSError, RuntimeError) as exc:
+            # ai-runner's clients ask for tensorrt by default: run the best backend we have.
+            warnings["acceleration"] = f"TensorRT is not available ({exc}): running eager PyTorch"
+            log.warning("acceleration=tensorrt: %s", warnings["acceleration"])
+    if backend is None:
         backend = make_backend(backend_name, pipe.unet, pipe.vae, device)
     with torch.inference_mode():
         probe = TorchBackend(pipe.unet, pipe.vae).encode(torch.zeros(1, 3, 64, 64, device=device, dtype=dtype))
@@ -223,6 +235,7 @@ def load_models(params: StreamDiffusionParams, *, model_dir: Path | None, device
         loras=loras,
         latent_channels=int(probe.shape[1]),
         latent_factor=64 // int(probe.shape[-1]),
+        warnings=warnings,
     )
 
 
@@ -456,6 +469,13 @@ class StreamDiffusionPipeline:
         self.first_frame_ms: float | None = None
         self.time_to_first_frame_ms: float | None = None
         self.reloads = 0
+        # use_safety_checker, and the IP-Adapter's style image (fetched only while enabled)
+        self._classifier: NsfwClassifier | None = None
+        self._safety = SafetyFilter()
+        self._safety_error: tuple[str, str] | None = None  # (model id, why)
+        self._style_url: str | None = None
+        self.style_image: Any = None
+        self._style_error: str | None = None
 
     @property
     def _models(self) -> _Models | None:
@@ -478,6 +498,7 @@ class StreamDiffusionPipeline:
         m = self._models
         assert m is not None
         self.device = m.device
+        self._sync_aux(params)
         self.load_ms = (time.monotonic() - self._load_started) * 1000
         default = 512 if m.device.type == "cuda" else 64
         self.warm(params.width or default, params.height or default)
@@ -519,7 +540,11 @@ class StreamDiffusionPipeline:
         if self.first_frame_ms is None:
             self.first_frame_ms = (time.monotonic() - started) * 1000
             self.time_to_first_frame_ms = (time.monotonic() - self._load_started) * 1000
-        return torch.stack(outputs)
+        out = torch.stack(outputs)
+        p, classifier = self.params, self._classifier
+        if p is not None and classifier is not None and p.use_safety_checker and not p.skip_diffusion:
+            out = self._safety.apply(classifier, out, p.safety_checker_threshold)
+        return out
 
     def update_params(self, params: LiveParams) -> None:
         """Apply a validated full param set (see the module docstring); raises and keeps the
@@ -540,9 +565,51 @@ class StreamDiffusionPipeline:
             size, self._warmed = self._warmed, None
             if size is not None:
                 self.warm(*size)
+            self._sync_aux(params)
             return
         worker.call(_apply_on_worker, worker, slot, params, False)
         self.params = params
+        self._sync_aux(params)
+
+    @property
+    def warnings(self) -> dict[str, str]:
+        """`{field: why}` for what the current params run without (attribute reads only)."""
+        p, m = self.params, self._models
+        if p is None:
+            return {}
+        out = feature_warnings(p, m.family if m is not None else None)
+        if m is not None:
+            out.update(m.warnings)
+        if p.use_safety_checker and self._classifier is None and self._safety_error is not None:
+            out["use_safety_checker"] = self._safety_error[1]
+        if p.ip_adapter.enabled and self._style_error is not None:
+            out["ip_adapter_style_image_url"] = self._style_error
+        return out
+
+    def _sync_aux(self, params: StreamDiffusionParams) -> None:
+        """Load what the params' auxiliary parts need (session thread); a part that cannot
+        load runs off, with a warning."""
+        if params.use_safety_checker and self._classifier is None:
+            model_id = aux_model_id("safety")
+            if self._safety_error is None or self._safety_error[0] != model_id:
+                assert self.device is not None
+                try:
+                    self._classifier = load_classifier(model_id, model_dir=self.model_dir, device=self.device)
+                    self._safety_error = None
+                except ModelLoadError as exc:
+                    why = f"the NSFW classifier could not be loaded ({exc}): frames are not checked"
+                    self._safety_error = (model_id, why)
+                    log.warning("use_safety_checker: %s", why)
+        url = params.ip_adapter_style_image_url
+        if params.ip_adapter.enabled and url != self._style_url:
+            self._style_url = url
+            try:
+                self.style_image = fetch_style_image(url)
+                self._style_error = None
+            except ValueError as exc:
+                self.style_image = None
+                self._style_error = f"the style image could not be fetched: {exc}"
+                log.warning("ip_adapter_style_image_url: %s", self._style_error)
 
     def close(self) -> None:
         worker, self._worker = self._worker, None
@@ -574,6 +641,13 @@ class StreamDiffusionPipeline:
             "frames_skipped": slot.filter.skipped if slot else 0,
             "reloads": self.reloads,
             "worker": worker.status() if worker else None,
+            "safety_checker": {
+                "model": aux_model_id("safety") if p is not None and p.use_safety_checker else None,
+                "loaded": self._classifier is not None,
+                "flagged": self._safety.flagged,
+                "last_score": self._safety.last_score,
+            },
+            "warnings": [{"field": k, "message": v} for k, v in sorted(self.warnings.items())],
         }
 
     # --- worker -----------------------------------------------------------------------------

@@ -87,6 +87,12 @@ def _write_streamdiffusion(out: Path) -> None:
     write_tiny_streamdiffusion(out)
 
 
+def _write_safety(out: Path) -> None:
+    from .streamdiffusion import write_tiny_nsfw_classifier
+
+    write_tiny_nsfw_classifier(out)
+
+
 def _visual(name: str) -> Callable[[Path], None]:
     def build(out: Path) -> None:
         from . import visual
@@ -113,6 +119,8 @@ _BUILDERS: dict[str, Callable[[Path], None]] = {
     "segment-anything-2": _write_segment_anything_2,
     # The live pipeline's sd-turbo family, with its tiny VAE (TAESD) alongside.
     "streamdiffusion": _write_streamdiffusion,
+    # Auxiliary models of the live pipelines (`pipelines.live.aux_models`), by kind.
+    "safety": _write_safety,
 }
 
 #: Tasks `write_tiny_model` can build.

@@ -19,7 +19,13 @@ from pathlib import Path
 
 from ..live.streamdiffusion_folders import TAESD_SUBFOLDER
 
-__all__ = ["SD_TURBO_UNET", "write_random_sd_turbo", "write_tiny_streamdiffusion", "write_tiny_taesd"]
+__all__ = [
+    "SD_TURBO_UNET",
+    "write_random_sd_turbo",
+    "write_tiny_nsfw_classifier",
+    "write_tiny_streamdiffusion",
+    "write_tiny_taesd",
+]
 
 
 def write_tiny_taesd(out: Path) -> None:
@@ -137,3 +143,36 @@ def write_random_sd_turbo(out: Path, *, half: bool = True) -> None:
     if half:
         taesd.to(torch.float16)
     taesd.save_pretrained(out / TAESD_SUBFOLDER, safe_serialization=True)
+
+
+def write_tiny_nsfw_classifier(out: Path) -> None:
+    """The `safety` auxiliary model (`use_safety_checker`), shrunk: a transformers ViT image
+    classifier with the labels of `Falconsai/nsfw_image_detection` (normal, nsfw), 32x32
+    input, and its `preprocessor_config.json`. `livestream models tiny --task safety`."""
+    import json
+
+    import torch
+    from transformers import ViTConfig, ViTForImageClassification
+
+    torch.manual_seed(5)
+    config = ViTConfig(
+        image_size=32,
+        patch_size=8,
+        num_channels=3,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        id2label={0: "normal", 1: "nsfw"},
+        label2id={"normal": 0, "nsfw": 1},
+    )
+    ViTForImageClassification(config).save_pretrained(out, safe_serialization=True)
+    pre = {
+        "image_processor_type": "ViTImageProcessor",
+        "do_resize": True,
+        "size": {"height": 32, "width": 32},
+        "do_normalize": True,
+        "image_mean": [0.5, 0.5, 0.5],
+        "image_std": [0.5, 0.5, 0.5],
+    }
+    (out / "preprocessor_config.json").write_text(json.dumps(pre, indent=2))

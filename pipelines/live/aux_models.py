@@ -1,0 +1,68 @@
+"""Auxiliary models of the live pipelines (NSFW classifier, depth, pose, ...): where each loads from.
+
+Each kind has a default Hugging Face id; one map points any of them at another id or a local
+folder: `livestream serve --aux-model safety=DIR` (repeatable) or env
+`AUX_MODELS=safety=DIR,depth=DIR`. The CLI calls `configure_aux_models`; without it the
+env map is read on each lookup. `livestream models tiny --task nsfw-classifier` writes a
+tiny random-weight classifier for tests.
+
+Kinds loaded today: `safety` (the `use_safety_checker` classifier). The others are listed so
+the map is complete and documented; they load with the features of real-time diffusion
+parts 5-6 (ControlNet preprocessors, IP-Adapter, super-resolution).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+__all__ = ["AUX_MODEL_DEFAULTS", "aux_model_id", "configure_aux_models", "parse_aux_models"]
+
+#: Kind -> default Hugging Face id. `safety`: the reference's `Freepik/nsfw_image_detector` is a
+#: timm model (needs timm, not installed); a ViT classifier that transformers loads natively
+#: stands in.
+AUX_MODEL_DEFAULTS: dict[str, str] = {
+    "safety": "Falconsai/nsfw_image_detection",
+    "depth": "depth-anything/Depth-Anything-V2-Small-hf",
+    "pose": "yuvraj108c/yolo-nas-pose-onnx",
+    "hed": "lllyasviel/Annotators",
+    "ip_adapter": "h94/IP-Adapter",
+    "faceid": "h94/IP-Adapter-FaceID",
+    "super_resolution": "ai-forever/Real-ESRGAN",
+}
+
+_configured: dict[str, str] | None = None
+
+
+def parse_aux_models(text: str | None) -> dict[str, str]:
+    """`"safety=DIR,depth=ID"` (or one `KIND=VALUE`) -> a map; raises ValueError on a bad entry."""
+    out: dict[str, str] = {}
+    for entry in (text or "").split(","):
+        entry = entry.strip()
+        if not entry:
+            continue
+        kind, sep, value = entry.partition("=")
+        kind, value = kind.strip(), value.strip()
+        if not sep or not value:
+            raise ValueError(f"auxiliary model {entry!r}: expected KIND=ID_OR_FOLDER")
+        if kind not in AUX_MODEL_DEFAULTS:
+            raise ValueError(f"unknown auxiliary model kind {kind!r}; known: {', '.join(sorted(AUX_MODEL_DEFAULTS))}")
+        out[kind] = value
+    return out
+
+
+def configure_aux_models(mapping: Mapping[str, str] | None) -> None:
+    """Set the map for this process (the CLI's `--aux-model` merged over env `AUX_MODELS`);
+    None goes back to reading the env on each lookup."""
+    global _configured
+    if mapping is not None:
+        for kind in mapping:
+            if kind not in AUX_MODEL_DEFAULTS:
+                raise ValueError(f"unknown auxiliary model kind {kind!r}")
+    _configured = None if mapping is None else dict(mapping)
+
+
+def aux_model_id(kind: str) -> str:
+    """The id or folder the `kind` model loads from."""
+    mapping = _configured if _configured is not None else parse_aux_models(os.environ.get("AUX_MODELS"))
+    return mapping.get(kind) or AUX_MODEL_DEFAULTS[kind]
