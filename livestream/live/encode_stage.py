@@ -79,6 +79,11 @@ class EncodeStage:
     # --- loop -----------------------------------------------------------------------------
 
     async def encode(self, frames: list[ProcessedFrame]) -> None:
+        """Encode and fan out one batch on the encode thread.
+
+        Unbounded here: the caller owns the bound (`Session` awaits it within
+        `pipeline_call_timeout` and ends the stream when the encoder is stuck).
+        """
         await asyncio.get_running_loop().run_in_executor(self._exec, self._encode, frames)
 
     async def finish(self, timeout: float) -> None:

@@ -14,8 +14,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future, InvalidStateError
 from typing import Any, Literal
 
 import aiohttp
@@ -76,6 +78,8 @@ class SessionManager:
         self._closing = False
         self._preload: asyncio.Task[None] | None = None
         self._preload_error: str | None = None
+        #: The preload's thread: a daemon, abandoned (logged) when its load outlives its bound.
+        self._preload_thread: threading.Thread | None = None
         self._loading = False
         self._pipeline_failures = 0
         self._presets: dict[str, DirectPreset] = {}
@@ -99,18 +103,43 @@ class SessionManager:
         await self.close()
 
     async def _check_pipeline(self) -> None:
-        """`--pipeline live-video-to-video`: load the pipeline once so `/health` can say ERROR."""
+        """`--pipeline live-video-to-video`: load the pipeline once so `/health` can say ERROR.
+
+        The load runs on a daemon thread of its own, awaited for at most the config's
+        `pipeline_load_timeout`: past it `/health` says ERROR and the thread is abandoned (it
+        closes what it loaded if it ever returns; `close()` logs it if it is still running).
+        """
+        timeout = self.config.pipeline_load_timeout
         try:
             spec = self.registry.get(self.pipeline_name(""))
+            done: Future[None] = Future()
 
             def _load() -> None:
-                pipeline = spec.factory()
                 try:
-                    pipeline.load(spec.params_model())
-                finally:
-                    pipeline.close()
+                    pipeline = spec.factory()
+                    try:
+                        pipeline.load(spec.params_model())
+                    finally:
+                        pipeline.close()
+                except BaseException as exc:  # handed to the awaiting task
+                    _settle(done, exc)
+                else:
+                    _settle(done)
 
-            await asyncio.to_thread(_load)
+            thread = self._preload_thread = threading.Thread(target=_load, name="live-preload", daemon=True)
+            thread.start()
+            try:
+                async with asyncio.timeout(timeout):
+                    await asyncio.wrap_future(done)
+            except TimeoutError:
+                self._preload_error = f"the live pipeline did not load within {timeout:g} s"
+                log.error(
+                    "live pipeline %s: load stuck for %g s on thread %s; /health says ERROR and the thread is "
+                    "abandoned (a daemon: nothing waits on it, and it does not keep the process alive)",
+                    spec.name,
+                    timeout,
+                    thread.name,
+                )
         except Exception as exc:
             self._preload_error = f"{type(exc).__name__}: {exc}"
             log.error("live pipeline failed to load: %s", self._preload_error)
@@ -125,7 +154,14 @@ class SessionManager:
         if self._preload is not None:
             self._preload.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._preload
+                await self._preload  # bounded: cancelled, it only awaits its thread's future
+        thread = self._preload_thread
+        if thread is not None and thread.is_alive():
+            log.error(
+                "live pipeline preload thread %s is still loading at shutdown; it is abandoned "
+                "(a daemon: it does not keep the process alive)",
+                thread.name,
+            )
         for session in list(self._sessions.values()):
             session.stop("engine shutting down")
         tasks = list(self._tasks.values())
@@ -374,3 +410,12 @@ class SessionManager:
         if self._sessions.get(stream_id) is session:
             del self._sessions[stream_id]
             self._tasks.pop(stream_id, None)
+
+
+def _settle(future: Future[None], exc: BaseException | None = None) -> None:
+    """Complete `future` unless its waiter already gave up on it (cancelled by `wrap_future`)."""
+    with contextlib.suppress(InvalidStateError):  # cancelled: nobody is waiting for the result
+        if exc is None:
+            future.set_result(None)
+        else:
+            future.set_exception(exc)
