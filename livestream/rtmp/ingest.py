@@ -99,6 +99,7 @@ class RtmpIngest(Ingest):
             self._cond.notify()
 
     async def wait_room(self) -> None:
+        """Until the decode thread has drained the queue to half (or `abort`); the server bounds it."""
         await self._room.wait()
 
     def end(self) -> None:
@@ -118,6 +119,8 @@ class RtmpIngest(Ingest):
 
     async def run(self, target: FrameTarget) -> None:
         self._loop = asyncio.get_running_loop()
+        # As long as the stream: ended by `end`/`fail` (the connection) or `stop`/`abort` (the
+        # session, whose watchdog cancels this wait `stop_timeout` after a stop).
         await run_in_thread(lambda: self._decode(target), f"rtmp-decode-{self.stream[:16]}")
         if self._error is not None:
             raise self._error
@@ -142,7 +145,7 @@ class RtmpIngest(Ingest):
     def _take(self) -> _Item | None:
         with self._cond:
             while not self._items and not self._ended:
-                self._cond.wait()
+                self._cond.wait()  # idle wait for tags: `end`, `fail` and `stop` notify it
             if not self._items:
                 return None
             item = self._items.popleft()

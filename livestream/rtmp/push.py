@@ -11,9 +11,8 @@ resuming at a fresh keyframe; the session and its other outputs never wait for i
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..egress import EncodedPacket, QueuedSink
@@ -113,19 +112,20 @@ class RtmpPushSink(QueuedSink):
                 await self._send(proto, writer, read_task)
             finally:
                 read_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await read_task
+                await asyncio.wait([read_task])  # bounded: cancelled, it ends at its next await
+                if not read_task.cancelled() and (error := read_task.exception()) is not None:
+                    # `_send` raised it already when it ended the publish: logged, not raised twice.
+                    log.debug("rtmp push to %s: reader ended: %s: %s", redact(self.url), type(error).__name__, error)
         finally:
             self.connected = False
             writer.close()
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(1):
-                    await writer.wait_closed()
+            # The connection is being dropped anyway (often because it already broke).
+            await self._last_step("socket close", 1.0, writer.wait_closed())
 
     async def _read(self, reader: asyncio.StreamReader, proto: ClientConnection, writer: asyncio.StreamWriter) -> None:
         """Acknowledgements, pings and errors from the server while we publish."""
         while True:
-            data = await reader.read(65536)
+            data = await reader.read(65536)  # idle wait: `_publish_once` cancels it when the publish ends
             if not data:
                 raise ConnectionResetError("the server closed the connection")
             for event in proto.feed(data):
@@ -139,20 +139,23 @@ class RtmpPushSink(QueuedSink):
         state = _FlvState()
         while True:
             get = asyncio.ensure_future(self.get())
-            done, _ = await asyncio.wait([get, read_task], return_when=asyncio.FIRST_COMPLETED)
+            try:
+                # Idle wait for the next packet (ended by the sink's `end()`; `aclose` cancels
+                # it after its bound) or for the server to drop us.
+                done, _ = await asyncio.wait([get, read_task], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                if not get.done():  # cancelled, or the reader ended first: no orphan task
+                    get.cancel()
             if read_task in done:
-                get.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await get
+                await asyncio.wait([get])  # cancelled above: ends at once
                 exc = read_task.exception()
                 raise exc if isinstance(exc, Exception) else ConnectionResetError("the server closed the connection")
             packet = get.result()
             if packet is None:
                 proto.unpublish()
                 writer.write(proto.data_to_send())
-                with contextlib.suppress(Exception):
-                    async with asyncio.timeout(2):
-                        await writer.drain()
+                # The stream has ended: a server that cannot take the unpublish loses nothing.
+                await self._last_step("unpublish", 2.0, writer.drain())
                 return
             for kind, ts, payload in state.tags(packet, self._audio_skipped):
                 proto.send_media(kind, ts, payload)
@@ -162,6 +165,17 @@ class RtmpPushSink(QueuedSink):
                 self.sent_packets += 1
                 async with asyncio.timeout(self.send_timeout):
                     await writer.drain()
+
+    async def _last_step(self, what: str, timeout: float, step: Awaitable[None]) -> None:
+        """A connection's last socket step, bounded by `timeout`; its failure ends nothing, so it
+        is logged (debug for a socket error or the bound, warning for anything unexpected)."""
+        try:
+            async with asyncio.timeout(timeout):
+                await step
+        except (OSError, TimeoutError) as exc:
+            log.debug("rtmp push to %s: %s failed: %s: %s", redact(self.url), what, type(exc).__name__, exc)
+        except Exception:
+            log.warning("rtmp push to %s: %s failed", redact(self.url), what, exc_info=True)
 
     def _audio_skipped(self, codec: str) -> None:
         self.report(f"rtmp push to {redact(self.url)}: {codec} audio cannot go into FLV; audio dropped")

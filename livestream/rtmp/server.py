@@ -17,7 +17,6 @@ an error instead of reconnecting in a loop.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -128,7 +127,7 @@ class _Connection:
             reason = f"protocol error: {exc}"
             failure = IngestError(f"rtmp publisher {self.where}: {reason}")
             log.warning("rtmp %s: %s; closing the connection", self.where, exc)
-        except InputStalled as exc:
+        except IngestError as exc:  # InputStalled, or a decoder that takes nothing
             reason, failure = str(exc), exc
             log.warning("rtmp %s: %s", self.where, exc)
         except (ConnectionError, OSError) as exc:
@@ -139,9 +138,13 @@ class _Connection:
         finally:
             self._finish(reason, failure)
             self.writer.close()
-            with contextlib.suppress(Exception):
+            try:
                 async with asyncio.timeout(1):
                     await self.writer.wait_closed()
+            except (OSError, TimeoutError) as exc:  # the connection ends either way
+                log.debug("rtmp %s: socket close: %s: %s", self.where, type(exc).__name__, exc)
+            except Exception:
+                log.warning("rtmp %s: socket close failed", self.where, exc_info=True)
 
     def _finish(self, reason: str, failure: IngestError | None) -> None:
         """The connection ended: its stream ends too, cleanly or with `failure`."""
@@ -196,9 +199,19 @@ class _Connection:
                     return "unpublished"
             await self._flush()
             if self.ingest is not None:
-                await self.ingest.wait_room()
+                await self._wait_room(self.ingest)
         await self._flush()
         return "stopped by the engine"
+
+    async def _wait_room(self, ingest: RtmpIngest) -> None:
+        """Back-pressure: wait until the decode thread has room again, for at most the idle
+        timeout (a decoder that takes nothing for that long ends the stream)."""
+        timeout = self.server.idle_timeout
+        try:
+            async with asyncio.timeout(timeout):
+                await ingest.wait_room()
+        except TimeoutError:
+            raise IngestError(f"the decoder took no input for {timeout:g} s; ending the stream") from None
 
     def _media(self, event: Media, arrival: float) -> None:
         ingest = self.ingest
@@ -261,8 +274,10 @@ class _Connection:
         if self._closing:
             return
         self._closing = True
-        with contextlib.suppress(Exception):
+        try:
             self.proto.end_stream()
             self.writer.write(self.proto.data_to_send())
+        except Exception:  # best effort: the connection is closed next whatever happens
+            log.warning("rtmp %s: could not tell the publisher the stream ended", self.where, exc_info=True)
         # Wake the read loop: closing the transport makes read() return b"".
         self.writer.transport.close()
