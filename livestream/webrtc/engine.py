@@ -70,6 +70,7 @@ class WhepSink(QueuedSink):
         assert audio is not None
         video._loop = loop
         try:
+            # Idle wait for packets: ended by the sink's `end()`, and `aclose(timeout)` cancels it.
             while (item := await self.get()) is not None:
                 if item.kind == "video":
                     packet = av.Packet(item.data)
@@ -78,6 +79,7 @@ class WhepSink(QueuedSink):
                     packet.is_keyframe = item.keyframe
                     video.publish(packet)
                 elif item.kind == "audio" and audio._tracks:
+                    # Bounded by the work: one AAC packet's decode, CPU only, no wait inside.
                     for frame in await loop.run_in_executor(None, self._decode_audio, item):
                         audio.publish(frame)
         finally:

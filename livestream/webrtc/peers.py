@@ -14,7 +14,6 @@ one that vanishes silently fails ICE consent after ~30 s), when it never connect
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 import time
@@ -120,11 +119,18 @@ class WebRTCHub:
     """Every WHIP/WHEP resource of the engine."""
 
     def __init__(
-        self, directory: StreamDirectory, ice: IceConfig | None = None, *, connect_timeout: float = 20.0
+        self,
+        directory: StreamDirectory,
+        ice: IceConfig | None = None,
+        *,
+        connect_timeout: float = 20.0,
+        close_timeout: float = 5.0,
     ) -> None:
         self.directory = directory
         self.ice = ice or IceConfig()
         self.connect_timeout = connect_timeout
+        #: Bounds a resource's close: the peer connection's `close()`, then its tasks' ends.
+        self.close_timeout = close_timeout
         self._resources: dict[str, Resource] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._closing = False
@@ -216,7 +222,7 @@ class WebRTCHub:
         """A publisher's track → the stream's input (aiortc decodes in its own thread)."""
         while True:
             try:
-                frame = await track.recv()
+                frame = await track.recv()  # idle wait: `_close` cancels it, the pc's close ends the track
             except MediaStreamError:
                 break
             publisher = resource.publisher
@@ -269,7 +275,10 @@ class WebRTCHub:
         self._closing = True
         await asyncio.gather(*(self._close(r, "engine shutting down") for r in list(self._resources.values())))
         if self._background:
-            await asyncio.wait(list(self._background), timeout=5)
+            _, pending = await asyncio.wait(list(self._background), timeout=5)
+            for task in pending:
+                log.warning("webrtc: %s still running 5 s into shutdown; cancelled", task.get_name())
+                task.cancel()
 
     # --- internals ------------------------------------------------------------------------
 
@@ -323,15 +332,24 @@ class WebRTCHub:
         for track in resource.tracks:
             track.stop()
         current = asyncio.current_task()
-        for task in resource.tasks:
-            if task is not current:
-                task.cancel()
-        with contextlib.suppress(Exception):
-            await resource.pc.close()
-        for task in resource.tasks:
-            if task is not current:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+        others = [task for task in resource.tasks if task is not current]
+        for task in others:
+            task.cancel()
+        try:
+            async with asyncio.timeout(self.close_timeout):
+                await resource.pc.close()
+        except TimeoutError:
+            log.warning("%s %s: the peer connection did not close within %g s; moving on", resource.kind, resource.id, self.close_timeout)
+        except Exception:
+            # A transport that is already broken (the reason we are closing, often) may raise here.
+            log.debug("%s %s: closing the peer connection failed", resource.kind, resource.id, exc_info=True)
+        if others:
+            done, pending = await asyncio.wait(others, timeout=self.close_timeout)
+            for task in done:
+                if not task.cancelled() and task.exception() is not None:
+                    log.debug("%s %s: task %s failed", resource.kind, resource.id, task.get_name(), exc_info=task.exception())
+            for task in pending:
+                log.warning("%s %s: task %s did not end within %g s of its cancel", resource.kind, resource.id, task.get_name(), self.close_timeout)
         if resource.publisher is not None:
             resource.publisher.end(f"WHIP publisher left: {reason}", failed=failed)
 

@@ -86,6 +86,7 @@ class _QueuedTrack(MediaStreamTrack, Generic[_Item]):
         """
         while not self._queue:
             self._ready.clear()
+            # Idle wait for the next item; the fanout's close (`_end`, the session ended) ends it.
             await self._ready.wait()
         item = self._queue.popleft()
         if item is None:
@@ -246,10 +247,11 @@ class DecodingTrack(MediaStreamTrack):
         loop = asyncio.get_running_loop()
         while True:
             try:
-                packet = await self._source.recv()
+                packet = await self._source.recv()  # idle wait, ended by the source's end or stop
             except MediaStreamError:
                 self.stop()
                 raise
+            # Bounded by the work: one packet's decode, CPU only, no I/O and no wait inside.
             frames = await loop.run_in_executor(None, self._decode, packet)
             if frames:
                 frame = frames[-1]
