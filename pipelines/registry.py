@@ -226,6 +226,8 @@ class PipelineRegistry:
     async def wait_preloaded(self) -> None:
         """Wait until `start()`'s preload of the pinned model has ended (loaded, or failed: ERROR)."""
         if self._preload is not None:
+            # As long as the load (no bound of its own, as ai-runner: go-livepeer gives a LOADING
+            # runner `containerTimeout`, then replaces it); `aclose` cancels it.
             await asyncio.wait({self._preload})
 
     async def _preload_pinned(self, task: str, model_id: str) -> None:
@@ -241,8 +243,8 @@ class PipelineRegistry:
         for t in tasks:
             t.cancel()
         for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError, PipelineError):
-                await t
+            with contextlib.suppress(asyncio.CancelledError, PipelineError):  # load errors are logged by _load
+                await t  # bounded: cancelled, each only awaits its thread's future
         self._slots.clear()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
@@ -257,6 +259,12 @@ class PipelineRegistry:
             ModelLoadError: the model cannot be loaded.
             InvalidRequestError: `call` rejected the request (any `PipelineError` passes through).
             InferenceError: `call` raised anything else (traceback in the log).
+
+        No timeout, deliberately: ai-runner's batch routes have none (the caller's HTTP client
+        owns the request's deadline), and a job cannot be interrupted in its thread, so a 504
+        would free nothing: the model would stay busy until the call returns. Admission bounds
+        what a stuck model holds: one job running and `max_queue` waiting, later requests get 503
+        at once.
         """
         factory = self._factory_for(task)
         slot = self._slot(task, model_id)
@@ -269,7 +277,7 @@ class PipelineRegistry:
         submitted = False
         try:
             pipeline = await self._loaded(slot, factory)
-            await slot.lock.acquire()
+            await slot.lock.acquire()  # queued behind at most `max_queue` others (admission above)
             try:
                 job = self._executor.submit(self._invoke, slot, call, pipeline)
             except BaseException:
@@ -369,6 +377,7 @@ class PipelineRegistry:
             slot.load.add_done_callback(_consume_exception)
         load = slot.load
         # asyncio.wait, not await: a cancelled waiter must not cancel the load the others share.
+        # As long as the load, as `wait_preloaded` (no load timeout, as ai-runner).
         await asyncio.wait({load})
         return load.result()
 
@@ -392,6 +401,7 @@ class PipelineRegistry:
 
     async def _load(self, slot: _Slot, factory: PipelineFactory, evicted: list[Any] | None = None) -> Any:
         if evicted:
+            # Bounded by the work: `close()` of idle pipelines, then a garbage collection.
             await asyncio.wrap_future(self._executor.submit(_release, evicted))
         log.info("loading %s model %s", slot.task, slot.model_id)
         loop = asyncio.get_running_loop()

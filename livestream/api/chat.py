@@ -74,6 +74,7 @@ async def open_chat(
     async with registry.acquire(TASK, model_id) as pipeline:
         if client_gone(request):
             raise ConnectionResetError("the client went away while the request was queued")
+        # Bounded by the work: rendering and tokenizing the request's messages, CPU only.
         prompt = await asyncio.to_thread(pipeline.prepare, messages, params)
         events = pipeline.stream(prompt, params)
         async with contextlib.aclosing(events):

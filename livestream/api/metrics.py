@@ -32,7 +32,7 @@ from ..keys import REGISTRY_KEY
 from ..live import LIVE_MANAGER_KEY
 from ..settings import Settings
 from .hardware import HardwareInfo
-from .health import health_status
+from .health import health_status_or_error
 
 __all__ = ["METRICS_KEY", "EngineMetrics", "setup_metrics"]
 
@@ -189,10 +189,7 @@ class EngineMetrics:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         app = request.app
         snap = self.snapshot
-        try:
-            snap.health = health_status(app, self.settings)
-        except Exception:
-            snap.health = "ERROR"
+        snap.health = health_status_or_error(app, self.settings)  # logs what it turns into ERROR
         registry = app.get(REGISTRY_KEY)
         snap.models = registry.stats() if registry is not None else []
         manager = app.get(LIVE_MANAGER_KEY)
@@ -200,6 +197,8 @@ class EngineMetrics:
             snap.live = {"limit": manager.limit, "sessions": [s.status(for_api=True) for s in manager.sessions()]}
         else:
             snap.live = None
+        # Bounded by NVML: driver queries with no wait of their own (NVML_ERROR_TIMEOUT when a GPU
+        # does not answer), which `HardwareInfo` logs and reports as no GPU figures.
         snap.gpus = await asyncio.to_thread(self.hardware.utilization_stats)
         body = generate_latest(self.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})

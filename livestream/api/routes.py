@@ -162,11 +162,13 @@ class RunnerApi:
         self._check_model(task, requested, period=period)
         registry = request.app[REGISTRY_KEY]
         model_id = registry.resolve_model_id(task, requested)
+        # No request timeout, as ai-runner: see `PipelineRegistry.run` for why this wait stays.
         return await registry.run(task, model_id, call)
 
     @staticmethod
     async def _image(upload: s.UploadedFile) -> Any:
         try:
+            # Bounded by the work: decoding an upload already limited in size (bodies.py), no I/O.
             return await asyncio.to_thread(open_image, upload.data)
         except ValueError:
             raise ApiError(415, "Unsupported image format or malformed file.") from None
@@ -191,6 +193,7 @@ class RunnerApi:
             loras=params.loras,
         )
         images = await self._run(request, "text-to-image", params.model_id, lambda p: p.generate(inp))
+        # Bounded by the work: PNG-encoding the images just generated, CPU only.
         return model_response(await asyncio.to_thread(image_response, images))
 
     async def image_to_image(self, request: web.Request, body: s.Body_genImageToImage) -> web.StreamResponse:
@@ -210,6 +213,7 @@ class RunnerApi:
             loras=body.loras,
         )
         images = await self._run(request, "image-to-image", body.model_id, lambda p: p.generate(inp))
+        # Bounded by the work: PNG-encoding the images just generated, CPU only.
         return model_response(await asyncio.to_thread(image_response, images))
 
     async def image_to_video(self, request: web.Request, body: s.Body_genImageToVideo) -> web.StreamResponse:
@@ -228,6 +232,7 @@ class RunnerApi:
         )
         video = await self._run(request, "image-to-video", body.model_id, lambda p: p.generate(inp))
         # As ai-runner: one batch of frames, each a PNG data URL with the video's seed and flag.
+        # Bounded by the work: PNG-encoding the images just generated, CPU only.
         frames = await asyncio.to_thread(image_response, video.frame_images())
         return model_response(s.VideoResponse(frames=[frames.images]))
 
@@ -242,6 +247,7 @@ class RunnerApi:
             safety_check=body.safety_check,
         )
         images = await self._run(request, "upscale", body.model_id, lambda p: p.upscale(inp))
+        # Bounded by the work: PNG-encoding the images just generated, CPU only.
         return model_response(await asyncio.to_thread(image_response, images))
 
     async def audio_to_text(self, request: web.Request, body: s.Body_genAudioToText) -> web.StreamResponse:
@@ -253,6 +259,7 @@ class RunnerApi:
         except (json.JSONDecodeError, TypeError, ValueError):
             raise ApiError(400, "Unable to calculate duration of file") from None
         try:
+            # Bounded by the work: probing an in-memory upload limited in size (bodies.py).
             probed = await asyncio.to_thread(_probe_audio, body.audio.data)
         except ValueError:
             raise ApiError(415, _AUDIO_FORMAT_ERROR) from None
@@ -326,6 +333,7 @@ class RunnerApi:
         return web.Response(body=_HEALTH_BODIES[status], content_type="application/json")
 
     async def hardware_info(self, request: web.Request) -> web.StreamResponse:
+        # Bounded by NVML: driver queries with no wait of their own (`HardwareInfo` logs failures).
         gpu_info = await asyncio.to_thread(self.hardware.compute_info)
         return model_response(
             s.HardwareInformation(
@@ -334,6 +342,7 @@ class RunnerApi:
         )
 
     async def hardware_stats(self, request: web.Request) -> web.StreamResponse:
+        # Bounded by NVML, as `hardware_info`.
         gpu_stats = await asyncio.to_thread(self.hardware.utilization_stats)
         return model_response(
             s.HardwareStats(

@@ -204,6 +204,8 @@ class TransformersBackend:
         pending: _Event | None = None
         try:
             while True:
+                # Bounded by generation: the thread emits one event per decoding step, at most
+                # `max_tokens` steps, and always a last one (Finished or the error).
                 event = pending if pending is not None else await events.get()
                 pending = None
                 # When the loop falls behind the model, send the text that piled up as one delta.
@@ -222,7 +224,7 @@ class TransformersBackend:
             # Reached on completion, error, `aclose()` and cancellation alike: stop the model at
             # its next token and wait until it is idle, so the caller may free its slot.
             run.cancel.set()
-            await worker
+            await worker  # bounded: the stopping criterion reads `cancel` at every decoding step
 
     def generation_kwargs(self, params: SamplingParams) -> dict[str, Any]:
         """`generate` keyword arguments for `params` (also used by the benchmark's baseline)."""
