@@ -7,6 +7,7 @@ import asyncio
 import base64
 import io
 import json
+import socket
 import threading
 import time
 from collections.abc import Callable, Coroutine
@@ -43,18 +44,18 @@ class LoopThread:
         fut: Future[T] = asyncio.run_coroutine_threadsafe(coro, self.loop)
         return fut.result(timeout)
 
-    async def _serve(self, app: web.Application) -> tuple[str, web.AppRunner]:
+    async def _serve(self, app: web.Application, port: int = 0) -> tuple[str, web.AppRunner]:
         runner = web.AppRunner(app, shutdown_timeout=0.5)
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
+        site = web.TCPSite(runner, "127.0.0.1", port)
         await site.start()
         server = site._server
         assert isinstance(server, asyncio.Server)
         port = server.sockets[0].getsockname()[1]
         return f"http://127.0.0.1:{port}", runner
 
-    def serve(self, app: web.Application) -> tuple[str, web.AppRunner]:
-        return self.call(self._serve(app))
+    def serve(self, app: web.Application, port: int = 0) -> tuple[str, web.AppRunner]:
+        return self.call(self._serve(app, port))
 
     def stop(self, runner: web.AppRunner) -> None:
         self.call(runner.cleanup())
@@ -105,7 +106,8 @@ Step = tuple[Any, ...]
 class FakeRunner:
     """A runner API double: valid canned answers, or the scripted `steps`, one per request.
 
-    Steps: ("status", code, text), ("malformed",), ("delay", seconds), ("drop",) (closes the
+    Steps: ("status", code, text), ("slow_status", seconds, code, text), ("malformed",),
+    ("delay", seconds), ("drop",) (closes the
     connection without an answer), ("break_stream", chunks) (streams `chunks` events, then drops).
     """
 
@@ -116,6 +118,8 @@ class FakeRunner:
         self.steps: list[Step] = []
         self.requests: list[str] = []
         self.health = "OK"
+        #: Seconds every answer takes (a model "working").
+        self.delay = 0.0
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -152,11 +156,16 @@ class FakeRunner:
                 return web.json_response({"unexpected": True})
             if step[0] == "delay":
                 await asyncio.sleep(step[1])
+            if step[0] == "slow_status":
+                await asyncio.sleep(step[1])
+                return web.json_response({"detail": {"msg": step[3]}}, status=step[2])
             if step[0] == "drop":
                 assert request.transport is not None
                 request.transport.close()
                 await asyncio.sleep(0.05)
                 return web.Response()
+        if self.delay:
+            await asyncio.sleep(self.delay)
         if body.get("stream"):
             return await self._stream(request, body, broken_after=step[1] if step and step[0] == "break_stream" else None)
         return web.json_response(canned_answer(path, body))
@@ -186,3 +195,9 @@ def wait_until(pred: Callable[[], bool], timeout: float = 10.0) -> None:
         time.sleep(0.02)
 
 
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
