@@ -2,39 +2,15 @@
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from aiohttp import web
 
-sys.path.insert(0, str(Path(__file__).parent))
+from gateway_fleet import FakeRunner, Fleet, FleetFactory, LoopThread
 
-from fleet import FakeRunner, LoopThread  # noqa: E402
-
-from livestream.gateway import GATEWAY_KEY, Gateway, GatewayConfig, RunnerConfig, build_gateway_app  # noqa: E402
-
-
-@dataclass
-class Fleet:
-    url: str
-    runners: list[FakeRunner]
-    runner_urls: list[str]
-    gateway: Gateway
-    loop: LoopThread
-    servers: dict[str, web.AppRunner]
-
-    def backend(self, index: int) -> Any:
-        return self.gateway.discovery.backends[index]
-
-    def kill(self, index: int) -> None:
-        self.loop.stop(self.servers.pop(self.runner_urls[index]))
-
-    def refresh(self) -> None:
-        self.loop.call(self.gateway.discovery.refresh())
+from livestream.gateway import GATEWAY_KEY, GatewayConfig, RunnerConfig, build_gateway_app
 
 
 @pytest.fixture(scope="module")
@@ -42,9 +18,6 @@ def loop_thread() -> Iterator[LoopThread]:
     lt = LoopThread()
     yield lt
     lt.close()
-
-
-FleetFactory = Callable[..., Fleet]
 
 
 @pytest.fixture

@@ -13,8 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from conftest import FleetFactory
-from fleet import free_port
+from gateway_fleet import FleetFactory, free_port
 from livepeer_ai import Livepeer
 
 TOKEN = "runner-token"

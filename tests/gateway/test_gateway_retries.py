@@ -8,8 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-from conftest import Fleet, FleetFactory
-from fleet import FakeRunner, free_port
+from gateway_fleet import FakeRunner, Fleet, FleetFactory, free_port
 
 T2I = {"prompt": "x", "model_id": "m"}
 LLM = {"messages": [{"role": "user", "content": "hi"}], "model": "tiny", "stream": True}

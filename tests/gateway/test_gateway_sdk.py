@@ -9,8 +9,7 @@ import av
 import httpx
 import openai
 import pytest
-from conftest import FleetFactory
-from fleet import png
+from gateway_fleet import FleetFactory, png
 from livepeer_ai import Livepeer
 from livepeer_ai.models import components
 from livepeer_ai.models import errors as sdk_errors

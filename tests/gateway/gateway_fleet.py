@@ -10,12 +10,15 @@ import json
 import socket
 import threading
 import time
+from dataclasses import dataclass
 from collections.abc import Callable, Coroutine
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
 from aiohttp import web
 from PIL import Image
+
+from livestream.gateway import Gateway
 
 from livestream.api.openapi import build_openapi
 
@@ -201,3 +204,25 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@dataclass
+class Fleet:
+    url: str
+    runners: list[FakeRunner]
+    runner_urls: list[str]
+    gateway: Gateway
+    loop: LoopThread
+    servers: dict[str, web.AppRunner]
+
+    def backend(self, index: int) -> Any:
+        return self.gateway.discovery.backends[index]
+
+    def kill(self, index: int) -> None:
+        self.loop.stop(self.servers.pop(self.runner_urls[index]))
+
+    def refresh(self) -> None:
+        self.loop.call(self.gateway.discovery.refresh())
+
+
+FleetFactory = Callable[..., Fleet]
