@@ -1,0 +1,144 @@
+"""Ticket signatures: EIP-191 `personal_sign` over a 32-byte hash, 65 bytes `r ‖ s ‖ v`.
+
+    sig = sign(keccak256("\\x19Ethereum Signed Message:\\n32" ‖ hash)),  v ∈ {27, 28}
+
+as go-livepeer's account manager signs and the TicketBroker's `ECDSA.recover` checks. A verifier
+also refuses a high-s signature (s > N/2), as go-livepeer's `VerifySig` and OpenZeppelin do, so a
+ticket has exactly one valid signature (its win test hashes the signature).
+
+Keys come from an encrypted Ethereum keystore file (the format go-livepeer and wallets write,
+via `eth-account`); a signer never shows its key in a repr or a log. The curve work is
+`eth-keys` (with `coincurve`, libsecp256k1, when installed).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Protocol
+
+from eth_account import Account
+from eth_hash.auto import keccak
+from eth_keys.exceptions import BadSignature
+from eth_keys.main import KeyAPI
+from eth_utils.exceptions import ValidationError
+
+from .errors import InvalidSignature, KeystoreError
+
+__all__ = [
+    "SECP256K1_HALF_N",
+    "LocalSigner",
+    "Signer",
+    "personal_hash",
+    "read_keystore",
+    "recover_signer",
+    "verify_signature",
+    "write_keystore",
+]
+
+log = logging.getLogger(__name__)
+
+_keys = KeyAPI()
+SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+SECP256K1_HALF_N = SECP256K1_N // 2
+_PREFIX = b"\x19Ethereum Signed Message:\n32"
+
+
+def personal_hash(digest: bytes) -> bytes:
+    """The EIP-191 (version 0x45) hash of a 32-byte message: what is actually signed."""
+    if len(digest) != 32:
+        raise ValueError(f"expected a 32-byte hash, got {len(digest)} bytes")
+    return bytes(keccak(_PREFIX + digest))
+
+
+class Signer(Protocol):
+    """What signs tickets: a local key now, go-livepeer's remote signer later."""
+
+    @property
+    def address(self) -> bytes: ...
+
+    def sign_hash(self, digest: bytes) -> bytes:
+        """personal_sign over a 32-byte hash: 65 bytes, v ∈ {27, 28}, low s."""
+        ...
+
+
+class LocalSigner:
+    """A key held in memory, read from an encrypted keystore file."""
+
+    __slots__ = ("_address", "_key")
+
+    def __init__(self, private_key: bytes) -> None:
+        self._key = _keys.PrivateKey(private_key)
+        self._address = self._key.public_key.to_canonical_address()
+
+    @classmethod
+    def from_keystore(cls, path: str | os.PathLike[str], passphrase: str) -> LocalSigner:
+        return cls(read_keystore(path, passphrase))
+
+    @property
+    def address(self) -> bytes:
+        return self._address
+
+    def sign_hash(self, digest: bytes) -> bytes:
+        sig = self._key.sign_msg_hash(personal_hash(digest))
+        r: int = sig.r
+        s: int = sig.s
+        v: int = sig.v
+        if s > SECP256K1_HALF_N:  # libsecp256k1 never does this; normalize in case a backend does
+            s, v = SECP256K1_N - s, v ^ 1
+        return r.to_bytes(32, "big") + s.to_bytes(32, "big") + bytes((v + 27,))
+
+    def __repr__(self) -> str:
+        return f"LocalSigner(address=0x{self._address.hex()})"
+
+
+def read_keystore(path: str | os.PathLike[str], passphrase: str) -> bytes:
+    """Decrypts an Ethereum keystore (v3) file; the private key's 32 bytes."""
+    try:
+        keyfile = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise KeystoreError(f"cannot read keystore {os.fspath(path)!r}: {exc}") from exc
+    try:
+        return bytes(Account.decrypt(keyfile, passphrase))
+    except (ValueError, KeyError, TypeError) as exc:
+        # eth-account says "MAC mismatch" for a wrong passphrase; never echo the passphrase.
+        raise KeystoreError(f"cannot decrypt keystore {os.fspath(path)!r}: {exc}") from exc
+
+
+def write_keystore(path: str | os.PathLike[str], private_key: bytes, passphrase: str, *, iterations: int | None = None) -> bytes:
+    """Writes a scrypt-encrypted keystore file (mode 0600, refuses to overwrite); the address."""
+    keyfile = Account.encrypt(private_key, passphrase, iterations=iterations)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(keyfile, f)
+    return _keys.PrivateKey(private_key).public_key.to_canonical_address()
+
+
+def recover_signer(digest: bytes, sig: bytes) -> bytes:
+    """The address that signed `digest` with personal_sign; refuses malformed and high-s signatures."""
+    if len(sig) != 65:
+        raise InvalidSignature(f"invalid signature length {len(sig)} (want 65)")
+    v = sig[64]
+    if v >= 27:
+        v -= 27
+    s = int.from_bytes(sig[32:64], "big")
+    if v not in (0, 1):
+        raise InvalidSignature(f"invalid signature recovery id {sig[64]}")
+    if s > SECP256K1_HALF_N:
+        raise InvalidSignature("invalid signature: s is in the upper half of the curve order")
+    try:
+        signature = _keys.Signature(vrs=(v, int.from_bytes(sig[:32], "big"), s))
+        public_key = signature.recover_public_key_from_msg_hash(personal_hash(digest))
+    except (BadSignature, ValidationError) as exc:
+        raise InvalidSignature(f"invalid signature: {exc}") from exc
+    return bytes(public_key.to_canonical_address())
+
+
+def verify_signature(address: bytes, digest: bytes, sig: bytes) -> bool:
+    """Whether `sig` is `address`'s low-s personal_sign over `digest`."""
+    try:
+        return recover_signer(digest, sig) == address
+    except InvalidSignature:
+        return False
