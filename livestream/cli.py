@@ -228,6 +228,10 @@ def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParse
     from .engines_cli import add_engines_parser
 
     add_engines_parser(commands, _model_dir(env))
+
+    from .payments_cli import add_payments_parser
+
+    add_payments_parser(commands, env)
     return parser
 
 

@@ -84,6 +84,12 @@ class TicketBrokerClient:
 
     # Reads
 
+    def chain_id(self) -> int:
+        try:
+            return int(self.w3.eth.chain_id)
+        except (Web3Exception, OSError, ValueError) as exc:
+            raise ChainError(f"eth_chainId failed: {exc}") from exc
+
     def sender_funds(self, sender: bytes) -> SenderFunds:
         (deposit, withdraw_round), (reserve, _claimed) = self._call(self.broker.functions.getSenderInfo(_addr(sender)))
         return SenderFunds(deposit=deposit, reserve=reserve, withdraw_round=withdraw_round, current_round=self.current_round())
