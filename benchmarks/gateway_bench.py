@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing as mp
-import re
 import statistics
 import sys
 import time
@@ -118,6 +117,11 @@ async def _run(requests: int, seconds: float, gw_url: str, direct: str, gw10_url
     async with aiohttp.ClientSession() as session:
         for url in (direct, gw_url, gw10_url):
             await _wait_up(session, url)
+        for _ in range(200):  # every runner found by a discovery round (every 5 s)
+            async with session.get(f"{gw10_url}/backends") as resp:
+                if all(b["state"] == "up" for b in (await resp.json())["backends"]):
+                    break
+            await asyncio.sleep(0.1)
         await _latencies(session, direct, 50)  # warm up
         await _latencies(session, gw_url, 50)
         d, g = await _latencies(session, direct, requests), await _latencies(session, gw_url, requests)
@@ -131,7 +135,8 @@ async def _run(requests: int, seconds: float, gw_url: str, direct: str, gw10_url
         t10 = await _throughput(session, gw10_url, seconds)
         async with session.get(f"{gw10_url}/metrics") as resp:
             text = await resp.text()
-        counts = [int(float(v)) for v in re.findall(r'backend_requests_total\{backend="[^"]+",outcome="ok",pipeline="text-to-image"\} (\S+)', text)]
+        lines = [ln for ln in text.splitlines() if ln.startswith("livestream_gateway_backend_requests_total{")]
+        counts = [int(float(ln.rsplit(" ", 1)[1])) for ln in lines if 'outcome="ok"' in ln]
         print(f"10 runners via gateway: {t10:.0f} req/s; requests per runner: {sorted(counts)}")
 
 

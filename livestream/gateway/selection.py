@@ -5,7 +5,8 @@
 3. At or under the price cap for (pipeline, model), unless none is and
    `ignore_max_price_if_needed` is set.
 4. The warm pool (runners that have the model loaded) first, then the cold pool (runners
-   that serve the pipeline and will load the model).
+   that serve the pipeline and will load the model). Once every warm runner has a request in
+   flight, the cold ones join the pool, so a burst spreads instead of queueing on one runner.
 5. In that pool, a share `random_share` of picks is random; the rest take the lowest score,
    `latency × (1 + requests in flight)`. go-livepeer orders by latency alone, which sends every
    request to one runner until it fails; counting the requests in flight spreads a burst. A
@@ -49,7 +50,8 @@ class Selector:
                 raise NoBackendError(f"no runner for {pipeline} at or under the max price {cap}")
             candidates = under or candidates
         warm = [b for b in candidates if b.is_warm(pipeline, model_id)]
-        return warm or candidates
+        # Warm first; once every warm runner is busy, the cold ones join (by score).
+        return warm if any(b.in_flight == 0 for b in warm) else candidates
 
     def score(self, backend: Backend, pipeline: str, model_id: str, default: float) -> float:
         stat = backend.latency.get((pipeline, model_id))
