@@ -90,6 +90,8 @@ class QueuedSink(PacketSink):
         self._ready: asyncio.Event | None = None
         self._ended = False
         self._skipping = False
+        #: The task waits for a wake-up (under the lock): `put` wakes the loop once per wait.
+        self._waiting = False
         self._task: asyncio.Task[None] | None = None
         self._report: Callable[[str], None] = lambda message: log.warning("%s: %s", name, message)
         self.received = 0
@@ -114,7 +116,9 @@ class QueuedSink(PacketSink):
                 self._skipping = True
                 return
             self._items.append(packet)
-        self._wake()
+            wake, self._waiting = self._waiting, False
+        if wake:
+            self._wake()
 
     def end(self) -> None:
         with self._lock:
@@ -139,6 +143,7 @@ class QueuedSink(PacketSink):
                 if self._ended:
                     return None
                 self._ready.clear()
+                self._waiting = True
             await self._ready.wait()
 
     def clear(self) -> None:

@@ -52,6 +52,9 @@ class FrameQueue:
         self._lock = threading.Lock()
         self._ready = asyncio.Event()
         self._closed = False
+        #: The consumer waits for a wake-up (set and cleared under the lock): producers wake
+        #: the loop once per wait, not once per frame (each wake-up is a syscall).
+        self._waiting = False
         self.put_count = 0
         self.dropped = 0
 
@@ -75,7 +78,9 @@ class FrameQueue:
             ):
                 self._items.popleft()
                 self.dropped += 1
-        self._wake()
+            wake, self._waiting = self._waiting, False
+        if wake:
+            self._wake()
 
     def close(self) -> None:
         """No more frames (any thread); the consumer drains what is queued, then sees `StreamEnded`."""
@@ -107,4 +112,5 @@ class FrameQueue:
                 if self._closed:
                     raise StreamEnded
                 self._ready.clear()
+                self._waiting = True
             await self._ready.wait()

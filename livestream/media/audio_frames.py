@@ -9,7 +9,7 @@ time every frame from the PES's first timestamp without decoding anything.
 
 from __future__ import annotations
 
-__all__ = ["AAC_RATES", "aac_config", "aac_config_info", "adts_header", "adts_to_raw", "frame_samples"]
+__all__ = ["AAC_RATES", "aac_config", "aac_config_info", "adts_header", "adts_to_raw", "frame_samples", "opus_ts_packets"]
 
 AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350)
 _MPEG_RATES = {3: (44100, 48000, 32000), 2: (22050, 24000, 16000), 0: (11025, 12000, 8000)}
@@ -109,3 +109,32 @@ def adts_header(asc: bytes, payload_size: int) -> bytes:
             0xFC,
         )
     )
+
+
+def opus_ts_packets(payload: bytes) -> list[tuple[bytes, int, int]]:
+    """Opus packets of an MPEG-TS PES, each behind its `opus_control_header` (ETSI TS 102 366):
+    each (packet, start trim, end trim), the trims in samples at 48 kHz."""
+    out = []
+    i, n = 0, len(payload)
+    while i + 2 <= n and payload[i] == 0x7F and payload[i + 1] & 0xE0 == 0xE0:
+        flags = payload[i + 1]
+        i += 2
+        size = 0
+        while i < n:
+            byte = payload[i]
+            i += 1
+            size += byte
+            if byte != 0xFF:
+                break
+        start_trim = end_trim = 0
+        if flags & 0x10:
+            start_trim = int.from_bytes(payload[i : i + 2], "big") & 0x1FFF
+            i += 2
+        if flags & 0x08:
+            end_trim = int.from_bytes(payload[i : i + 2], "big") & 0x1FFF
+            i += 2
+        if flags & 0x04:  # control extension: its length, then that many bytes
+            i += 1 + (payload[i] if i < n else 0)
+        out.append((payload[i : i + size], start_trim, end_trim))
+        i += size
+    return out

@@ -25,8 +25,9 @@ from fractions import Fraction
 import av
 from av.stream import Stream
 
-from .audio_frames import frame_samples
+from .audio_frames import frame_samples, opus_ts_packets
 from .packets import AUDIO_COPY_CODECS, OUTPUT_TIME_BASE, AudioSource, EncodedPacket
+from .ts_demux import PesUnit, TsDemuxer
 
 __all__ = ["AudioClock", "SegmentDecoder", "SegmentPipe"]
 
@@ -146,40 +147,71 @@ class SegmentPipe:
                 self._take(1 << 30)
 
 
-#: Decoder names the demuxer gives copyable codecs, to the codec they are.
-_COPY_NAMES = {"mp3float": "mp3", "mp2float": "mp2"}
-
-
-def _is_loas(packet: av.Packet[Stream]) -> bool:
-    """The packet starts with LOAS's 11-bit sync word (0x2B7): AAC in LATM."""
-    head = bytes(packet)[:2]
-    return len(head) == 2 and head[0] == 0x56 and head[1] & 0xE0 == 0xE0
-
-
 class AudioClock:
     """The input audio's time on the 90 kHz clock, carried from frame to frame.
 
     `stamp(pts, samples, rate)` returns the frame's timestamp: its own when it has one, else
-    where the previous frame ended. A jump of more than a second from that expectation (a new
-    source clock) is taken as it is.
+    where the previous frame ended.
     """
 
     def __init__(self) -> None:
         self.next_pts: int | None = None
 
     def stamp(self, pts: int | None, samples: int, rate: int) -> int | None:
+        duration = round(samples * 90000 / rate) if rate > 0 else 0
         if pts is None:
             pts = self.next_pts
         if pts is None:
             return None
-        self.next_pts = pts + round(samples * 90000 / rate) if rate > 0 else None
+        self.next_pts = pts + duration if rate > 0 else None
         return pts
 
 
-def _ticks(value: int | None, time_base: Fraction | None) -> int | None:
-    if value is None or time_base is None:
-        return None
-    return round(value * time_base / OUTPUT_TIME_BASE)
+#: More unparsed bytes than any audio frame has: the parser dropped them, nothing is carried.
+_MAX_CARRY = 8192
+
+
+class _AudioTrack:
+    """One input audio stream: a parser that splits its PES into frames, and a decoder when it
+    is transcoded. Kept across segments (audio PES do not follow segment boundaries)."""
+
+    def __init__(self, codec: str) -> None:
+        self.codec = codec
+        self.copy = codec in AUDIO_COPY_CODECS
+        self.parser = av.CodecContext.create(codec, "r")
+        #: Bytes given to the parser and bytes it returned as frames: the difference is the
+        #: start of a frame that the next PES completes (a PES cut mid-frame).
+        self.fed = self.parsed = 0
+        if codec == "opus":  # TS carries no OpusHead: stereo, family 0 (RFC 7845)
+            self.parser.extradata = b"OpusHead\x01\x02\x00\x00\x80\xbb\x00\x00\x00\x00\x00"
+        self.decoder: av.AudioCodecContext | None = None if self.copy else self.parser  # type: ignore[assignment]
+
+
+def _trimmed(frames: list[av.AudioFrame], start: int, end: int) -> list[av.AudioFrame]:
+    """`frames` without their first `start` and last `end` samples (Opus pre-skip and end trim)."""
+    out = []
+    for i, frame in enumerate(frames):
+        cut_start = min(start, frame.samples)
+        start -= cut_start
+        cut_end = min(end, frame.samples - cut_start) if i == len(frames) - 1 else 0
+        if cut_start == 0 and cut_end == 0:
+            out.append(frame)
+            continue
+        kept = frame.samples - cut_start - cut_end
+        if kept <= 0:
+            continue
+        samples = frame.to_ndarray()
+        width = 1 if frame.format.is_planar else len(frame.layout.channels)  # packed: interleaved
+        cut = samples[:, cut_start * width : (cut_start + kept) * width]
+        trimmed = av.AudioFrame.from_ndarray(cut.copy(), format=frame.format.name, layout=frame.layout.name)
+        trimmed.sample_rate = frame.sample_rate
+        out.append(trimmed)
+    return out
+
+
+def _mpeg_audio_name(data: bytes) -> str:
+    """mp2 or mp3, by the frame header's layer (stream types 0x03/0x04 carry either)."""
+    return "mp3" if len(data) > 1 and (data[1] >> 1) & 3 == 1 else "mp2"
 
 
 class SegmentDecoder:
@@ -189,9 +221,6 @@ class SegmentDecoder:
     clock: `EncodedPacket`s when the codec is copied (`AudioSource.copy`), decoded frames (pts
     on `time_base` 1/90000) otherwise.
     """
-
-    #: Demuxer options: start decoding after the first TS packets instead of probing seconds.
-    OPEN_OPTIONS = {"probesize": "32", "analyzeduration": "0"}
 
     def __init__(
         self,
@@ -211,12 +240,15 @@ class SegmentDecoder:
         self._on_audio_source = on_audio_source
         self._on_error = on_error
         self._on_segment = on_segment
+        self._demuxer = TsDemuxer()
         self._clock = AudioClock()
+        self._audio: dict[int, _AudioTrack] = {}
+        self._video: av.VideoCodecContext | None = None
+        self._errors = 0
         self.segments = 0
         self.bad_segments = 0
         self.decode_errors = 0
         self.audio_untimed = 0
-        self._latm: av.AudioCodecContext | None = None
 
     def run(self) -> None:
         while self._pipe.begin_segment():
@@ -229,129 +261,143 @@ class SegmentDecoder:
                 self._on_segment(self.segments)
 
     def _decode_segment(self) -> None:
-        index = self.segments
-        try:
-            container = av.open(self._pipe, "r", format="mpegts", options=self.OPEN_OPTIONS)
-        except (av.InvalidDataError, av.EOFError) as exc:
+        index, demuxer = self.segments, self._demuxer
+        bad_before = demuxer.bad_packets
+        self._errors = 0
+        self._video = None
+        audio_seen: set[int] = set()
+        while data := self._pipe.read():
+            for unit in demuxer.feed(data):
+                self._unit(unit, audio_seen)
+        for unit in demuxer.end_segment():
+            self._unit(unit, audio_seen)
+        video, self._video = self._video, None
+        if video is not None:
+            self._emit_video(video, None)
+        if not any(s.kind == "video" for s in demuxer.streams.values()) or (video is None and not audio_seen):
             self.bad_segments += 1
-            self._on_error(f"input segment {index} skipped: not decodable MPEG-TS ({exc.strerror or exc})")
+            what = "no video stream" if demuxer.streams else "not decodable MPEG-TS"
+            if demuxer.bad_packets > bad_before and not demuxer.streams:
+                what += f" ({demuxer.bad_packets - bad_before} packets without a sync byte)"
+            self._on_error(f"input segment {index} skipped: {what}")
             return
-        with container:
-            video = container.streams.video[0] if container.streams.video else None
-            audio = container.streams.audio[0] if container.streams.audio else None
-            if video is None:
-                self.bad_segments += 1
-                self._on_error(f"input segment {index} skipped: no video stream")
+        if not audio_seen and not any(s.kind == "audio" for s in demuxer.streams.values()):
+            self._on_audio_source(None)
+        if self._errors:
+            self.decode_errors += self._errors
+            self._on_error(f"input segment {index}: {self._errors} undecodable packet(s) skipped")
+        if self._pipe.segment_bytes % _TS_PACKET:
+            self._on_error(f"input segment {index} truncated ({self._pipe.segment_bytes} bytes)")
+
+    def _unit(self, unit: PesUnit, audio_seen: set[int]) -> None:
+        if unit.stream.kind == "video":
+            if self._video is None:
+                try:
+                    self._video = av.CodecContext.create(unit.stream.codec, "r")  # type: ignore[assignment]
+                except (av.FFmpegError, ValueError) as exc:
+                    self._on_error(f"no decoder for {unit.stream.codec} video: {exc}")
+                    return
+                assert self._video is not None
+                # One decoding thread per session, as for the encoder (sessions run in parallel).
+                self._video.thread_count = self.threads
+            packet = av.Packet(unit.payload)
+            packet.pts, packet.dts, packet.time_base = unit.pts, unit.dts, OUTPUT_TIME_BASE
+            self._emit_video(self._video, packet)
+            return
+        pid = unit.stream.pid
+        if pid not in audio_seen:
+            audio_seen.add(pid)
+            track = self._audio.get(pid)
+            if track is None or track.codec != unit.stream.codec:
+                try:
+                    track = self._audio[pid] = _AudioTrack(unit.stream.codec)
+                except (av.FFmpegError, ValueError) as exc:
+                    self._on_error(f"{unit.stream.codec} audio cannot be read ({exc}); the output has no audio")
+                    return
+            self._on_audio_source(AudioSource(unit.stream.codec, 0, 0, copy=track.copy))
+        track = self._audio.get(pid)
+        if track is not None:
+            self._audio_unit(track, unit)
+
+    def _emit_video(self, ctx: av.VideoCodecContext, packet: av.Packet[Stream] | None) -> None:
+        try:
+            frames = ctx.decode(packet)
+        except av.EOFError:
+            return
+        except av.InvalidDataError:
+            self._errors += 1
+            return
+        for frame in frames:
+            if frame.time_base is None:
+                frame.time_base = OUTPUT_TIME_BASE
+            self._on_video(frame, self._pipe.last_arrival)
+
+    def _audio_unit(self, track: _AudioTrack, unit: PesUnit) -> None:
+        """One PES of audio: split into frames, each timed (the PES's pts is the first frame that
+        starts in it; a frame it only completes follows the previous one)."""
+        pending = unit.pts
+        if track.fed - track.parsed > _MAX_CARRY:  # bytes the parser dropped as junk
+            track.fed = track.parsed
+        carried = track.fed - track.parsed
+        parts: list[tuple[av.Packet[Stream], int, int]]
+        if track.codec == "opus":  # Opus in TS: packets behind control headers, with trims
+            parts = [(av.Packet(data), start, end) for data, start, end in opus_ts_packets(unit.payload)]
+        else:
+            track.fed += len(unit.payload)
+            try:
+                parts = [(part, 0, 0) for part in track.parser.parse(unit.payload)]
+            except av.InvalidDataError:
+                self._errors += 1
                 return
-            source = None
-            decoder: av.AudioCodecContext | None = None
-            if audio is not None:
-                name = _COPY_NAMES.get(audio.codec_context.name, audio.codec_context.name)
-                source = AudioSource(
-                    codec=name,
-                    sample_rate=audio.codec_context.sample_rate or 0,
-                    channels=audio.codec_context.channels or 0,
-                    copy=name in AUDIO_COPY_CODECS,
+        for part, start_trim, end_trim in parts:
+            if track.codec != "opus":
+                track.parsed += part.size
+            if carried > 0:
+                carried -= part.size
+                pts = None
+            else:
+                pts, pending = pending, None
+            if track.decoder is None:
+                data = bytes(part)
+                codec = _mpeg_audio_name(data) if track.codec == "mp3" else track.codec
+                info = frame_samples(codec, data)
+                if info is None:
+                    self._errors += 1
+                    continue
+                samples, rate = info
+                stamped = self._clock.stamp(pts, samples, rate)
+                if stamped is None:
+                    self.audio_untimed += 1
+                    continue
+                self._on_audio(
+                    EncodedPacket(
+                        "audio",
+                        codec,
+                        data,
+                        stamped,
+                        stamped,
+                        OUTPUT_TIME_BASE,
+                        sample_rate=rate,
+                        channels=2,
+                        adts=codec == "aac",
+                        duration=round(samples * 90000 / rate),
+                    )
                 )
-                if not source.copy:
-                    decoder = audio.codec_context
-            self._on_audio_source(source)
-            # One decoding thread per session, as for the encoder (sessions run in parallel).
-            video.codec_context.thread_count = self.threads
-            # A stream the demuxer could not name without probing (AAC in LATM): read its PES.
-            unnamed = [s for s in container.streams if s.type not in ("video", "audio")] if audio is None else []
-            streams = [s for s in (video, audio, *unnamed) if s is not None]
-            errors = 0
-            try:
-                for packet in container.demux(*streams):
-                    if packet.stream is video:
-                        try:
-                            frames = video.decode(packet)
-                        except av.InvalidDataError:
-                            errors += 1
-                            continue
-                        for frame in frames:
-                            self._on_video(frame, self._pipe.last_arrival)
-                    elif packet.size and source is not None:
-                        errors += self._audio_packet(packet, source, decoder)
-                    elif packet.size and _is_loas(packet):
-                        errors += self._latm_packet(packet)
-            except (av.InvalidDataError, av.EOFError) as exc:
-                errors += 1
-                log.debug("segment %d: demux error %s", index, exc)
-            # demux() ends with flush packets; after a demux error, flush here instead.
-            try:
-                for frame in video.decode(None):
-                    self._on_video(frame, self._pipe.last_arrival)
-            except av.EOFError:
-                pass
-            if errors:
-                self.decode_errors += errors
-                self._on_error(f"input segment {index}: {errors} undecodable packet(s) skipped")
-            if self._pipe.segment_bytes % _TS_PACKET:
-                self._on_error(f"input segment {index} truncated ({self._pipe.segment_bytes} bytes)")
-
-    def _latm_packet(self, packet: av.Packet[Stream]) -> int:
-        """A whole PES of AAC in LATM/LOAS: split by the parser, decoded, timed."""
-        if self._latm is None:
-            self._latm = av.CodecContext.create("aac_latm", "r")  # type: ignore[assignment]
-            self._on_audio_source(AudioSource("aac_latm", 0, 0, copy=False))
-        assert self._latm is not None
-        errors = 0
-        pts = _ticks(packet.pts, packet.time_base)
-        try:
-            frames = [frame for part in self._latm.parse(bytes(packet)) for frame in self._latm.decode(part)]
-        except av.InvalidDataError:
-            return 1
-        for frame in frames:
-            stamped = self._clock.stamp(pts, frame.samples, frame.sample_rate)
-            pts = None  # the PES's timestamp belongs to its first frame
-            if stamped is None:
-                self.audio_untimed += 1
                 continue
-            frame.pts, frame.time_base = stamped, OUTPUT_TIME_BASE
-            self._on_audio(frame)
-        return errors
-
-    def _audio_packet(self, packet: av.Packet[Stream], source: AudioSource, decoder: av.AudioCodecContext | None) -> int:
-        """Time one audio packet (copy) or its decoded frames; returns the errors counted."""
-        pts = _ticks(packet.pts, packet.time_base)
-        if decoder is None:
-            data = bytes(packet)
-            info = frame_samples(source.codec, data)
-            if info is None:
-                return 1
-            samples, rate = info
-            stamped = self._clock.stamp(pts, samples, rate)
-            if stamped is None:
-                self.audio_untimed += 1
-                return 0
-            self._on_audio(
-                EncodedPacket(
-                    "audio",
-                    source.codec,
-                    data,
-                    stamped,
-                    stamped,
-                    OUTPUT_TIME_BASE,
-                    sample_rate=rate,
-                    channels=source.channels or 2,
-                    adts=source.codec == "aac",
-                    duration=round(samples * 90000 / rate),
-                )
-            )
-            return 0
-        try:
-            frames = decoder.decode(packet)
-        except av.InvalidDataError:
-            return 1
-        for frame in frames:
-            stamped = self._clock.stamp(_ticks(frame.pts, frame.time_base) if frame.pts is not None else pts, frame.samples, frame.sample_rate)
-            pts = None  # a packet's timestamp belongs to its first frame
-            if stamped is None:
-                self.audio_untimed += 1
+            try:
+                frames = track.decoder.decode(part)
+            except av.InvalidDataError:
+                self._errors += 1
                 continue
-            frame.pts = stamped
-            frame.time_base = OUTPUT_TIME_BASE
-            self._on_audio(frame)
-        return 0
+            if start_trim or end_trim:
+                frames = _trimmed(frames, start_trim, end_trim)
+                if pts is not None:
+                    pts += round(start_trim * 90000 / 48000)
+            for frame in frames:
+                stamped = self._clock.stamp(pts, frame.samples, frame.sample_rate)
+                pts = None  # a packet's timestamp belongs to its first frame
+                if stamped is None:
+                    self.audio_untimed += 1
+                    continue
+                frame.pts, frame.time_base = stamped, OUTPUT_TIME_BASE
+                self._on_audio(frame)

@@ -1,0 +1,228 @@
+"""MPEG-TS bytes to PES units, as soon as each is complete (sans-IO).
+
+Why by hand: libavformat's MPEG-TS demuxer hands a video PES on when the next one starts, and
+its H.264 parser then holds that access unit until it has seen the start of the next one, so
+every frame leaves the demuxer two frames late (66 ms at 30 fps). A video PES (whose length
+muxers leave open) is complete when the next PES of its stream starts, or its segment ends; it
+goes to the decoder then, one frame late, the least a TS reader can do. An audio PES with a
+length is complete at its last byte.
+
+    demuxer = TsDemuxer()
+    for unit in demuxer.feed(data):       # PesUnit: stream, pts/dts (90 kHz), payload
+        ...
+    for unit in demuxer.end_segment():    # what the segment's end completes
+        ...
+
+Programs: the first program of the PAT; streams as its PMT lists them. A PES cut by a segment
+boundary continues in the next segment when its continuity counter does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["AUDIO_STREAM_TYPES", "VIDEO_STREAM_TYPES", "PesUnit", "TsDemuxer", "TsError", "TsStream"]
+
+_PACKET = 188
+#: PMT stream_type -> codec (ISO/IEC 13818-1 table 2-34; ATSC A/52 for AC-3).
+VIDEO_STREAM_TYPES = {0x1B: "h264", 0x24: "hevc"}
+AUDIO_STREAM_TYPES = {0x0F: "aac", 0x11: "aac_latm", 0x03: "mp3", 0x04: "mp3", 0x81: "ac3", 0x87: "eac3"}
+#: Descriptors of a private stream (stream_type 0x06) that name its audio codec.
+_AC3_DESCRIPTOR, _EAC3_DESCRIPTOR, _REGISTRATION_DESCRIPTOR = 0x6A, 0x7A, 0x05
+
+
+class TsError(ValueError):
+    """The bytes are not MPEG-TS."""
+
+
+@dataclass(frozen=True, slots=True)
+class TsStream:
+    pid: int
+    kind: str  # "video" or "audio"
+    codec: str
+
+
+@dataclass(slots=True)
+class PesUnit:
+    stream: TsStream
+    pts: int | None
+    dts: int | None
+    payload: bytes
+
+
+@dataclass(slots=True)
+class _Building:
+    stream: TsStream
+    pts: int | None
+    dts: int | None
+    #: The PES's payload length (0: open, ends at the next PES).
+    size: int
+    parts: list[bytes] = field(default_factory=list)
+    received: int = 0
+    cc: int = -1
+
+
+def _timestamp(b: bytes, at: int) -> int:
+    return (
+        ((b[at] >> 1) & 0x07) << 30 | b[at + 1] << 22 | (b[at + 2] >> 1) << 15 | b[at + 3] << 7 | b[at + 4] >> 1
+    )
+
+
+class TsDemuxer:
+    """See the module docstring. `streams` is the current program's streams by PID."""
+
+    def __init__(self) -> None:
+        self._pmt_pid: int | None = None
+        self.streams: dict[int, TsStream] = {}
+        self._building: dict[int, _Building] = {}
+        self._rest = b""
+        #: Bytes of a packet with a bad sync byte (the input is not MPEG-TS, or damaged).
+        self.bad_packets = 0
+        self.dropped_pes = 0
+
+    def feed(self, data: bytes) -> list[PesUnit]:
+        buf = self._rest + data if self._rest else data
+        end = len(buf) - len(buf) % _PACKET
+        self._rest = buf[end:]
+        out: list[PesUnit] = []
+        for i in range(0, end, _PACKET):
+            if buf[i] != 0x47:
+                self.bad_packets += 1
+                continue
+            self._packet(buf[i : i + _PACKET], out)
+        return out
+
+    def end_segment(self) -> list[PesUnit]:
+        """The segment ended: open-length PES are complete; a PES with bytes still to come may
+        continue in the next segment. Tables are read again from the next segment."""
+        self._rest = b""
+        out = []
+        for pid, unit in list(self._building.items()):
+            if unit.size == 0:
+                out.append(self._complete(pid))
+        self._pmt_pid = None
+        return out
+
+    # --- packets --------------------------------------------------------------------------
+
+    def _packet(self, pkt: bytes, out: list[PesUnit]) -> None:
+        pid = ((pkt[1] & 0x1F) << 8) | pkt[2]
+        start = bool(pkt[1] & 0x40)
+        control = (pkt[3] >> 4) & 0x03
+        cc = pkt[3] & 0x0F
+        if pkt[1] & 0x80 or not control & 0x01:  # transport error, or no payload
+            return
+        offset = 4 + (1 + pkt[4] if control & 0x02 else 0)
+        if offset >= _PACKET:
+            return
+        payload = pkt[offset:]
+        if pid == 0:
+            if start:
+                self._pat(payload)
+        elif pid == self._pmt_pid:
+            if start:
+                self._pmt(payload)
+        elif pid in self.streams:
+            self._pes(pid, start, cc, payload, out)
+
+    def _section(self, payload: bytes) -> bytes | None:
+        pointer = payload[0]
+        section = payload[1 + pointer :]
+        if len(section) < 3:
+            return None
+        length = ((section[1] & 0x0F) << 8) | section[2]
+        return section[: 3 + length] if len(section) >= 3 + length else None
+
+    def _pat(self, payload: bytes) -> None:
+        section = self._section(payload)
+        if section is None or section[0] != 0x00:
+            return
+        for i in range(8, len(section) - 4, 4):
+            program = (section[i] << 8) | section[i + 1]
+            if program != 0:  # 0 is the network PID
+                self._pmt_pid = ((section[i + 2] & 0x1F) << 8) | section[i + 3]
+                return
+
+    def _pmt(self, payload: bytes) -> None:
+        section = self._section(payload)
+        if section is None or section[0] != 0x02:
+            return
+        info = ((section[10] & 0x0F) << 8) | section[11]
+        i, end = 12 + info, len(section) - 4
+        streams: dict[int, TsStream] = {}
+        while i + 5 <= end:
+            stream_type, pid = section[i], ((section[i + 1] & 0x1F) << 8) | section[i + 2]
+            es_len = ((section[i + 3] & 0x0F) << 8) | section[i + 4]
+            descriptors = section[i + 5 : i + 5 + es_len]
+            i += 5 + es_len
+            if stream_type in VIDEO_STREAM_TYPES:
+                streams[pid] = TsStream(pid, "video", VIDEO_STREAM_TYPES[stream_type])
+            elif stream_type in AUDIO_STREAM_TYPES:
+                streams[pid] = TsStream(pid, "audio", AUDIO_STREAM_TYPES[stream_type])
+            elif stream_type == 0x06 and (codec := _private_codec(descriptors)) is not None:
+                streams[pid] = TsStream(pid, "audio", codec)
+        for pid in [p for p in self._building if streams.get(p) != self.streams.get(p)]:
+            del self._building[pid]
+        self.streams = streams
+
+    def _pes(self, pid: int, start: bool, cc: int, payload: bytes, out: list[PesUnit]) -> None:
+        unit = self._building.get(pid)
+        if start:
+            if unit is not None:
+                if unit.size and unit.received < unit.size:
+                    self.dropped_pes += 1  # cut short
+                    del self._building[pid]
+                else:
+                    out.append(self._complete(pid))
+            self._begin(pid, cc, payload, out)
+            return
+        if unit is None:
+            return  # the middle of a PES whose start we never saw
+        if cc != (unit.cc + 1) & 0x0F:
+            if cc == unit.cc:
+                return  # a duplicate packet
+            self.dropped_pes += 1  # lost packets: the PES is damaged
+            del self._building[pid]
+            return
+        unit.cc = cc
+        self._append(pid, unit, payload, out)
+
+    def _begin(self, pid: int, cc: int, payload: bytes, out: list[PesUnit]) -> None:
+        if len(payload) < 9 or payload[0:3] != b"\x00\x00\x01":
+            return
+        size = (payload[4] << 8) | payload[5]
+        flags, header = payload[7], payload[8]
+        pts = _timestamp(payload, 9) if flags & 0x80 and len(payload) >= 14 else None
+        dts = _timestamp(payload, 14) if flags & 0xC0 == 0xC0 and len(payload) >= 19 else pts
+        body = 9 + header
+        unit = _Building(self.streams[pid], pts, dts, max(0, size - 3 - header) if size else 0, cc=cc)
+        self._building[pid] = unit
+        self._append(pid, unit, payload[body:], out)
+
+    def _append(self, pid: int, unit: _Building, data: bytes, out: list[PesUnit]) -> None:
+        if unit.size:
+            data = data[: unit.size - unit.received]
+        unit.parts.append(data)
+        unit.received += len(data)
+        if unit.size and unit.received >= unit.size:
+            out.append(self._complete(pid))
+
+    def _complete(self, pid: int) -> PesUnit:
+        unit = self._building.pop(pid)
+        return PesUnit(unit.stream, unit.pts, unit.dts, b"".join(unit.parts))
+
+
+def _private_codec(descriptors: bytes) -> str | None:
+    """The audio codec a private stream's descriptors name (Opus, AC-3, E-AC-3), if any."""
+    i = 0
+    while i + 2 <= len(descriptors):
+        tag, length = descriptors[i], descriptors[i + 1]
+        body = descriptors[i + 2 : i + 2 + length]
+        if tag == _REGISTRATION_DESCRIPTOR and body[:4] == b"Opus":
+            return "opus"
+        if tag == _AC3_DESCRIPTOR:
+            return "ac3"
+        if tag == _EAC3_DESCRIPTOR:
+            return "eac3"
+        i += 2 + length
+    return None
