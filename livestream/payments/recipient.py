@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from dataclasses import dataclass, field
 from fractions import Fraction
 
@@ -41,6 +41,8 @@ from .value import face_value, is_winning_ticket, win_prob
 __all__ = ["MAX_SENDER_NONCES", "Balances", "Receipt", "Recipient", "RecipientConfig", "WinningTicket"]
 
 log = logging.getLogger(__name__)
+
+_RAND_CACHE_SIZE = 4096
 
 #: go-livepeer's `maxSenderNonces`: the most tickets one set of params may carry.
 MAX_SENDER_NONCES = 600
@@ -101,6 +103,7 @@ class Recipient:
         self._secret = secret if secret is not None else secrets.token_bytes(32)
         self.config = config or RecipientConfig()
         self._nonces: dict[int, _Nonces] = {}
+        self._rands: OrderedDict[tuple[object, ...], int] = OrderedDict()
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -181,17 +184,29 @@ class Recipient:
                 del self._nonces[rand]
 
     def _rand(self, batch: TicketBatch) -> int:
+        # Payments against the same params repeat the same inputs: keep the last few rands.
         p = batch.params
-        return recipient_rand(
+        price = batch.expected_price.per_pixel
+        key = (p.seed, batch.sender, p.face_value, p.win_prob, p.expiration_block, price, p.expiration_params)
+        with self._lock:
+            rand = self._rands.get(key)
+        if rand is not None:
+            return rand
+        rand = recipient_rand(
             self._secret,
             seed=p.seed,
             sender=batch.sender,
             face_value=p.face_value,
             win_prob=p.win_prob,
             expiration_block=p.expiration_block,
-            price_per_pixel=batch.expected_price.per_pixel,
+            price_per_pixel=price,
             expiration_params=p.expiration_params,
         )
+        with self._lock:
+            self._rands[key] = rand
+            if len(self._rands) > _RAND_CACHE_SIZE:
+                self._rands.popitem(last=False)
+        return rand
 
     def _check_params(self, batch: TicketBatch, rand: int, l1_block: int) -> None:
         p = batch.params

@@ -8,7 +8,8 @@ ticket has exactly one valid signature (its win test hashes the signature).
 
 Keys come from an encrypted Ethereum keystore file (the format go-livepeer and wallets write,
 via `eth-account`); a signer never shows its key in a repr or a log. The curve work is
-`eth-keys` (with `coincurve`, libsecp256k1, when installed).
+libsecp256k1 through `coincurve` (signing with RFC 6979 nonces and low s, recovery); `eth-keys`
+derives a key's address once.
 """
 
 from __future__ import annotations
@@ -19,11 +20,10 @@ import os
 from pathlib import Path
 from typing import Protocol
 
+import coincurve
 from eth_account import Account
 from eth_hash.auto import keccak
-from eth_keys.exceptions import BadSignature
 from eth_keys.main import KeyAPI
-from eth_utils.exceptions import ValidationError
 
 from .errors import InvalidSignature, KeystoreError
 
@@ -70,8 +70,8 @@ class LocalSigner:
     __slots__ = ("_address", "_key")
 
     def __init__(self, private_key: bytes) -> None:
-        self._key = _keys.PrivateKey(private_key)
-        self._address = self._key.public_key.to_canonical_address()
+        self._address = _keys.PrivateKey(private_key).public_key.to_canonical_address()
+        self._key = coincurve.PrivateKey(private_key)
 
     @classmethod
     def from_keystore(cls, path: str | os.PathLike[str], passphrase: str) -> LocalSigner:
@@ -82,13 +82,9 @@ class LocalSigner:
         return self._address
 
     def sign_hash(self, digest: bytes) -> bytes:
-        sig = self._key.sign_msg_hash(personal_hash(digest))
-        r: int = sig.r
-        s: int = sig.s
-        v: int = sig.v
-        if s > SECP256K1_HALF_N:  # libsecp256k1 never does this; normalize in case a backend does
-            s, v = SECP256K1_N - s, v ^ 1
-        return r.to_bytes(32, "big") + s.to_bytes(32, "big") + bytes((v + 27,))
+        # r ‖ s ‖ recid; libsecp256k1 always gives the low s.
+        sig = self._key.sign_recoverable(personal_hash(digest), hasher=None)
+        return sig[:64] + bytes((sig[64] + 27,))
 
     def __repr__(self) -> str:
         return f"LocalSigner(address=0x{self._address.hex()})"
@@ -128,12 +124,17 @@ def recover_signer(digest: bytes, sig: bytes) -> bytes:
         raise InvalidSignature(f"invalid signature recovery id {sig[64]}")
     if s > SECP256K1_HALF_N:
         raise InvalidSignature("invalid signature: s is in the upper half of the curve order")
+    r = int.from_bytes(sig[:32], "big")
+    if not 0 < r < SECP256K1_N or s == 0:
+        raise InvalidSignature("invalid signature: r or s out of range")
     try:
-        signature = _keys.Signature(vrs=(v, int.from_bytes(sig[:32], "big"), s))
-        public_key = signature.recover_public_key_from_msg_hash(personal_hash(digest))
-    except (BadSignature, ValidationError) as exc:
+        public_key = coincurve.PublicKey.from_signature_and_message(
+            sig[:64] + bytes((v,)), personal_hash(digest), hasher=None
+        ).format(compressed=False)
+    except ValueError as exc:
         raise InvalidSignature(f"invalid signature: {exc}") from exc
-    return bytes(public_key.to_canonical_address())
+    # An address is the last 20 bytes of keccak256 over the 64-byte public key (no 0x04 prefix).
+    return bytes(keccak(public_key[1:]))[12:]
 
 
 def verify_signature(address: bytes, digest: bytes, sig: bytes) -> bool:

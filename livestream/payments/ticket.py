@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from fractions import Fraction
+from functools import lru_cache
 
 from eth_hash.auto import keccak
 
@@ -30,6 +31,7 @@ def _check_len(name: str, value: bytes, size: int) -> None:
         raise ValueError(f"{name} must be {size} bytes, got {len(value)}")
 
 
+@lru_cache(maxsize=1024)
 def expected_value(face_value: int, win_prob: int) -> Fraction:
     """A ticket's expected value in wei: faceValue × winProb / (2^256 − 1), exact."""
     return Fraction(face_value * win_prob, UINT256_MAX)

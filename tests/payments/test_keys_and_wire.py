@@ -134,3 +134,17 @@ def test_segment_credentials_hash_by_hand() -> None:
 
     expected = keccak(b"abc" + (0).to_bytes(32, "big") + keccak(b""))
     assert segment_credentials_hash("abc", 0) == expected
+
+
+def test_random_signatures_recover_or_are_refused_never_crash() -> None:
+    import random
+
+    rng = random.Random(7)
+    for _ in range(300):
+        sig = rng.randbytes(64) + bytes((rng.choice((27, 28, 0, 1, 29)),))
+        try:
+            recover_signer(rng.randbytes(32), sig)
+        except InvalidSignature:
+            pass
+    with pytest.raises(InvalidSignature, match="out of range"):
+        recover_signer(bytes(32), bytes(64) + b"\x1b")
