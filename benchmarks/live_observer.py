@@ -65,12 +65,14 @@ BEEP_HZ = CARRIER_HZ * BEEP_FACTOR
 # --- input -----------------------------------------------------------------------------------
 
 
-def make_input(seconds: int, *, width: int = 512, height: int = 512, fps: int = 30, audio: bool = True) -> list[bytes]:
+def make_input(
+    seconds: int, *, width: int = 512, height: int = 512, fps: int = 30, audio: bool = True, bframes: bool = True
+) -> list[bytes]:
     """`seconds` one-second MPEG-TS segments from the ffmpeg binary's segment muxer.
 
     Encoder and muxer settings are ffmpeg's defaults (libx264 with its B-frames, native AAC,
     several AAC frames per PES) apart from a 1 s closed GOP so every segment starts with a
-    keyframe, as a gateway's segmenter cuts them.
+    keyframe, as a gateway's segmenter cuts them; `bframes=False` adds `-bf 0`.
     """
     with tempfile.TemporaryDirectory(prefix="live-bench-input-") as tmp:
         cmd = [
@@ -80,6 +82,7 @@ def make_input(seconds: int, *, width: int = 512, height: int = 512, fps: int = 
         if audio:
             cmd += ["-f", "lavfi", "-i", f"sine=frequency={CARRIER_HZ}:beep_factor={BEEP_FACTOR}:sample_rate=48000"]
         cmd += ["-t", str(seconds), "-c:v", "libx264", "-pix_fmt", "yuv420p", "-g", str(fps), "-keyint_min", str(fps), "-sc_threshold", "0"]
+        cmd += [] if bframes else ["-bf", "0"]
         cmd += ["-c:a", "aac"] if audio else ["-an"]
         cmd += ["-f", "segment", "-segment_time", "1", "-segment_format", "mpegts", str(Path(tmp) / "in%03d.ts")]
         subprocess.run(cmd, check=True, timeout=120)
@@ -471,8 +474,10 @@ class Input:
     fps: int = 30
 
     @classmethod
-    def make(cls, seconds: int, *, audio: bool, width: int = 512, height: int = 512, fps: int = 30) -> Input:
-        return cls.of(make_input(seconds, width=width, height=height, fps=fps, audio=audio), fps)
+    def make(
+        cls, seconds: int, *, audio: bool, bframes: bool = True, width: int = 512, height: int = 512, fps: int = 30
+    ) -> Input:
+        return cls.of(make_input(seconds, width=width, height=height, fps=fps, audio=audio, bframes=bframes), fps)
 
     @classmethod
     def of(cls, segments: list[bytes], fps: int = 30) -> Input:
