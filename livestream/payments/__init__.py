@@ -6,6 +6,7 @@
     value.py            win test, face value, win probability, tickets for a fee
     sender.py           the gateway: params checks, nonces, signed batches
     recipient.py        the orchestrator: params, ticket validation, credit, winners
+    redemption.py       the orchestrator's queue of winners and when each may be redeemed
     wire.py             Payment / TicketParams / PaymentResult / SegData protobufs and headers
     chain.py            TicketBroker and RoundsManager through web3.py, cached reads
     cli.py              `livestream payments ...` for the gateway operator
@@ -34,6 +35,7 @@ from .errors import (
 )
 from .recipient import MAX_SENDER_NONCES, Balances, Receipt, Recipient, RecipientConfig, WinningTicket
 from .recipient_rand import recipient_rand, recipient_rand_hash
+from .redemption import Due, RedemptionQueue
 from .sender import Sender, SenderConfig, SenderFunds
 from .signing import LocalSigner, Signer, read_keystore, recover_signer, verify_signature, write_keystore
 from .ticket import ExpirationParams, Price, SenderParams, Ticket, TicketBatch, TicketParams, expected_value
@@ -43,6 +45,7 @@ __all__ = [
     "MAX_SENDER_NONCES",
     "Balances",
     "ChainError",
+    "Due",
     "ExpirationParams",
     "InsufficientPayment",
     "InvalidRecipient",
@@ -57,6 +60,7 @@ __all__ = [
     "Receipt",
     "Recipient",
     "RecipientConfig",
+    "RedemptionQueue",
     "Sender",
     "SenderConfig",
     "SenderFunds",

@@ -185,3 +185,22 @@ def test_winners_are_about_win_prob_of_the_tickets(sender: Sender) -> None:
     batch = big.create_batch(params, PRICE, 400, l1_block=L1, funds=SenderFunds(10**19, 10**19))
     receipt = recipient.receive(batch, l1_block=L1)
     assert 150 <= len(receipt.winners) <= 250
+
+
+def test_redemption_waits_for_gas_to_be_worth_it_and_for_the_senders_funds(sender: Sender) -> None:
+    from livestream.payments import RedemptionQueue
+
+    recipient = Recipient(bytes.fromhex("55" * 20), bytes(32), RecipientConfig(ev=10**15, redeem_gas=1, max_face_value=2 * 10**15))
+    params = params_for(recipient, sender)
+    big = Sender(LocalSigner(SENDER_KEY), SenderConfig(max_ticket_ev=10**18, max_total_ev=10**21))
+    winners = recipient.receive(big.create_batch(params, PRICE, 40, l1_block=L1, funds=FUNDS), l1_block=L1).winners
+    assert len(winners) >= 3
+    queue = RedemptionQueue(validity_rounds=2, redeem_gas=1_000)
+    queue.add(winners)
+    expired = params.expiration_block
+    # Gas would cost more than a ticket pays: wait.
+    assert queue.due(l1_block=expired, current_round=100, gas_price=3 * 10**12, available_funds=lambda s: 10**18).redeem == []
+    # The sender can pay two tickets: two are redeemed, the rest wait.
+    due = queue.due(l1_block=expired, current_round=101, gas_price=1, available_funds=lambda s: 2 * params.face_value)
+    assert due.redeem == winners[:2] and len(queue) == len(winners) - 2
+    assert queue.due(l1_block=expired, current_round=102, gas_price=1, available_funds=lambda s: 10**18).dropped == winners[2:]

@@ -17,10 +17,12 @@ from web3 import Web3
 
 from livestream.payments import (
     ChainError,
+    Due,
     LocalSigner,
     Price,
     Recipient,
     RecipientConfig,
+    RedemptionQueue,
     Sender,
     SenderConfig,
     TicketParamsError,
@@ -200,3 +202,73 @@ def test_contract_computes_the_same_hash_and_win_test(chain: Chain) -> None:
         assert broker.isValidTicketSig(struct[1], sig, ticket.hash()).call()
         draw = int.from_bytes(keccak(sig + (12345).to_bytes(32, "big")), "big")
         assert broker.isWinningTicket(sig, 12345, draw + 1).call() and not broker.isWinningTicket(sig, 12345, draw).call()
+
+
+def test_batch_redemption_pays_the_good_tickets_and_skips_the_used(chain: Chain) -> None:
+    client = chain.client
+    sender, recipient, state = _parties(chain)
+    client.fund_deposit_and_reserve(chain.sender_account, ETH, ETH)
+    winners, _ = _pay(chain, sender, recipient, state, [10 * EV] * 4)
+    assert len(winners) >= 2
+    client.redeem_winning_ticket(chain.recipient_account, winners[0])
+
+    def struct(w: WinningTicket) -> tuple[Any, ...]:
+        t = w.ticket
+        return (Web3.to_checksum_address(t.recipient), Web3.to_checksum_address(t.sender), t.face_value, t.win_prob,
+                t.sender_nonce, t.recipient_rand_hash, t.aux_data)
+
+    before = state.funds().deposit
+    tx = client.broker.functions.batchRedeemWinningTickets(
+        [struct(w) for w in winners], [w.sig for w in winners], [w.recipient_rand for w in winners]
+    ).transact({"from": chain.w3.eth.accounts[0]})
+    chain.w3.eth.wait_for_transaction_receipt(tx)
+    assert state.funds().deposit == before - FACE_VALUE * (len(winners) - 1)
+    assert all(client.is_used(w.ticket.hash()) for w in winners)
+
+
+def test_chain_state_caches_for_refresh_s(chain: Chain) -> None:
+    now = [0.0]
+    sender = LocalSigner(bytes(chain.sender_account.key)).address
+    state = ChainState(chain.client, sender, refresh_s=5.0, clock=lambda: now[0])
+    block = state.l1_block()
+    chain.tester.mine_blocks(3)
+    assert state.l1_block() == block
+    now[0] = 5.0
+    assert state.l1_block() == block + 3
+    assert state.funds().deposit == 0
+    chain.client.fund_deposit(chain.sender_account, 123)
+    assert state.funds().deposit == 0
+    state.invalidate()
+    assert state.funds().deposit == 123
+
+
+def test_the_queue_redeems_after_the_params_expire_and_drops_what_is_too_old(chain: Chain) -> None:
+    client = chain.client
+    sender, recipient, state = _parties(chain)
+    client.fund_deposit_and_reserve(chain.sender_account, ETH, ETH)
+    winners, _ = _pay(chain, sender, recipient, state, [10 * EV] * 3)
+    assert winners
+    queue = RedemptionQueue(validity_rounds=VALIDITY_ROUNDS, redeem_gas=100_000)
+    queue.add(winners)
+    gas_price = int(chain.w3.eth.gas_price)
+
+    def due() -> Due:
+        return queue.due(
+            l1_block=client.l1_block(),
+            current_round=client.current_round(),
+            gas_price=gas_price,
+            available_funds=lambda s: (f := client.sender_funds(s)).deposit + f.reserve,
+        )
+
+    assert due().redeem == [] and len(queue) == len(winners)  # the params have not expired yet
+    chain.tester.mine_blocks(winners[0].ticket.params_expiration_block - client.l1_block())
+    ready = due()
+    assert ready.redeem == winners and ready.dropped == [] and len(queue) == 0
+    for w in ready.redeem:
+        client.redeem_winning_ticket(chain.recipient_account, w)
+    assert state.funds().deposit == ETH - FACE_VALUE * len(winners)
+
+    queue.add(winners[:1])
+    chain.mine_rounds(VALIDITY_ROUNDS)
+    late = due()
+    assert late.redeem == [] and late.dropped == winners[:1]
