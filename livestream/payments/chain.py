@@ -90,6 +90,13 @@ class TicketBrokerClient:
         except (Web3Exception, OSError, ValueError) as exc:
             raise ChainError(f"eth_chainId failed: {exc}") from exc
 
+    def gas_price(self) -> int:
+        """The node's gas price, in wei (what a recipient's face value is based on)."""
+        try:
+            return int(self.w3.eth.gas_price)
+        except (Web3Exception, OSError, ValueError) as exc:
+            raise ChainError(f"eth_gasPrice failed: {exc}") from exc
+
     def sender_funds(self, sender: bytes) -> SenderFunds:
         (deposit, withdraw_round), (reserve, _claimed) = self._call(self.broker.functions.getSenderInfo(_addr(sender)))
         return SenderFunds(deposit=deposit, reserve=reserve, withdraw_round=withdraw_round, current_round=self.current_round())

@@ -55,7 +55,7 @@ def _pay(chain: Chain, sender: Sender, recipient: Recipient, state: ChainState, 
     credit = Fraction(0)
     l1_block = state.l1_block()
     params = recipient.ticket_params(
-        sender.address, PRICE, l1_block=l1_block, expiration=state.expiration_params(), gas_price=int(chain.w3.eth.gas_price)
+        sender.address, PRICE, l1_block=l1_block, expiration=state.expiration_params(), gas_price=client.gas_price()
     )
     assert params.face_value == FACE_VALUE
     for fee in fees:
