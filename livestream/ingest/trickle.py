@@ -121,20 +121,22 @@ class TrickleIngest(Ingest):
             if segment is None:
                 return
             self.segments += 1
-            chunks = aiter(segment)
+            loop = asyncio.get_running_loop()
             try:
-                while True:
-                    async with asyncio.timeout(timeout):
-                        chunk = await anext(chunks, None)
-                    if chunk is None:
-                        break
-                    target.on_input()
-                    pipe.write(chunk)
-                    try:
-                        async with asyncio.timeout(timeout):
-                            await pipe.wait_room()
-                    except TimeoutError:
-                        raise IngestError(f"the decoder took no input for {timeout:g} s; ending the stream") from None
+                # One deadline per segment, pushed on at every chunk (cheaper than a timer per chunk).
+                async with asyncio.timeout(timeout) as deadline:
+                    async for chunk in segment:
+                        target.on_input()
+                        pipe.write(chunk)
+                        if not pipe.has_room():
+                            try:
+                                async with asyncio.timeout(timeout):
+                                    await pipe.wait_room()
+                            except TimeoutError:
+                                raise IngestError(
+                                    f"the decoder took no input for {timeout:g} s; ending the stream"
+                                ) from None
+                        deadline.reschedule(loop.time() + timeout)
             except TrickleClientError as exc:
                 target.report_error(f"input segment {segment.seq} cut short: {exc}")
             finally:

@@ -87,6 +87,9 @@ class SegmentPipe:
             self._cond.notify_all()
         self._room.set()
 
+    def has_room(self) -> bool:
+        return self._room.is_set()
+
     async def wait_room(self) -> None:
         await self._room.wait()
 

@@ -16,6 +16,7 @@ before every video keyframe, so each segment decodes on its own.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from typing import Final
 
@@ -163,30 +164,49 @@ class TsMuxer:
         length = len(header) + len(data)
         size = length if length <= 0xFFFF and stream_id != 0xE0 else 0  # 0: unbounded (video)
         pes = b"\x00\x00\x01" + bytes((stream_id, size >> 8, size & 0xFF)) + header + data
-        out: list[bytes] = []
+        total = len(pes)
+        out = bytearray()
         # The first TS packet carries the PCR and the random-access flag in its adaptation field.
         fields = b""
         if pcr is not None:
             fields = bytes((0x50 if key else 0x10,)) + _pcr(pcr)
         elif key:
             fields = b"\x40"
-        pos, first, total = 0, True, len(pes)
-        while pos < total:
-            room = _PAYLOAD - (1 + len(fields) if fields else 0)
-            chunk = pes[pos : pos + room]
-            pos += len(chunk)
-            free = _PAYLOAD - len(chunk)
-            if free == 0:
-                out.append(self._header(pid, first, 1) + chunk)
+        first = min(total, _PAYLOAD - (1 + len(fields) if fields else 0))
+        self._packet(out, pid, True, fields, pes[:first])
+        # Full packets in between: header and 184 payload bytes, nothing else to build.
+        cc = self._cc[pid]
+        pos = first
+        headers = _full_headers(pid)
+        while total - pos >= _PAYLOAD:
+            cc = (cc + 1) & 0x0F
+            out += headers[cc]
+            out += pes[pos : pos + _PAYLOAD]
+            pos += _PAYLOAD
+        self._cc[pid] = cc
+        if pos < total:
+            self._packet(out, pid, False, b"", pes[pos:])
+        self.bytes += len(out)
+        return bytes(out)
+
+    def _packet(self, out: bytearray, pid: int, start: bool, fields: bytes, chunk: bytes) -> None:
+        """One TS packet of `chunk`, padded with an adaptation field (carrying `fields`) if short."""
+        free = _PAYLOAD - len(chunk)
+        if free == 0 and not fields:
+            out += self._header(pid, start, 1)
+        else:
+            if fields:
+                adaptation = bytes((free - 1,)) + fields + b"\xff" * (free - 1 - len(fields))
+            elif free == 1:
+                adaptation = b"\x00"
             else:
-                if fields:
-                    adaptation = bytes((free - 1,)) + fields + b"\xff" * (free - 1 - len(fields))
-                elif free == 1:
-                    adaptation = b"\x00"
-                else:
-                    adaptation = bytes((free - 1, 0)) + b"\xff" * (free - 2)
-                out.append(self._header(pid, first, 3) + adaptation + chunk)
-            first, fields = False, b""
-        data_out = b"".join(out)
-        self.bytes += len(data_out)
-        return data_out
+                adaptation = bytes((free - 1, 0)) + b"\xff" * (free - 2)
+            out += self._header(pid, start, 3)
+            out += adaptation
+        out += chunk
+
+
+@functools.cache
+def _full_headers(pid: int) -> tuple[bytes, ...]:
+    """The 4-byte headers of a payload-only packet of `pid`, by continuity counter."""
+    return tuple(bytes((0x47, pid >> 8, pid & 0xFF, 0x10 | cc)) for cc in range(16))
