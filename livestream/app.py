@@ -10,6 +10,7 @@ from .api import setup_api
 from .api.live_sessions import add_live_routes
 from .keys import SETTINGS_KEY
 from .live import setup_live
+from .liverunner import setup_live_runner
 from .protocols import OUTPUT_SINKS, setup_protocols
 from .settings import Settings
 from .webrtc import setup_webrtc
@@ -29,6 +30,7 @@ def build_app(settings: Settings) -> web.Application:
     setup_api(app, settings)
     setup_live(app, settings, OUTPUT_SINKS)
     add_live_routes(app)
+    setup_live_runner(app, settings)
     setup_protocols(app, settings)
     setup_webrtc(app, settings)
     return app

@@ -148,6 +148,7 @@ def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParse
     )
     _add_webrtc_args(serve, env)
     _add_rtmp_args(serve, env)
+    _add_live_runner_args(serve, env)
     serve.set_defaults(handler=_serve)
 
     trickle = commands.add_parser(
@@ -347,24 +348,84 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     if args.pipeline and not args.model_id:
         raise ConfigError("--pipeline needs --model-id (or MODEL_ID), as an ai-runner container does.")
     _check_pipeline(args.pipeline)
+    runner = _live_runner_settings(args)
+    pipeline, model_id, max_live_sessions = args.pipeline, args.model_id, args.max_live_sessions
+    if runner["orch_addr"] and runner["runner_app"]:
+        # A live runner serves one app: it is that app's runner (its pipeline preloaded, /health
+        # LOADING until then) with one live session per unit of --capacity.
+        task, _, model = runner["runner_app"].partition("/")
+        if pipeline and (pipeline, model_id) != (task, model):
+            raise ConfigError(f"--app {runner['runner_app']} and --pipeline/--model-id {pipeline}/{model_id} disagree.")
+        pipeline, model_id = task, model
+        if max_live_sessions is None:
+            max_live_sessions = runner["runner_capacity"] or 1
     return Settings(
         host=args.host,
         port=args.port,
-        pipeline=args.pipeline,
-        model_id=args.model_id,
+        pipeline=pipeline,
+        model_id=model_id,
         auth_token=args.auth_token,
         model_dir=args.model_dir,
         cors_origins=tuple(args.cors_origin),
         default_models=parse_default_models(args.default_model),
         max_queue=args.max_queue,
-        max_live_sessions=args.max_live_sessions,
+        max_live_sessions=max_live_sessions,
         trickle_autocreate=args.trickle_autocreate,
         trickle_verify_tls=args.trickle_verify_tls,
         aux_models=_aux_models(getattr(args, "aux_model", [])),
         **_webrtc_settings(args),
         **_rtmp_settings(args),
+        **runner,
         version=env_str(os.environ, "VERSION", __version__) or __version__,
     )
+
+
+def _add_live_runner_args(serve: argparse.ArgumentParser, env: Mapping[str, str]) -> None:
+    runner = serve.add_argument_group(
+        "go-livepeer Live Runner: register with an orchestrator and serve its sessions (docs/orchestrator.md)"
+    )
+    runner.add_argument("--orch-addr", default=env_str(env, "ORCH_ADDR"), metavar="URL", help="orchestrator to register with, e.g. https://orch:8935 (env ORCH_ADDR)")
+    runner.add_argument("--orch-secret", default=env_str(env, "ORCH_SECRET"), help="the orchestrator's -orchSecret (env ORCH_SECRET)")
+    runner.add_argument("--runner-url", default=env_str(env, "RUNNER_URL"), metavar="URL", help="where the orchestrator reaches this engine; its path prefixes the app's routes (env RUNNER_URL)")
+    runner.add_argument(
+        "--app",
+        default=env_str(env, "RUNNER_APP"),
+        metavar="PIPELINE/MODEL",
+        help="the one app this engine serves, e.g. live-video-to-video/streamdiffusion (env RUNNER_APP); one per engine: "
+        "run one engine per app (each registration's capacity is its own GPU's)",
+    )
+    runner.add_argument("--capacity", type=int, default=env_int(env, "RUNNER_CAPACITY", None), help="live sessions at once (env RUNNER_CAPACITY); default 1")
+    runner.add_argument("--runner-id", default=env_str(env, "RUNNER_ID"), help="a fixed runner id (env RUNNER_ID); default: the orchestrator picks one")
+    runner.add_argument("--runner-metadata", default=env_str(env, "RUNNER_METADATA"), help="public metadata string, at most 1 KiB (env RUNNER_METADATA)")
+    runner.add_argument("--runner-price", default=env_str(env, "RUNNER_PRICE"), metavar="USD[/UNIT]", help="price in USD per hour (default unit), 720p or fixed (env RUNNER_PRICE), e.g. 0.5/hour")
+
+
+class _LiveRunnerSettings(TypedDict):
+    orch_addr: str | None
+    orch_secret: str | None
+    runner_url: str | None
+    runner_app: str | None
+    runner_capacity: int | None
+    runner_id: str | None
+    runner_metadata: str | None
+    runner_price: str | None
+
+
+def _live_runner_settings(args: argparse.Namespace) -> _LiveRunnerSettings:
+    from .liverunner import live_runner_config
+
+    values: _LiveRunnerSettings = {
+        "orch_addr": getattr(args, "orch_addr", None),
+        "orch_secret": getattr(args, "orch_secret", None),
+        "runner_url": getattr(args, "runner_url", None),
+        "runner_app": getattr(args, "app", None),
+        "runner_capacity": getattr(args, "capacity", None),
+        "runner_id": getattr(args, "runner_id", None),
+        "runner_metadata": getattr(args, "runner_metadata", None),
+        "runner_price": getattr(args, "runner_price", None),
+    }
+    live_runner_config(Settings(**values))  # raises ConfigError
+    return values
 
 
 def _add_rtmp_args(serve: argparse.ArgumentParser, env: Mapping[str, str]) -> None:

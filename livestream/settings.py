@@ -65,6 +65,17 @@ class Settings:
     rtmp_idle_timeout: float = 10.0
     #: Auxiliary models of the live pipelines, kind -> id or folder (`pipelines.live.aux_models`).
     aux_models: Mapping[str, str] = field(default_factory=dict)
+    #: go-livepeer Live Runner (`livestream.liverunner`): the orchestrator to register with, its
+    #: -orchSecret, where it reaches this engine, the one app served and its session capacity.
+    orch_addr: str | None = None
+    orch_secret: str | None = None
+    runner_url: str | None = None
+    runner_app: str | None = None
+    runner_capacity: int | None = None
+    runner_id: str | None = None
+    runner_metadata: str | None = None
+    #: USD per unit, `PRICE[/hour|720p|fixed]` (validated on chain by the orchestrator).
+    runner_price: str | None = None
 
     @property
     def live_session_limit(self) -> int:

@@ -1,0 +1,118 @@
+"""A client of live-runner sessions on a go-livepeer orchestrator (offchain: no 402 payment flow).
+
+    async with aiohttp.ClientSession() as http:
+        client = LiveRunnerClient("https://orch:8935", http)
+        runners = await client.discovery()                          # ready runners, by app
+        session = await client.reserve(runners[0])                 # POST /apps/{rid}/session
+        stream = await session.call("POST", "stream/start", {"params": {}})
+        ...                                                        # publish to stream["input_url"]
+        await session.stop()                                       # POST …/session/{sid}/stop
+
+Used by the tests' stand-in orchestrator runs and meant for the gateway.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+
+__all__ = ["DiscoveredRunner", "LiveRunnerClient", "LiveRunnerClientError", "ReservedSession"]
+
+
+class LiveRunnerClientError(Exception):
+    """The orchestrator or the app refused a call; `status` is the HTTP status (0: no answer)."""
+
+    def __init__(self, status: int, message: str, body: Any = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body
+
+
+@dataclass(frozen=True)
+class DiscoveredRunner:
+    """One `runners[]` entry of `GET /discovery`."""
+
+    orchestrator: str
+    url: str
+    app: str
+    mode: str
+    capacity: int
+    capacity_available: int
+    raw: dict[str, Any]
+
+    @property
+    def runner_id(self) -> str:
+        """The route in `{serviceURI}/apps/{rid}/session` (or `/app`)."""
+        parts = urlsplit(self.url).path.rstrip("/").split("/")
+        return parts[-2] if len(parts) >= 2 and parts[-3:-2] == ["apps"] else ""
+
+
+@dataclass(frozen=True)
+class ReservedSession:
+    session_id: str
+    app_url: str
+    control_url: str
+    http: aiohttp.ClientSession
+
+    async def call(self, method: str, path: str, body: Any = None) -> Any:
+        """An app call through the orchestrator's proxy: `{app_url}/{path}`; the JSON answer."""
+        return await _request(self.http, method, f"{self.app_url.rstrip('/')}/{path.lstrip('/')}", body)
+
+    async def stop(self) -> None:
+        """`POST {control_url}/stop`: release the session (204)."""
+        await _request(self.http, "POST", f"{self.control_url.rstrip('/')}/stop", None)
+
+
+class LiveRunnerClient:
+    def __init__(self, orchestrator: str, http: aiohttp.ClientSession) -> None:
+        self.orchestrator = orchestrator.rstrip("/")
+        self.http = http
+
+    async def discovery(self, app: str | None = None) -> list[DiscoveredRunner]:
+        """`GET /discovery`: ready runners (of `app` when given), most free capacity first."""
+        data = await _request(self.http, "GET", f"{self.orchestrator}/discovery", None)
+        found: list[DiscoveredRunner] = []
+        for orch in data if isinstance(data, list) else []:
+            for runner in orch.get("runners") or []:
+                if app is not None and runner.get("app") != app:
+                    continue
+                found.append(
+                    DiscoveredRunner(
+                        orchestrator=str(orch.get("address", "")),
+                        url=str(runner["url"]),
+                        app=str(runner.get("app", "")),
+                        mode=str(runner.get("mode", "persistent")),
+                        capacity=int(runner.get("capacity", 0)),
+                        capacity_available=int(runner.get("capacity_available", 0)),
+                        raw=runner,
+                    )
+                )
+        return sorted(found, key=lambda r: -r.capacity_available)
+
+    async def reserve(self, runner: DiscoveredRunner | str) -> ReservedSession:
+        """`POST /apps/{rid}/session` (a discovered runner's session URL, or a runner id)."""
+        url = runner.url if isinstance(runner, DiscoveredRunner) else f"{self.orchestrator}/apps/{runner}/session"
+        data = await _request(self.http, "POST", url, None)
+        try:
+            return ReservedSession(str(data["session_id"]), str(data["app_url"]), str(data["control_url"]), self.http)
+        except (KeyError, TypeError):
+            raise LiveRunnerClientError(200, f"POST {url}: unexpected answer {data!r}", data) from None
+
+
+async def _request(http: aiohttp.ClientSession, method: str, url: str, body: Any) -> Any:
+    try:
+        async with http.request(method, url, json=body) as response:
+            text = await response.text(errors="replace")
+            if response.status >= 400:
+                raise LiveRunnerClientError(response.status, f"{method} {url}: HTTP {response.status} {text.strip()}", text)
+            if response.status == 204 or not text.strip():
+                return None
+            try:
+                return await response.json(content_type=None)
+            except ValueError:
+                return text
+    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        raise LiveRunnerClientError(0, f"{method} {url}: {exc!r}") from exc
