@@ -21,6 +21,9 @@ from . import FrameTarget, Ingest, IngestError, InputStalled
 
 __all__ = ["TrickleIngest"]
 
+#: Seconds a missing input channel is retried at the start of a stream.
+START_GRACE = 5.0
+
 log = logging.getLogger(__name__)
 
 #: Seconds the ingest waits for its decode thread after the input ended (it decodes what is
@@ -94,7 +97,9 @@ class TrickleIngest(Ingest):
             self._pipe.close(discard=True)
 
     async def _read(self, pipe: SegmentPipe, target: FrameTarget) -> None:
-        deadline = time.monotonic() + self.timeout
+        # The orchestrator creates the channel before it starts the stream: allow a short race,
+        # not the whole input timeout (a channel that stays missing is gone).
+        deadline = time.monotonic() + min(self.timeout, START_GRACE)
         try:
             while True:
                 try:

@@ -117,6 +117,8 @@ class SessionManager:
             def _load() -> None:
                 try:
                     pipeline = spec.factory()
+                    if not pipeline.passthrough:
+                        import torch  # noqa: F401  (seconds on first import: before IDLE, not in the first stream)
                     try:
                         pipeline.load(spec.params_model())
                     finally:
