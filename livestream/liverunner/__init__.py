@@ -29,7 +29,7 @@ from .registration import Registration
 from .routes import add_runner_routes
 from .sessions import RunnerSessions
 
-__all__ = ["LIVE_RUNNER_KEY", "LiveRunner", "live_runner_config", "parse_price", "setup_live_runner"]
+__all__ = ["LIVE_RUNNER_CONFIG_KEY", "LIVE_RUNNER_KEY", "LiveRunner", "live_runner_config", "parse_price", "setup_live_runner"]
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +103,8 @@ class LiveRunner:
 
 #: The live runner, when `--orch-addr` is set.
 LIVE_RUNNER_KEY = web.AppKey("live_runner", LiveRunner)
+#: Optional override of the registration's config, set before the app starts (tests shorten backoffs).
+LIVE_RUNNER_CONFIG_KEY = web.AppKey("live_runner_config", LiveRunnerConfig)
 
 
 def setup_live_runner(app: web.Application, settings: Settings, config: LiveRunnerConfig | None = None) -> None:
@@ -113,9 +115,9 @@ def setup_live_runner(app: web.Application, settings: Settings, config: LiveRunn
         return
     async def runner_ctx(app: web.Application) -> AsyncIterator[None]:
         http = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(ssl=config.verify_tls), timeout=aiohttp.ClientTimeout(total=None, sock_connect=10)
+            connector=aiohttp.TCPConnector(ssl=(app.get(LIVE_RUNNER_CONFIG_KEY) or config).verify_tls), timeout=aiohttp.ClientTimeout(total=None, sock_connect=10)
         )
-        runner = LiveRunner(config, app[LIVE_MANAGER_KEY], http)
+        runner = LiveRunner(app.get(LIVE_RUNNER_CONFIG_KEY) or config, app[LIVE_MANAGER_KEY], http)
         app[LIVE_RUNNER_KEY] = runner
         await runner.probe_gpu()
         task = asyncio.create_task(runner.registration.run(), name="liverunner-heartbeat")
