@@ -23,7 +23,7 @@ after the first pending frame arrived; then it takes every pending frame:
    without the model: similarity-filter skip, pass-through);
 3. jobs are grouped by shape (image size, embedding shape; sequential-mode jobs alone), and
    each group runs one VAE encode, one `stream_batch.step` (one UNet call for all its
-   streams) and one VAE decode;
+   streams, whatever ControlNets each uses: `pipelines.live.controlnets`) and one VAE decode;
 4. outputs go to the CPU in one copy and the slots' `end` records them.
 
 **Failures.** A group whose step raises has its streams' states restored and each stream
@@ -615,11 +615,13 @@ class DiffusionWorker:
         with torch.inference_mode():
             images = torch.cat([job.image for job in jobs if job.image is not None], dim=0)
             latents = backend.encode(images)
+            controlnets = getattr(models, "controlnets", None)
             if len(jobs) == 1 and jobs[0].sequential:
                 assert jobs[0].state is not None
-                outs = [step_sequential(backend, jobs[0].state, latents)]
+                outs = [step_sequential(backend, jobs[0].state, latents, controlnets)]
             else:
-                outs = step(backend, [(job.state, latents[k : k + 1]) for k, job in enumerate(jobs) if job.state is not None])
+                items = [(job.state, latents[k : k + 1]) for k, job in enumerate(jobs) if job.state is not None]
+                outs = step(backend, items, controlnets)
             decoded = backend.decode(torch.cat(outs, dim=0))
             pixels = ((decoded.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu()
         return list(pixels)

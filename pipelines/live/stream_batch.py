@@ -27,7 +27,7 @@ so compiled or TensorRT engines can replace the PyTorch modules.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CfgType",
+    "Control",
     "DenoiseBackend",
     "Schedule",
     "StreamState",
@@ -53,7 +54,10 @@ class DenoiseBackend(Protocol):
     """The three model calls of a frame. Tensors stay on the backend's device and dtype."""
 
     def unet(self, sample: torch.Tensor, timesteps: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor:
-        """Args: sample `(B, 4, h, w)`, timesteps `(B,)` long, embeds `(B, L, D)`. Returns `(B, 4, h, w)`."""
+        """Args: sample `(B, 4, h, w)`, timesteps `(B,)` long, embeds `(B, L, D)`. Returns `(B, 4, h, w)`.
+
+        A backend that can take ControlNet residuals also has `unet_with_residuals(sample,
+        timesteps, embeds, **extra)` (`TorchBackend`'s; the compile backend inherits it, eager)."""
         ...
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
@@ -78,6 +82,11 @@ class TorchBackend:
 
     def unet(self, sample: torch.Tensor, timesteps: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor:
         return self._unet(sample, timesteps, encoder_hidden_states=embeds, return_dict=False)[0]
+
+    def unet_with_residuals(self, sample: torch.Tensor, timesteps: torch.Tensor, embeds: torch.Tensor, **extra: Any) -> torch.Tensor:
+        """The UNet with ControlNet residuals (`down_block_additional_residuals`,
+        `mid_block_additional_residual`), always the eager module."""
+        return self._unet(sample, timesteps, encoder_hidden_states=embeds, return_dict=False, **extra)[0]
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion_img2img import retrieve_latents
@@ -155,6 +164,29 @@ class Schedule:
         )
 
 
+@dataclass(frozen=True)
+class Control:
+    """One active ControlNet of a stream for the next step.
+
+    Attributes:
+        key: the ControlNet in the `controlnets` map `step` is given.
+        image: `(1, C, H, W)` control image in [0, 1] (the current frame's, for every row).
+        scale: `conditioning_scale`.
+        start, end: `control_guidance_start/end`: step k of n is fed only when
+            `start <= k / n` and `(k + 1) / n <= end` (diffusers' rule).
+    """
+
+    key: str
+    image: torch.Tensor
+    scale: float
+    start: float = 0.0
+    end: float = 1.0
+
+    def row_scales(self, steps: Sequence[int], n: int) -> list[float]:
+        """The scale each UNet row gets (0 where the guidance window excludes its step)."""
+        return [0.0 if (k / n < self.start or (k + 1) / n > self.end) else self.scale for k in steps]
+
+
 @dataclass
 class StreamState:
     """One stream's denoising state: the slot a (future) GPU worker indexes per session.
@@ -179,6 +211,8 @@ class StreamState:
     buffer: torch.Tensor | None = None
     stock: torch.Tensor | None = None
     frames: int = field(default=0)
+    #: ControlNets fed on the next step (set per frame by the pipeline).
+    controls: list[Control] = field(default_factory=list)
 
     @property
     def guided(self) -> bool:
@@ -274,6 +308,8 @@ class _Pending:
     x: torch.Tensor
     stock: torch.Tensor
     rows: int
+    #: The schedule step of each UNet row.
+    steps: list[int]
 
 
 def _prepare(state: StreamState, latent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, _Pending]:
@@ -294,17 +330,20 @@ def _prepare(state: StreamState, latent: torch.Tensor) -> tuple[torch.Tensor, to
     stock = torch.cat([noise[0:1], state.stock[:-1]], dim=0)
     t = s.timesteps
     cond = state.cond.expand(n, -1, -1)
+    steps = list(range(n))
     if state.guided and state.cfg_type == "full":
         sample = torch.cat([x, x], dim=0)
         t = torch.cat([t, t])
         embeds = torch.cat([state.uncond.expand(n, -1, -1), cond], dim=0)
+        steps = steps + steps
     elif state.guided and state.cfg_type == "initialize":
         sample = torch.cat([x[0:1], x], dim=0)
         t = torch.cat([t[0:1], t])
         embeds = torch.cat([state.uncond, cond], dim=0)
+        steps = [0, *steps]
     else:
         sample, embeds = x, cond
-    return sample, t, embeds, _Pending(x, stock, sample.shape[0])
+    return sample, t, embeds, _Pending(x, stock, sample.shape[0], steps)
 
 
 def _finish(state: StreamState, pending: _Pending, out: torch.Tensor) -> torch.Tensor:
@@ -351,12 +390,41 @@ def _finish(state: StreamState, pending: _Pending, out: torch.Tensor) -> torch.T
     return x0[-1:]
 
 
-def step(backend: DenoiseBackend, items: Sequence[tuple[StreamState, torch.Tensor]]) -> list[torch.Tensor]:
+def _unet(
+    backend: DenoiseBackend,
+    sample: torch.Tensor,
+    t: torch.Tensor,
+    embeds: torch.Tensor,
+    rows: Sequence[tuple[int, Sequence[int], StreamState]],
+    controlnets: Mapping[str, Any] | None,
+) -> torch.Tensor:
+    """The UNet call, with the residuals of every active ControlNet when there are any.
+
+    `rows`: per stream, its first row in the batch, the step of each of its rows, its state."""
+    if controlnets:
+        from .controlnets import residuals
+
+        controlled = getattr(backend, "unet_with_residuals", None)
+        extra = residuals(controlnets, sample, t, embeds, rows) if controlled is not None else None
+        if extra is not None:
+            assert controlled is not None
+            out: torch.Tensor = controlled(sample, t, embeds, **extra)
+            return out
+    return backend.unet(sample, t, embeds)
+
+
+def step(
+    backend: DenoiseBackend,
+    items: Sequence[tuple[StreamState, torch.Tensor]],
+    controlnets: Mapping[str, Any] | None = None,
+) -> list[torch.Tensor]:
     """One stream-batch step for each (state, latent) pair, all in one UNet call.
 
     Args:
         items: each a stream's state and its new frame's clean latent `(1, 4, h, w)`; every
             stream must have the same latent and embedding shapes.
+        controlnets: key -> diffusers `ControlNetModel`, for the states' `controls`; streams
+            with different ControlNets still share the UNet call (`controlnets.residuals`).
 
     Returns: each stream's output x0 latent `(1, 4, h, w)` (the frame n - 1 steps back).
     """
@@ -369,7 +437,12 @@ def step(backend: DenoiseBackend, items: Sequence[tuple[StreamState, torch.Tenso
         sample = torch.cat([p[0] for p in prepared], dim=0)
         t = torch.cat([p[1] for p in prepared])
         embeds = torch.cat([p[2] for p in prepared], dim=0)
-    out = backend.unet(sample, t, embeds)
+    rows = []
+    offset = 0
+    for (state, _), (_, _, _, pending) in zip(items, prepared, strict=True):
+        rows.append((offset, pending.steps, state))
+        offset += pending.rows
+    out = _unet(backend, sample, t, embeds, rows, controlnets)
     results = []
     start = 0
     for (state, _), (_, _, _, pending) in zip(items, prepared, strict=True):
@@ -378,7 +451,9 @@ def step(backend: DenoiseBackend, items: Sequence[tuple[StreamState, torch.Tenso
     return results
 
 
-def step_sequential(backend: DenoiseBackend, state: StreamState, latent: torch.Tensor) -> torch.Tensor:
+def step_sequential(
+    backend: DenoiseBackend, state: StreamState, latent: torch.Tensor, controlnets: Mapping[str, Any] | None = None
+) -> torch.Tensor:
     """`use_denoising_batch=False`: this frame through all n steps now (n UNet calls, no lag).
 
     Same fixed noise and guidance as the stream batch; the buffer is not used.
@@ -396,15 +471,15 @@ def step_sequential(backend: DenoiseBackend, state: StreamState, latent: torch.T
         alpha, beta = s.alpha[rows], s.beta[rows]
         t = s.timesteps[rows]
         if state.guided and state.cfg_type == "full":
-            out = backend.unet(torch.cat([x, x]), torch.cat([t, t]), torch.cat([state.uncond, state.cond]))
+            out = _unet(backend, torch.cat([x, x]), torch.cat([t, t]), torch.cat([state.uncond, state.cond]), [(0, [k, k], state)], controlnets)
             eps_u, eps_c = (_to_eps(o, x, alpha, beta, kind) for o in out.chunk(2))
         elif state.guided and state.cfg_type == "initialize" and k == 0:
-            out = backend.unet(torch.cat([x, x]), torch.cat([t, t]), torch.cat([state.uncond, state.cond]))
+            out = _unet(backend, torch.cat([x, x]), torch.cat([t, t]), torch.cat([state.uncond, state.cond]), [(0, [k, k], state)], controlnets)
             stock = _to_eps(out[0:1], x, alpha, beta, kind)
             eps_c = _to_eps(out[1:], x, alpha, beta, kind)
             eps_u = state.delta * stock
         else:
-            eps_c = _to_eps(backend.unet(x, t, state.cond), x, alpha, beta, kind)
+            eps_c = _to_eps(_unet(backend, x, t, state.cond, [(0, [k], state)], controlnets), x, alpha, beta, kind)
             eps_u = state.delta * stock
         eps = eps_u + g * (eps_c - eps_u) if state.guided else eps_c
         x0 = _x0(x, eps, s, rows)

@@ -57,6 +57,9 @@ from ..base import LiveParams
 from ..errors import ModelLoadError
 from ..loading import is_turbo_model, pick_device, resolve_model_source, torch_dtype_for
 from .aux_models import aux_model_id
+from .controlnets import check_fit, load_controlnet
+from .preprocessors import UNSERVED, fit_channels
+from .preprocessors import run as run_preprocessor
 from .diffusion_worker import DiffusionWorker, Job, WorkerPool
 from .safety_checker import NsfwClassifier, SafetyFilter, load_classifier
 from .similarity_filter import SimilarityFilter
@@ -67,7 +70,7 @@ from .streamdiffusion_params import StreamDiffusionParams
 if TYPE_CHECKING:
     import torch
 
-    from .stream_batch import DenoiseBackend, StreamState
+    from .stream_batch import Control, DenoiseBackend, StreamState
 
 __all__ = ["LCM_LORAS", "StreamDiffusionPipeline", "load_models", "worker_key"]
 
@@ -101,6 +104,17 @@ class _Models:
     warmed: set[tuple[int, int]] = field(default_factory=set)
     #: What this load runs without, and why (`{field: why}`), e.g. a TensorRT fallback.
     warnings: dict[str, str] = field(default_factory=dict)
+    #: The UNet's config (ControlNet fit checks).
+    unet_config: dict[str, Any] = field(default_factory=dict)
+    #: ControlNets loaded for the worker's sessions, by model_id, and those that could not
+    #: load or fit, with why. Replaced whole on the worker thread (readers see either).
+    controlnets: dict[str, Any] = field(default_factory=dict)
+    controlnet_errors: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def takes_controlnets(self) -> bool:
+        """The backend can take ControlNet residuals (eager and compile; not TensorRT engines)."""
+        return getattr(self.backend, "unet_with_residuals", None) is not None
 
     def latent_shape(self, height: int, width: int) -> tuple[int, int, int]:
         return (self.latent_channels, height // self.latent_factor, width // self.latent_factor)
@@ -236,6 +250,7 @@ def load_models(params: StreamDiffusionParams, *, model_dir: Path | None, device
         latent_channels=int(probe.shape[1]),
         latent_factor=64 // int(probe.shape[-1]),
         warnings=warnings,
+        unet_config=dict(pipe.unet.config),
     )
 
 
@@ -285,6 +300,8 @@ class _StreamSlot:
         self.counting = True
         self.stale = True
         self.frames = 0
+        #: Per ControlNet (model_id): what its preprocessor keeps between frames.
+        self.cn_memory: dict[str, dict[str, Any]] = {}
 
     # --- WorkerSlot -------------------------------------------------------------------------
 
@@ -305,7 +322,41 @@ class _StreamSlot:
         if state is None or state.latent_shape != shape:
             state = self._new_state(m, shape)
         self._advance_blend(state)
+        state.controls = self._controls(m, x)
         return Job(image=x, state=state, sequential=not p.use_denoising_batch)
+
+    def _controls(self, m: _Models, x: torch.Tensor) -> list[Control]:
+        """This frame's active ControlNets: enabled, scale not 0, loaded; each with its
+        preprocessor's control image (fitted to the ControlNet's own channel count)."""
+        from .stream_batch import Control
+
+        out: list[Control] = []
+        image: torch.Tensor | None = None
+        for cn in self.params.controlnets:
+            if not cn.enabled or cn.conditioning_scale == 0.0:
+                continue
+            model = m.controlnets.get(cn.model_id)
+            if model is None:
+                continue
+            if image is None:
+                image = ((x.float() + 1.0) / 2.0).clamp(0, 1)
+            memory = self.cn_memory.setdefault(cn.model_id, {})
+            if cn.preprocessor == "feedback":
+                memory["previous_output"] = self._previous_output(m, image)
+            control = run_preprocessor(cn.preprocessor, image, cn.preprocessor_params, memory)
+            control = fit_channels(control, int(model.config.conditioning_channels))
+            out.append(
+                Control(
+                    cn.model_id, control.to(m.dtype), cn.conditioning_scale, cn.control_guidance_start, cn.control_guidance_end
+                )
+            )
+        return out
+
+    def _previous_output(self, m: _Models, image: torch.Tensor) -> torch.Tensor | None:
+        last = self.last_output
+        if last is None or tuple(last.shape[:2]) != tuple(image.shape[-2:]):
+            return None
+        return last.to(m.device).permute(2, 0, 1).unsqueeze(0).float() / 255.0
 
     def end(self, job: Job, output: torch.Tensor) -> torch.Tensor:
         if job.image is None:  # pass-through or skipped
@@ -375,6 +426,7 @@ class _StreamSlot:
     def reset_stream(self) -> None:
         self.state = None
         self.last_output = None
+        self.cn_memory = {}
         self.filter.reset()
         self.blend_from = None
 
@@ -580,15 +632,44 @@ class StreamDiffusionPipeline:
         out = feature_warnings(p, m.family if m is not None else None)
         if m is not None:
             out.update(m.warnings)
+        controlnets = _controlnet_warnings(p, m)
+        if controlnets:
+            out["controlnets"] = controlnets
         if p.use_safety_checker and self._classifier is None and self._safety_error is not None:
             out["use_safety_checker"] = self._safety_error[1]
         if p.ip_adapter.enabled and self._style_error is not None:
             out["ip_adapter_style_image_url"] = self._style_error
         return out
 
+    def _sync_controlnets(self, params: StreamDiffusionParams) -> None:
+        """Load the enabled ControlNets the worker does not have yet, on this (the session's)
+        thread, off the tick path; then hand each to the worker between two ticks. One that
+        cannot load, or does not fit the model, is recorded with why (a warning)."""
+        worker, m = self._worker, self._models
+        assert worker is not None and m is not None
+        for cn in params.controlnets:
+            key = cn.model_id
+            if not cn.enabled or key in m.controlnets or key in m.controlnet_errors:
+                continue
+            model: Any = None
+            try:
+                model = load_controlnet(key, model_dir=self.model_dir, device=m.device, dtype=m.dtype)
+                why = check_fit(model, m.unet_config)
+                if why is not None:
+                    why = f"does not fit this {m.family} model: {why}"
+            except ModelLoadError as exc:
+                why = f"could not be loaded ({exc})"
+            if why is not None:
+                log.warning("ControlNet %s %s: running without it", key, why)
+                model = None
+            else:
+                log.info("ControlNet %s loaded (%d control channels)", key, int(model.config.conditioning_channels))
+            worker.call(_register_controlnet, worker, key, model, why)
+
     def _sync_aux(self, params: StreamDiffusionParams) -> None:
         """Load what the params' auxiliary parts need (session thread); a part that cannot
         load runs off, with a warning."""
+        self._sync_controlnets(params)
         if params.use_safety_checker and self._classifier is None:
             model_id = aux_model_id("safety")
             if self._safety_error is None or self._safety_error[0] != model_id:
@@ -647,6 +728,16 @@ class StreamDiffusionPipeline:
                 "flagged": self._safety.flagged,
                 "last_score": self._safety.last_score,
             },
+            "controlnets": [
+                {
+                    "model_id": cn.model_id,
+                    "enabled": cn.enabled,
+                    "loaded": m is not None and cn.model_id in m.controlnets,
+                    "conditioning_scale": cn.conditioning_scale,
+                    "preprocessor": cn.preprocessor,
+                }
+                for cn in (p.controlnets if p is not None else [])
+            ],
             "warnings": [{"field": k, "message": v} for k, v in sorted(self.warnings.items())],
         }
 
@@ -683,6 +774,44 @@ def _models_of(worker: DiffusionWorker) -> _Models:
     m = worker.models
     assert isinstance(m, _Models), "the worker has no model loaded"
     return m
+
+
+def _register_controlnet(worker: DiffusionWorker, key: str, model: Any, why: str | None) -> None:
+    """Worker thread: add a loaded ControlNet (or why it is not there) to the worker's map."""
+    m = _models_of(worker)
+    if model is not None:
+        m.controlnets = {**m.controlnets, key: model}
+    elif why is not None:
+        m.controlnet_errors = {**m.controlnet_errors, key: why}
+
+
+def _controlnet_warnings(p: StreamDiffusionParams, m: _Models | None) -> str:
+    """What of the enabled ControlNets runs off or differently, and why ("" when all run)."""
+    enabled = [cn for cn in p.controlnets if cn.enabled]
+    if not enabled:
+        return ""
+    if m is not None and not m.takes_controlnets:
+        names = ", ".join(cn.model_id for cn in enabled)
+        return f"the {getattr(m.backend, 'name', 'current')} backend takes no ControlNet residuals: running without {names}"
+    notes = []
+    for cn in enabled:
+        why = m.controlnet_errors.get(cn.model_id) if m is not None else None
+        if why is not None:
+            notes.append(f"{cn.model_id} {why}: running without it")
+            continue
+        if cn.preprocessor in UNSERVED:
+            notes.append(
+                f"{cn.model_id}: preprocessor {cn.preprocessor} is not available ({UNSERVED[cn.preprocessor]}): "
+                "its control image is the input frame (passthrough)"
+            )
+        model = m.controlnets.get(cn.model_id) if m is not None else None
+        own = int(model.config.conditioning_channels) if model is not None else None
+        if cn.conditioning_channels is not None and own is not None and cn.conditioning_channels != own:
+            notes.append(
+                f"{cn.model_id}: conditioning_channels {cn.conditioning_channels} differs from the ControlNet's own {own}: "
+                f"the control image is fitted to {own} channels"
+            )
+    return "; ".join(notes)
 
 
 def _apply_on_worker(worker: DiffusionWorker, slot: _StreamSlot, params: StreamDiffusionParams, reset: bool) -> None:

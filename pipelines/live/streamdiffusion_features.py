@@ -1,8 +1,9 @@
 """What of a `streamdiffusion` param set runs, and what runs "off with a warning".
 
 Every field of ai-runner's schema is accepted. Features not built yet run without that part:
-ControlNets and preprocessors (real-time diffusion part 5), IP-Adapter, cached attention and
-the processing blocks (part 6). `feature_warnings` lists them, as `{field: why}`; the
+IP-Adapter, cached attention and the processing blocks (part 6). ControlNets run (part 5);
+what of them cannot (a model that does not load or fit, a preprocessor not available here)
+is reported by the pipeline (`streamdiffusion._controlnet_warnings`). `feature_warnings` lists them, as `{field: why}`; the
 pipeline adds what its load found (a TensorRT fallback, an auxiliary model that did not load,
 a style image that could not be fetched) and the session turns each new entry into one
 `warning` event and lists them all in its status (`warnings`).
@@ -20,35 +21,19 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from .streamdiffusion_params import CONTROLNETS_BY_FAMILY, StreamDiffusionParams
+from .streamdiffusion_params import StreamDiffusionParams
 
 __all__ = ["STYLE_FETCH_TIMEOUT", "feature_warnings", "fetch_style_image"]
 
 STYLE_FETCH_TIMEOUT = 5.0
 
-_PART5 = "not built yet (real-time diffusion part 5)"
 _PART6 = "not built yet (real-time diffusion part 6)"
-
-
-def _family_of_controlnet(model_id: str) -> str | None:
-    for family, ids in CONTROLNETS_BY_FAMILY.items():
-        if model_id in ids:
-            return family
-    return None
 
 
 def feature_warnings(params: StreamDiffusionParams, family: str | None = None) -> dict[str, str]:
     """`{field: why it runs without that part}` for `params`; `family` is the loaded model's
     (sd15, sd21, sdxl), used for the checks ai-runner makes by model id."""
     out: dict[str, str] = {}
-    enabled = [cn for cn in params.controlnets if cn.enabled]
-    if enabled:
-        why = f"ControlNets are {_PART5}: running without {', '.join(cn.model_id for cn in enabled)}"
-        if family is not None:
-            foreign = [cn.model_id for cn in enabled if _family_of_controlnet(cn.model_id) not in (None, family)]
-            if foreign:
-                why += f" (and {', '.join(foreign)} would not fit this {family} model)"
-        out["controlnets"] = why
     if params.ip_adapter.enabled:
         why = f"IP-Adapter ({params.ip_adapter.type}) is {_PART6}: running without it"
         if family is not None and family not in ("sd15", "sdxl"):

@@ -87,6 +87,15 @@ def _write_streamdiffusion(out: Path) -> None:
     write_tiny_streamdiffusion(out)
 
 
+def _write_controlnet(channels: int) -> Callable[[Path], None]:
+    def build(out: Path) -> None:
+        from .streamdiffusion import write_tiny_controlnet
+
+        write_tiny_controlnet(out, conditioning_channels=channels)
+
+    return build
+
+
 def _write_safety(out: Path) -> None:
     from .streamdiffusion import write_tiny_nsfw_classifier
 
@@ -119,6 +128,9 @@ _BUILDERS: dict[str, Callable[[Path], None]] = {
     "segment-anything-2": _write_segment_anything_2,
     # The live pipeline's sd-turbo family, with its tiny VAE (TAESD) alongside.
     "streamdiffusion": _write_streamdiffusion,
+    # ControlNets that fit the streamdiffusion tiny UNet (3 control channels; 6 as TemporalNet2).
+    "controlnet": _write_controlnet(3),
+    "controlnet-6ch": _write_controlnet(6),
     # Auxiliary models of the live pipelines (`pipelines.live.aux_models`), by kind.
     "safety": _write_safety,
 }

@@ -16,11 +16,13 @@ so `model_id=DIR` is all a test or a benchmark needs. The recipe follows
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from ..live.streamdiffusion_folders import TAESD_SUBFOLDER
 
 __all__ = [
     "SD_TURBO_UNET",
+    "write_tiny_controlnet",
     "write_random_sd_turbo",
     "write_tiny_nsfw_classifier",
     "write_tiny_streamdiffusion",
@@ -51,16 +53,14 @@ def write_tiny_taesd(out: Path) -> None:
     taesd.save_pretrained(out, safe_serialization=True)
 
 
-def write_tiny_streamdiffusion(out: Path) -> None:
-    """The sd-turbo architecture family, shrunk: see the module docstring."""
+def _tiny_unet() -> Any:
+    """The tiny sd-turbo-style UNet (seeded: every call gives the same weights)."""
     import torch
-    from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
-    from transformers import CLIPTextModel
 
-    from .parts import SD_SCHEDULER, clip_text_config, save_sd_pipeline, sd_unet, sd_vae
+    from .parts import sd_unet
 
     torch.manual_seed(0)
-    unet = sd_unet(
+    return sd_unet(
         sample_size=8,
         # Cross-attention at the full-resolution level, as in SD (attention first, plain last).
         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
@@ -68,6 +68,37 @@ def write_tiny_streamdiffusion(out: Path) -> None:
         attention_head_dim=(2, 4),
         use_linear_projection=True,
     )
+
+
+def write_tiny_controlnet(out: Path, *, conditioning_channels: int = 3, seed: int = 6) -> None:
+    """A diffusers `ControlNetModel` that fits the `streamdiffusion` tiny UNet (made from it, as
+    ControlNets are made from their base), with `conditioning_channels` control channels
+    (6: TemporalNet2's layout). Its zero convolutions are given random weights, else every
+    residual would be 0 and a test could not tell it is fed. `--task controlnet` (3 channels)
+    and `--task controlnet-6ch`; `seed` makes distinct ControlNets of the same shape."""
+    import torch
+    from diffusers import ControlNetModel
+
+    controlnet = ControlNetModel.from_unet(
+        _tiny_unet(), conditioning_embedding_out_channels=(8, 8, 8, 16), conditioning_channels=conditioning_channels
+    )
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for module in [*controlnet.controlnet_down_blocks, controlnet.controlnet_mid_block, controlnet.controlnet_cond_embedding.conv_out]:
+            module.weight.normal_(0.0, 0.3)
+            module.bias.normal_(0.0, 0.05)
+    controlnet.save_pretrained(out, safe_serialization=True)
+
+
+def write_tiny_streamdiffusion(out: Path) -> None:
+    """The sd-turbo architecture family, shrunk: see the module docstring."""
+    import torch
+    from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
+    from transformers import CLIPTextModel
+
+    from .parts import SD_SCHEDULER, clip_text_config, save_sd_pipeline, sd_vae
+
+    unet = _tiny_unet()
     # At random init the prompt barely moves the output (attention is nearly uniform over
     # tokens, and group norms cancel a spatially constant shift): sharpen the cross-attention
     # and strengthen its values, and give eps about unit variance, so a prompt change shows.

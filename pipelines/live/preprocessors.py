@@ -1,0 +1,208 @@
+"""ControlNet preprocessors: the control image of a ControlNet, computed from the input frame.
+
+One contract: `run(name, image, params, memory) -> control`, where `image` is the frame as
+`(1, 3, H, W)` in [0, 1] on the worker's device, `params` the entry's `preprocessor_params`
+and `memory` a small per-(session, ControlNet) dict the preprocessor may keep frames in
+(`feedback`'s previous output, `temporal_net`'s previous input). The result is
+`(1, C, H, W)` in [0, 1] on the same device. Everything here is plain torch, so it runs on the
+GPU worker beside the UNet with no host round trip.
+
+Served (`SERVED`):
+
+- `passthrough`, `external` (the frame as it is; `external` has no client-supplied image here);
+- `canny`: Canny edges, `low_threshold`/`high_threshold` on the 0..255 scale as OpenCV's
+  (Sobel 3x3 gradients, L2 magnitude, non-maximum suppression along the quantised
+  direction, hysteresis by repeated 3x3 dilation through weak edges);
+- `blur`: Gaussian, `blur_intensity` (sigma, 0.1..10) and `kernel_size` (3..51, odd);
+- `sharpen`: unsharp mask, `sharpen_intensity` and `unsharp_radius`;
+- `soft_edge`: multi-scale Sobel magnitude (1, 1/2, 1/4), normalised: HED-like soft edges;
+- `standard_lineart`: Gaussian-blurred intensity difference, `gaussian_sigma`,
+  `intensity_threshold`;
+- `feedback`: `(1 - s) * frame + s * previous output`, `feedback_strength` s (0..1, 0.5);
+  the first frame passes through. The previous output is handed in by the pipeline.
+
+Not served (`UNSERVED`, with why): the model-backed ones (depth, pose, HED, line art,
+MediaPipe), `temporal_net_tensorrt` (needs an optical-flow model or OpenCV, neither here),
+`upscale` and `realesrgan_trt` (change the size: not a control image). They run as
+`passthrough` and the pipeline reports the reason as a warning.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["SERVED", "UNSERVED", "fit_channels", "run", "served"]
+
+SERVED = ("passthrough", "external", "canny", "blur", "sharpen", "soft_edge", "standard_lineart", "feedback")
+
+_NO_MODEL = "its model runs through controlnet_aux/timm/TensorRT, none of which is installed here"
+UNSERVED: dict[str, str] = {
+    "depth": "no depth model is built in yet (Depth Anything V2 through transformers is planned)",
+    "depth_tensorrt": "no depth model is built in yet (Depth Anything V2 through transformers is planned)",
+    "hed": f"HED: {_NO_MODEL}; use soft_edge",
+    "lineart": f"line art: {_NO_MODEL}; use standard_lineart",
+    "openpose": f"pose: {_NO_MODEL}",
+    "pose_tensorrt": f"pose: {_NO_MODEL}",
+    "mediapipe_pose": "mediapipe is not installed (its OpenCV build does not import beside our torch)",
+    "mediapipe_segmentation": "mediapipe is not installed (its OpenCV build does not import beside our torch)",
+    "temporal_net_tensorrt": "optical flow (RAFT or OpenCV) is not available here",
+    "upscale": "an upscaler changes the image size: not a control image",
+    "realesrgan_trt": "an upscaler changes the image size: not a control image",
+}
+
+
+def served(name: str) -> bool:
+    return name in SERVED
+
+
+def run(name: str, image: torch.Tensor, params: dict[str, Any], memory: dict[str, Any]) -> torch.Tensor:
+    """The control image of preprocessor `name` (see the module docstring); an unserved name
+    returns the frame (passthrough)."""
+    if name == "canny":
+        return canny(image, float(params.get("low_threshold", 100)), float(params.get("high_threshold", 200)))
+    if name == "blur":
+        return gaussian_blur(image, _clamp(params.get("blur_intensity", 2.0), 0.1, 10.0), int(params.get("kernel_size", 15)))
+    if name == "sharpen":
+        return sharpen(image, float(params.get("sharpen_intensity", 1.5)), float(params.get("unsharp_radius", 1.0)))
+    if name == "soft_edge":
+        return soft_edge(image)
+    if name == "standard_lineart":
+        return standard_lineart(
+            image, _clamp(params.get("gaussian_sigma", 6.0), 1.0, 20.0), _clamp(params.get("intensity_threshold", 8), 1.0, 50.0)
+        )
+    if name == "feedback":
+        previous = memory.get("previous_output")
+        if previous is None or previous.shape != image.shape:
+            return image
+        s = _clamp(params.get("feedback_strength", 0.5), 0.0, 1.0)
+        return (1 - s) * image + s * previous.to(image.dtype)
+    return image
+
+
+def fit_channels(control: torch.Tensor, channels: int) -> torch.Tensor:
+    """`control` with `channels` channels: grey from RGB for 1, the first ones when there are
+    more, repeated when there are fewer (a 3-channel map for a 6-channel ControlNet)."""
+    import torch
+
+    c = int(control.shape[1])
+    if c == channels:
+        return control
+    if channels == 1:
+        return control.mean(dim=1, keepdim=True)
+    if c > channels:
+        return control[:, :channels]
+    reps = math.ceil(channels / c)
+    return torch.cat([control] * reps, dim=1)[:, :channels]
+
+
+def _clamp(value: Any, low: float, high: float) -> float:
+    return min(high, max(low, float(value)))
+
+
+def _grey(image: torch.Tensor) -> torch.Tensor:
+    r, g, b = image[:, 0:1], image[:, 1:2], image[:, 2:3]
+    return 0.299 * r + 0.587 * g + 0.114 * b
+
+
+def _gauss_kernel(sigma: float, size: int, like: torch.Tensor) -> torch.Tensor:
+    import torch
+
+    x = torch.arange(size, dtype=torch.float32, device=like.device) - (size - 1) / 2
+    k = torch.exp(-(x**2) / (2 * sigma**2))
+    return (k / k.sum()).to(like.dtype)
+
+
+def gaussian_blur(image: torch.Tensor, sigma: float, kernel_size: int) -> torch.Tensor:
+    """Separable Gaussian blur, reflect padding; `kernel_size` forced odd in 3..51."""
+    import torch.nn.functional as F
+
+    size = max(3, min(51, kernel_size))
+    size += 1 - size % 2
+    k = _gauss_kernel(sigma, size, image)
+    c = image.shape[1]
+    pad = size // 2
+    x = F.pad(image, (pad, pad, 0, 0), mode="reflect") if image.shape[-1] > pad else F.pad(image, (pad, pad, 0, 0), mode="replicate")
+    x = F.conv2d(x, k.view(1, 1, 1, size).expand(c, 1, 1, size), groups=c)
+    x = F.pad(x, (0, 0, pad, pad), mode="reflect") if image.shape[-2] > pad else F.pad(x, (0, 0, pad, pad), mode="replicate")
+    return F.conv2d(x, k.view(1, 1, size, 1).expand(c, 1, size, 1), groups=c)
+
+
+def _sobel(grey: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    import torch
+    import torch.nn.functional as F
+
+    kx = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], device=grey.device, dtype=grey.dtype)
+    x = F.pad(grey, (1, 1, 1, 1), mode="replicate")
+    gx = F.conv2d(x, kx.view(1, 1, 3, 3))
+    gy = F.conv2d(x, kx.t().contiguous().view(1, 1, 3, 3))
+    return gx, gy
+
+
+def canny(image: torch.Tensor, low: float, high: float) -> torch.Tensor:
+    """Canny edges as white on black, 3 channels (see the module docstring)."""
+    import torch
+    import torch.nn.functional as F
+
+    grey = _grey(image.float()) * 255.0
+    gx, gy = _sobel(grey)
+    mag = torch.sqrt(gx * gx + gy * gy)
+    # Direction quantised to 0, 45, 90, 135 degrees; compare with the two neighbours along it.
+    angle = torch.rad2deg(torch.atan2(gy, gx)) % 180.0
+    padded = F.pad(mag, (1, 1, 1, 1))
+    h, w = mag.shape[-2:]
+
+    def shifted(dy: int, dx: int) -> torch.Tensor:
+        return padded[..., 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]
+
+    horizontal = (angle < 22.5) | (angle >= 157.5)
+    diag45 = (angle >= 22.5) & (angle < 67.5)
+    vertical = (angle >= 67.5) & (angle < 112.5)
+    n1 = torch.where(horizontal, shifted(0, -1), torch.where(diag45, shifted(-1, -1), torch.where(vertical, shifted(-1, 0), shifted(-1, 1))))
+    n2 = torch.where(horizontal, shifted(0, 1), torch.where(diag45, shifted(1, 1), torch.where(vertical, shifted(1, 0), shifted(1, -1))))
+    peak = (mag >= n1) & (mag >= n2) & (mag > 0)
+    low, high = min(low, high), max(low, high)
+    strong = peak & (mag >= high)
+    weak = peak & (mag >= low)
+    edges = strong.float()
+    # Hysteresis: weak pixels joined to strong ones (a bounded number of dilations).
+    for _ in range(max(8, (h + w) // 16)):
+        edges = F.max_pool2d(edges, 3, stride=1, padding=1) * weak.float()
+    return edges.to(image.dtype).expand(-1, 3, -1, -1).contiguous()
+
+
+def sharpen(image: torch.Tensor, intensity: float, radius: float) -> torch.Tensor:
+    sigma = max(0.3, radius)
+    blurred = gaussian_blur(image, sigma, int(2 * math.ceil(3 * sigma) + 1))
+    return (image + intensity * (image - blurred)).clamp(0, 1)
+
+
+def soft_edge(image: torch.Tensor) -> torch.Tensor:
+    """Multi-scale Sobel magnitude, normalised to [0, 1] per image; 3 channels."""
+    import torch.nn.functional as F
+
+    grey = _grey(image.float())
+    h, w = grey.shape[-2:]
+    total = None
+    for factor in (1, 2, 4):
+        g = grey if factor == 1 else F.avg_pool2d(grey, factor, ceil_mode=True)
+        gx, gy = _sobel(g)
+        mag = (gx * gx + gy * gy).sqrt()
+        if factor != 1:
+            mag = F.interpolate(mag, size=(h, w), mode="bilinear", align_corners=False)
+        total = mag if total is None else total + mag / factor
+    assert total is not None
+    peak = total.amax(dim=(-2, -1), keepdim=True).clamp_min(1e-6)
+    return (total / peak).to(image.dtype).expand(-1, 3, -1, -1).contiguous()
+
+
+def standard_lineart(image: torch.Tensor, sigma: float, threshold: float) -> torch.Tensor:
+    """Dark lines where the frame is darker than its blur by more than `threshold` (0..255)."""
+    grey = _grey(image.float()) * 255.0
+    blurred = gaussian_blur(grey, sigma, int(2 * math.ceil(3 * sigma) + 1))
+    lines = (blurred - grey - threshold).clamp_min(0)
+    peak = lines.amax(dim=(-2, -1), keepdim=True).clamp_min(1e-6)
+    return (lines / peak).to(image.dtype).expand(-1, 3, -1, -1).contiguous()
