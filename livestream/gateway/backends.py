@@ -5,6 +5,11 @@ Each round (every `refresh_interval` seconds) probes every runner at once: `GET 
 has just come up, `GET /openapi.json` (the pipelines it serves). A runner that does not answer is
 `down` until a later round reaches it; no runner's state ever stops the gateway. Each round also
 takes one step off every suspension (go-livepeer counts suspensions in refresh rounds too).
+
+go-livepeer orchestrators (`orchestrator.py`) are backends too: a round calls GetOrchestrator
+on one when its info is older than `orchestrator_refresh` or its auth token is due; its
+capabilities, warm models and prices come from that `OrchestratorInfo`. One that needs payments
+(on chain) is `needs payment`: listed, never selected.
 """
 
 from __future__ import annotations
@@ -20,12 +25,14 @@ from typing import Any, Literal
 import aiohttp
 
 from .config import GatewayConfig, RunnerConfig
+from .orchestrator import CertificateChanged, OrchestratorError, OrchestratorInfo, OrchestratorLink, Pins
 
 __all__ = ["Backend", "Discovery", "LatencyStat", "auth_headers"]
 
 log = logging.getLogger(__name__)
 
-State = Literal["unknown", "up", "down"]
+State = Literal["unknown", "up", "down", "needs payment"]
+Kind = Literal["runner", "orchestrator"]
 
 #: Weight of the newest sample in a latency average.
 _EWMA_ALPHA = 0.3
@@ -46,6 +53,7 @@ class LatencyStat:
 @dataclass(eq=False)
 class Backend:
     config: RunnerConfig
+    kind: Kind = "runner"
     state: State = "unknown"
     health: str = ""
     #: Pipelines from the runner's OpenAPI document; None = not known (then it may serve any).
@@ -63,6 +71,11 @@ class Backend:
     suspensions: int = 0
     last_error: str = ""
     last_seen: float = 0.0
+    #: Orchestrators: the gRPC link, the last OrchestratorInfo, and a lock so that concurrent
+    #: requests share one refresh of the auth token.
+    link: OrchestratorLink | None = None
+    info: OrchestratorInfo | None = None
+    refreshing: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
     def url(self) -> str:
@@ -75,12 +88,19 @@ class Backend:
     def serves(self, pipeline: str, model_id: str) -> bool:
         if self.state != "up":
             return False
+        if self.info is not None:
+            if pipeline == "live-video-to-video":  # an orchestrator's live route is gateway part 3
+                return False
+            models = self.info.models(pipeline)
+            return models is not None and (not models or not model_id or model_id in models)
         if self.pinned is not None:
             pinned_pipeline, pinned_model = self.pinned
             return pinned_pipeline == pipeline and (not model_id or model_id == pinned_model)
         return self.pipelines is None or pipeline in self.pipelines
 
     def is_warm(self, pipeline: str, model_id: str) -> bool:
+        if self.info is not None and (self.info.models(pipeline) or {}).get(model_id):
+            return True
         if not model_id:
             return any(p == pipeline for p, _ in self.warm)
         return (pipeline, model_id) in self.warm
@@ -92,6 +112,12 @@ class Backend:
         self.last_error = reason
         log.warning("runner %s suspended for %d rounds: %s", self.url, self.penalty, reason)
 
+    def price(self, pipeline: str, model_id: str) -> float:
+        """Per unit: the config's for a runner, the OrchestratorInfo's (wei) for an orchestrator."""
+        if self.info is not None:
+            return self.info.price(pipeline, model_id)
+        return self.config.price(pipeline, model_id)
+
     def record_success(self, pipeline: str, model_id: str, seconds: float) -> None:
         self.latency.setdefault((pipeline, model_id), LatencyStat()).add(seconds)
         if model_id:
@@ -101,6 +127,7 @@ class Backend:
         """The `GET /backends` entry."""
         return {
             "url": self.url,
+            "kind": self.kind,
             "state": self.state,
             "health": self.health,
             "pipelines": sorted(self.pipelines) if self.pipelines is not None else None,
@@ -114,6 +141,7 @@ class Backend:
             "suspensions": self.suspensions,
             "last_error": self.last_error,
             "prices": dict(self.config.prices),
+            "orchestrator": self.info.status() if self.info is not None else None,
         }
 
 
@@ -140,11 +168,56 @@ class Discovery:
     def __init__(self, config: GatewayConfig, session: aiohttp.ClientSession) -> None:
         self.config = config
         self.session = session
+        self.pins = Pins()
         self.backends: list[Backend] = [Backend(config=r) for r in config.runners]
+        for url in config.orchestrators:
+            link = OrchestratorLink(url, self.pins, config.probe_timeout)
+            self.backends.append(Backend(config=RunnerConfig(url=url), kind="orchestrator", link=link))
         self.rounds = 0
         self._first_round = asyncio.Event()
 
+    async def probe_orchestrator(self, backend: Backend, *, force: bool = False) -> None:
+        """GetOrchestrator, unless the last info is fresh and its token not due (or `force`)."""
+        assert backend.link is not None
+        info = backend.info
+        if (not force and info is not None and backend.state in ("up", "needs payment") and not info.token_due()
+                and time.time() - info.fetched < self.config.orchestrator_refresh):  # fmt: skip
+            return
+        try:
+            info = await backend.link.get_info()
+        except (OrchestratorError, OSError, asyncio.TimeoutError) as exc:
+            reason = str(exc) or type(exc).__name__
+            if backend.state != "down" or backend.last_error != reason:
+                log.log(logging.ERROR if isinstance(exc, CertificateChanged) else logging.WARNING,
+                        "orchestrator %s is down: %s", backend.url, reason)  # fmt: skip
+            backend.state = "down"
+            backend.last_error = reason
+            backend.info = None
+            backend.pipelines = None
+            return
+        state: State = "needs payment" if info.needs_payment else "up"
+        if backend.state != state:
+            log.info("orchestrator %s is %s (%s)", backend.url, state, info.transcoder)
+        backend.info = info
+        backend.state = state
+        backend.pipelines = frozenset(info.pipelines())
+        backend.last_seen = time.time()
+
+    async def refresh_token(self, backend: Backend, older_than: float | None = None) -> None:
+        """A fresh auth token before a job: when due, or (after a 403) fetched before
+        `older_than`. Concurrent callers share one GetOrchestrator."""
+        async with backend.refreshing:
+            info = backend.info
+            stale = info is None or info.token_due() or (older_than is not None and info.fetched < older_than)
+            if stale:
+                await self.probe_orchestrator(backend, force=True)
+                if older_than is not None and backend.info is not None:
+                    backend.info.after_refusal = True
+
     async def probe(self, backend: Backend) -> None:
+        if backend.link is not None:
+            await self.probe_orchestrator(backend)
+            return
         timeout = self.config.probe_timeout
         headers = auth_headers(backend.config)
         try:
@@ -206,6 +279,9 @@ class Discovery:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+            for b in self.backends:
+                if b.link is not None:
+                    b.link.close()
 
     def up(self) -> Iterable[Backend]:
         return (b for b in self.backends if b.state == "up")

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from .config import GatewayConfig, RunnerConfig, load_config_file, parse_price_caps
+from .config import GatewayConfig, RunnerConfig, load_config_file, parse_orchestrator_url, parse_price_caps
 
 __all__ = ["add_gateway_parser", "config_from_args"]
 
@@ -26,6 +26,7 @@ _DEFAULTS = {f.name: f.default for f in fields(GatewayConfig) if not callable(f.
 _EPILOG = """\
 examples:
   livestream gateway --runner http://gpu1:8000 --runner http://gpu2:8000
+  livestream gateway --orchestrator https://orch1:8935 --runner http://gpu1:8000
   GATEWAY_RUNNERS=http://gpu1:8000,http://gpu2:8000 GATEWAY_API_KEYS=secret livestream gateway
   livestream gateway --config gateway.json      runners with prices and tokens, price caps, ...
 """
@@ -41,6 +42,8 @@ _FLAGS: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "same_backend_tries": ("GATEWAY_SAME_BACKEND_TRIES", int, "most tries on one runner for 'ticketparams expired'"),
     "random_share": ("GATEWAY_RANDOM_SHARE", float, "share of picks made at random"),
     "suspension_penalty": ("GATEWAY_SUSPENSION_PENALTY", int, "discovery rounds a failed runner is suspended for"),
+    "orchestrator_refresh": ("GATEWAY_ORCHESTRATOR_REFRESH", float,
+                             "seconds between GetOrchestrator calls (sooner when the auth token is due)"),
     "storage_dir": ("GATEWAY_STORAGE_DIR", Path, "folder of stored media (videos); default a temporary folder"),
     "storage_ttl": ("GATEWAY_STORAGE_TTL", float, "seconds stored media and async results are kept"),
     "public_url": ("GATEWAY_PUBLIC_URL", str, "base of stored media URLs; default the request's scheme and host"),
@@ -66,6 +69,8 @@ def add_gateway_parser(commands: Any, env: Mapping[str, str] | None = None) -> a
                    help="JSON file of GatewayConfig fields (env GATEWAY_CONFIG)")  # fmt: skip
     p.add_argument("--runner", action="append", default=None, metavar="URL",
                    help="a runner's base URL; repeatable (env GATEWAY_RUNNERS, comma-separated)")  # fmt: skip
+    p.add_argument("--orchestrator", action="append", default=None, metavar="URL",
+                   help="a go-livepeer orchestrator, https://host:port; repeatable (env GATEWAY_ORCHESTRATORS, comma-separated)")  # fmt: skip
     p.add_argument("--api-key", action="append", default=None, metavar="KEY",
                    help="require this bearer key; repeatable (env GATEWAY_API_KEYS, comma-separated); default no auth")  # fmt: skip
     p.add_argument("--max-price", action="append", default=None, metavar="PIPELINE[/MODEL]=PRICE",
@@ -106,6 +111,9 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = N
     runners = args.runner or _env_list(env, "GATEWAY_RUNNERS")
     if runners:
         values["runners"] = tuple(RunnerConfig(url=u.rstrip("/")) for u in runners)
+    orchestrators = args.orchestrator or _env_list(env, "GATEWAY_ORCHESTRATORS")
+    if orchestrators:
+        values["orchestrators"] = tuple(o.rstrip("/") for o in orchestrators)
     keys = args.api_key or _env_list(env, "GATEWAY_API_KEYS")
     if keys:
         values["api_keys"] = tuple(keys)
@@ -118,8 +126,14 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = N
         if value is not None:
             values[name] = value
     config = GatewayConfig(**values)
-    if not config.runners:
-        raise ConfigError("no runners: give --runner URL (or GATEWAY_RUNNERS, or runners in --config)")
+    if not config.runners and not config.orchestrators:
+        raise ConfigError("no backends: give --runner URL or --orchestrator URL (or GATEWAY_RUNNERS, "
+                          "GATEWAY_ORCHESTRATORS, or runners/orchestrators in --config)")  # fmt: skip
+    for url in config.orchestrators:
+        try:
+            parse_orchestrator_url(url)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
     if not 0.0 <= config.random_share <= 1.0:
         raise ConfigError("--random-share must be between 0 and 1")
     return config
@@ -131,6 +145,7 @@ def _run(args: argparse.Namespace) -> int:
     from .app import build_gateway_app
 
     config = config_from_args(args)
-    log.info("gateway on %s:%d over %d runner(s)", config.host, config.port, len(config.runners))
+    log.info("gateway on %s:%d over %d runner(s) and %d orchestrator(s)", config.host, config.port,
+             len(config.runners), len(config.orchestrators))  # fmt: skip
     web.run_app(build_gateway_app(config), host=config.host, port=config.port, print=None)
     return 0

@@ -10,10 +10,11 @@ import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from ..errors import ConfigError
 
-__all__ = ["GatewayConfig", "RunnerConfig", "load_config_file", "parse_price_caps"]
+__all__ = ["GatewayConfig", "RunnerConfig", "load_config_file", "parse_orchestrator_url", "parse_price_caps"]
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,11 @@ class GatewayConfig:
     host: str = "0.0.0.0"
     port: int = 8080
     runners: tuple[RunnerConfig, ...] = ()
+    #: go-livepeer orchestrators (`https://host:port`, or `http://` for a plaintext one).
+    orchestrators: tuple[str, ...] = ()
+    #: Seconds between two GetOrchestrator calls to an orchestrator that is up (sooner when its
+    #: auth token is in the last tenth of its life, or it refused it).
+    orchestrator_refresh: float = 60.0
     #: Bearer keys; empty means no auth.
     api_keys: tuple[str, ...] = ()
     #: Seconds between two discovery rounds (`/health`, `/hardware/info`, `/openapi.json`).
@@ -88,6 +94,17 @@ def parse_price_caps(items: list[str] | tuple[str, ...]) -> dict[str, float]:
     return out
 
 
+def parse_orchestrator_url(url: str) -> tuple[str, str, int]:
+    """`https://host:port` (or `host:port`, https) -> (scheme, host, port); no path, as the
+    Python gateway. go-livepeer's default port is 8935."""
+    if "://" not in url:
+        url = "https://" + url
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/"):
+        raise ValueError(f"orchestrator {url!r}: expected https://host:port")
+    return parts.scheme, parts.hostname, parts.port or 8935
+
+
 def _runner(value: Any) -> RunnerConfig:
     if isinstance(value, str):
         return RunnerConfig(url=value.rstrip("/"))
@@ -113,6 +130,8 @@ def load_config_file(path: Path) -> dict[str, Any]:
     out: dict[str, Any] = dict(data)
     if "runners" in out:
         out["runners"] = tuple(_runner(r) for r in out["runners"])
+    if "orchestrators" in out:
+        out["orchestrators"] = tuple(str(o).rstrip("/") for o in out["orchestrators"])
     if "api_keys" in out:
         out["api_keys"] = tuple(str(k) for k in out["api_keys"])
     if "storage_dir" in out and out["storage_dir"] is not None:

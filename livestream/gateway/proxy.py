@@ -5,6 +5,13 @@ answer is checked before anything reaches the client: JSON against the route's s
 image-to-video's frames turned into an mp4, an LLM event stream relayed chunk by chunk. Once a
 byte of a stream has gone to the client the request is never retried: a runner failing later
 ends the stream with an error event and is suspended.
+
+To a go-livepeer orchestrator a try goes to `{info.transcoder}{path}` with the job headers of
+`orchestrator.py` (the auth token fetched again first when due). Its answers differ: 403 is a
+refused auth token (fetched again and tried once more; refused again: suspended), 402 a refused
+payment (suspended), errors are plain text (wrapped in the spec's `{"detail": {"msg"}}`), and
+media are URLs on the orchestrator (image-to-video's mp4 among them): downloaded, stored and
+served by the gateway, as go-livepeer's gateway does.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import json
 import logging
 import time
 from typing import Any
+from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 import pydantic
@@ -23,6 +31,7 @@ from ..api import schemas as s
 from .backends import Backend, Discovery, auth_headers
 from .config import GatewayConfig
 from .metrics import GatewayMetrics
+from .orchestrator import OrchestratorError
 from .requests import Forwarded
 from .retry import ErrorKind, RetryBudget, TryError, classify
 from .selection import NoBackendError, Selector
@@ -107,55 +116,112 @@ class Proxy:
 
     # --- one try -----------------------------------------------------------------------------
 
+    async def _target(self, backend: Backend, fwd: Forwarded) -> tuple[str, dict[str, str], aiohttp.Fingerprint | bool]:
+        """Where a try goes, its headers, and its `ssl=` (an orchestrator's pinned certificate)."""
+        headers = {"Content-Type": fwd.content_type}
+        if backend.link is None:
+            return backend.url + fwd.route.path, {**headers, **auth_headers(backend.config)}, True
+        await self.discovery.refresh_token(backend)
+        info = backend.info
+        if info is None or backend.state != "up":
+            raise TryError(ErrorKind.NEXT, f"orchestrator unavailable: {backend.last_error or backend.state}")
+        try:
+            ssl = await backend.link.job_ssl(info.transcoder)
+        except (OrchestratorError, OSError, asyncio.TimeoutError) as exc:
+            raise TryError(ErrorKind.FAILURE, f"orchestrator unreachable: {exc or type(exc).__name__}") from None
+        return info.transcoder + fwd.route.path, {**headers, **info.job_headers(fwd.route.pipeline, fwd.model_id)}, ssl
+
+    async def _refused(self, backend: Backend, status: int) -> ErrorKind:
+        """An orchestrator's 402/403: the token is fetched again and the try repeated; a token
+        fetched after a refusal refused again (until a job succeeds), or a refused payment,
+        suspends it."""
+        if status == 403 and backend.info is not None and not backend.info.after_refusal:
+            await self.discovery.refresh_token(backend, older_than=time.time())
+            if backend.state == "up":
+                return ErrorKind.SAME_AGAIN
+        return ErrorKind.FAILURE
+
     async def _try(self, backend: Backend, fwd: Forwarded, base_url: str, request: web.Request | None) -> dict[str, Any] | web.StreamResponse:
         route = fwd.route
-        headers = {"Content-Type": fwd.content_type, **auth_headers(backend.config)}
         started = time.monotonic()
         backend.in_flight += 1
         try:
-            async with self.session.post(backend.url + route.path, data=fwd.body, headers=headers) as resp:
+            url, headers, ssl = await self._target(backend, fwd)
+            async with self.session.post(url, data=fwd.body, headers=headers, ssl=ssl) as resp:
                 if resp.status != 200:
                     body = await resp.read()
                     text = body[:1000].decode("utf-8", "replace")
-                    raise TryError(classify(resp.status, text), f"runner answered {resp.status}: {_short(text)}",
-                                   resp.status, body, resp.content_type)  # fmt: skip
+                    kind = classify(resp.status, text)
+                    if backend.link is not None and resp.status in (402, 403):
+                        kind = await self._refused(backend, resp.status)
+                    if backend.link is not None and resp.content_type != "application/json":
+                        body = json.dumps({"detail": {"msg": text.strip()}}).encode()  # go-livepeer: plain text
+                    raise TryError(kind, f"{backend.kind} answered {resp.status}: {_short(text)}",
+                                   resp.status, body, "application/json" if backend.link else resp.content_type)  # fmt: skip
                 if route.kind == "llm" and resp.content_type == "text/event-stream":
                     if request is None:
                         raise TryError(ErrorKind.FAILURE, "runner streamed an answer that was asked as JSON")
                     return await self._relay(backend, fwd, resp, request, started)
                 raw = await resp.read()
-            result = await self._finish(fwd, raw, base_url)
+            result = await self._finish(backend, fwd, raw, base_url)
+        except aiohttp.ServerFingerprintMismatch as exc:
+            raise TryError(ErrorKind.FAILURE, f"orchestrator {exc.host}:{exc.port} presented another certificate "
+                           "than the pinned one: refused") from None  # fmt: skip
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-            raise TryError(ErrorKind.FAILURE, f"runner unreachable: {exc or type(exc).__name__}") from None
+            raise TryError(ErrorKind.FAILURE, f"{backend.kind} unreachable: {exc or type(exc).__name__}") from None
         finally:
             backend.in_flight -= 1
         self._success(backend, fwd, started)
         return result
 
     def _success(self, backend: Backend, fwd: Forwarded, started: float) -> None:
+        if backend.info is not None:
+            backend.info.after_refusal = False
         seconds = time.monotonic() - started
         backend.record_success(fwd.route.pipeline, fwd.model_id, seconds)
         self.metrics.requests.labels(backend.url, fwd.route.pipeline, "ok").inc()
         self.metrics.latency.labels(backend.url, fwd.route.pipeline).observe(seconds)
 
-    async def _finish(self, fwd: Forwarded, raw: bytes, base_url: str) -> dict[str, Any]:
-        """The runner's 200 body, checked and shaped as the gateway answers it."""
+    async def _finish(self, backend: Backend, fwd: Forwarded, raw: bytes, base_url: str) -> dict[str, Any]:
+        """The backend's 200 body, checked and shaped as the gateway answers it."""
+        # An orchestrator answers image-to-video with one mp4 URL: the gateway's own shape.
+        orch_video = backend.link is not None and fwd.route.kind == "video"
         try:
             data = json.loads(raw)
             if fwd.route.path.startswith("/v1/"):
                 if not isinstance(data, dict) or not isinstance(data.get("choices"), list):
                     raise ValueError("no choices")
                 return data
-            fwd.route.response.model_validate(data)
+            (s.ImageResponse if orch_video else fwd.route.response).model_validate(data)
         except (ValueError, pydantic.ValidationError) as exc:
-            raise TryError(ErrorKind.FAILURE, f"malformed answer from runner: {_short(str(exc))}") from None
+            raise TryError(ErrorKind.FAILURE, f"malformed answer from {backend.kind}: {_short(str(exc))}") from None
         if not isinstance(data, dict):
-            raise TryError(ErrorKind.FAILURE, "malformed answer from runner: not an object")
-        if fwd.route.kind == "video":
+            raise TryError(ErrorKind.FAILURE, f"malformed answer from {backend.kind}: not an object")
+        if fwd.route.kind == "video" and not orch_video:
             return await self._video(fwd, data, base_url)
+        if backend.link is not None:
+            await self._fetch_media(backend, data, base_url)
         if self.config.store_media:
             self._store_media(data, base_url)
         return data
+
+    async def _fetch_media(self, backend: Backend, data: dict[str, Any], base_url: str) -> None:
+        """Media an orchestrator answered as its own URLs: downloaded (its pinned certificate)
+        and stored, their URLs replaced by the gateway's."""
+        assert backend.link is not None and backend.info is not None
+        for item in _media(data):
+            url = item.get("url")
+            if not isinstance(url, str) or not url or url.startswith("data:"):
+                continue
+            url = urljoin(backend.info.transcoder + "/", url)
+            async with self.session.get(url, ssl=await backend.link.job_ssl(url)) as resp:
+                if resp.status != 200:
+                    raise TryError(ErrorKind.FAILURE, f"orchestrator result {url} answered {resp.status}")
+                payload = await resp.read()
+                content_type = resp.content_type
+            name = urlsplit(url).path.rsplit("/", 1)[-1] or f"media.{_EXTENSIONS.get(content_type, 'bin')}"
+            key = self.store.put(name, payload, content_type)
+            item["url"] = f"{base_url}/stream/{key}"
 
     async def _video(self, fwd: Forwarded, data: dict[str, Any], base_url: str) -> dict[str, Any]:
         batches = s.VideoResponse.model_validate(data).frames
@@ -173,10 +239,7 @@ class Proxy:
 
     def _store_media(self, data: dict[str, Any], base_url: str) -> None:
         """Replace data URLs of images and audio by stored files' URLs (option `store_media`)."""
-        media = [m for m in data.get("images", []) if isinstance(m, dict)]
-        if isinstance(data.get("audio"), dict):
-            media.append(data["audio"])
-        for item in media:
+        for item in _media(data):
             url = item.get("url")
             if not isinstance(url, str) or not url.startswith("data:"):
                 continue
@@ -226,6 +289,15 @@ async def _write_quietly(out: web.StreamResponse, data: bytes | None) -> None:
         await out.write_eof()
     except (ConnectionResetError, aiohttp.ClientConnectionResetError):
         pass
+
+
+def _media(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """The media items of an answer: `images[]` and `audio`."""
+    images = data.get("images")
+    media = [m for m in images if isinstance(m, dict)] if isinstance(images, list) else []
+    if isinstance(data.get("audio"), dict):
+        media.append(data["audio"])
+    return media
 
 
 def _short(text: str, limit: int = 200) -> str:

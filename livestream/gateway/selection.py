@@ -45,7 +45,7 @@ class Selector:
         candidates = [b for b in fresh if not b.suspended] or fresh
         cap = self.config.price_cap(pipeline, model_id)
         if cap is not None:
-            under = [b for b in candidates if b.config.price(pipeline, model_id) <= cap]
+            under = [b for b in candidates if b.price(pipeline, model_id) <= cap]
             if not under and not self.config.ignore_max_price_if_needed:
                 raise NoBackendError(f"no runner for {pipeline} at or under the max price {cap}")
             candidates = under or candidates

@@ -93,5 +93,5 @@ def test_config_from_flags_env_and_file(tmp_path: Path) -> None:
     env2 = {"GATEWAY_RUNNERS": "http://a:1,http://b:2"}
     args2 = build_parser(env2).parse_args(["gateway", "--runner", "http://c:3"])
     assert [r.url for r in config_from_args(args2, env2).runners] == ["http://c:3"]
-    with pytest.raises(ConfigError, match="no runners"):
+    with pytest.raises(ConfigError, match="no backends"):
         config_from_args(build_parser({}).parse_args(["gateway"]), {})

@@ -1,0 +1,277 @@
+"""A stand-in go-livepeer orchestrator, written from the contract (docs: gateway-network.md §4):
+
+- a real gRPC server from `livestream/gateway/lp_rpc.proto` answering GetOrchestrator as
+  go-livepeer's `rpc.go` does: transcoder URL, capabilities with per-model warm flags, prices,
+  an auth token (`HMAC-SHA256(secret, session_id ‖ big-endian expiration)`, 30 min) and, on
+  chain only, ticket params;
+- the HTTP job routes (`POST /{pipeline}`) checking `Authorization: Livepeer-AI-Worker-1.0`,
+  `Livepeer-Payment` (empty offchain) and `Livepeer-Segment` (a SegData whose signature is empty
+  offchain and whose auth token is valid and unexpired: else 403, plain text, as `http.Error`),
+  answering as go-livepeer's orchestrator: media as URLs on the orchestrator (`/stream/{id}/{name}`),
+  image-to-video as one mp4 URL, LLM streams without `data: [DONE]`.
+
+TLS: gRPC and HTTP on two ports with one self-signed certificate (go-livepeer shares one port).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime
+import hashlib
+import hmac
+import io
+import json
+import secrets
+import ssl
+import tempfile
+import time
+from concurrent import futures
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from gateway_fleet import LoopThread, canned_answer, free_port, png
+
+from livestream.gateway import lp_rpc_pb2 as pb
+from livestream.gateway.lp_rpc_pb2_grpc import OrchestratorServicer, add_OrchestratorServicer_to_server
+from livestream.gateway.orchestrator import CAPABILITY_IDS
+from livestream.gateway.video import frames_to_mp4
+
+
+def self_signed(name: str = "localhost") -> tuple[bytes, bytes]:
+    """(cert PEM, key PEM): self-signed and its own CA, like go-livepeer's generated one."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1)).not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    return cert.public_bytes(serialization.Encoding.PEM), key_pem
+
+
+def _bigint_bytes(n: int) -> bytes:
+    return n.to_bytes((n.bit_length() + 7) // 8, "big")
+
+
+@dataclass
+class StandInOrchestrator:
+    #: pipeline -> {model_id: warm}
+    models: dict[str, dict[str, bool]] = field(default_factory=lambda: {p: {"m": True} for p in CAPABILITY_IDS})
+    #: pipeline -> wei per unit (pricePerUnit; pixelsPerUnit 1); base price 0.
+    prices: dict[str, int] = field(default_factory=dict)
+    tls: bool = True
+    on_chain: bool = False
+    token_lifetime: float = 30 * 60
+    #: (status, text) answered to every job, as an orchestrator that refuses them.
+    refuse: tuple[int, str] | None = None
+    grpc_port: int = field(default_factory=free_port)
+    http_port: int = field(default_factory=free_port)
+    secret: bytes = field(default_factory=lambda: secrets.token_bytes(32))
+    grpc_calls: int = 0
+    jobs: list[str] = field(default_factory=list)
+    refusals: list[str] = field(default_factory=list)
+    results: dict[str, tuple[bytes, str]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.cert_pem, self.key_pem = self_signed()
+        self._grpc: grpc.Server | None = None
+        self._http: web.AppRunner | None = None
+        self._loop: LoopThread | None = None
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://127.0.0.1:{self.grpc_port}"
+
+    @property
+    def transcoder(self) -> str:
+        return f"{self.scheme}://127.0.0.1:{self.http_port}"
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def start(self, loop: LoopThread) -> StandInOrchestrator:
+        self._loop = loop
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        add_OrchestratorServicer_to_server(_Servicer(self), server)
+        address = f"127.0.0.1:{self.grpc_port}"
+        if self.tls:
+            server.add_secure_port(address, grpc.ssl_server_credentials([(self.key_pem, self.cert_pem)]))
+        else:
+            server.add_insecure_port(address)
+        server.start()
+        self._grpc = server
+        loop.call(self._start_http())
+        return self
+
+    async def _start_http(self) -> None:
+        context: ssl.SSLContext | None = None
+        if self.tls:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            with tempfile.TemporaryDirectory() as tmp:
+                cert, key = Path(tmp, "cert.pem"), Path(tmp, "key.pem")
+                cert.write_bytes(self.cert_pem)
+                key.write_bytes(self.key_pem)
+                context.load_cert_chain(cert, key)
+        runner = web.AppRunner(self.app(), shutdown_timeout=0.5, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", self.http_port, ssl_context=context).start()
+        self._http = runner
+
+    def stop(self) -> None:
+        if self._grpc is not None:
+            self._grpc.stop(None).wait(5)
+            self._grpc = None
+        if self._http is not None and self._loop is not None:
+            self._loop.call(self._http.cleanup())
+            self._http = None
+
+    def restart(self, *, new_certificate: bool = False, new_secret: bool = True) -> None:
+        """Stop and start on the same ports; a new secret kills every auth token, as a restart of
+        go-livepeer does; `new_certificate` as a re-generated (or spoofed) certificate."""
+        assert self._loop is not None
+        self.stop()
+        if new_certificate:
+            self.cert_pem, self.key_pem = self_signed()
+        if new_secret:
+            self.secret = secrets.token_bytes(32)
+        self.start(self._loop)
+
+    # --- GetOrchestrator ------------------------------------------------------------------
+
+    def token_for(self, session_id: str, expiration: int) -> bytes:
+        return hmac.new(self.secret, session_id.encode() + _bigint_bytes(expiration), hashlib.sha256).digest()
+
+    def info(self) -> pb.OrchestratorInfo:
+        self.grpc_calls += 1
+        info = pb.OrchestratorInfo(transcoder=self.transcoder, price_info=pb.PriceInfo(pricePerUnit=0, pixelsPerUnit=1))
+        for pipeline, models in self.models.items():
+            cap = CAPABILITY_IDS[pipeline]
+            info.capabilities.capacities[cap] = 1
+            for model, warm in models.items():
+                constraint = info.capabilities.constraints.PerCapability[cap].models[model]
+                constraint.warm = warm
+                constraint.capacity = 1
+            if pipeline in self.prices:
+                info.capabilities_prices.append(pb.PriceInfo(pricePerUnit=self.prices[pipeline], pixelsPerUnit=1,
+                                                             capability=cap, constraint="default"))  # fmt: skip
+        session_id = secrets.token_hex(8)
+        expiration = int(time.time() + self.token_lifetime)
+        info.auth_token.CopyFrom(pb.AuthToken(token=self.token_for(session_id, expiration), session_id=session_id,
+                                              expiration=expiration))  # fmt: skip
+        if self.on_chain:
+            info.address = bytes(20)
+            info.ticket_params.recipient = bytes(20)
+            info.ticket_params.face_value = _bigint_bytes(10**15)
+        return info
+
+    # --- the job routes -------------------------------------------------------------------
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_get("/stream/{id}/{name}", self._result)
+        app.router.add_post("/{pipeline}", self._job)
+        return app
+
+    def _check_credentials(self, request: web.Request, pipeline: str) -> str | None:
+        """go-livepeer's `verifySegCreds` offchain: the reason to refuse, or None."""
+        if request.headers.get("Authorization") != "Livepeer-AI-Worker-1.0":
+            return "missing Authorization: Livepeer-AI-Worker-1.0"
+        if "Livepeer-Payment" not in request.headers:
+            return "missing Livepeer-Payment"
+        if request.headers["Livepeer-Payment"] != "":  # offchain: the gateway pays nothing
+            return "unexpected payment"
+        try:
+            seg = pb.SegData.FromString(base64.b64decode(request.headers["Livepeer-Segment"], validate=True))
+        except (KeyError, ValueError, Exception):
+            return "Could not verify segment creds: missing or bad Livepeer-Segment"
+        if seg.sig:
+            return "unexpected signature offchain"
+        token = seg.auth_token
+        if not token.token or not hmac.compare_digest(token.token, self.token_for(token.session_id, token.expiration)):
+            return "Invalid auth token"
+        if token.expiration < time.time():
+            return "Expired auth token"
+        cap = CAPABILITY_IDS[pipeline]
+        if seg.HasField("capabilities") and seg.capabilities.capacities and cap not in seg.capabilities.capacities:
+            return "Capabilities mismatch"
+        return None
+
+    async def _job(self, request: web.Request) -> web.StreamResponse:
+        pipeline = request.match_info["pipeline"]
+        if pipeline not in CAPABILITY_IDS:
+            return web.Response(status=404, text="404 page not found")
+        self.jobs.append(pipeline)
+        reason = self._check_credentials(request, pipeline)
+        if reason is not None:
+            self.refusals.append(reason)
+            return web.Response(status=403, text=reason + "\n")
+        if self.refuse is not None:
+            return web.Response(status=self.refuse[0], text=self.refuse[1] + "\n")
+        raw = await request.read()
+        body: dict[str, Any] = json.loads(raw) if request.content_type == "application/json" and raw else {}
+        if pipeline == "llm" and body.get("stream"):
+            return await self._stream(request)
+        answer = canned_answer("/" + pipeline, body)
+        if pipeline in ("text-to-image", "image-to-image", "upscale"):
+            answer["images"][0]["url"] = self._store("png", png((24, 24), (10, 200, 10)), "image/png")
+        elif pipeline == "text-to-speech":
+            answer["audio"]["url"] = self._store("wav", b"RIFF0000WAVE", "audio/wav")
+        elif pipeline == "image-to-video":
+            mp4 = await asyncio.to_thread(frames_to_mp4, [png((64, 48))] * 3, 7)
+            answer = {"images": [{"url": self._store("mp4", mp4, "video/mp4"), "seed": 5, "nsfw": False}]}
+        return web.json_response(answer)
+
+    def _store(self, ext: str, data: bytes, content_type: str) -> str:
+        key = f"{secrets.token_hex(4)}/{secrets.token_hex(4)}.{ext}"
+        self.results[key] = (data, content_type)
+        return f"{self.transcoder}/stream/{key}"
+
+    async def _result(self, request: web.Request) -> web.StreamResponse:
+        found = self.results.get(f"{request.match_info['id']}/{request.match_info['name']}")
+        if found is None:
+            return web.Response(status=404, text="not found")
+        return web.Response(body=found[0], content_type=found[1])
+
+    async def _stream(self, request: web.Request) -> web.StreamResponse:
+        """go-livepeer relays the runner's chunks and stops after the one with a finish_reason."""
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        await resp.prepare(request)
+        for i, word in enumerate(["one", "two", "three"]):
+            chunk = {"id": "c", "model": "m", "created": 1, "usage": {"prompt_tokens": 0, "completion_tokens": i, "total_tokens": i},
+                     "choices": [{"index": 0, "delta": {"content": word}, "finish_reason": "stop" if i == 2 else ""}]}  # fmt: skip
+            await resp.write(f"data: {json.dumps(chunk)}\n\n".encode())
+        await resp.write_eof()
+        return resp
+
+
+class _Servicer(OrchestratorServicer):
+    def __init__(self, orch: StandInOrchestrator) -> None:
+        self.orch = orch
+
+    def GetOrchestrator(self, request: pb.OrchestratorRequest, context: grpc.ServicerContext) -> pb.OrchestratorInfo:  # noqa: N802
+        if request.address or request.sig:  # offchain: no sender address, no signature expected
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, "unexpected signature offchain")
+        return self.orch.info()
+
+
+def decode_mp4(data: bytes) -> int:
+    import av
+
+    with av.open(io.BytesIO(data)) as container:
+        return sum(1 for _ in container.decode(container.streams.video[0]))
