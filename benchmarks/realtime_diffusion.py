@@ -17,7 +17,9 @@ them alike.
     .venv/bin/python benchmarks/realtime_diffusion.py --streams 1,4 --json
 
 `--json` prints one object: `{"device", "model", "results": [{"streams", "backend",
-"aggregate_fps", "per_stream_fps", "latency_ms_p50", "latency_ms_p99"}, ...]}`.
+"aggregate_fps", "per_stream_fps", "latency_ms_p50", "latency_ms_p99"}, ...]}` (and
+`controlnets` per row with `--controlnets 0,1,2`: that many tiny ControlNets per stream, with
+the canny, soft_edge and blur preprocessors, preprocessing included in the timing).
 `--baselines` adds part 1's single-stream reference rows (sequential steps, full CFG,
 diffusers' img2img per frame; eager).
 
@@ -147,7 +149,13 @@ def _pipeline_row(args: argparse.Namespace, model: str, frames: Any, label: str,
     return _Row(meta, tick)
 
 
-def _worker_row(args: argparse.Namespace, model: str, frames: Any, streams: int, backend: str) -> _Row:
+#: The ControlNets a `--controlnets N` row uses, in order: (preprocessor, conditioning_scale).
+CONTROLNET_PLAN = [("canny", 0.8), ("soft_edge", 0.5), ("blur", 0.3)]
+
+
+def _worker_row(
+    args: argparse.Namespace, model: str, frames: Any, streams: int, backend: str, controlnets: Sequence[str] = ()
+) -> _Row:
     """N sessions on one worker (a pool of the row's own, compiled ahead for 1..N streams:
     ticks batch whichever sessions are ready), each driven by a thread of its own."""
     import threading
@@ -171,6 +179,10 @@ def _worker_row(args: argparse.Namespace, model: str, frames: Any, streams: int,
             width=args.size,
             height=args.size,
             acceleration="compile" if backend == "compile" else "none",
+            controlnets=[
+                {"model_id": cn, "preprocessor": pre, "conditioning_scale": scale}
+                for cn, (pre, scale) in zip(controlnets, CONTROLNET_PLAN, strict=False)
+            ],
         )
         pipe.load(params)
         pipes.append(pipe)
@@ -180,7 +192,8 @@ def _worker_row(args: argparse.Namespace, model: str, frames: Any, streams: int,
     meta = {
         "streams": streams,
         "backend": backend,
-        "mode": "streamdiffusion",
+        "controlnets": len(controlnets),
+        "mode": f"streamdiffusion + {len(controlnets)} ControlNet(s)" if controlnets else "streamdiffusion",
         "unet_rows": streams * _unet_rows(params),
         "unet_calls_per_frame": 1,
         "lag_frames": len(args.t_index_list) - 1,
@@ -285,6 +298,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="eager,compile", help="comma-separated backends: eager, compile")
     p.add_argument("--baselines", action="store_true", help="add part 1's single-stream reference rows (eager)")
     p.add_argument("--no-baseline", action="store_true", help=argparse.SUPPRESS)  # part 1's flag: now the default
+    p.add_argument(
+        "--controlnets",
+        default="0",
+        help="comma-separated ControlNet counts per stream, 0..3 (tiny ControlNets with canny, soft_edge, blur; --model tiny)",
+    )
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (0: torch's default)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     return p
@@ -317,10 +335,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             model = str(Path(tmp) / "sd-turbo-arch")
             write_random_sd_turbo(Path(model))
         frames = _frames(args.frames + args.warmup, args.size)
+        counts = [int(v) for v in str(args.controlnets).split(",")]
+        cn_dirs: list[str] = []
+        if max(counts) > 0:
+            if args.model != "tiny":
+                raise SystemExit("--controlnets above 0 needs --model tiny (tiny ControlNets fit only the tiny UNet)")
+            from pipelines.testing.streamdiffusion import write_tiny_controlnet
+
+            for i in range(min(max(counts), len(CONTROLNET_PLAN))):
+                cn_dirs.append(str(Path(tmp) / f"controlnet-{i}"))
+                write_tiny_controlnet(Path(cn_dirs[-1]), seed=6 + i)
         rows = []
         for backend in backends:
             for n in streams:
-                rows.append(_worker_row(args, model, frames, n, backend))
+                for count in counts:
+                    rows.append(_worker_row(args, model, frames, n, backend, cn_dirs[:count]))
         if args.baselines:
             rows.append(_pipeline_row(args, model, frames, "streamdiffusion-sequential", use_denoising_batch=False))
             if args.cfg_type != "full":
@@ -371,10 +400,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def _json(report: dict[str, Any]) -> dict[str, Any]:
     """The `--json` object: device, model and the six figures per row, nothing else."""
+    with_cn = any(r.get("controlnets") for r in report["results"])
     return {
         "device": report["device"],
         "model": report["model"],
-        "results": [{k: r[k] for k in _JSON_KEYS} for r in report["results"]],
+        # `controlnets` only when a row has some (the six figures otherwise, as before)
+        "results": [
+            {k: r[k] for k in (*_JSON_KEYS, "controlnets") if k != "controlnets" or with_cn} for r in report["results"]
+        ],
     }
 
 
