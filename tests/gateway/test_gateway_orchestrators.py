@@ -18,7 +18,7 @@ from livepeer_ai.models import errors as sdk_errors
 from standin_orchestrator import StandInOrchestrator, decode_mp4
 
 from livestream.gateway import GATEWAY_KEY, Gateway, GatewayConfig, RunnerConfig, build_gateway_app
-from livestream.gateway.orchestrator import CAPABILITY_IDS, OrchestratorInfo, pb
+from livestream.gateway.orchestrator import CAPABILITY_IDS, OrchestratorInfo, Pin, pb
 from livestream.payments import lp_rpc_pb2 as payments_pb
 
 GwFactory = Callable[..., tuple[str, Gateway]]
@@ -211,3 +211,5 @@ def test_orchestrator_info_units() -> None:
     seg = payments_pb.SegData.FromString(base64.b64decode(info.job_headers("text-to-image", "a")["Livepeer-Segment"]))
     assert seg.auth_token.session_id == "sid" and seg.auth_token.token == b"t" and seg.sig == b""
     assert seg.manifestId == b"sid" and 27 in seg.capabilities.capacities
+    pin = Pin(b"der")  # one Fingerprint object per pin: aiohttp pools connections by it
+    assert pin.fingerprint is pin.fingerprint

@@ -95,3 +95,17 @@ def test_config_from_flags_env_and_file(tmp_path: Path) -> None:
     assert [r.url for r in config_from_args(args2, env2).runners] == ["http://c:3"]
     with pytest.raises(ConfigError, match="no backends"):
         config_from_args(build_parser({}).parse_args(["gateway"]), {})
+
+
+def test_orchestrators_from_flags_env_and_file(tmp_path: Path) -> None:
+    env = {"GATEWAY_ORCHESTRATORS": "https://o1:8935,o2:8935", "GATEWAY_ORCHESTRATOR_REFRESH": "30"}
+    config = config_from_args(build_parser(env).parse_args(["gateway"]), env)
+    assert config.orchestrators == ("https://o1:8935", "o2:8935") and config.orchestrator_refresh == 30.0
+    args = build_parser({}).parse_args(["gateway", "--orchestrator", "https://o3:8935/", "--runner", "http://r:1"])
+    mixed = config_from_args(args, {})
+    assert mixed.orchestrators == ("https://o3:8935",) and [r.url for r in mixed.runners] == ["http://r:1"]
+    file = tmp_path / "gw.json"
+    file.write_text('{"orchestrators": ["http://o4:8935"]}')
+    assert config_from_args(build_parser({}).parse_args(["gateway", "--config", str(file)]), {}).orchestrators == ("http://o4:8935",)
+    with pytest.raises(ConfigError, match="expected https://host:port"):
+        config_from_args(build_parser({}).parse_args(["gateway", "--orchestrator", "https://o:8935/path"]), {})
