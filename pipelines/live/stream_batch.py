@@ -38,11 +38,13 @@ __all__ = [
     "CfgType",
     "Control",
     "DenoiseBackend",
+    "SDXLBackend",
     "Schedule",
     "StreamState",
     "TorchBackend",
     "blend",
     "make_noise",
+    "pack_sdxl_embeds",
     "step",
     "step_sequential",
 ]
@@ -97,6 +99,50 @@ class TorchBackend:
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         return self._vae.decode(latents / self._scaling + self._shift, return_dict=False)[0]
+
+
+class SDXLBackend(TorchBackend):
+    """`TorchBackend` for SDXL UNets (`addition_embed_type="text_time"`).
+
+    The embeddings a stream carries are packed: `(B, L + 1, D)`, the text encoders' hidden
+    states and, in the last token, the pooled text embedding (its first P entries). So prompt
+    blends, stream batches and cross-stream batches treat them as any embeddings (the pooled
+    part blends with the rest). The time ids are SDXL's micro-conditioning for an uncropped
+    frame of the sample's size: `(H, W, 0, 0, H, W)`.
+    """
+
+    name = "eager"
+
+    def __init__(self, unet: Any, vae: Any, latent_factor: int = 8) -> None:
+        super().__init__(unet, vae)
+        cfg = unet.config
+        self.pooled_dim = int(cfg.projection_class_embeddings_input_dim) - 6 * int(cfg.addition_time_embed_dim)
+        self.latent_factor = latent_factor
+
+    def split_embeds(self, sample: torch.Tensor, embeds: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Packed embeddings -> (hidden states, SDXL's `added_cond_kwargs`)."""
+        import torch
+
+        h, w = (int(d) * self.latent_factor for d in sample.shape[-2:])
+        ids = torch.tensor([h, w, 0, 0, h, w], device=sample.device, dtype=embeds.dtype).expand(sample.shape[0], 6)
+        return embeds[:, :-1], {"text_embeds": embeds[:, -1, : self.pooled_dim], "time_ids": ids}
+
+    def unet(self, sample: torch.Tensor, timesteps: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor:
+        text, added = self.split_embeds(sample, embeds)
+        return self._unet(sample, timesteps, encoder_hidden_states=text, added_cond_kwargs=added, return_dict=False)[0]
+
+    def unet_with_residuals(self, sample: torch.Tensor, timesteps: torch.Tensor, embeds: torch.Tensor, **extra: Any) -> torch.Tensor:
+        text, added = self.split_embeds(sample, embeds)
+        return self._unet(sample, timesteps, encoder_hidden_states=text, added_cond_kwargs=added, return_dict=False, **extra)[0]
+
+
+def pack_sdxl_embeds(hidden: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
+    """`(1, L, D)` hidden states and `(1, P)` pooled (P <= D) -> `(1, L + 1, D)` (`SDXLBackend`)."""
+    import torch
+
+    last = torch.zeros(hidden.shape[0], 1, hidden.shape[-1], device=hidden.device, dtype=hidden.dtype)
+    last[:, 0, : pooled.shape[-1]] = pooled.to(hidden.dtype)
+    return torch.cat([hidden, last], dim=1)
 
 
 @dataclass(frozen=True)
@@ -405,7 +451,9 @@ def _unet(
         from .controlnets import residuals
 
         controlled = getattr(backend, "unet_with_residuals", None)
-        extra = residuals(controlnets, sample, t, embeds, rows) if controlled is not None else None
+        split = getattr(backend, "split_embeds", None)
+        text, added = split(sample, embeds) if split is not None else (embeds, None)
+        extra = residuals(controlnets, sample, t, text, rows, added) if controlled is not None else None
         if extra is not None:
             assert controlled is not None
             out: torch.Tensor = controlled(sample, t, embeds, **extra)

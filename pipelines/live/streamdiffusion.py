@@ -77,7 +77,7 @@ __all__ = ["LCM_LORAS", "StreamDiffusionPipeline", "load_models", "worker_key"]
 log = logging.getLogger(__name__)
 
 #: LCM-LoRA per base family (there is none for SD 2.1; give `lcm_lora_id` for one).
-LCM_LORAS = {"sd15": "latent-consistency/lcm-lora-sdv1-5"}
+LCM_LORAS = {"sd15": "latent-consistency/lcm-lora-sdv1-5", "sdxl": "latent-consistency/lcm-lora-sdxl"}
 _PROMPT_CACHE = 64
 _WARM_FRAMES = 2
 
@@ -100,6 +100,8 @@ class _Models:
     latent_channels: int = 4
     latent_factor: int = 8
     embeds: OrderedDict[str, torch.Tensor] = field(default_factory=OrderedDict)
+    #: SDXL: the pipeline whose `encode_prompt` runs both text encoders (None otherwise).
+    xl_pipe: Any = None
     #: Frame sizes warmed (and, for `compile`, compiled) on this model.
     warmed: set[tuple[int, int]] = field(default_factory=set)
     #: What this load runs without, and why (`{field: why}`), e.g. a TensorRT fallback.
@@ -127,11 +129,22 @@ class _Models:
         if cached is not None:
             self.embeds.move_to_end(text)
             return cached
+        if self.xl_pipe is not None:
+            from .stream_batch import pack_sdxl_embeds
+
+            with torch.inference_mode():
+                hidden, _, pooled, _ = self.xl_pipe.encode_prompt(
+                    text, device=self.device, num_images_per_prompt=1, do_classifier_free_guidance=False
+                )
+            return self._cache(text, pack_sdxl_embeds(hidden.to(self.dtype), pooled))
         ids = self.tokenizer(
             text, padding="max_length", max_length=self.tokenizer.model_max_length, truncation=True, return_tensors="pt"
         ).input_ids.to(self.device)
         with torch.inference_mode():
             embeds = self.text_encoder(ids)[0].to(self.dtype)
+        return self._cache(text, embeds)
+
+    def _cache(self, text: str, embeds: torch.Tensor) -> torch.Tensor:
         self.embeds[text] = embeds
         while len(self.embeds) > _PROMPT_CACHE:
             self.embeds.popitem(last=False)
@@ -151,10 +164,10 @@ def _backend_name(params: StreamDiffusionParams) -> str:
 def load_models(params: StreamDiffusionParams, *, model_dir: Path | None, device: torch.device) -> _Models:
     """Load the model for `params` on `device` (the worker thread calls this)."""
     import torch
-    from diffusers import AutoencoderTiny, DiffusionPipeline, StableDiffusionPipeline
+    from diffusers import AutoencoderTiny, DiffusionPipeline, StableDiffusionPipeline, StableDiffusionXLPipeline
 
     from .stream_backends import make_backend
-    from .stream_batch import TorchBackend
+    from .stream_batch import SDXLBackend, TorchBackend
 
     dtype = torch_dtype_for(device)
     source = resolve_model_source(params.model_id, model_dir)
@@ -164,9 +177,10 @@ def load_models(params: StreamDiffusionParams, *, model_dir: Path | None, device
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"Could not load streamdiffusion model {params.model_id!r}: {exc}") from exc
     class_name = str(index.get("_class_name", ""))
-    if "XL" in class_name or "unet" not in index or "text_encoder" not in index:
+    xl = class_name.startswith("StableDiffusionXL") and "text_encoder_2" in index
+    if "unet" not in index or "text_encoder" not in index or ("XL" in class_name and not xl):
         raise ModelLoadError(
-            f"streamdiffusion supports SD 1.5 / SD 2.1 / sd-turbo pipelines; {params.model_id!r} is {class_name!r}."
+            f"streamdiffusion supports SD 1.5 / SD 2.1 / sd-turbo / SDXL(-Turbo) pipelines; {params.model_id!r} is {class_name!r}."
         )
     extra: dict[str, Any] = {}
     vae_name = "full"
@@ -182,20 +196,15 @@ def load_models(params: StreamDiffusionParams, *, model_dir: Path | None, device
         vae_name = f"taesd ({tiny_id})"
     if device.type == "cuda" and source.has_fp16_variant():
         extra["variant"] = "fp16"
+    if not xl:
+        extra.update(safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe_class = StableDiffusionXLPipeline if xl else StableDiffusionPipeline
     try:
-        pipe = StableDiffusionPipeline.from_pretrained(
-            source.pretrained_name,
-            dtype=dtype,
-            safety_checker=None,
-            feature_extractor=None,
-            requires_safety_checker=False,
-            **extra,
-            **kwargs,
-        )
+        pipe = pipe_class.from_pretrained(source.pretrained_name, dtype=dtype, **extra, **kwargs)
     except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
         raise ModelLoadError(f"Could not load streamdiffusion model {params.model_id!r}: {exc}") from exc
     unet = pipe.unet
-    family = "sd21" if unet.config.use_linear_projection else "sd15"
+    family = "sdxl" if xl else "sd21" if unet.config.use_linear_projection else "sd15"
     scheduler_config = dict(pipe.scheduler.config)
     distilled = (
         is_turbo_model(params.model_id)
@@ -205,8 +214,9 @@ def load_models(params: StreamDiffusionParams, *, model_dir: Path | None, device
     )
     loras = _fuse_loras(pipe, params, family, distilled, model_dir)
     pipe.to(device)
-    for module in (pipe.unet, pipe.vae, pipe.text_encoder):
-        module.eval().requires_grad_(False)
+    for module in (pipe.unet, pipe.vae, pipe.text_encoder, getattr(pipe, "text_encoder_2", None)):
+        if module is not None:
+            module.eval().requires_grad_(False)
     log.info(
         "streamdiffusion %s loaded (%s%s, vae %s, loras %s) on %s %s",
         params.model_id,
@@ -231,10 +241,18 @@ def load_models(params: StreamDiffusionParams, *, model_dir: Path | None, device
             # ai-runner's clients ask for tensorrt by default: run the best backend we have.
             warnings["acceleration"] = f"TensorRT is not available ({exc}): running eager PyTorch"
             log.warning("acceleration=tensorrt: %s", warnings["acceleration"])
-    if backend is None:
-        backend = make_backend(backend_name, pipe.unet, pipe.vae, device)
     with torch.inference_mode():
         probe = TorchBackend(pipe.unet, pipe.vae).encode(torch.zeros(1, 3, 64, 64, device=device, dtype=dtype))
+    if xl and backend is not None:
+        # Engines here are built from SD 1.5/2.1 UNets (no added text/time embeddings).
+        warnings["acceleration"] = "TensorRT engines are not built for SDXL here: running eager PyTorch"
+        backend = None
+    if xl and backend is None:
+        if backend_name != "eager" and "acceleration" not in warnings:
+            warnings["acceleration"] = f"the {backend_name} backend is not built for SDXL yet: running eager PyTorch"
+        backend = SDXLBackend(pipe.unet, pipe.vae, latent_factor=64 // int(probe.shape[-1]))
+    if backend is None:
+        backend = make_backend(backend_name, pipe.unet, pipe.vae, device)
     return _Models(
         model_id=params.model_id,
         family=family,
@@ -251,6 +269,7 @@ def load_models(params: StreamDiffusionParams, *, model_dir: Path | None, device
         latent_factor=64 // int(probe.shape[-1]),
         warnings=warnings,
         unet_config=dict(pipe.unet.config),
+        xl_pipe=pipe if xl else None,
     )
 
 
@@ -275,7 +294,8 @@ def _fuse_loras(pipe: Any, params: StreamDiffusionParams, family: str, distilled
             raise ModelLoadError(f"Could not load LoRA {repo!r}: {exc}") from exc
         names.append(name)
     pipe.set_adapters(names, adapter_weights=list(wanted.values()))
-    pipe.fuse_lora(components=["unet", "text_encoder"], adapter_names=names)
+    components = ["unet", "text_encoder", *(["text_encoder_2"] if getattr(pipe, "text_encoder_2", None) is not None else [])]
+    pipe.fuse_lora(components=components, adapter_names=names)
     pipe.unload_lora_weights()  # the fused weights stay; the LoRA layers go
     return list(wanted)
 

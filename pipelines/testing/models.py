@@ -87,11 +87,17 @@ def _write_streamdiffusion(out: Path) -> None:
     write_tiny_streamdiffusion(out)
 
 
-def _write_controlnet(channels: int) -> Callable[[Path], None]:
+def _write_streamdiffusion_sdxl(out: Path) -> None:
+    from .streamdiffusion import write_tiny_streamdiffusion_sdxl
+
+    write_tiny_streamdiffusion_sdxl(out)
+
+
+def _write_controlnet(channels: int, sdxl: bool = False) -> Callable[[Path], None]:
     def build(out: Path) -> None:
         from .streamdiffusion import write_tiny_controlnet
 
-        write_tiny_controlnet(out, conditioning_channels=channels)
+        write_tiny_controlnet(out, conditioning_channels=channels, sdxl=sdxl)
 
     return build
 
@@ -128,9 +134,12 @@ _BUILDERS: dict[str, Callable[[Path], None]] = {
     "segment-anything-2": _write_segment_anything_2,
     # The live pipeline's sd-turbo family, with its tiny VAE (TAESD) alongside.
     "streamdiffusion": _write_streamdiffusion,
+    # The live pipeline's sdxl-turbo family (two text encoders, text/time embeddings), with TAESD.
+    "streamdiffusion-sdxl": _write_streamdiffusion_sdxl,
     # ControlNets that fit the streamdiffusion tiny UNet (3 control channels; 6 as TemporalNet2).
     "controlnet": _write_controlnet(3),
     "controlnet-6ch": _write_controlnet(6),
+    "controlnet-sdxl": _write_controlnet(3, sdxl=True),
     # Auxiliary models of the live pipelines (`pipelines.live.aux_models`), by kind.
     "safety": _write_safety,
 }

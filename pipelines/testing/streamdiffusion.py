@@ -26,6 +26,7 @@ __all__ = [
     "write_random_sd_turbo",
     "write_tiny_nsfw_classifier",
     "write_tiny_streamdiffusion",
+    "write_tiny_streamdiffusion_sdxl",
     "write_tiny_taesd",
 ]
 
@@ -70,17 +71,18 @@ def _tiny_unet() -> Any:
     )
 
 
-def write_tiny_controlnet(out: Path, *, conditioning_channels: int = 3, seed: int = 6) -> None:
+def write_tiny_controlnet(out: Path, *, conditioning_channels: int = 3, seed: int = 6, sdxl: bool = False) -> None:
     """A diffusers `ControlNetModel` that fits the `streamdiffusion` tiny UNet (made from it, as
     ControlNets are made from their base), with `conditioning_channels` control channels
     (6: TemporalNet2's layout). Its zero convolutions are given random weights, else every
     residual would be 0 and a test could not tell it is fed. `--task controlnet` (3 channels)
-    and `--task controlnet-6ch`; `seed` makes distinct ControlNets of the same shape."""
+    and `--task controlnet-6ch`; `seed` makes distinct ControlNets of the same shape. `sdxl`:
+    one that fits the `streamdiffusion-sdxl` tiny UNet (`--task controlnet-sdxl`)."""
     import torch
     from diffusers import ControlNetModel
 
     controlnet = ControlNetModel.from_unet(
-        _tiny_unet(), conditioning_embedding_out_channels=(8, 8, 8, 16), conditioning_channels=conditioning_channels
+        _tiny_sdxl_unet() if sdxl else _tiny_unet(), conditioning_embedding_out_channels=(8, 8, 8, 16), conditioning_channels=conditioning_channels
     )
     torch.manual_seed(seed)
     with torch.no_grad():
@@ -117,6 +119,60 @@ def write_tiny_streamdiffusion(out: Path) -> None:
     # sd-turbo's own scheduler config (the live pipeline swaps in LCMScheduler's math).
     scheduler = EulerDiscreteScheduler(**SD_SCHEDULER, timestep_spacing="trailing", prediction_type="epsilon")
     save_sd_pipeline(out, StableDiffusionPipeline, vae=vae, text_encoder=text_encoder, unet=unet, scheduler=scheduler)
+    write_tiny_taesd(out / TAESD_SUBFOLDER)
+
+
+def _tiny_sdxl_unet() -> Any:
+    import torch
+
+    from .parts import sd_unet
+
+    torch.manual_seed(0)
+    return sd_unet(
+        sample_size=8,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        transformer_layers_per_block=(1, 1),
+        projection_class_embeddings_input_dim=6 * 8 + 32,  # 6 time ids x 8 + the pooled text (32)
+        cross_attention_dim=64,  # both encoders' hidden states, concatenated
+    )
+
+
+def write_tiny_streamdiffusion_sdxl(out: Path) -> None:
+    """The sdxl-turbo architecture family, shrunk (`--task streamdiffusion-sdxl`): an SDXL
+    UNet (`addition_embed_type="text_time"`: the pooled text embedding and 6 time ids), two
+    text encoders (the second with projection), an SD VAE of factor 8, sdxl-turbo's trailing
+    Euler scheduler config, and a tiny VAE in `taesd/` (TAESDXL has TAESD's layout)."""
+    import torch
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    from .parts import SD_SCHEDULER, clip_text_config, clip_tokenizer, sd_vae
+
+    unet = _tiny_sdxl_unet()
+    with torch.no_grad():
+        unet.conv_out.weight.mul_(3.0)
+    torch.manual_seed(1)
+    vae = sd_vae([32, 32, 32, 32], layers_per_block=1)
+    torch.manual_seed(2)
+    text_encoder = CLIPTextModel(clip_text_config(hidden_act="gelu"))
+    torch.manual_seed(3)
+    text_encoder_2 = CLIPTextModelWithProjection(clip_text_config(hidden_act="gelu"))
+    scheduler = EulerDiscreteScheduler(**SD_SCHEDULER, timestep_spacing="trailing", prediction_type="epsilon")
+    pipe = StableDiffusionXLPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        text_encoder_2=text_encoder_2,
+        tokenizer=clip_tokenizer(),
+        tokenizer_2=clip_tokenizer(),
+        unet=unet,
+        scheduler=scheduler,
+    )
+    pipe.save_pretrained(out, safe_serialization=True)
     write_tiny_taesd(out / TAESD_SUBFOLDER)
 
 

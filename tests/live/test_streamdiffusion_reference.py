@@ -1,5 +1,6 @@
 """ai-runner's six `streamdiffusion` default param files, end to end over trickle: each starts a
-session under its variant name (model ids pointed at the tiny model), produces decodable,
+session under its variant name (model ids pointed at the tiny sd-turbo-family model, or the
+tiny SDXL for the `sdxl*` files; the ControlNet ids are not downloadable here: a warning), produces decodable,
 restyled frames with no `error` event, applies the same file as a control update mid-stream
 without a blank frame, and reports what runs without which part (status `warnings`, one
 `warning` event each)."""
@@ -42,6 +43,16 @@ def tiny_sd(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.fixture(scope="module")
+def tiny_sdxl(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The `-sdxl*` files run on a tiny SDXL (two text encoders, text/time embeddings)."""
+    from pipelines.testing import write_tiny_model
+
+    out = tmp_path_factory.mktemp("sdxl") / "tiny-streamdiffusion-sdxl"
+    write_tiny_model("streamdiffusion-sdxl", out)
+    return out
+
+
 @pytest.fixture(autouse=True)
 def _one_torch_thread() -> Iterator[None]:
     import torch
@@ -67,11 +78,12 @@ def _offline_style_images(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return fetched
 
 
-def _params(name: str, tiny_sd: Path) -> dict[str, Any]:
+def _params(name: str, tiny_sd: Path, tiny_sdxl: Path) -> dict[str, Any]:
     data = json.loads((DATA / f"{name}.json").read_text())
     # The tiny model; 64x64 instead of the files' 512x512 (the same code path, 64x fewer pixels
     # on a 2-core CPU). Every other field as published.
-    return {**data, "model_id": str(tiny_sd), "width": 64, "height": 64}
+    model = tiny_sdxl if name.startswith("sdxl") else tiny_sd
+    return {**data, "model_id": str(model), "width": 64, "height": 64}
 
 
 async def _status(engine: Any, stream: str) -> dict[str, Any]:
@@ -81,12 +93,12 @@ async def _status(engine: Any, stream: str) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
-async def test_reference_default_file_runs_over_trickle(engine_factory, orchestrator, http, tiny_sd, name: str) -> None:
+async def test_reference_default_file_runs_over_trickle(engine_factory, orchestrator, http, tiny_sd, tiny_sdxl, name: str) -> None:
     engine = await engine_factory(
         config=SessionConfig(status_interval=0.25, input_timeout=60.0, stop_timeout=5.0, max_queue_lag=10.0, max_queue_frames=256)
     )
     segments = make_ts_segments(frames=60, width=64, height=64, audio=False)
-    params = _params(name, tiny_sd)
+    params = _params(name, tiny_sd, tiny_sdxl)
     stream = f"ref-{name}"
     ch = Channels(orchestrator, stream)
     for url in (ch.publish_url, ch.events_url):
@@ -131,6 +143,7 @@ async def test_reference_default_file_runs_over_trickle(engine_factory, orchestr
     assert len(final["params"]["controlnets"]) == len(params["controlnets"])  # accepted as sent
     listed = {w["field"] for w in final["warnings"]}
     assert listed == EXPECTED[name], final["warnings"]
+    assert final["pipeline_status"]["family"] == ("sdxl" if name.startswith("sdxl") else "sd21")
     warned = [e for e in evs if e["type"] == "warning"]
     assert sorted(e["field"] for e in warned) == sorted(EXPECTED[name])  # once each
     assert all(e["message"] for e in warned)
