@@ -23,7 +23,9 @@ the canny, soft_edge and blur preprocessors, preprocessing included in the timin
 `--baselines` adds part 1's single-stream reference rows (sequential steps, full CFG,
 diffusers' img2img per frame; eager).
 
-`--model tiny` (default) writes the tiny sd-turbo-family model to a temporary folder;
+`--model tiny` (default) writes the tiny sd-turbo-family model to a temporary folder
+(`--model tiny-sdxl`: the tiny sdxl-turbo-family one, same UNet blocks plus SDXL's added
+embeddings and a second text encoder);
 `--model sd-turbo-arch` writes sd-turbo's real architecture with random weights (float16,
 about 2.6 GB; for a GPU: `--device cuda --size 512`); a path or Hugging Face id loads that
 model.
@@ -284,7 +286,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--model",
         default="tiny",
-        help="'tiny' or 'sd-turbo-arch' (random weights, written to a temp folder), a folder or a Hugging Face id",
+        help="'tiny', 'tiny-sdxl' or 'sd-turbo-arch' (random weights, written to a temp folder), a folder or a Hugging Face id",
     )
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA when available)")
     p.add_argument("--size", type=int, default=64, help="frame width and height (multiple of 8)")
@@ -329,6 +331,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
             model = str(Path(tmp) / "tiny-streamdiffusion")
             write_tiny_model("streamdiffusion", Path(model))
+        elif model == "tiny-sdxl":
+            from pipelines.testing import write_tiny_model
+
+            model = str(Path(tmp) / "tiny-streamdiffusion-sdxl")
+            write_tiny_model("streamdiffusion-sdxl", Path(model))
         elif model == "sd-turbo-arch":
             from pipelines.testing.streamdiffusion import write_random_sd_turbo
 
@@ -385,6 +392,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "device": device_name,
         "model": {
             "tiny": "tiny (random weights, sd-turbo family)",
+            "tiny-sdxl": "tiny (random weights, sdxl-turbo family)",
             "sd-turbo-arch": "sd-turbo architecture (random weights)",
         }.get(args.model, args.model),
         "size": f"{args.size}x{args.size}",
