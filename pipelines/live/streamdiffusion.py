@@ -322,6 +322,9 @@ class _StreamSlot:
         self.frames = 0
         #: Per ControlNet (model_id): what its preprocessor keeps between frames.
         self.cn_memory: dict[str, dict[str, Any]] = {}
+        #: The ControlNets this slot was fed, so a model reloaded after a failure (a new
+        #: `_Models`, without them) gets them back on the next frame.
+        self.cn_models: dict[str, Any] = {}
 
     # --- WorkerSlot -------------------------------------------------------------------------
 
@@ -357,7 +360,11 @@ class _StreamSlot:
                 continue
             model = m.controlnets.get(cn.model_id)
             if model is None:
-                continue
+                model = self.cn_models.get(cn.model_id)
+                if model is None:
+                    continue
+                m.controlnets = {**m.controlnets, cn.model_id: model}  # after a model reload
+            self.cn_models[cn.model_id] = model
             if image is None:
                 image = ((x.float() + 1.0) / 2.0).clamp(0, 1)
             memory = self.cn_memory.setdefault(cn.model_id, {})

@@ -291,3 +291,13 @@ def test_blur_sharpen_soft_edge_lineart_feedback_passthrough() -> None:
     assert torch.equal(run("feedback", sq, {}, {}), sq)  # first frame passes through
     assert torch.equal(run("depth", sq, {}, {}), sq)  # unserved: passthrough
     assert fit_channels(sq, 6).shape[1] == 6 and fit_channels(sq, 1).shape[1] == 1
+
+
+def test_controlnets_survive_a_model_reload(make_pipeline: Callable[..., Any], tiny_cn_dirs: dict[str, Path]) -> None:
+    pipe = make_pipeline(controlnets=[_cn(tiny_cn_dirs["a"], preprocessor="canny")])
+    pipe.process(frames_of(1))
+    worker = pipe._worker
+    worker.call(worker._reload, RuntimeError("test"))  # what a step failing for every stream does
+    assert pipe._models.controlnets == {}
+    pipe.process(frames_of(2))
+    assert str(tiny_cn_dirs["a"]) in pipe._models.controlnets
