@@ -6,7 +6,8 @@ folder: `livestream serve --aux-model safety=DIR` (repeatable) or env
 env map is read on each lookup. `livestream models tiny --task nsfw-classifier` writes a
 tiny random-weight classifier for tests.
 
-Kinds loaded today: `safety` (the `use_safety_checker` classifier). The others are listed so
+Kinds loaded today: `safety` (the `use_safety_checker` classifier) and `depth` (the
+`depth`/`depth_tensorrt` ControlNet preprocessors; `--task depth` writes a tiny one). The others are listed so
 the map is complete and documented; they load with the features of real-time diffusion
 parts 5-6 (ControlNet preprocessors, IP-Adapter, super-resolution).
 """

@@ -20,8 +20,13 @@ Served (`SERVED`):
   `intensity_threshold`;
 - `feedback`: `(1 - s) * frame + s * previous output`, `feedback_strength` s (0..1, 0.5);
   the first frame passes through. The previous output is handed in by the pipeline.
+- `depth`, `depth_tensorrt`: a transformers depth model (the `depth` auxiliary model, default
+  Depth Anything V2 Small; `AutoModelForDepthEstimation`, so DPT too) at `detect_resolution`
+  (518, rounded to the patch size), ImageNet-normalised; its relative depth (larger = nearer)
+  resized to the frame and min-max normalised, grey in 3 channels. Needs `models["depth"]`;
+  without it, passthrough.
 
-Not served (`UNSERVED`, with why): the model-backed ones (depth, pose, HED, line art,
+Not served (`UNSERVED`, with why): the other model-backed ones (pose, HED, line art,
 MediaPipe), `temporal_net_tensorrt` (needs an optical-flow model or OpenCV, neither here),
 `upscale` and `realesrgan_trt` (change the size: not a control image). They run as
 `passthrough` and the pipeline reports the reason as a warning.
@@ -30,19 +35,20 @@ MediaPipe), `temporal_net_tensorrt` (needs an optical-flow model or OpenCV, neit
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["SERVED", "UNSERVED", "fit_channels", "run", "served"]
+__all__ = ["MODEL_BACKED", "SERVED", "UNSERVED", "depth", "fit_channels", "run", "served"]
 
 SERVED = ("passthrough", "external", "canny", "blur", "sharpen", "soft_edge", "standard_lineart", "feedback")
+#: Preprocessors that need an auxiliary model (`aux_models` kind), served when it loaded.
+MODEL_BACKED: dict[str, str] = {"depth": "depth", "depth_tensorrt": "depth"}
 
 _NO_MODEL = "its model runs through controlnet_aux/timm/TensorRT, none of which is installed here"
 UNSERVED: dict[str, str] = {
-    "depth": "no depth model is built in yet (Depth Anything V2 through transformers is planned)",
-    "depth_tensorrt": "no depth model is built in yet (Depth Anything V2 through transformers is planned)",
     "hed": f"HED: {_NO_MODEL}; use soft_edge",
     "lineart": f"line art: {_NO_MODEL}; use standard_lineart",
     "openpose": f"pose: {_NO_MODEL}",
@@ -59,9 +65,15 @@ def served(name: str) -> bool:
     return name in SERVED
 
 
-def run(name: str, image: torch.Tensor, params: dict[str, Any], memory: dict[str, Any]) -> torch.Tensor:
-    """The control image of preprocessor `name` (see the module docstring); an unserved name
-    returns the frame (passthrough)."""
+def run(
+    name: str, image: torch.Tensor, params: dict[str, Any], memory: dict[str, Any], models: Mapping[str, Any] | None = None
+) -> torch.Tensor:
+    """The control image of preprocessor `name` (see the module docstring); an unserved name,
+    or a model-backed one without its model in `models`, returns the frame (passthrough)."""
+    kind = MODEL_BACKED.get(name)
+    if kind is not None:
+        model = (models or {}).get(kind)
+        return image if model is None else depth(image, model, int(params.get("detect_resolution", 518)))
     if name == "canny":
         return canny(image, float(params.get("low_threshold", 100)), float(params.get("high_threshold", 200)))
     if name == "blur":
@@ -206,3 +218,26 @@ def standard_lineart(image: torch.Tensor, sigma: float, threshold: float) -> tor
     lines = (blurred - grey - threshold).clamp_min(0)
     peak = lines.amax(dim=(-2, -1), keepdim=True).clamp_min(1e-6)
     return (lines / peak).to(image.dtype).expand(-1, 3, -1, -1).contiguous()
+
+
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+_IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def depth(image: torch.Tensor, model: Any, resolution: int) -> torch.Tensor:
+    """Relative depth of `image` from a transformers depth-estimation model, as a grey control
+    image in [0, 1] (nearer is brighter); see the module docstring."""
+    import torch
+    import torch.nn.functional as F
+
+    patch = int(getattr(model.config, "patch_size", 14) or 14)
+    size = max(patch, round(resolution / patch) * patch)
+    x = F.interpolate(image.float(), size=(size, size), mode="bilinear", align_corners=False)
+    mean = torch.tensor(_IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(_IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
+    param = next(model.parameters())
+    out = model(pixel_values=((x - mean) / std).to(param.dtype)).predicted_depth
+    d = F.interpolate(out.float().unsqueeze(1), size=tuple(image.shape[-2:]), mode="bilinear", align_corners=False)
+    low = d.amin(dim=(-2, -1), keepdim=True)
+    span = (d.amax(dim=(-2, -1), keepdim=True) - low).clamp_min(1e-6)
+    return ((d - low) / span).to(image.dtype).expand(-1, 3, -1, -1).contiguous()

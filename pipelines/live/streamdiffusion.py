@@ -58,7 +58,7 @@ from ..errors import ModelLoadError
 from ..loading import is_turbo_model, pick_device, resolve_model_source, torch_dtype_for
 from .aux_models import aux_model_id
 from .controlnets import check_fit, load_controlnet
-from .preprocessors import UNSERVED, fit_channels
+from .preprocessors import MODEL_BACKED, UNSERVED, fit_channels
 from .preprocessors import run as run_preprocessor
 from .diffusion_worker import DiffusionWorker, Job, WorkerPool
 from .safety_checker import NsfwClassifier, SafetyFilter, load_classifier
@@ -112,6 +112,9 @@ class _Models:
     #: load or fit, with why. Replaced whole on the worker thread (readers see either).
     controlnets: dict[str, Any] = field(default_factory=dict)
     controlnet_errors: dict[str, str] = field(default_factory=dict)
+    #: Preprocessor models by auxiliary kind (`depth`), and those that could not load, with why.
+    aux: dict[str, Any] = field(default_factory=dict)
+    aux_errors: dict[str, str] = field(default_factory=dict)
 
     @property
     def takes_controlnets(self) -> bool:
@@ -370,7 +373,7 @@ class _StreamSlot:
             memory = self.cn_memory.setdefault(cn.model_id, {})
             if cn.preprocessor == "feedback":
                 memory["previous_output"] = self._previous_output(m, image)
-            control = run_preprocessor(cn.preprocessor, image, cn.preprocessor_params, memory)
+            control = run_preprocessor(cn.preprocessor, image, cn.preprocessor_params, memory, m.aux)
             control = fit_channels(control, int(model.config.conditioning_channels))
             out.append(
                 Control(
@@ -692,6 +695,17 @@ class StreamDiffusionPipeline:
             else:
                 log.info("ControlNet %s loaded (%d control channels)", key, int(model.config.conditioning_channels))
             worker.call(_register_controlnet, worker, key, model, why)
+        kinds = {MODEL_BACKED[cn.preprocessor] for cn in params.controlnets if cn.enabled and cn.preprocessor in MODEL_BACKED}
+        for kind in sorted(kinds - m.aux.keys() - m.aux_errors.keys()):
+            model_id = aux_model_id(kind)
+            try:
+                aux = _load_depth_model(model_id, model_dir=self.model_dir, device=m.device, dtype=m.dtype)
+                why = None
+                log.info("preprocessor model %s: %s loaded", kind, model_id)
+            except ModelLoadError as exc:
+                aux, why = None, f"the {kind} model {model_id} could not be loaded ({exc})"
+                log.warning("preprocessor model %s: %s", kind, why)
+            worker.call(_register_aux, worker, kind, aux, why)
 
     def _sync_aux(self, params: StreamDiffusionParams) -> None:
         """Load what the params' auxiliary parts need (session thread); a part that cannot
@@ -812,6 +826,28 @@ def _register_controlnet(worker: DiffusionWorker, key: str, model: Any, why: str
         m.controlnet_errors = {**m.controlnet_errors, key: why}
 
 
+def _load_depth_model(model_id: str, *, model_dir: Path | None, device: torch.device, dtype: torch.dtype) -> Any:
+    """A transformers depth-estimation model (Depth Anything V2, DPT, ...); raises ModelLoadError."""
+    from transformers import AutoModelForDepthEstimation
+
+    try:
+        source = resolve_model_source(model_id, model_dir, probe_file="config.json")
+        model = AutoModelForDepthEstimation.from_pretrained(source.pretrained_name, dtype=dtype, **source.from_pretrained_kwargs())
+    except ModelLoadError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+        raise ModelLoadError(str(exc)) from exc
+    return model.to(device).eval().requires_grad_(False)
+
+
+def _register_aux(worker: DiffusionWorker, kind: str, model: Any, why: str | None) -> None:
+    m = _models_of(worker)
+    if model is not None:
+        m.aux = {**m.aux, kind: model}
+    elif why is not None:
+        m.aux_errors = {**m.aux_errors, kind: why}
+
+
 def _controlnet_warnings(p: StreamDiffusionParams, m: _Models | None) -> str:
     """What of the enabled ControlNets runs off or differently, and why ("" when all run)."""
     enabled = [cn for cn in p.controlnets if cn.enabled]
@@ -826,6 +862,10 @@ def _controlnet_warnings(p: StreamDiffusionParams, m: _Models | None) -> str:
         if why is not None:
             notes.append(f"{cn.model_id} {why}: running without it")
             continue
+        kind = MODEL_BACKED.get(cn.preprocessor)
+        aux_why = m.aux_errors.get(kind) if m is not None and kind is not None else None
+        if aux_why is not None:
+            notes.append(f"{cn.model_id}: preprocessor {cn.preprocessor}: {aux_why}: its control image is the input frame (passthrough)")
         if cn.preprocessor in UNSERVED:
             notes.append(
                 f"{cn.model_id}: preprocessor {cn.preprocessor} is not available ({UNSERVED[cn.preprocessor]}): "

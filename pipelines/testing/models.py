@@ -93,6 +93,12 @@ def _write_streamdiffusion_sdxl(out: Path) -> None:
     write_tiny_streamdiffusion_sdxl(out)
 
 
+def _write_depth(out: Path) -> None:
+    from .streamdiffusion import write_tiny_depth
+
+    write_tiny_depth(out)
+
+
 def _write_controlnet(channels: int, sdxl: bool = False) -> Callable[[Path], None]:
     def build(out: Path) -> None:
         from .streamdiffusion import write_tiny_controlnet
@@ -140,6 +146,7 @@ _BUILDERS: dict[str, Callable[[Path], None]] = {
     "controlnet": _write_controlnet(3),
     "controlnet-6ch": _write_controlnet(6),
     "controlnet-sdxl": _write_controlnet(3, sdxl=True),
+    "depth": _write_depth,
     # Auxiliary models of the live pipelines (`pipelines.live.aux_models`), by kind.
     "safety": _write_safety,
 }

@@ -23,6 +23,7 @@ from ..live.streamdiffusion_folders import TAESD_SUBFOLDER
 __all__ = [
     "SD_TURBO_UNET",
     "write_tiny_controlnet",
+    "write_tiny_depth",
     "write_random_sd_turbo",
     "write_tiny_nsfw_classifier",
     "write_tiny_streamdiffusion",
@@ -174,6 +175,36 @@ def write_tiny_streamdiffusion_sdxl(out: Path) -> None:
     )
     pipe.save_pretrained(out, safe_serialization=True)
     write_tiny_taesd(out / TAESD_SUBFOLDER)
+
+
+def write_tiny_depth(out: Path) -> None:
+    """The `depth` auxiliary model (the `depth`/`depth_tensorrt` preprocessors), shrunk: a
+    transformers Depth Anything (V2's architecture: DINOv2 backbone, DPT-style neck and head,
+    relative depth) with 4 layers of width 16. `livestream models tiny --task depth`."""
+    import torch
+    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
+
+    torch.manual_seed(9)
+    backbone = Dinov2Config(
+        image_size=56,
+        patch_size=14,
+        hidden_size=16,
+        num_hidden_layers=4,
+        num_attention_heads=2,
+        intermediate_size=32,
+        out_features=["stage1", "stage2", "stage3", "stage4"],
+        reshape_hidden_states=False,
+    )
+    config = DepthAnythingConfig(
+        backbone_config=backbone,
+        neck_hidden_sizes=[8, 16, 16, 16],
+        fusion_hidden_size=16,
+        reassemble_hidden_size=16,
+        head_hidden_size=8,
+        patch_size=14,
+        depth_estimation_type="relative",
+    )
+    DepthAnythingForDepthEstimation(config).save_pretrained(out, safe_serialization=True)
 
 
 #: `stabilityai/sd-turbo`'s UNet config (SD 2.1-base), for random-weight benchmarks on a GPU.

@@ -1,7 +1,7 @@
 """ControlNets switched live over trickle: ai-runner's `sdturbo` file with a distinct tiny
 ControlNet folder per entry (6 channels for the TemporalNet2 entry) starts a session; a
 control message mid-stream then removes one, scales others up, changes a preprocessor and
-adds one; frames never go blank, there is no error and no reload."""
+adds one; depth runs on a tiny Depth Anything; frames never go blank, there is no error and no reload."""
 
 from __future__ import annotations
 
@@ -34,6 +34,8 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         six = cn["preprocessor"] == "temporal_net_tensorrt"
         out[cn["model_id"]] = root / f"cn-{i}"
         write_tiny_controlnet(out[cn["model_id"]], conditioning_channels=6 if six else 3, seed=20 + i)
+    out["depth"] = root / "depth"
+    write_tiny_model("depth", out["depth"])
     out["extra"] = root / "cn-extra"
     write_tiny_controlnet(out["extra"], seed=40)
     return out
@@ -58,7 +60,7 @@ async def _status(engine: Any, stream: str) -> dict[str, Any]:
 async def test_controlnets_switch_live_over_trickle(
     engine_factory: Any, orchestrator: Any, http: Any, tiny_models: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("AUX_MODELS", "safety=/nonexistent/nsfw-classifier")
+    monkeypatch.setenv("AUX_MODELS", f"safety=/nonexistent/nsfw-classifier,depth={tiny_models['depth']}")
     engine = await engine_factory(
         config=SessionConfig(status_interval=0.25, input_timeout=60.0, stop_timeout=5.0, max_queue_lag=10.0, max_queue_frames=256)
     )
@@ -122,10 +124,10 @@ async def test_controlnets_switch_live_over_trickle(
     assert ps["reloads"] == 0 and ps["worker"]["model_reloads"] == 0
     assert [c["loaded"] for c in ps["controlnets"]] == [True] * 6
     assert [c["preprocessor"] for c in ps["controlnets"]][1] == "soft_edge"
-    # only what cannot run here is warned about: TensorRT, the NSFW model, and the depth and
-    # TemporalNet preprocessors (the pose one went with its ControlNet)
+    # only what cannot run here is warned about: TensorRT, the NSFW model, and the TemporalNet
+    # preprocessor (depth runs on the tiny Depth Anything; the pose one went with its ControlNet)
     warnings = {w["field"]: w["message"] for w in final["warnings"]}
     assert set(warnings) == {"acceleration", "use_safety_checker", "controlnets"}, warnings
-    assert "depth_tensorrt is not available" in warnings["controlnets"]
+    assert "depth" not in warnings["controlnets"]
     assert "temporal_net_tensorrt is not available" in warnings["controlnets"]
     assert "pose_tensorrt" not in warnings["controlnets"] and "could not be loaded" not in warnings["controlnets"]

@@ -187,7 +187,8 @@ def test_warnings_name_what_cannot_run(make_pipeline: Callable[..., Any], tiny_c
     )
     why = pipe.warnings["controlnets"]
     assert f"{tmp_path / 'missing'} could not be loaded" in why
-    assert "preprocessor depth_tensorrt is not available" in why and "passthrough" in why
+    assert "preprocessor depth_tensorrt: the depth model depth-anything/Depth-Anything-V2-Small-hf could not be loaded" in why
+    assert "passthrough" in why
     assert "conditioning_channels 6 differs from the ControlNet's own 3" in why
     assert "temporal_net_tensorrt is not available" in why
     out = pipe.process(frames_of(2))  # still runs: the 6-channel one gets a fitted image
@@ -301,3 +302,31 @@ def test_controlnets_survive_a_model_reload(make_pipeline: Callable[..., Any], t
     assert pipe._models.controlnets == {}
     pipe.process(frames_of(2))
     assert str(tiny_cn_dirs["a"]) in pipe._models.controlnets
+
+
+def test_depth_preprocessor_runs_a_transformers_depth_model(
+    make_pipeline: Callable[..., Any], tiny_cn_dirs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Depth Anything's architecture (random weights: the values mean nothing, so the check is
+    shape, range and that the model is what computes them)."""
+    import torch
+    from transformers import AutoModelForDepthEstimation
+
+    from pipelines.live.preprocessors import run
+    from pipelines.testing import write_tiny_model
+
+    write_tiny_model("depth", tmp_path / "depth")
+    model = AutoModelForDepthEstimation.from_pretrained(tmp_path / "depth").eval()
+    with torch.no_grad():
+        for p in model.head.parameters():  # random init leaves the ReLU head at 0
+            p.normal_(0.0, 0.5)
+    image = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        d = run("depth_tensorrt", image, {"detect_resolution": 56}, {}, {"depth": model})
+    assert d.shape == (1, 3, 64, 64) and d.min() >= 0 and d.max() <= 1 and torch.equal(d[:, 0], d[:, 1])
+    assert d.std() > 0 and not torch.equal(d, image)
+    # through the pipeline: the `depth` auxiliary model from AUX_MODELS, no warning
+    monkeypatch.setenv("AUX_MODELS", f"depth={tmp_path / 'depth'}")
+    pipe = make_pipeline(controlnets=[_cn(tiny_cn_dirs["a"], preprocessor="depth_tensorrt", preprocessor_params={"detect_resolution": 56})])
+    assert "depth" in pipe._models.aux and "controlnets" not in pipe.warnings
+    assert pipe.process(frames_of(3)).shape == (1, 64, 64, 3)

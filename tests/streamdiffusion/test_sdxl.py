@@ -55,7 +55,7 @@ def test_sdxl_file_runs_with_its_controlnets(tiny_sdxl: dict[str, Path], monkeyp
     assert all(o.shape == (1, 64, 64, 3) and float(o.float().std()) > 5 for o in outs)
     warnings = pipe.warnings
     assert set(warnings) == {"acceleration", "controlnets", "ip_adapter", "ip_adapter_style_image_url"}, warnings
-    assert "depth_tensorrt is not available" in warnings["controlnets"] and "canny" not in warnings["controlnets"]
+    assert "depth_tensorrt: the depth model" in warnings["controlnets"] and "canny" not in warnings["controlnets"]
     # the ControlNets are fed: all at scale 0 gives another picture
     off_params = {**pipe.params.model_dump(), "controlnets": [{**c, "conditioning_scale": 0.0} for c in cns]}
     pipe.update_params(type(pipe.params)(**off_params))
