@@ -3,41 +3,21 @@
 from __future__ import annotations
 
 import dataclasses
-import socket
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from livestream.app import build_app
-from livestream.live import LIVE_CONFIG_KEY, LIVE_REGISTRY_KEY, SessionConfig
-from livestream.liverunner import LIVE_RUNNER_CONFIG_KEY, LIVE_RUNNER_KEY, LiveRunner, live_runner_config
+from livestream.live import LIVE_CONFIG_KEY, LIVE_REGISTRY_KEY
+from livestream.liverunner import LIVE_RUNNER_CONFIG_KEY, live_runner_config
 from livestream.settings import Settings
 from pipelines.live import LivePipelineSpec, default_live_registry
-from pipelines.live.noop import NoopParams, NoopPipeline
+from pipelines.live.noop import NoopParams
 
+from liverunner_helpers import TEST_CONFIG, Engine, EngineFactory, SlowLoadingPipeline, free_port
 from liverunner_standin import StandinOrchestrator
-
-TEST_CONFIG = SessionConfig(status_interval=0.25, input_timeout=5.0, stop_timeout=3.0, max_restarts=1, max_queue_lag=5.0)
-
-
-class SlowLoadingPipeline(NoopPipeline):
-    """Takes a moment to load: the runner says `unavailable` first."""
-
-    name = "slow"
-
-    def load(self, params: Any) -> None:
-        time.sleep(0.6)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
 
 @pytest.fixture
 async def standin() -> AsyncIterator[StandinOrchestrator]:
@@ -47,23 +27,6 @@ async def standin() -> AsyncIterator[StandinOrchestrator]:
         yield orch
     finally:
         await orch.close()
-
-
-@dataclasses.dataclass
-class Engine:
-    server: TestServer
-    app: web.Application
-    port: int
-
-    @property
-    def runner(self) -> LiveRunner:
-        return self.app[LIVE_RUNNER_KEY]
-
-    async def close(self) -> None:
-        await self.server.close()
-
-
-EngineFactory = Callable[..., Awaitable[Engine]]
 
 
 @pytest.fixture

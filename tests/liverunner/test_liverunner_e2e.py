@@ -17,7 +17,7 @@ from livestream.live.testsrc import make_ts_segments
 from livestream.liverunner.client import LiveRunnerClient, ReservedSession
 from trickle import TricklePublisher, TrickleSubscriber
 
-from conftest import Engine, EngineFactory
+from liverunner_helpers import Engine, EngineFactory
 from liverunner_standin import SESSION_HEADERS, StandinOrchestrator, validate_heartbeat
 
 SEGMENTS = make_ts_segments(frames=60, width=64, height=64, audio=False)

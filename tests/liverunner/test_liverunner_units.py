@@ -22,7 +22,7 @@ from livestream.liverunner.registration import Registration
 from livestream.liverunner.sessions import RunnerSessions
 from livestream.liverunner.client import LiveRunnerClient
 
-from conftest import free_port
+from liverunner_helpers import free_port
 from liverunner_standin import StandinOrchestrator, validate_heartbeat
 
 
