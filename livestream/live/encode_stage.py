@@ -12,12 +12,11 @@ early), so every output carries audio and video in step without holding a frame 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
 import av
 
@@ -46,22 +45,36 @@ def _audio_span(item: EncodedPacket | av.AudioFrame) -> tuple[int, int] | None:
 
 
 class EncodeStage:
-    """Owns the encode thread, the video and audio encoders, and the fan-out's producer side."""
+    """Owns the encode thread, the video and audio encoders, and the fan-out's producer side.
 
-    def __init__(self, config: EncoderConfig, fanout: SinkFanout, *, name: str) -> None:
-        self._exec = ThreadPoolExecutor(1, thread_name_prefix=f"live-encode-{name[:16]}")
+    The loop hands batches over with `submit` (never blocks, never waits for the encode: no
+    per-batch future and wake-up); past `max_frames` waiting, the oldest batch is dropped and
+    counted. The thread is a daemon: one stuck in a codec cannot hold the process at exit.
+    """
+
+    def __init__(self, config: EncoderConfig, fanout: SinkFanout, *, name: str, max_frames: int = 64) -> None:
         self._fanout = fanout
         self.video = H264Encoder(config)
         self.audio = AudioEncoder()
+        self.max_frames = max_frames
         self._pending: deque[EncodedPacket | av.AudioFrame] = deque()
         self._lock = threading.Lock()
+        self._jobs: deque[list[ProcessedFrame] | None] = deque()  # None: the stream ended
+        self._queued = 0
+        self._cond = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._main, name=f"live-encode-{name[:16]}", daemon=True)
+        self._finished: asyncio.Future[None] | None = None
+        self._busy_since: float | None = None
+        #: Why the encode thread stopped early (an exception escaped a codec), if it did.
+        self.failure: str | None = None
         self.audio_dropped = 0
+        self.frames_dropped = 0
         self.frames_out = 0
         self.first_output: float | None = None
         self.last_output_time: float | None = None
         self.fps = RateMeter()
         self.latency = LatencyMeter()
-        self.on_first_frame: Callable[[], None] | None = None
 
     # --- any thread -----------------------------------------------------------------------
 
@@ -76,29 +89,92 @@ class EncodeStage:
     def request_keyframe(self) -> None:
         self.video.request_keyframe()
 
+    def stuck_for(self) -> float:
+        """Seconds the current batch has been encoding (0 when idle)."""
+        since = self._busy_since
+        return time.monotonic() - since if since is not None else 0.0
+
     # --- loop -----------------------------------------------------------------------------
 
-    async def encode(self, frames: list[ProcessedFrame]) -> None:
-        """Encode and fan out one batch on the encode thread.
+    def start(self) -> None:
+        self._finished = asyncio.get_running_loop().create_future()
+        self._thread.start()
 
-        Unbounded here: the caller owns the bound (`Session` awaits it within
-        `pipeline_call_timeout` and ends the stream when the encoder is stuck).
-        """
-        await asyncio.get_running_loop().run_in_executor(self._exec, self._encode, frames)
+    def submit(self, frames: list[ProcessedFrame]) -> None:
+        """Queue a batch for the encode thread (loop; never blocks)."""
+        with self._cond:
+            if self._closed:
+                return
+            self._jobs.append(frames)
+            self._queued += len(frames)
+            while self._queued > self.max_frames and len(self._jobs) > 1:
+                old = self._jobs.popleft()
+                assert old is not None
+                self._queued -= len(old)
+                self.frames_dropped += len(old)
+            self._cond.notify()
 
     async def finish(self, timeout: float) -> None:
-        """The stream ended: flush the encoders (pending audio included); bounded."""
+        """The stream ended: encode what is queued, flush the encoders (pending audio
+        included), and wait for that, at most `timeout`."""
+        with self._cond:
+            self._jobs.append(None)
+            self._cond.notify()
+        if self._finished is None:
+            return
         try:
             async with asyncio.timeout(timeout):
-                await asyncio.get_running_loop().run_in_executor(self._exec, self._flush)
+                await asyncio.shield(self._finished)
         except TimeoutError:
             log.error("encoder flush did not return within %.1f s", timeout)
 
     def close(self) -> None:
-        """End the thread (after `finish`, or instead of it when aborting)."""
-        self._exec.shutdown(wait=False, cancel_futures=True)
+        """End the thread now (after `finish`, or instead of it when aborting)."""
+        with self._cond:
+            self._closed = True
+            self._jobs.clear()
+            self._cond.notify()
+        self._thread.join(timeout=1.0)
+        if self._thread.is_alive():
+            log.error("encode thread %s is stuck in a codec call; left behind as a daemon thread", self._thread.name)
 
     # --- encode thread --------------------------------------------------------------------
+
+    def _main(self) -> None:
+        try:
+            while True:
+                with self._cond:
+                    while not self._jobs and not self._closed:
+                        self._cond.wait()  # woken by submit, finish or close
+                    if self._closed:
+                        return
+                    job = self._jobs.popleft()
+                    if job is not None:
+                        self._queued -= len(job)
+                if job is None:
+                    self._flush()
+                    return
+                self._busy_since = time.monotonic()
+                try:
+                    self._encode(job)
+                finally:
+                    self._busy_since = None
+        except Exception as exc:  # a codec failed: the session sees `failure` and ends
+            log.exception("encode thread failed")
+            self.failure = f"encoder failed: {type(exc).__name__}: {exc}"
+        finally:
+            self._settle()
+
+    def _settle(self) -> None:
+        future = self._finished
+        if future is None:
+            return
+        def done() -> None:
+            if not future.done():
+                future.set_result(None)
+
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+            future.get_loop().call_soon_threadsafe(done)
 
     def _encode(self, frames: list[ProcessedFrame]) -> None:
         put = self._fanout.put

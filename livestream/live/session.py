@@ -92,7 +92,7 @@ class Session:
             call_timeout=config.pipeline_call_timeout,
             load_timeout=config.pipeline_load_timeout,
         )
-        self._encode = EncodeStage(config.encoder, self.sinks, name=self.stream_id)
+        self._encode = EncodeStage(config.encoder, self.sinks, name=self.stream_id, max_frames=config.max_queue_frames)
         initial = request.params if request.params is not None else spec.params_model()
         self._params = SessionParams(initial, spec.params_model, apply=self._apply_params, report=self._report_error)
         self._warned: set[tuple[str, str]] = set()
@@ -105,6 +105,7 @@ class Session:
 
     async def __aenter__(self) -> Session:
         loop = self._loop = asyncio.get_running_loop()
+        self._encode.start()
         self._queue = self.figures.queue = FrameQueue(
             loop, max_frames=self.config.max_queue_frames, max_lag=self.config.max_queue_lag
         )
@@ -270,15 +271,14 @@ class Session:
                 if self._on_pipeline_failure is not None:
                     self._on_pipeline_failure()
                 break
+            encode = self._encode
+            if encode.failure is not None or encode.stuck_for() > self.config.pipeline_call_timeout:
+                message = encode.failure or f"encoder stuck for {self.config.pipeline_call_timeout:g} s; ending the stream"
+                self._report_error(message)
+                self._fail(message)
+                break
             if outputs:
-                try:
-                    async with asyncio.timeout(self.config.pipeline_call_timeout):
-                        await self._encode.encode(outputs)
-                except TimeoutError:
-                    message = f"encoder stuck for {self.config.pipeline_call_timeout:g} s; ending the stream"
-                    self._report_error(message)
-                    self._fail(message)
-                    break
+                encode.submit(outputs)
 
     # --- FrameTarget (`livestream.ingest`): from the ingest's thread or the loop -----------
 

@@ -143,7 +143,7 @@ class SessionStatus:
             "width": size[0] if size else None,
             "height": size[1] if size else None,
             "queue_depth": len(queue) if queue is not None else 0,
-            "dropped_frames": queue.dropped if queue is not None else 0,
+            "dropped_frames": (queue.dropped if queue is not None else 0) + encode.frames_dropped,
             "frames_in": self.frames_in,
             "frames_out": encode.frames_out,
             "frames_failed": pipeline.frames_failed,
