@@ -23,7 +23,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import ModelLoadError
 from ..loading import resolve_model_source
@@ -31,11 +32,47 @@ from ..loading import resolve_model_source
 if TYPE_CHECKING:
     import torch
 
-    from .stream_batch import StreamState
-
-__all__ = ["check_fit", "load_controlnet", "residuals"]
+__all__ = ["Control", "ControlledStream", "check_fit", "load_controlnet", "residuals"]
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Control:
+    """One active ControlNet of a stream for the next step.
+
+    Attributes:
+        key: the ControlNet in the `controlnets` map `step` is given.
+        image: `(1, C, H, W)` control image in [0, 1] (the current frame's, for every row).
+        scale: `conditioning_scale`.
+        start, end: `control_guidance_start/end`: step k of n is fed only when
+            `start <= k / n` and `(k + 1) / n <= end` (diffusers' rule).
+    """
+
+    key: str
+    image: torch.Tensor
+    scale: float
+    start: float = 0.0
+    end: float = 1.0
+
+    def row_scales(self, steps: Sequence[int], n: int) -> list[float]:
+        """The scale each UNet row gets (0 where the guidance window excludes its step)."""
+        return [0.0 if (k / n < self.start or (k + 1) / n > self.end) else self.scale for k in steps]
+
+
+class _Steps(Protocol):
+    @property
+    def steps(self) -> int: ...
+
+
+class ControlledStream(Protocol):
+    """What `residuals` reads of a stream's state (`stream_batch.StreamState`)."""
+
+    @property
+    def schedule(self) -> _Steps: ...
+
+    @property
+    def controls(self) -> Sequence[Control]: ...
 
 
 def load_controlnet(model_id: str, *, model_dir: Path | None, device: torch.device, dtype: torch.dtype) -> Any:
@@ -73,7 +110,7 @@ def residuals(
     sample: torch.Tensor,
     t: torch.Tensor,
     embeds: torch.Tensor,
-    rows: Sequence[tuple[int, Sequence[int], StreamState]],
+    rows: Sequence[tuple[int, Sequence[int], ControlledStream]],
     added: Mapping[str, torch.Tensor] | None = None,
 ) -> dict[str, Any] | None:
     """The UNet's extra residual arguments for one batched call (see the module docstring),

@@ -31,6 +31,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from .controlnets import Control
+from .controlnets import residuals as controlnet_residuals
+
 if TYPE_CHECKING:
     import torch
 
@@ -208,29 +211,6 @@ class Schedule:
             c_out=table([float(o) for _, o in scalings]),
             prediction_type=prediction_type,
         )
-
-
-@dataclass(frozen=True)
-class Control:
-    """One active ControlNet of a stream for the next step.
-
-    Attributes:
-        key: the ControlNet in the `controlnets` map `step` is given.
-        image: `(1, C, H, W)` control image in [0, 1] (the current frame's, for every row).
-        scale: `conditioning_scale`.
-        start, end: `control_guidance_start/end`: step k of n is fed only when
-            `start <= k / n` and `(k + 1) / n <= end` (diffusers' rule).
-    """
-
-    key: str
-    image: torch.Tensor
-    scale: float
-    start: float = 0.0
-    end: float = 1.0
-
-    def row_scales(self, steps: Sequence[int], n: int) -> list[float]:
-        """The scale each UNet row gets (0 where the guidance window excludes its step)."""
-        return [0.0 if (k / n < self.start or (k + 1) / n > self.end) else self.scale for k in steps]
 
 
 @dataclass
@@ -448,12 +428,10 @@ def _unet(
 
     `rows`: per stream, its first row in the batch, the step of each of its rows, its state."""
     if controlnets:
-        from .controlnets import residuals
-
         controlled = getattr(backend, "unet_with_residuals", None)
         split = getattr(backend, "split_embeds", None)
         text, added = split(sample, embeds) if split is not None else (embeds, None)
-        extra = residuals(controlnets, sample, t, text, rows, added) if controlled is not None else None
+        extra = controlnet_residuals(controlnets, sample, t, text, rows, added) if controlled is not None else None
         if extra is not None:
             assert controlled is not None
             out: torch.Tensor = controlled(sample, t, embeds, **extra)

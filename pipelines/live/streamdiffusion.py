@@ -70,7 +70,8 @@ from .streamdiffusion_params import StreamDiffusionParams
 if TYPE_CHECKING:
     import torch
 
-    from .stream_batch import Control, DenoiseBackend, StreamState
+    from .controlnets import Control
+    from .stream_batch import DenoiseBackend, StreamState
 
 __all__ = ["LCM_LORAS", "StreamDiffusionPipeline", "load_models", "worker_key"]
 
@@ -354,7 +355,7 @@ class _StreamSlot:
     def _controls(self, m: _Models, x: torch.Tensor) -> list[Control]:
         """This frame's active ControlNets: enabled, scale not 0, loaded; each with its
         preprocessor's control image (fitted to the ControlNet's own channel count)."""
-        from .stream_batch import Control
+        from .controlnets import Control
 
         out: list[Control] = []
         image: torch.Tensor | None = None

@@ -67,7 +67,8 @@ def test_residuals_match_diffusers_and_windows_gate_steps(tiny_sd_dir: Path, tin
     import torch
     from diffusers import ControlNetModel, UNet2DConditionModel
 
-    from pipelines.live.stream_batch import Control, TorchBackend, step
+    from pipelines.live.controlnets import Control
+    from pipelines.live.stream_batch import TorchBackend, step
 
     unet = UNet2DConditionModel.from_pretrained(tiny_sd_dir / "unet").eval()
     cn = ControlNetModel.from_pretrained(tiny_cn_dirs["a"]).eval()
@@ -119,7 +120,8 @@ def test_batch_of_streams_with_different_controlnets_equals_each_alone(tiny_sd_d
     import torch
     from diffusers import ControlNetModel, UNet2DConditionModel
 
-    from pipelines.live.stream_batch import Control, TorchBackend, step
+    from pipelines.live.controlnets import Control
+    from pipelines.live.stream_batch import TorchBackend, step
 
     unet = UNet2DConditionModel.from_pretrained(tiny_sd_dir / "unet").eval()
     nets = {k: ControlNetModel.from_pretrained(tiny_cn_dirs[k]).eval() for k in ("a", "b")}
