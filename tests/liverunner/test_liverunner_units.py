@@ -128,7 +128,7 @@ async def test_serve_process_registers_and_unregisters_on_sigterm(standin: Stand
     mid-session unregisters (204) and the orchestrator releases the session."""
     port = free_port()
     cmd = [
-        sys.executable, "-m", "livestream", "serve", "--host", "127.0.0.1", "--port", str(port),
+        sys.executable, "-m", "livestream", "serve", "--host", "127.0.0.1", "--port", str(port), "--rtmp-port", "0",
         "--orch-addr", standin.base, "--orch-secret", standin.orch_secret,
         "--runner-url", f"http://127.0.0.1:{port}", "--app", "live-video-to-video/noop", "--capacity", "1",
     ]  # fmt: skip
