@@ -5,8 +5,8 @@
     requests.py   a client's request checked against the spec and re-encoded for the runners
     backends.py   what the gateway knows of each runner and orchestrator; the discovery loop
     orchestrator.py  go-livepeer orchestrators: GetOrchestrator (gRPC, TLS pinned on first use),
-                  OrchestratorInfo (capabilities, warm models, prices, auth token), job headers
-    lp_rpc.proto  go-livepeer's net/lp_rpc.proto, the gateway's part (lp_rpc_pb2*.py generated)
+                  OrchestratorInfo (capabilities, warm models, prices, auth token), job headers;
+                  the protobufs are livestream/lp_rpc (go-livepeer's net/lp_rpc.proto)
     selection.py  which runner gets a request
     retry.py      what a failed try means; the time budget
     proxy.py      the retry loop, one try, and shaping the answer (JSON, mp4, event streams)

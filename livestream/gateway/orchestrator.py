@@ -41,9 +41,9 @@ import grpc
 from cryptography import x509
 from cryptography.x509.oid import ExtensionOID, NameOID
 
-from . import lp_rpc_pb2 as pb
+from ..lp_rpc import lp_rpc_pb2 as pb
+from ..lp_rpc.lp_rpc_pb2_grpc import OrchestratorStub
 from .config import parse_orchestrator_url
-from .lp_rpc_pb2_grpc import OrchestratorStub
 
 __all__ = [
     "AUTHORIZATION",

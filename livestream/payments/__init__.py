@@ -8,6 +8,7 @@
     recipient.py        the orchestrator: params, ticket validation, credit, winners
     redemption.py       the orchestrator's queue of winners and when each may be redeemed
     wire.py             Payment / TicketParams / PaymentResult / SegData protobufs and headers
+                        (the messages: livestream/lp_rpc, go-livepeer's net/lp_rpc.proto)
     chain.py            TicketBroker and RoundsManager through web3.py, cached reads
     cli.py              `livestream payments ...` for the gateway operator
 

@@ -16,7 +16,7 @@ import binascii
 from eth_hash.auto import keccak
 from google.protobuf.message import DecodeError
 
-from . import lp_rpc_pb2 as pb
+from ..lp_rpc import lp_rpc_pb2 as pb
 from .errors import PaymentError
 from .numbers import from_bytes, pad32, to_bytes
 from .ticket import ExpirationParams, Price, SenderParams, TicketBatch, TicketParams

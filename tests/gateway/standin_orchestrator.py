@@ -1,6 +1,6 @@
 """A stand-in go-livepeer orchestrator, written from the contract (docs: gateway-network.md §4):
 
-- a real gRPC server from `livestream/gateway/lp_rpc.proto` answering GetOrchestrator as
+- a real gRPC server from `livestream/lp_rpc/lp_rpc.proto` answering GetOrchestrator as
   go-livepeer's `rpc.go` does: transcoder URL, capabilities with per-model warm flags, prices,
   an auth token (`HMAC-SHA256(secret, session_id ‖ big-endian expiration)`, 30 min) and, on
   chain only, ticket params;
@@ -39,10 +39,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from gateway_fleet import LoopThread, canned_answer, free_port, png
 
-from livestream.gateway import lp_rpc_pb2 as pb
-from livestream.gateway.lp_rpc_pb2_grpc import OrchestratorServicer, add_OrchestratorServicer_to_server
 from livestream.gateway.orchestrator import CAPABILITY_IDS
 from livestream.gateway.video import frames_to_mp4
+from livestream.lp_rpc import lp_rpc_pb2 as pb
+from livestream.lp_rpc.lp_rpc_pb2_grpc import OrchestratorServicer, add_OrchestratorServicer_to_server
 
 
 def self_signed(name: str = "localhost") -> tuple[bytes, bytes]:

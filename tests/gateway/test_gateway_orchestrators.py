@@ -19,7 +19,7 @@ from standin_orchestrator import StandInOrchestrator, decode_mp4
 
 from livestream.gateway import GATEWAY_KEY, Gateway, GatewayConfig, RunnerConfig, build_gateway_app
 from livestream.gateway.orchestrator import CAPABILITY_IDS, OrchestratorInfo, Pin, pb
-from livestream.payments import lp_rpc_pb2 as payments_pb
+from livestream.payments import wire
 
 GwFactory = Callable[..., tuple[str, Gateway]]
 
@@ -207,8 +207,9 @@ def test_orchestrator_info_units() -> None:
     assert info.models("text-to-image") == {"a": True} and info.models("llm") == {} and info.models("audio-to-text") is None
     assert info.price("text-to-image", "a") == 3.0 and info.price("llm", "x") == 3.5
     assert not info.token_due() and info.token_due(now=raw.auth_token.expiration - 5)
-    # Livepeer-Segment: wire-compatible with the payments package's SegData (its own .proto).
-    seg = payments_pb.SegData.FromString(base64.b64decode(info.job_headers("text-to-image", "a")["Livepeer-Segment"]))
+    # Livepeer-Segment: the SegData the payments package reads (one shared livestream/lp_rpc).
+    assert wire.pb is pb
+    seg = pb.SegData.FromString(base64.b64decode(info.job_headers("text-to-image", "a")["Livepeer-Segment"]))
     assert seg.auth_token.session_id == "sid" and seg.auth_token.token == b"t" and seg.sig == b""
     assert seg.manifestId == b"sid" and 27 in seg.capabilities.capacities
     pin = Pin(b"der")  # one Fingerprint object per pin: aiohttp pools connections by it

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Rebuilds what livestream/payments commits so that tests need no compiler:
 #   contracts/TicketBroker.json   from TicketBroker.sol, with the npm `solc` package (0.8.28)
-#   lp_rpc_pb2.py, lp_rpc_pb2.pyi from lp_rpc.proto, with grpcio-tools and mypy-protobuf
+#   `proto`: the shared livestream/lp_rpc protobufs (lp_rpc_pb2*.py), by livestream/lp_rpc/build.sh
 # Usage (repo root): bash livestream/payments/contracts/build.sh [contract|proto|all]
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -17,7 +17,5 @@ if [[ "$what" == contract || "$what" == all ]]; then
 fi
 
 if [[ "$what" == proto || "$what" == all ]]; then
-  "$py" -m pip install -q "grpcio-tools>=1.85,<1.86" "mypy-protobuf>=5,<6"
-  (cd "$root" && PATH="$(dirname "$py"):$PATH" "$py" -m grpc_tools.protoc -I. --python_out=. --mypy_out=. \
-    livestream/payments/lp_rpc.proto)
+  PYTHON="$py" bash "$root/livestream/lp_rpc/build.sh"
 fi

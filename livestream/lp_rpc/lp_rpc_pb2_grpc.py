@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from livestream.gateway import lp_rpc_pb2 as livestream_dot_gateway_dot_lp__rpc__pb2
+from livestream.lp_rpc import lp_rpc_pb2 as livestream_dot_lp__rpc_dot_lp__rpc__pb2
 
 GRPC_GENERATED_VERSION = '1.85.4'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in livestream/gateway/lp_rpc_pb2_grpc.py depends on'
+        + ' but the generated code in livestream/lp_rpc/lp_rpc_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -36,18 +36,18 @@ class OrchestratorStub:
         """
         self.GetOrchestrator = channel.unary_unary(
                 '/net.Orchestrator/GetOrchestrator',
-                request_serializer=livestream_dot_gateway_dot_lp__rpc__pb2.OrchestratorRequest.SerializeToString,
-                response_deserializer=livestream_dot_gateway_dot_lp__rpc__pb2.OrchestratorInfo.FromString,
+                request_serializer=livestream_dot_lp__rpc_dot_lp__rpc__pb2.OrchestratorRequest.SerializeToString,
+                response_deserializer=livestream_dot_lp__rpc_dot_lp__rpc__pb2.OrchestratorInfo.FromString,
                 _registered_method=True)
         self.EndTranscodingSession = channel.unary_unary(
                 '/net.Orchestrator/EndTranscodingSession',
-                request_serializer=livestream_dot_gateway_dot_lp__rpc__pb2.EndTranscodingSessionRequest.SerializeToString,
-                response_deserializer=livestream_dot_gateway_dot_lp__rpc__pb2.EndTranscodingSessionResponse.FromString,
+                request_serializer=livestream_dot_lp__rpc_dot_lp__rpc__pb2.EndTranscodingSessionRequest.SerializeToString,
+                response_deserializer=livestream_dot_lp__rpc_dot_lp__rpc__pb2.EndTranscodingSessionResponse.FromString,
                 _registered_method=True)
         self.Ping = channel.unary_unary(
                 '/net.Orchestrator/Ping',
-                request_serializer=livestream_dot_gateway_dot_lp__rpc__pb2.PingPong.SerializeToString,
-                response_deserializer=livestream_dot_gateway_dot_lp__rpc__pb2.PingPong.FromString,
+                request_serializer=livestream_dot_lp__rpc_dot_lp__rpc__pb2.PingPong.SerializeToString,
+                response_deserializer=livestream_dot_lp__rpc_dot_lp__rpc__pb2.PingPong.FromString,
                 _registered_method=True)
 
 
@@ -77,18 +77,18 @@ def add_OrchestratorServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'GetOrchestrator': grpc.unary_unary_rpc_method_handler(
                     servicer.GetOrchestrator,
-                    request_deserializer=livestream_dot_gateway_dot_lp__rpc__pb2.OrchestratorRequest.FromString,
-                    response_serializer=livestream_dot_gateway_dot_lp__rpc__pb2.OrchestratorInfo.SerializeToString,
+                    request_deserializer=livestream_dot_lp__rpc_dot_lp__rpc__pb2.OrchestratorRequest.FromString,
+                    response_serializer=livestream_dot_lp__rpc_dot_lp__rpc__pb2.OrchestratorInfo.SerializeToString,
             ),
             'EndTranscodingSession': grpc.unary_unary_rpc_method_handler(
                     servicer.EndTranscodingSession,
-                    request_deserializer=livestream_dot_gateway_dot_lp__rpc__pb2.EndTranscodingSessionRequest.FromString,
-                    response_serializer=livestream_dot_gateway_dot_lp__rpc__pb2.EndTranscodingSessionResponse.SerializeToString,
+                    request_deserializer=livestream_dot_lp__rpc_dot_lp__rpc__pb2.EndTranscodingSessionRequest.FromString,
+                    response_serializer=livestream_dot_lp__rpc_dot_lp__rpc__pb2.EndTranscodingSessionResponse.SerializeToString,
             ),
             'Ping': grpc.unary_unary_rpc_method_handler(
                     servicer.Ping,
-                    request_deserializer=livestream_dot_gateway_dot_lp__rpc__pb2.PingPong.FromString,
-                    response_serializer=livestream_dot_gateway_dot_lp__rpc__pb2.PingPong.SerializeToString,
+                    request_deserializer=livestream_dot_lp__rpc_dot_lp__rpc__pb2.PingPong.FromString,
+                    response_serializer=livestream_dot_lp__rpc_dot_lp__rpc__pb2.PingPong.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -116,8 +116,8 @@ class Orchestrator:
             request,
             target,
             '/net.Orchestrator/GetOrchestrator',
-            livestream_dot_gateway_dot_lp__rpc__pb2.OrchestratorRequest.SerializeToString,
-            livestream_dot_gateway_dot_lp__rpc__pb2.OrchestratorInfo.FromString,
+            livestream_dot_lp__rpc_dot_lp__rpc__pb2.OrchestratorRequest.SerializeToString,
+            livestream_dot_lp__rpc_dot_lp__rpc__pb2.OrchestratorInfo.FromString,
             options,
             channel_credentials,
             insecure,
@@ -143,8 +143,8 @@ class Orchestrator:
             request,
             target,
             '/net.Orchestrator/EndTranscodingSession',
-            livestream_dot_gateway_dot_lp__rpc__pb2.EndTranscodingSessionRequest.SerializeToString,
-            livestream_dot_gateway_dot_lp__rpc__pb2.EndTranscodingSessionResponse.FromString,
+            livestream_dot_lp__rpc_dot_lp__rpc__pb2.EndTranscodingSessionRequest.SerializeToString,
+            livestream_dot_lp__rpc_dot_lp__rpc__pb2.EndTranscodingSessionResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -170,8 +170,8 @@ class Orchestrator:
             request,
             target,
             '/net.Orchestrator/Ping',
-            livestream_dot_gateway_dot_lp__rpc__pb2.PingPong.SerializeToString,
-            livestream_dot_gateway_dot_lp__rpc__pb2.PingPong.FromString,
+            livestream_dot_lp__rpc_dot_lp__rpc__pb2.PingPong.SerializeToString,
+            livestream_dot_lp__rpc_dot_lp__rpc__pb2.PingPong.FromString,
             options,
             channel_credentials,
             insecure,
