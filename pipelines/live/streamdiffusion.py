@@ -168,7 +168,13 @@ def _backend_name(params: StreamDiffusionParams) -> str:
 def load_models(params: StreamDiffusionParams, *, model_dir: Path | None, device: torch.device) -> _Models:
     """Load the model for `params` on `device` (the worker thread calls this)."""
     import torch
-    from diffusers import AutoencoderTiny, DiffusionPipeline, StableDiffusionPipeline, StableDiffusionXLPipeline
+    from diffusers import (
+        AutoencoderTiny,
+        DiffusionPipeline,
+        LCMScheduler,
+        StableDiffusionPipeline,
+        StableDiffusionXLPipeline,
+    )
 
     from .stream_backends import make_backend
     from .stream_batch import SDXLBackend, TorchBackend
@@ -213,7 +219,7 @@ def load_models(params: StreamDiffusionParams, *, model_dir: Path | None, device
     distilled = (
         is_turbo_model(params.model_id)
         or (source.path is not None and is_turbo_model(source.path.name))
-        or pipe.scheduler.__class__.__name__ == "LCMScheduler"
+        or isinstance(pipe.scheduler, LCMScheduler)
         or scheduler_config.get("timestep_spacing") == "trailing"
     )
     loras = _fuse_loras(pipe, params, family, distilled, model_dir)
