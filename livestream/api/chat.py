@@ -29,7 +29,7 @@ from pipelines.llm import ChatMessage, Finished, LLMPipeline, Prompt, SamplingPa
 
 from ..keys import REGISTRY_KEY
 
-__all__ = ["ChatJob", "client_gone", "collect_text", "open_chat", "open_sse", "sse_data"]
+__all__ = ["ChatJob", "client_gone", "collect_text", "open_chat", "open_sse", "send_sse", "sse_data"]
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +108,21 @@ async def open_sse(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse(headers=_SSE_HEADERS)
     await response.prepare(request)
     return response
+
+
+#: Seconds one SSE write may wait for a client that stopped reading before it counts as gone
+#: (its slot on the model is freed, as for a disconnect).
+SSE_WRITE_TIMEOUT = 30.0
+
+
+async def send_sse(response: web.StreamResponse, payload: str | dict[str, Any]) -> None:
+    """Write one SSE event; a client that takes nothing for `SSE_WRITE_TIMEOUT` is gone
+    (`ConnectionResetError`, as a disconnect)."""
+    try:
+        async with asyncio.timeout(SSE_WRITE_TIMEOUT):
+            await response.write(sse_data(payload))
+    except TimeoutError:
+        raise ConnectionResetError(f"the client read nothing for {SSE_WRITE_TIMEOUT:g} s") from None
 
 
 def sse_data(payload: str | dict[str, Any]) -> bytes:

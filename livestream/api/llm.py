@@ -27,7 +27,7 @@ from pipelines.errors import PipelineError
 from pipelines.llm import ROLES, ChatMessage, Finished, SamplingParams, TextDelta
 
 from . import schemas as s
-from .chat import ChatJob, collect_text, open_chat, open_sse, sse_data
+from .chat import ChatJob, collect_text, open_chat, open_sse, send_sse
 from .errors import RequestValidationError
 from .media import model_response
 
@@ -92,43 +92,41 @@ async def _complete(request: web.Request, job: ChatJob) -> web.StreamResponse:
 
 
 async def _stream(request: web.Request, job: ChatJob) -> web.StreamResponse:
-    def chunk(content: str, completion_tokens: int, finish_reason: str = "") -> bytes:
+    def chunk(content: str, completion_tokens: int, finish_reason: str = "") -> dict[str, Any]:
         # `LLMResponse(...).model_dump_json()`, built as a dict: this runs once per token.
-        return sse_data(
-            {
-                "id": job.id,
-                "model": job.model_id,
-                "created": job.created,
-                "usage": {
-                    "prompt_tokens": job.prompt_tokens,
-                    "completion_tokens": completion_tokens,
-                    "total_tokens": job.prompt_tokens + completion_tokens,
-                },
-                "choices": [
-                    {
-                        "index": 0,
-                        "finish_reason": finish_reason,
-                        "delta": {"role": "assistant", "content": content},
-                        "message": None,
-                    }
-                ],
-            }
-        )
+        return {
+            "id": job.id,
+            "model": job.model_id,
+            "created": job.created,
+            "usage": {
+                "prompt_tokens": job.prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": job.prompt_tokens + completion_tokens,
+            },
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": finish_reason,
+                    "delta": {"role": "assistant", "content": content},
+                    "message": None,
+                }
+            ],
+        }
 
     response = await open_sse(request)
     try:
         async for event in job.events:
             if isinstance(event, TextDelta):
-                await response.write(chunk(event.text, event.completion_tokens))
+                await send_sse(response, chunk(event.text, event.completion_tokens))
             else:
                 assert isinstance(event, Finished)
-                await response.write(chunk("", event.completion_tokens, "stop"))
-        await response.write(sse_data("[DONE]"))
+                await send_sse(response, chunk("", event.completion_tokens, "stop"))
+        await send_sse(response, "[DONE]")
     except PipelineError as exc:
         log.error("llm: error while streaming: %s", exc)
         error: dict[str, Any] = {"error": str(exc)}
         with contextlib.suppress(ConnectionResetError):
-            await response.write(sse_data(error))
+            await send_sse(response, error)
     except ConnectionResetError:
         log.debug("llm: client went away mid-stream; generation stopped")
     return response

@@ -38,7 +38,7 @@ from pipelines.llm import ChatMessage, ContextLengthError, Finished, SamplingPar
 
 from ..keys import REGISTRY_KEY
 from ..settings import Settings
-from .chat import TASK, ChatJob, collect_text, open_chat, open_sse, sse_data
+from .chat import TASK, ChatJob, collect_text, open_chat, open_sse, send_sse
 
 __all__ = ["ChatCompletionRequest", "add_openai_routes", "openai_error"]
 
@@ -251,7 +251,7 @@ async def _complete(request: web.Request, job: ChatJob) -> web.StreamResponse:
 
 
 async def _stream(request: web.Request, job: ChatJob, include_usage: bool) -> web.StreamResponse:
-    def chunk(delta: dict[str, str], finish_reason: str | None = None) -> bytes:
+    def chunk(delta: dict[str, str], finish_reason: str | None = None) -> dict[str, Any]:
         data: dict[str, Any] = {
             "id": job.id,
             "object": "chat.completion.chunk",
@@ -262,17 +262,17 @@ async def _stream(request: web.Request, job: ChatJob, include_usage: bool) -> we
         }
         if include_usage:
             data["usage"] = None
-        return sse_data(data)
+        return data
 
     response = await open_sse(request)
     try:
-        await response.write(chunk({"role": "assistant", "content": ""}))
+        await send_sse(response, chunk({"role": "assistant", "content": ""}))
         async for event in job.events:
             if isinstance(event, TextDelta):
-                await response.write(chunk({"content": event.text}))
+                await send_sse(response, chunk({"content": event.text}))
                 continue
             assert isinstance(event, Finished)
-            await response.write(chunk({}, event.finish_reason))
+            await send_sse(response, chunk({}, event.finish_reason))
             if include_usage:
                 usage = {
                     "id": job.id,
@@ -283,12 +283,14 @@ async def _stream(request: web.Request, job: ChatJob, include_usage: bool) -> we
                     "choices": [],
                     "usage": _usage(job, event.completion_tokens),
                 }
-                await response.write(sse_data(usage))
-        await response.write(sse_data("[DONE]"))
+                await send_sse(response, usage)
+        await send_sse(response, "[DONE]")
     except PipelineError as exc:
         log.error("v1: error while streaming: %s", exc)
         with contextlib.suppress(ConnectionResetError):
-            await response.write(sse_data({"error": {"message": str(exc), "type": "server_error", "param": None, "code": None}}))
+            await send_sse(
+                response, {"error": {"message": str(exc), "type": "server_error", "param": None, "code": None}}
+            )
     except ConnectionResetError:
         log.debug("v1: client went away mid-stream; generation stopped")
     return response
