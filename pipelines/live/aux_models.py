@@ -6,8 +6,9 @@ folder: `livestream serve --aux-model safety=DIR` (repeatable) or env
 env map is read on each lookup. `livestream models tiny --task nsfw-classifier` writes a
 tiny random-weight classifier for tests.
 
-Kinds loaded today: `safety` (the `use_safety_checker` classifier) and `depth` (the
-`depth`/`depth_tensorrt` ControlNet preprocessors; `--task depth` writes a tiny one). The others are listed so
+Kinds loaded today: `safety` (the `use_safety_checker` classifier), `depth` (the
+`depth`/`depth_tensorrt` ControlNet preprocessors; `--task depth` writes a tiny one) and `pose`
+(`openpose`/`pose_tensorrt`: a transformers ViTPose; `--task pose`). The others are listed so
 the map is complete and documented; they load with the features of real-time diffusion
 parts 5-6 (ControlNet preprocessors, IP-Adapter, super-resolution).
 """
@@ -21,11 +22,12 @@ __all__ = ["AUX_MODEL_DEFAULTS", "aux_model_id", "configure_aux_models", "parse_
 
 #: Kind -> default Hugging Face id. `safety`: the reference's `Freepik/nsfw_image_detector` is a
 #: timm model (needs timm, not installed); a ViT classifier that transformers loads natively
-#: stands in.
+#: stands in. `pose`: the reference's YOLO-NAS-Pose is a TensorRT engine (super-gradients); ViTPose
+#: (COCO keypoints, transformers-native) stands in.
 AUX_MODEL_DEFAULTS: dict[str, str] = {
     "safety": "Falconsai/nsfw_image_detection",
     "depth": "depth-anything/Depth-Anything-V2-Small-hf",
-    "pose": "yuvraj108c/yolo-nas-pose-onnx",
+    "pose": "usyd-community/vitpose-base-simple",
     "hed": "lllyasviel/Annotators",
     "ip_adapter": "h94/IP-Adapter",
     "faceid": "h94/IP-Adapter-FaceID",

@@ -25,34 +25,41 @@ Served (`SERVED`):
   (518, rounded to the patch size), ImageNet-normalised; its relative depth (larger = nearer)
   resized to the frame and min-max normalised, grey in 3 channels. Needs `models["depth"]`;
   without it, passthrough.
+- `openpose`, `pose_tensorrt`: the `pose` auxiliary model (transformers ViTPose, the whole
+  frame as the person box) drawn as an OpenPose skeleton (`preprocessor_pose`);
+  `confidence_threshold` (0.3) drops keypoints scored below it. Without the model, passthrough.
 
-Not served (`UNSERVED`, with why): the other model-backed ones (pose, HED, line art,
-MediaPipe), `temporal_net_tensorrt` (needs an optical-flow model or OpenCV, neither here),
-`upscale` and `realesrgan_trt` (change the size: not a control image). They run as
-`passthrough` and the pipeline reports the reason as a warning.
+Model-backed preprocessors (`MODEL_BACKED`: name -> auxiliary kind) get their model from
+`models[kind]`; `load_model(kind, ...)` loads one (on the session's thread).
+
+Not served (`UNSERVED`, with why): HED, line art, MediaPipe, `temporal_net_tensorrt` (needs an
+optical-flow model or OpenCV), `upscale` and `realesrgan_trt` (change the size: not a control
+image). They run as `passthrough` and the pipeline reports the reason as a warning.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from ..errors import ModelLoadError
+from ..loading import resolve_model_source
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["MODEL_BACKED", "SERVED", "UNSERVED", "depth", "fit_channels", "run", "served"]
+__all__ = ["MODEL_BACKED", "SERVED", "UNSERVED", "depth", "fit_channels", "load_model", "run", "served"]
 
 SERVED = ("passthrough", "external", "canny", "blur", "sharpen", "soft_edge", "standard_lineart", "feedback")
 #: Preprocessors that need an auxiliary model (`aux_models` kind), served when it loaded.
-MODEL_BACKED: dict[str, str] = {"depth": "depth", "depth_tensorrt": "depth"}
+MODEL_BACKED: dict[str, str] = {"depth": "depth", "depth_tensorrt": "depth", "openpose": "pose", "pose_tensorrt": "pose"}
 
 _NO_MODEL = "its model runs through controlnet_aux/timm/TensorRT, none of which is installed here"
 UNSERVED: dict[str, str] = {
     "hed": f"HED: {_NO_MODEL}; use soft_edge",
     "lineart": f"line art: {_NO_MODEL}; use standard_lineart",
-    "openpose": f"pose: {_NO_MODEL}",
-    "pose_tensorrt": f"pose: {_NO_MODEL}",
     "mediapipe_pose": "mediapipe is not installed (its OpenCV build does not import beside our torch)",
     "mediapipe_segmentation": "mediapipe is not installed (its OpenCV build does not import beside our torch)",
     "temporal_net_tensorrt": "optical flow (RAFT or OpenCV) is not available here",
@@ -73,7 +80,13 @@ def run(
     kind = MODEL_BACKED.get(name)
     if kind is not None:
         model = (models or {}).get(kind)
-        return image if model is None else depth(image, model, int(params.get("detect_resolution", 518)))
+        if model is None:
+            return image
+        if kind == "pose":
+            from .preprocessor_pose import pose
+
+            return pose(image, model, _clamp(params.get("confidence_threshold", 0.3), 0.0, 1.0))
+        return depth(image, model, int(params.get("detect_resolution", 518)))
     if name == "canny":
         return canny(image, float(params.get("low_threshold", 100)), float(params.get("high_threshold", 200)))
     if name == "blur":
@@ -241,3 +254,24 @@ def depth(image: torch.Tensor, model: Any, resolution: int) -> torch.Tensor:
     low = d.amin(dim=(-2, -1), keepdim=True)
     span = (d.amax(dim=(-2, -1), keepdim=True) - low).clamp_min(1e-6)
     return ((d - low) / span).to(image.dtype).expand(-1, 3, -1, -1).contiguous()
+
+
+def load_model(kind: str, model_id: str, *, model_dir: Path | None, device: torch.device, dtype: torch.dtype) -> Any:
+    """The auxiliary model of `kind` (`MODEL_BACKED`'s values) from a Hugging Face id or a
+    local folder, on `device`, in eval mode; raises ModelLoadError."""
+    try:
+        source = resolve_model_source(model_id, model_dir, probe_file="config.json")
+        if kind == "pose":
+            from .preprocessor_pose import load_pose_model
+
+            return load_pose_model(source.pretrained_name, source.from_pretrained_kwargs(), device=device, dtype=dtype)
+        if kind == "depth":
+            from transformers import AutoModelForDepthEstimation
+
+            model = AutoModelForDepthEstimation.from_pretrained(source.pretrained_name, dtype=dtype, **source.from_pretrained_kwargs())
+            return model.to(device).eval().requires_grad_(False)
+    except ModelLoadError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, ImportError) as exc:
+        raise ModelLoadError(str(exc)) from exc
+    raise ModelLoadError(f"no preprocessor model of kind {kind!r}")

@@ -59,6 +59,7 @@ from ..loading import is_turbo_model, pick_device, resolve_model_source, torch_d
 from .aux_models import aux_model_id
 from .controlnets import check_fit, load_controlnet
 from .preprocessors import MODEL_BACKED, UNSERVED, fit_channels
+from .preprocessors import load_model as load_preprocessor_model
 from .preprocessors import run as run_preprocessor
 from .diffusion_worker import DiffusionWorker, Job, WorkerPool
 from .safety_checker import NsfwClassifier, SafetyFilter, load_classifier
@@ -706,7 +707,7 @@ class StreamDiffusionPipeline:
         for kind in sorted(kinds - m.aux.keys() - m.aux_errors.keys()):
             model_id = aux_model_id(kind)
             try:
-                aux = _load_depth_model(model_id, model_dir=self.model_dir, device=m.device, dtype=m.dtype)
+                aux = load_preprocessor_model(kind, model_id, model_dir=self.model_dir, device=m.device, dtype=m.dtype)
                 why = None
                 log.info("preprocessor model %s: %s loaded", kind, model_id)
             except ModelLoadError as exc:
@@ -831,20 +832,6 @@ def _register_controlnet(worker: DiffusionWorker, key: str, model: Any, why: str
         m.controlnets = {**m.controlnets, key: model}
     elif why is not None:
         m.controlnet_errors = {**m.controlnet_errors, key: why}
-
-
-def _load_depth_model(model_id: str, *, model_dir: Path | None, device: torch.device, dtype: torch.dtype) -> Any:
-    """A transformers depth-estimation model (Depth Anything V2, DPT, ...); raises ModelLoadError."""
-    from transformers import AutoModelForDepthEstimation
-
-    try:
-        source = resolve_model_source(model_id, model_dir, probe_file="config.json")
-        model = AutoModelForDepthEstimation.from_pretrained(source.pretrained_name, dtype=dtype, **source.from_pretrained_kwargs())
-    except ModelLoadError:
-        raise
-    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
-        raise ModelLoadError(str(exc)) from exc
-    return model.to(device).eval().requires_grad_(False)
 
 
 def _register_aux(worker: DiffusionWorker, kind: str, model: Any, why: str | None) -> None:

@@ -99,6 +99,12 @@ def _write_depth(out: Path) -> None:
     write_tiny_depth(out)
 
 
+def _write_pose(out: Path) -> None:
+    from .streamdiffusion import write_tiny_pose
+
+    write_tiny_pose(out)
+
+
 def _write_controlnet(channels: int, sdxl: bool = False) -> Callable[[Path], None]:
     def build(out: Path) -> None:
         from .streamdiffusion import write_tiny_controlnet
@@ -147,6 +153,7 @@ _BUILDERS: dict[str, Callable[[Path], None]] = {
     "controlnet-6ch": _write_controlnet(6),
     "controlnet-sdxl": _write_controlnet(3, sdxl=True),
     "depth": _write_depth,
+    "pose": _write_pose,
     # Auxiliary models of the live pipelines (`pipelines.live.aux_models`), by kind.
     "safety": _write_safety,
 }

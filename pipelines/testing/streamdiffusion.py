@@ -24,6 +24,7 @@ __all__ = [
     "SD_TURBO_UNET",
     "write_tiny_controlnet",
     "write_tiny_depth",
+    "write_tiny_pose",
     "write_random_sd_turbo",
     "write_tiny_nsfw_classifier",
     "write_tiny_streamdiffusion",
@@ -205,6 +206,27 @@ def write_tiny_depth(out: Path) -> None:
         depth_estimation_type="relative",
     )
     DepthAnythingForDepthEstimation(config).save_pretrained(out, safe_serialization=True)
+
+
+def write_tiny_pose(out: Path) -> None:
+    """The `pose` auxiliary model (the `openpose`/`pose_tensorrt` preprocessors), shrunk: a
+    transformers ViTPose (ViT backbone, simple decoder, COCO's 17 keypoint heatmaps) of 2 layers
+    of width 16 on a 64x48 input. `livestream models tiny --task pose`."""
+    import torch
+    from transformers import VitPoseBackboneConfig, VitPoseConfig, VitPoseForPoseEstimation
+
+    torch.manual_seed(11)
+    backbone = VitPoseBackboneConfig(
+        image_size=[64, 48],
+        patch_size=[16, 16],
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        mlp_ratio=2,
+        out_indices=[2],
+    )
+    config = VitPoseConfig(backbone_config=backbone, num_labels=17, use_simple_decoder=True)
+    VitPoseForPoseEstimation(config).save_pretrained(out, safe_serialization=True)
 
 
 #: `stabilityai/sd-turbo`'s UNet config (SD 2.1-base), for random-weight benchmarks on a GPU.

@@ -1,7 +1,7 @@
 """ControlNets switched live over trickle: ai-runner's `sdturbo` file with a distinct tiny
 ControlNet folder per entry (6 channels for the TemporalNet2 entry) starts a session; a
 control message mid-stream then removes one, scales others up, changes a preprocessor and
-adds one; depth runs on a tiny Depth Anything; frames never go blank, there is no error and no reload."""
+adds one; depth runs on a tiny Depth Anything, pose on a tiny ViTPose; frames never go blank, there is no error and no reload."""
 
 from __future__ import annotations
 
@@ -36,6 +36,8 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         write_tiny_controlnet(out[cn["model_id"]], conditioning_channels=6 if six else 3, seed=20 + i)
     out["depth"] = root / "depth"
     write_tiny_model("depth", out["depth"])
+    out["pose"] = root / "pose"
+    write_tiny_model("pose", out["pose"])
     out["extra"] = root / "cn-extra"
     write_tiny_controlnet(out["extra"], seed=40)
     return out
@@ -60,7 +62,7 @@ async def _status(engine: Any, stream: str) -> dict[str, Any]:
 async def test_controlnets_switch_live_over_trickle(
     engine_factory: Any, orchestrator: Any, http: Any, tiny_models: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("AUX_MODELS", f"safety=/nonexistent/nsfw-classifier,depth={tiny_models['depth']}")
+    monkeypatch.setenv("AUX_MODELS", f"safety=/nonexistent/nsfw-classifier,depth={tiny_models['depth']},pose={tiny_models['pose']}")
     engine = await engine_factory(
         config=SessionConfig(status_interval=0.25, input_timeout=60.0, stop_timeout=5.0, max_queue_lag=10.0, max_queue_frames=256)
     )
