@@ -9,13 +9,20 @@ takes one step off every suspension (go-livepeer counts suspensions in refresh r
 go-livepeer orchestrators (`orchestrator.py`) are backends too: a round calls GetOrchestrator
 on one when its info is older than `orchestrator_refresh` or its auth token is due; its
 capabilities, warm models and prices come from that `OrchestratorInfo`. One that needs payments
-(on chain) is `needs payment`: listed, never selected.
+(on chain) is `needs payment`: listed, never selected. With `orchestrator_list` (a URL, as
+go-livepeer's `-orchWebhookUrl`) the orchestrators it lists join, and those it no longer lists
+leave, at each fetch (every `orchestrator_list_refresh` seconds, in the discovery round).
+
+`min_runner_versions` (go-livepeer's `-aiMinRunnerVersion`): for a (pipeline, model) with a
+minimum, a backend serves it only when it advertises a runner version at least that
+(orchestrators: `ModelConstraint.runnerVersion` of the model; runners: `GET /version`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Iterable
@@ -23,8 +30,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import aiohttp
+from packaging.version import InvalidVersion, Version
 
-from .config import GatewayConfig, RunnerConfig
+from .config import GatewayConfig, RunnerConfig, parse_orchestrator_url
 from .orchestrator import CertificateChanged, OrchestratorError, OrchestratorInfo, OrchestratorLink, Pins
 
 __all__ = ["Backend", "Discovery", "LatencyStat", "auth_headers"]
@@ -76,6 +84,12 @@ class Backend:
     link: OrchestratorLink | None = None
     info: OrchestratorInfo | None = None
     refreshing: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: Came from `orchestrator_list` (leaves when the list no longer has it).
+    listed: bool = False
+    #: The runner's version (`GET /version`), fetched only when minimum versions are set.
+    version: str = ""
+    #: `"<pipeline>/<model_id>"` -> lowest runner version (GatewayConfig.min_runner_versions).
+    min_versions: dict[str, str] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -85,8 +99,23 @@ class Backend:
     def suspended(self) -> bool:
         return self.penalty > 0
 
+    def runner_version(self, pipeline: str, model_id: str) -> str:
+        if self.info is not None:
+            return self.info.runner_version(pipeline, model_id)
+        return self.version
+
+    def version_ok(self, pipeline: str, model_id: str) -> bool:
+        """go-livepeer's `-aiMinRunnerVersion`: no minimum for the model, or an advertised
+        runner version at least it (none, or one that is not a version: skipped)."""
+        minimum = self.min_versions.get(f"{pipeline}/{model_id}")
+        if minimum is None:
+            return True
+        return _version_at_least(self.runner_version(pipeline, model_id), minimum)
+
     def serves(self, pipeline: str, model_id: str) -> bool:
         if self.state != "up":
+            return False
+        if self.min_versions and not self.version_ok(pipeline, model_id):
             return False
         if self.info is not None:
             if pipeline == "live-video-to-video":  # an orchestrator's live route is gateway part 3
@@ -141,8 +170,34 @@ class Backend:
             "suspensions": self.suspensions,
             "last_error": self.last_error,
             "prices": dict(self.config.prices),
+            "runner_version": self.version or None,
+            "listed": self.listed,
             "orchestrator": self.info.status() if self.info is not None else None,
         }
+
+
+def _version_at_least(version: str, minimum: str) -> bool:
+    try:
+        return Version(version.strip()) >= Version(minimum)
+    except InvalidVersion:
+        return False
+
+
+def parse_orchestrator_list(body: str) -> list[str]:
+    """An orchestrator list: JSON `["https://o:8935", ...]`, JSON `[{"address": "https://o:8935"}, ...]`
+    (go-livepeer's `-orchWebhookUrl`), or one URL a line (`#` comments). Raises ValueError."""
+    text = body.strip()
+    if text.startswith(("[", "{")):
+        data = json.loads(text)
+        if isinstance(data, dict) and isinstance(data.get("orchestrators"), list):
+            data = data["orchestrators"]
+        if not isinstance(data, list):
+            raise ValueError("expected a JSON list")
+        urls = [item.get("address") if isinstance(item, dict) else item for item in data]
+        if not all(isinstance(u, str) for u in urls):
+            raise ValueError('expected a list of URLs or of {"address": URL}')
+        return [str(u).strip() for u in urls if str(u).strip()]
+    return [line.split("#", 1)[0].strip() for line in text.splitlines() if line.split("#", 1)[0].strip()]
 
 
 def auth_headers(config: RunnerConfig) -> dict[str, str]:
@@ -168,13 +223,59 @@ class Discovery:
     def __init__(self, config: GatewayConfig, session: aiohttp.ClientSession) -> None:
         self.config = config
         self.session = session
-        self.pins = Pins()
-        self.backends: list[Backend] = [Backend(config=r) for r in config.runners]
+        self.pins = Pins(config.state_dir / "pins.json" if config.state_dir is not None else None)
+        versions = dict(config.min_runner_versions)
+        self.backends: list[Backend] = [Backend(config=r, min_versions=versions) for r in config.runners]
         for url in config.orchestrators:
-            link = OrchestratorLink(url, self.pins, config.probe_timeout)
-            self.backends.append(Backend(config=RunnerConfig(url=url), kind="orchestrator", link=link))
+            self.backends.append(self._orchestrator(url))
         self.rounds = 0
         self._first_round = asyncio.Event()
+        self._list_due = 0.0
+        #: The last fetch of `orchestrator_list`: its error, or "" when it was read.
+        self.list_error = ""
+
+    def _orchestrator(self, url: str, listed: bool = False) -> Backend:
+        link = OrchestratorLink(url, self.pins, self.config.probe_timeout)
+        return Backend(config=RunnerConfig(url=url), kind="orchestrator", link=link, listed=listed,
+                       min_versions=dict(self.config.min_runner_versions))  # fmt: skip
+
+    async def refresh_list(self) -> None:
+        """Fetch `orchestrator_list`: new orchestrators join, listed ones no longer there leave
+        (a request already on one finishes). A failed fetch keeps the last list."""
+        url = self.config.orchestrator_list
+        if not url:
+            return
+        try:
+            async with self.session.get(url, timeout=aiohttp.ClientTimeout(total=self.config.probe_timeout)) as resp:
+                if resp.status != 200:
+                    raise ValueError(f"answered {resp.status}")
+                urls = parse_orchestrator_list(await resp.text())
+        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, UnicodeDecodeError) as exc:
+            reason = str(exc) or type(exc).__name__
+            if reason != self.list_error:
+                log.warning("orchestrator list %s: %s (keeping the last one)", url, reason)
+            self.list_error = reason
+            return
+        self.list_error = ""
+        wanted: list[str] = []
+        for item in urls:
+            try:
+                parse_orchestrator_url(item)
+            except ValueError as exc:
+                log.warning("orchestrator list %s: %s: skipped", url, exc)
+                continue
+            if item.rstrip("/") not in wanted:
+                wanted.append(item.rstrip("/"))
+        present = {b.url for b in self.backends}
+        for b in [b for b in self.backends if b.listed and b.url not in wanted]:
+            log.info("orchestrator %s left the list", b.url)
+            self.backends.remove(b)
+            if b.link is not None:
+                b.link.close()
+        for item in wanted:
+            if item not in present:
+                log.info("orchestrator %s joined from the list", item)
+                self.backends.append(self._orchestrator(item, listed=True))
 
     async def probe_orchestrator(self, backend: Backend, *, force: bool = False) -> None:
         """GetOrchestrator, unless the last info is fresh and its token not due (or `force`)."""
@@ -229,6 +330,10 @@ class Discovery:
             backend.pinned = (pipeline, model_id) if pipeline and model_id else None
             if backend.pinned is not None:
                 backend.warm.add(backend.pinned)
+            if backend.min_versions and (backend.state != "up" or not backend.version):
+                with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError, ValueError):
+                    version = await _get_json(self.session, f"{backend.url}/version", timeout, headers)
+                    backend.version = str(version.get("version") or "") if isinstance(version, dict) else ""
             if backend.state != "up" or backend.pipelines is None:
                 with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError, ValueError):
                     spec = await _get_json(self.session, f"{backend.url}/openapi.json", timeout, headers)
@@ -241,6 +346,7 @@ class Discovery:
             if backend.state != "down":
                 log.warning("runner %s is down: %s", backend.url, exc or type(exc).__name__)
             backend.state = "down"
+            backend.version = ""
             backend.health = ""
             backend.pipelines = None
             return
@@ -250,7 +356,11 @@ class Discovery:
         backend.last_seen = time.time()
 
     async def refresh(self) -> None:
-        """One discovery round: probe every runner, then decay every suspension by one."""
+        """One discovery round: the orchestrator list when due, probe every backend, then decay
+        every suspension by one."""
+        if self.config.orchestrator_list and time.monotonic() >= self._list_due:
+            self._list_due = time.monotonic() + self.config.orchestrator_list_refresh
+            await self.refresh_list()
         await asyncio.gather(*(self.probe(b) for b in self.backends))
         for b in self.backends:
             if b.penalty > 0:

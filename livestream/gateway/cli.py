@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from .config import GatewayConfig, RunnerConfig, load_config_file, parse_orchestrator_url, parse_price_caps
+from .config import (GatewayConfig, RunnerConfig, load_config_file, parse_min_runner_versions, parse_orchestrator_url,
+                     parse_price_caps)
 
 __all__ = ["add_gateway_parser", "config_from_args"]
 
@@ -44,7 +45,13 @@ _FLAGS: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "suspension_penalty": ("GATEWAY_SUSPENSION_PENALTY", int, "discovery rounds a failed runner is suspended for"),
     "orchestrator_refresh": ("GATEWAY_ORCHESTRATOR_REFRESH", float,
                              "seconds between GetOrchestrator calls (sooner when the auth token is due)"),
+    "orchestrator_list": ("GATEWAY_ORCHESTRATOR_LIST", str,
+                          "URL listing orchestrators (JSON list of URLs or of {address}, or one a line; as -orchWebhookUrl)"),
+    "orchestrator_list_refresh": ("GATEWAY_ORCHESTRATOR_LIST_REFRESH", float, "seconds between fetches of --orchestrator-list"),
+    "state_dir": ("GATEWAY_STATE_DIR", Path, "folder of state kept across restarts (pins.json: pinned certificates)"),
     "storage_dir": ("GATEWAY_STORAGE_DIR", Path, "folder of stored media (videos); default a temporary folder"),
+    "object_store": ("GATEWAY_OBJECT_STORE", str,
+                     "S3-compatible store for media and async results: s3://KEY:SECRET@REGION/BUCKET or s3+https://KEY:SECRET@HOST/BUCKET"),
     "storage_ttl": ("GATEWAY_STORAGE_TTL", float, "seconds stored media and async results are kept"),
     "public_url": ("GATEWAY_PUBLIC_URL", str, "base of stored media URLs; default the request's scheme and host"),
     "default_fps": ("GATEWAY_DEFAULT_FPS", int, "image-to-video fps when the request has none"),
@@ -77,6 +84,8 @@ def add_gateway_parser(commands: Any, env: Mapping[str, str] | None = None) -> a
                    help="price cap per unit; repeatable (env GATEWAY_MAX_PRICES, comma-separated); default none")  # fmt: skip
     p.add_argument("--ignore-max-price-if-needed", action="store_true", default=None,
                    help="use over-cap runners when none is under the cap (env GATEWAY_IGNORE_MAX_PRICE_IF_NEEDED=1)")  # fmt: skip
+    p.add_argument("--ai-min-runner-version", default=None, metavar="JSON",
+                   help='as go-livepeer\'s -aiMinRunnerVersion: [{"pipeline","model_id","minVersion"}] (env GATEWAY_AI_MIN_RUNNER_VERSION); default none')  # fmt: skip
     p.add_argument("--store-media", action="store_true", default=None,
                    help="store images and audio too and answer with URLs (env GATEWAY_STORE_MEDIA=1)")  # fmt: skip
     for name, (var, parse, text) in _FLAGS.items():
@@ -114,6 +123,9 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = N
     orchestrators = args.orchestrator or _env_list(env, "GATEWAY_ORCHESTRATORS")
     if orchestrators:
         values["orchestrators"] = tuple(o.rstrip("/") for o in orchestrators)
+    min_versions = args.ai_min_runner_version or env.get("GATEWAY_AI_MIN_RUNNER_VERSION")
+    if min_versions:
+        values["min_runner_versions"] = parse_min_runner_versions(min_versions)
     keys = args.api_key or _env_list(env, "GATEWAY_API_KEYS")
     if keys:
         values["api_keys"] = tuple(keys)
@@ -126,9 +138,9 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = N
         if value is not None:
             values[name] = value
     config = GatewayConfig(**values)
-    if not config.runners and not config.orchestrators:
-        raise ConfigError("no backends: give --runner URL or --orchestrator URL (or GATEWAY_RUNNERS, "
-                          "GATEWAY_ORCHESTRATORS, or runners/orchestrators in --config)")  # fmt: skip
+    if not config.runners and not config.orchestrators and not config.orchestrator_list:
+        raise ConfigError("no backends: give --runner URL, --orchestrator URL or --orchestrator-list URL "
+                          "(or GATEWAY_RUNNERS, GATEWAY_ORCHESTRATORS, GATEWAY_ORCHESTRATOR_LIST, or in --config)")  # fmt: skip
     for url in config.orchestrators:
         try:
             parse_orchestrator_url(url)

@@ -14,7 +14,8 @@ from urllib.parse import urlsplit
 
 from ..errors import ConfigError
 
-__all__ = ["GatewayConfig", "RunnerConfig", "load_config_file", "parse_orchestrator_url", "parse_price_caps"]
+__all__ = ["GatewayConfig", "RunnerConfig", "load_config_file", "parse_min_runner_versions", "parse_orchestrator_url",
+           "parse_price_caps"]
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,17 @@ class GatewayConfig:
     #: Seconds between two GetOrchestrator calls to an orchestrator that is up (sooner when its
     #: auth token is in the last tenth of its life, or it refused it).
     orchestrator_refresh: float = 60.0
+    #: A URL listing orchestrators (go-livepeer's `-orchWebhookUrl`): a JSON list of URLs or of
+    #: `{"address": URL}` objects, or one URL a line; None = only `orchestrators`.
+    orchestrator_list: str | None = None
+    #: Seconds between two fetches of `orchestrator_list` (go-livepeer's webhook: 1 min).
+    orchestrator_list_refresh: float = 60.0
+    #: go-livepeer's `-aiMinRunnerVersion`: `"<pipeline>/<model_id>"` -> the lowest runner version
+    #: a backend may run for that model; a backend advertising none, or an older one, is skipped.
+    min_runner_versions: dict[str, str] = field(default_factory=dict)
+    #: Folder for state kept across restarts (pinned orchestrator certificates, `pins.json`);
+    #: None = nothing kept (pins last for the process).
+    state_dir: Path | None = None
     #: Bearer keys; empty means no auth.
     api_keys: tuple[str, ...] = ()
     #: Seconds between two discovery rounds (`/health`, `/hardware/info`, `/openapi.json`).
@@ -66,6 +78,11 @@ class GatewayConfig:
     ignore_max_price_if_needed: bool = False
     #: Folder of the local media store; None = a temporary folder.
     storage_dir: Path | None = None
+    #: An S3-compatible object store for stored media and async results instead of the local
+    #: folder, as go-livepeer's `-objectStore`: `s3://KEY:SECRET@REGION/BUCKET[/PREFIX]` (AWS) or
+    #: `s3+http(s)://KEY:SECRET@HOST:PORT/BUCKET[/PREFIX]` (any S3 API); no `KEY:SECRET@` = the
+    #: AWS SDK's credential chain (AWS_ACCESS_KEY_ID, ...). None = the local store.
+    object_store: str | None = None
     #: Seconds a stored file (video, async result) is kept (go-livepeer: 10 min).
     storage_ttl: float = 600.0
     #: Base of the URLs of stored files, e.g. https://gw.example.com; None = from the request.
@@ -91,6 +108,33 @@ def parse_price_caps(items: list[str] | tuple[str, ...]) -> dict[str, float]:
             out[key] = float(value)
         except ValueError:
             raise ConfigError(f"price cap {item!r}: {value!r} is not a number") from None
+    return out
+
+
+def parse_min_runner_versions(value: Any) -> dict[str, str]:
+    """go-livepeer's `-aiMinRunnerVersion` JSON, `[{"pipeline", "model_id", "minVersion"}]` (a
+    string is parsed first) -> `{"<pipeline>/<model_id>": minVersion}`."""
+    from packaging.version import InvalidVersion, Version
+
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"min runner versions: not JSON: {exc}") from None
+    if isinstance(value, dict):  # already {"pipeline/model": version}
+        value = [{"pipeline": k.split("/", 1)[0], "model_id": k.split("/", 1)[-1], "minVersion": v} for k, v in value.items()]
+    if not isinstance(value, list):
+        raise ConfigError('min runner versions: expected [{"pipeline", "model_id", "minVersion"}]')
+    out: dict[str, str] = {}
+    for item in value:
+        if not isinstance(item, dict) or not all(isinstance(item.get(k), str) and item.get(k)
+                                                 for k in ("pipeline", "model_id", "minVersion")):  # fmt: skip
+            raise ConfigError(f'min runner version {item!r}: expected {{"pipeline", "model_id", "minVersion"}}')
+        try:
+            Version(item["minVersion"])
+        except InvalidVersion:
+            raise ConfigError(f"min runner version {item['minVersion']!r}: not a version") from None
+        out[f"{item['pipeline']}/{item['model_id']}"] = item["minVersion"]
     return out
 
 
@@ -134,8 +178,11 @@ def load_config_file(path: Path) -> dict[str, Any]:
         out["orchestrators"] = tuple(str(o).rstrip("/") for o in out["orchestrators"])
     if "api_keys" in out:
         out["api_keys"] = tuple(str(k) for k in out["api_keys"])
-    if "storage_dir" in out and out["storage_dir"] is not None:
-        out["storage_dir"] = Path(out["storage_dir"])
+    for key in ("storage_dir", "state_dir"):
+        if key in out and out[key] is not None:
+            out[key] = Path(out[key])
+    if "min_runner_versions" in out:
+        out["min_runner_versions"] = parse_min_runner_versions(out["min_runner_versions"])
     if "max_prices" in out:
         out["max_prices"] = {str(k): float(v) for k, v in out["max_prices"].items()}
     return out

@@ -18,7 +18,8 @@ _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120
 
 class _BackendCollector(Collector):
     def __init__(self, backends: Iterable[Backend]) -> None:
-        self.backends = list(backends)
+        # The discovery's own list when given one: orchestrators from a list URL come and go.
+        self.backends = backends if isinstance(backends, list) else list(backends)
 
     def collect(self) -> Iterator[Metric]:
         up = GaugeMetricFamily("livestream_gateway_backend_up", "1 if the runner answered the last probe", labels=["backend"])

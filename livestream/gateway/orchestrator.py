@@ -10,8 +10,8 @@ headers an AI job carries.
                        Authorization: Livepeer-AI-Worker-1.0
 
 TLS is trust on first use, as Livepeer's Python gateway does: the first certificate an
-orchestrator presents (go-livepeer's is self-signed) is pinned for the process, by host and
-port, and a different one later is refused (`CertificateChanged`). gRPC checks the chain against
+orchestrator presents (go-livepeer's is self-signed) is pinned by host and port, for the
+process or, with a state folder, in `pins.json` across restarts, and a different one later is refused (`CertificateChanged`). gRPC checks the chain against
 the pinned certificate, with the authority overridden by its DNS SAN (then IP SAN, then CN);
 the HTTP job routes and result downloads check its SHA-256 fingerprint.
 
@@ -28,12 +28,15 @@ import base64
 import functools
 import hashlib
 import ipaddress
+import json
 import logging
+import os
 import ssl
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -141,10 +144,46 @@ _UNVERIFIED = _unverified_context()
 
 
 class Pins:
-    """Certificates pinned on first use, by `host:port`, for the life of the process."""
+    """Certificates pinned on first use, by `host:port`: for the life of the process, or, with a
+    `path` (`{state_dir}/pins.json`), also across restarts.
 
-    def __init__(self) -> None:
+    The file is JSON, `{"version": 1, "pins": {"host:port": {"sha256": hex, "der": base64}}}`,
+    read at start and rewritten (to a temporary file, then renamed) at each new pin. Delete an
+    entry (or the file) to accept an orchestrator's new certificate.
+    """
+
+    def __init__(self, path: Path | None = None) -> None:
         self._pins: dict[str, Pin] = {}
+        self.path = path
+        if path is not None and path.exists():
+            self._load(path)
+
+    def _load(self, path: Path) -> None:
+        try:
+            data = json.loads(path.read_text())
+            entries = data["pins"]
+            for key, entry in entries.items():
+                pin = Pin(base64.b64decode(entry["der"], validate=True))
+                if entry.get("sha256") not in (None, pin.sha256):
+                    raise ValueError(f"{key}: sha256 does not match the certificate")
+                self._pins[str(key)] = pin
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            # A damaged file must not silently accept new certificates: refuse to start.
+            raise OrchestratorError(f"pinned certificates {path}: unreadable ({exc}); fix or delete it") from None
+        log.info("read %d pinned certificate(s) from %s", len(self._pins), path)
+
+    def _save(self) -> None:
+        if self.path is None:
+            return
+        data = {"version": 1, "pins": {k: {"sha256": p.sha256, "der": base64.b64encode(p.der).decode()}
+                                       for k, p in sorted(self._pins.items())}}  # fmt: skip
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text(json.dumps(data, indent=1) + "\n")
+        os.replace(tmp, self.path)
+
+    def keys(self) -> list[str]:
+        return sorted(self._pins)
 
     def get(self, host: str, port: int) -> Pin | None:
         return self._pins.get(f"{host}:{port}")
@@ -170,6 +209,10 @@ class Pins:
         if pinned is None:
             pinned = self._pins[key] = Pin(der)
             log.info("pinned the certificate of %s (sha256 %s)", key, pinned.sha256)
+            try:
+                self._save()
+            except OSError as exc:
+                log.warning("could not save pinned certificates to %s: %s", self.path, exc)
         elif pinned.der != der:
             raise CertificateChanged(
                 f"{key} presented another certificate (sha256 {hashlib.sha256(der).hexdigest()[:16]}..., "
@@ -219,6 +262,15 @@ class OrchestratorInfo:
         if not offered:
             return None
         return {m: c.warm for m, c in per.models.items()} if per is not None else {}
+
+    def runner_version(self, pipeline: str, model_id: str) -> str:
+        """The runner version the orchestrator advertises for a model (`ModelConstraint.runnerVersion`); "" = none."""
+        cap = CAPABILITY_IDS.get(pipeline)
+        caps = self.raw.capabilities
+        if cap is None or not caps.HasField("constraints") or cap not in caps.constraints.PerCapability:
+            return ""
+        models = caps.constraints.PerCapability[cap].models
+        return models[model_id].runnerVersion if model_id in models else ""
 
     def pipelines(self) -> list[str]:
         caps = self.raw.capabilities
