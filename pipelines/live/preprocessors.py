@@ -32,9 +32,14 @@ Served (`SERVED`):
 Model-backed preprocessors (`MODEL_BACKED`: name -> auxiliary kind) get their model from
 `models[kind]`; `load_model(kind, ...)` loads one (on the session's thread).
 
-Not served (`UNSERVED`, with why): HED, line art, MediaPipe, `temporal_net_tensorrt` (needs an
-optical-flow model or OpenCV), `upscale` and `realesrgan_trt` (change the size: not a control
-image). They run as `passthrough` and the pipeline reports the reason as a warning.
+- `temporal_net_tensorrt`: `[previous input, optical-flow image]`, 6 channels, as TemporalNet2
+  expects (OpenCV's DIS flow drawn as the Middlebury colour wheel; `preprocessor_flow`);
+  `output_format` `concat` (6) or `warped_only` (the flow image), `flow_strength`,
+  `width`/`height` (the flow's size; default the frame's). The previous input is kept in
+  `memory`.
+
+Not served (`UNSERVED`, with why): HED, line art, MediaPipe, `upscale` and `realesrgan_trt`
+(change the size: not a control image). They run as `passthrough` and the pipeline reports the reason as a warning.
 """
 
 from __future__ import annotations
@@ -52,7 +57,17 @@ if TYPE_CHECKING:
 
 __all__ = ["MODEL_BACKED", "SERVED", "UNSERVED", "depth", "fit_channels", "load_model", "run", "served"]
 
-SERVED = ("passthrough", "external", "canny", "blur", "sharpen", "soft_edge", "standard_lineart", "feedback")
+SERVED = (
+    "passthrough",
+    "external",
+    "canny",
+    "blur",
+    "sharpen",
+    "soft_edge",
+    "standard_lineart",
+    "feedback",
+    "temporal_net_tensorrt",
+)
 #: Preprocessors that need an auxiliary model (`aux_models` kind), served when it loaded.
 MODEL_BACKED: dict[str, str] = {"depth": "depth", "depth_tensorrt": "depth", "openpose": "pose", "pose_tensorrt": "pose"}
 
@@ -62,7 +77,6 @@ UNSERVED: dict[str, str] = {
     "lineart": f"line art: {_NO_MODEL}; use standard_lineart",
     "mediapipe_pose": "mediapipe is not installed (its OpenCV build does not import beside our torch)",
     "mediapipe_segmentation": "mediapipe is not installed (its OpenCV build does not import beside our torch)",
-    "temporal_net_tensorrt": "optical flow (RAFT or OpenCV) is not available here",
     "upscale": "an upscaler changes the image size: not a control image",
     "realesrgan_trt": "an upscaler changes the image size: not a control image",
 }
@@ -99,6 +113,10 @@ def run(
         return standard_lineart(
             image, _clamp(params.get("gaussian_sigma", 6.0), 1.0, 20.0), _clamp(params.get("intensity_threshold", 8), 1.0, 50.0)
         )
+    if name == "temporal_net_tensorrt":
+        from .preprocessor_flow import temporal_net
+
+        return temporal_net(image, params, memory)
     if name == "feedback":
         previous = memory.get("previous_output")
         if previous is None or previous.shape != image.shape:

@@ -184,7 +184,7 @@ def test_warnings_name_what_cannot_run(make_pipeline: Callable[..., Any], tiny_c
         controlnets=[
             _cn(tmp_path / "missing"),
             _cn(tiny_cn_dirs["a"], preprocessor="depth_tensorrt", conditioning_channels=6),
-            _cn(tiny_cn_dirs["six"], preprocessor="temporal_net_tensorrt"),
+            _cn(tiny_cn_dirs["six"], preprocessor="mediapipe_pose"),
         ]
     )
     why = pipe.warnings["controlnets"]
@@ -192,7 +192,7 @@ def test_warnings_name_what_cannot_run(make_pipeline: Callable[..., Any], tiny_c
     assert "preprocessor depth_tensorrt: the depth model depth-anything/Depth-Anything-V2-Small-hf could not be loaded" in why
     assert "passthrough" in why
     assert "conditioning_channels 6 differs from the ControlNet's own 3" in why
-    assert "temporal_net_tensorrt is not available" in why
+    assert "mediapipe_pose is not available" in why
     out = pipe.process(frames_of(2))  # still runs: the 6-channel one gets a fitted image
     assert out.shape == (1, 64, 64, 3)
 

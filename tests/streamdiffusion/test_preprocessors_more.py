@@ -95,3 +95,67 @@ def test_pose_without_its_model_is_a_warning(make_pipeline: Callable[..., Any], 
     why = pipe.warnings["controlnets"]
     assert "preprocessor openpose: the pose model /nonexistent/vitpose could not be loaded" in why and "passthrough" in why
     assert pipe.process(frames_of(2)).shape == (1, 64, 64, 3)
+
+
+# --- TemporalNet's optical flow ---------------------------------------------------------------
+
+
+def _square_at(y: int, x: int, size: int = 64) -> Any:
+    import torch
+
+    image = torch.zeros(1, 3, size, size)
+    image[..., y : y + 24, x : x + 24] = 1.0
+    return image
+
+
+def test_flow_of_a_shifted_square_points_the_right_way() -> None:
+    from pipelines.live.preprocessor_flow import optical_flow
+
+    right = optical_flow(_square_at(16, 16), _square_at(16, 20))  # 4 px right
+    assert right.shape == (2, 64, 64)
+    assert right[0, 16:40, 16:40].mean() > 2 and abs(float(right[1, 16:40, 16:40].mean())) < 1
+    down = optical_flow(_square_at(16, 16), _square_at(19, 16))  # 3 px down
+    assert down[1, 16:40, 16:40].mean() > 1.5 and abs(float(down[0, 16:40, 16:40].mean())) < 1
+
+
+def test_flow_image_follows_the_middlebury_wheel() -> None:
+    import torch
+
+    from pipelines.live.preprocessor_flow import flow_to_image
+
+    flow = torch.zeros(2, 4, 4)
+    flow[0, 0, 0] = 1.0  # right: red
+    flow[0, 0, 1] = -1.0  # left: cyan-blue
+    flow[1, 0, 2] = -0.5  # up, half as long: half-saturated
+    img = flow_to_image(flow)
+    assert img.shape == (3, 4, 4) and img.min() >= 0 and img.max() <= 1
+    assert img[0, 0, 0] == 1.0 and img[1, 0, 0] < 0.05 and img[2, 0, 0] < 0.3
+    assert img[0, 0, 1] == 0.0 and img[1, 0, 1] > 0.75 and img[2, 0, 1] == 1.0
+    torch.testing.assert_close(img[:, 3, 3], torch.ones(3))  # no motion: white
+    assert 0.4 < float(img[:, 0, 2].min()) < 0.6
+
+
+def test_temporal_net_gives_previous_input_and_flow() -> None:
+    import torch
+
+    from pipelines.live.preprocessor_flow import flow_to_image, optical_flow
+    from pipelines.live.preprocessors import run
+
+    memory: dict[str, Any] = {}
+    a, b = _square_at(16, 16), _square_at(16, 20)
+    first = run("temporal_net_tensorrt", a, {}, memory)
+    assert first.shape == (1, 6, 64, 64) and torch.equal(first[:, :3], a) and first[:, 3:].sum() == 0
+    second = run("temporal_net_tensorrt", b, {"flow_strength": 0.4}, memory)
+    assert second.shape == (1, 6, 64, 64) and torch.equal(second[:, :3], a)  # the previous input
+    torch.testing.assert_close(second[0, 3:], flow_to_image(optical_flow(a, b)))
+    assert float(second[0, 3, 28, 28]) > 0.9 and float(second[0, 4, 28, 28]) < 0.5  # rightward: red
+    only = run("temporal_net_tensorrt", a, {"output_format": "warped_only", "width": 32, "height": 32}, memory)
+    assert only.shape == (1, 3, 64, 64) and only.min() >= 0 and only.max() <= 1
+
+
+def test_temporal_net_runs_without_a_warning(make_pipeline: Callable[..., Any], tiny_cn: dict[str, Path]) -> None:
+    pipe = make_pipeline(controlnets=[{"model_id": str(tiny_cn["six"]), "preprocessor": "temporal_net_tensorrt"}])
+    assert "controlnets" not in pipe.warnings
+    outs = [pipe.process(frames_of(i)) for i in range(3)]
+    assert outs[-1].shape == (1, 64, 64, 3)
+    assert pipe._slot.cn_memory[str(tiny_cn["six"])]["previous_input"].shape == (1, 3, 64, 64)
