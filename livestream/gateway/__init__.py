@@ -11,7 +11,7 @@
     retry.py      what a failed try means; the time budget
     proxy.py      the retry loop, one try, and shaping the answer (JSON, mp4, event streams)
     video.py      image-to-video's frames to an H.264 mp4
-    storage.py    the local media store with a TTL
+    storage.py    the media store with a TTL (a folder, or an S3-compatible object store) and async job records
     jobs.py       image-to-video with `Prefer: respond-async`
     auth.py       bearer keys
     metrics.py    /metrics per runner

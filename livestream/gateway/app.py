@@ -22,7 +22,7 @@ from .proxy import GatewayError, Proxy
 from .requests import read_forwarded
 from .selection import Selector
 from .spec import GATEWAY_ROUTES, GatewayRoute, build_gateway_openapi
-from .storage import LocalStore
+from .storage import open_store
 
 __all__ = ["GATEWAY_KEY", "Gateway", "build_gateway_app"]
 
@@ -38,8 +38,8 @@ class Gateway:
         self.discovery = Discovery(config, session)
         self.selector = Selector(config)
         self.metrics = GatewayMetrics(self.discovery.backends)
-        self.store = LocalStore(config.storage_dir, config.storage_ttl)
-        self.jobs = AsyncJobs(config.storage_ttl)
+        self.store = open_store(config.object_store, config.storage_dir, config.storage_ttl)
+        self.jobs = AsyncJobs(self.store)
         self.proxy = Proxy(config, self.discovery, self.selector, self.metrics, session, self.store)
         self.openapi = json.dumps(build_gateway_openapi(__version__)).encode()
 
@@ -62,7 +62,7 @@ def _route_handler(route: GatewayRoute) -> _Handler:
             fwd = await read_forwarded(request, route, gw.limits)
             base_url = gw.base_url(request)
             if route.kind == "video" and "respond-async" in request.headers.get("Prefer", "").lower():
-                request_id = gw.jobs.start(_as_json(gw.proxy.forward(fwd, base_url)))
+                request_id = await gw.jobs.start(_as_json(gw.proxy.forward(fwd, base_url)))
                 status = 202
                 return web.json_response({"request_id": request_id}, status=202)
             result = await gw.proxy.forward(fwd, base_url, request if fwd.stream else None)
@@ -98,7 +98,7 @@ async def _video_result(request: web.Request) -> web.StreamResponse:
     request_id = data.get("request_id") if isinstance(data, dict) else None
     if not isinstance(request_id, str) or not request_id:
         raise ApiError(400, "request_id is required.")
-    state = _gateway(request).jobs.poll(request_id)
+    state = await _gateway(request).jobs.poll(request_id)
     if state is None:
         raise ApiError(400, "unknown request_id")
     return web.json_response(state, status=202 if state["status"] == "processing" else 200)
@@ -106,10 +106,12 @@ async def _video_result(request: web.Request) -> web.StreamResponse:
 
 async def _stream(request: web.Request) -> web.StreamResponse:
     key = f"{request.match_info['id']}/{request.match_info['name']}"
-    stored = _gateway(request).store.get(key)
+    stored = await _gateway(request).store.get(key)
     if stored is None:
         return json_error(404, "Not found.")
-    return web.FileResponse(stored.path, headers={"Content-Type": stored.content_type})
+    if stored.path is not None:
+        return web.FileResponse(stored.path, headers={"Content-Type": stored.content_type})
+    return web.Response(body=stored.data, headers={"Content-Type": stored.content_type})
 
 
 async def _openapi(request: web.Request) -> web.StreamResponse:

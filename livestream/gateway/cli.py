@@ -146,6 +146,13 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = N
             parse_orchestrator_url(url)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+    if config.object_store:
+        from .storage import parse_object_store
+
+        try:
+            parse_object_store(config.object_store)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
     if not 0.0 <= config.random_share <= 1.0:
         raise ConfigError("--random-share must be between 0 and 1")
     return config

@@ -35,7 +35,7 @@ from .orchestrator import OrchestratorError
 from .requests import Forwarded
 from .retry import ErrorKind, RetryBudget, TryError, classify
 from .selection import NoBackendError, Selector
-from .storage import LocalStore
+from .storage import MediaStore
 from .video import FramesError, decode_data_url, frames_to_mp4
 
 __all__ = ["GatewayError", "Proxy"]
@@ -59,7 +59,7 @@ class GatewayError(Exception):
 
 class Proxy:
     def __init__(self, config: GatewayConfig, discovery: Discovery, selector: Selector, metrics: GatewayMetrics,
-                 session: aiohttp.ClientSession, store: LocalStore) -> None:  # fmt: skip
+                 session: aiohttp.ClientSession, store: MediaStore) -> None:  # fmt: skip
         self.config = config
         self.discovery = discovery
         self.selector = selector
@@ -202,7 +202,7 @@ class Proxy:
         if backend.link is not None:
             await self._fetch_media(backend, data, base_url)
         if self.config.store_media:
-            self._store_media(data, base_url)
+            await self._store_media(data, base_url)
         return data
 
     async def _fetch_media(self, backend: Backend, data: dict[str, Any], base_url: str) -> None:
@@ -220,7 +220,7 @@ class Proxy:
                 payload = await resp.read()
                 content_type = resp.content_type
             name = urlsplit(url).path.rsplit("/", 1)[-1] or f"media.{_EXTENSIONS.get(content_type, 'bin')}"
-            key = self.store.put(name, payload, content_type)
+            key = await self.store.put(name, payload, content_type)
             item["url"] = f"{base_url}/stream/{key}"
 
     async def _video(self, fwd: Forwarded, data: dict[str, Any], base_url: str) -> dict[str, Any]:
@@ -234,10 +234,10 @@ class Proxy:
             mp4 = await asyncio.to_thread(frames_to_mp4, images, fps)
         except FramesError as exc:
             raise TryError(ErrorKind.FAILURE, f"malformed answer from runner: {exc}") from None
-        key = self.store.put("video.mp4", mp4, "video/mp4")
+        key = await self.store.put("video.mp4", mp4, "video/mp4")
         return {"images": [{"url": f"{base_url}/stream/{key}", "seed": frames[0].seed, "nsfw": frames[0].nsfw}]}
 
-    def _store_media(self, data: dict[str, Any], base_url: str) -> None:
+    async def _store_media(self, data: dict[str, Any], base_url: str) -> None:
         """Replace data URLs of images and audio by stored files' URLs (option `store_media`)."""
         for item in _media(data):
             url = item.get("url")
@@ -247,7 +247,7 @@ class Proxy:
                 mime, payload = decode_data_url(url)
             except FramesError:
                 continue
-            key = self.store.put(f"media.{_EXTENSIONS.get(mime, 'bin')}", payload, mime)
+            key = await self.store.put(f"media.{_EXTENSIONS.get(mime, 'bin')}", payload, mime)
             item["url"] = f"{base_url}/stream/{key}"
 
     # --- streams -----------------------------------------------------------------------------
