@@ -350,14 +350,15 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     _check_pipeline(args.pipeline)
     runner = _live_runner_settings(args)
     pipeline, model_id, max_live_sessions = args.pipeline, args.model_id, args.max_live_sessions
-    if runner["orch_addr"] and runner["runner_app"]:
-        # A live runner serves one app: it is that app's runner (its pipeline preloaded, /health
-        # LOADING until then) with one live session per unit of --capacity.
+    if runner["runner_app"]:
+        # A live runner (registered with --orch-addr, or listed statically) serves one app: it is
+        # that app's runner (its pipeline preloaded, /health LOADING until then) with one live
+        # session per unit of --capacity.
         task, _, model = runner["runner_app"].partition("/")
         if pipeline and (pipeline, model_id) != (task, model):
             raise ConfigError(f"--app {runner['runner_app']} and --pipeline/--model-id {pipeline}/{model_id} disagree.")
         pipeline, model_id = task, model
-        if max_live_sessions is None:
+        if max_live_sessions is None and task == "live-video-to-video":
             max_live_sessions = runner["runner_capacity"] or 1
     return Settings(
         host=args.host,
@@ -391,8 +392,10 @@ def _add_live_runner_args(serve: argparse.ArgumentParser, env: Mapping[str, str]
         "--app",
         default=env_str(env, "RUNNER_APP"),
         metavar="PIPELINE/MODEL",
-        help="the one app this engine serves, e.g. live-video-to-video/streamdiffusion (env RUNNER_APP); one per engine: "
-        "run one engine per app (each registration's capacity is its own GPU's)",
+        help="the one app this engine serves, e.g. live-video-to-video/streamdiffusion (persistent sessions) or "
+        "text-to-image/MODEL (single-shot) (env RUNNER_APP); one per engine: run one engine per app (each registration's "
+        "capacity is its own GPU's); without --orch-addr the engine is a static -liveRunnerConfig entry (health_url "
+        "RUNNER_URL/live-runner/health)",
     )
     runner.add_argument("--capacity", type=int, default=env_int(env, "RUNNER_CAPACITY", None), help="live sessions at once (env RUNNER_CAPACITY); default 1")
     runner.add_argument("--runner-id", default=env_str(env, "RUNNER_ID"), help="a fixed runner id (env RUNNER_ID); default: the orchestrator picks one")
@@ -424,7 +427,7 @@ def _live_runner_settings(args: argparse.Namespace) -> _LiveRunnerSettings:
         "runner_metadata": getattr(args, "runner_metadata", None),
         "runner_price": getattr(args, "runner_price", None),
     }
-    live_runner_config(Settings(**values))  # raises ConfigError
+    live_runner_config(Settings(host=args.host, port=args.port, **values))  # raises ConfigError
     return values
 
 

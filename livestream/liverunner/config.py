@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 from ..errors import ConfigError
 
 __all__ = [
+    "HEALTH_PATH",
     "HEADER_ROUTE",
     "HEADER_SESSION_CONTROL",
     "HEADER_SESSION_ID",
@@ -35,6 +36,12 @@ RunnerStatus = Literal["unavailable", "ready"]
 Mode = Literal["persistent", "single-shot"]
 PriceUnit = Literal["hour", "720p", "fixed"]
 
+#: The live-runner health check of a statically listed engine, under `runner_url`'s path: 200
+#: while the app is `ready` (its pipeline loaded and working), 503 while it loads or is broken
+#: (go-livepeer wants the exact `healthy_status_code`, 200 by default). Not ai-runner's `/health`,
+#: which answers 200 with LOADING/IDLE/OK/ERROR in its body.
+HEALTH_PATH = "/live-runner/health"
+
 #: go-livepeer's limit on `metadata` (bytes of UTF-8).
 MAX_METADATA_BYTES = 1024
 
@@ -53,9 +60,11 @@ class PriceInfo:
 
 @dataclass(frozen=True)
 class LiveRunnerConfig:
-    """One registration with one orchestrator: one app, one capacity (see docs/orchestrator.md)."""
+    """One registration with one orchestrator: one app, one capacity (see docs/orchestrator.md).
+    Without `orch_addr` the engine is listed statically (`-liveRunnerConfig`): it serves the
+    sessions the orchestrator proxies here but never heartbeats."""
 
-    #: The orchestrator's service URL, e.g. https://orch:8935.
+    #: The orchestrator's service URL, e.g. https://orch:8935 ("" for a static entry).
     orch_addr: str
     #: The orchestrator's `-orchSecret`: used only to bootstrap a registration.
     orch_secret: str
@@ -81,11 +90,14 @@ class LiveRunnerConfig:
     request_timeout: float = 10.0
 
     def __post_init__(self) -> None:
-        for name, url in (("--orch-addr", self.orch_addr), ("--runner-url", self.runner_url)):
+        urls = (("--orch-addr", self.orch_addr), ("--runner-url", self.runner_url))
+        for name, url in urls if self.orch_addr else urls[1:]:
             parts = urlsplit(url)
             if parts.scheme not in ("http", "https") or not parts.hostname:
                 raise ConfigError(f"{name} must be an absolute http(s) URL with a host, got {url!r}.")
-        if not self.orch_secret:
+        if self.mode not in ("persistent", "single-shot"):
+            raise ConfigError(f"mode must be persistent or single-shot, got {self.mode!r}.")
+        if self.orch_addr and not self.orch_secret:
             raise ConfigError("--orch-addr needs --orch-secret (env ORCH_SECRET): the orchestrator's -orchSecret.")
         if not self.app or self.app != self.app.strip():
             raise ConfigError(f"--app must be a non-empty name without surrounding spaces, got {self.app!r}.")
@@ -93,6 +105,16 @@ class LiveRunnerConfig:
             raise ConfigError(f"--capacity must be >= 1, got {self.capacity}.")
         if len(self.metadata.encode()) > MAX_METADATA_BYTES or "\ufffd" in self.metadata:
             raise ConfigError(f"runner metadata must be at most {MAX_METADATA_BYTES} bytes of UTF-8.")
+
+    @property
+    def static(self) -> bool:
+        """Listed by the operator in `-liveRunnerConfig`: no registration, no heartbeats."""
+        return not self.orch_addr
+
+    @property
+    def health_url(self) -> str:
+        """The static entry's `health_url` (absolute; `HEALTH_PATH` under `runner_url`)."""
+        return self.runner_url.rstrip("/") + HEALTH_PATH
 
     @property
     def pipeline(self) -> str:
@@ -137,16 +159,15 @@ class LiveRunnerConfig:
             body["price_info"] = self.price_info.to_json()
         return body
 
-    def static_entry(self, health_path: str = "/health") -> dict[str, Any]:
+    def static_entry(self) -> dict[str, Any]:
         """The entry an operator lists in go-livepeer's `-liveRunnerConfig` for this engine."""
-        parts = urlsplit(self.runner_url)
         entry: dict[str, Any] = {
-            "label": self.label or self.model or "livestream",
+            "label": self.label or self.model.replace("/", "-") or "livestream",
             "app": self.app,
             "runner_url": self.runner_url,
             "mode": self.mode,
             "capacity": self.capacity,
-            "health_url": f"{parts.scheme}://{parts.netloc}{health_path}",
+            "health_url": self.health_url,
             "healthy_status_code": 200,
         }
         if self.price_info is not None:

@@ -25,7 +25,7 @@ from ..errors import SessionLimitError
 from ..live.control import ControlError
 from .callbacks import CallbackError
 from .config import HEADER_SESSION_CONTROL, HEADER_SESSION_ID, HEADER_SESSION_TOKEN
-from .sessions import RunnerSessions
+from .sessions import RunnerSession, RunnerSessions
 
 __all__ = ["add_runner_routes"]
 
@@ -51,6 +51,15 @@ def _session_headers(request: web.Request) -> tuple[str, str, str] | web.Respons
             "reserve a session at the orchestrator and call the app through it.",
         )
     return sid, token, control
+
+
+def _forbidden_for(entry: RunnerSession | None, token: str, control: str) -> web.Response | None:
+    """403 when a running session's request carries other session headers than the ones the
+    orchestrator verified at start (its token is an HMAC of a seed only the orchestrator holds,
+    so it cannot be checked here from scratch; only compared)."""
+    if entry is None or entry.authorized(token, control):
+        return None
+    return _error(403, f"Invalid {HEADER_SESSION_TOKEN} for this session.")
 
 
 async def _body(request: web.Request) -> dict[str, Any] | web.Response:
@@ -82,6 +91,8 @@ def add_runner_routes(
         if not isinstance(params, dict):
             return _error(400, "`params` must be a JSON object.")
         sid, token, control = headers
+        if (forbidden := _forbidden_for(sessions.get(sid), token, control)) is not None:
+            return forbidden
         try:
             entry, created = await sessions.start(sid, control, token, params)
         except SessionLimitError as exc:
@@ -102,6 +113,8 @@ def add_runner_routes(
         entry = sessions.get(headers[0])
         if entry is None:
             return _error(404, "This session has no stream; POST stream/start first.")
+        if (forbidden := _forbidden_for(entry, headers[1], headers[2])) is not None:
+            return forbidden
         body = await _body(request)
         if isinstance(body, web.Response):
             return body
@@ -122,6 +135,8 @@ def add_runner_routes(
         entry = sessions.get(headers[0])
         if entry is None:
             return _error(404, "This session has no stream; POST stream/start first.")
+        if (forbidden := _forbidden_for(entry, headers[1], headers[2])) is not None:
+            return forbidden
         return _json(entry.describe() | {"status": entry.session.status(for_api=True)})
 
     async def stop(request: web.Request) -> web.Response:
@@ -129,6 +144,8 @@ def add_runner_routes(
         headers = _session_headers(request)
         if isinstance(headers, web.Response):
             return headers
+        if (forbidden := _forbidden_for(sessions.get(headers[0]), headers[1], headers[2])) is not None:
+            return forbidden
         final = await sessions.stop(headers[0], "stopped by the client", notify=True)
         if final is None:
             return _error(404, "This session has no stream.")

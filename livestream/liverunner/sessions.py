@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 import time
 from collections.abc import Callable, Collection, Mapping
@@ -43,7 +44,16 @@ class RunnerSession:
     session: Session
     #: `time.monotonic()` when the start request arrived (reconciliation skips newer sessions).
     started: float
+    #: The `Livepeer-Session-Token` the orchestrator accepted when the channels were created;
+    #: later requests of the session must carry the same one.
+    token: str = field(default="", repr=False)
+    #: The public WHEP playback URL (`POST {control}/proxy`), when there is one.
+    whep_url: str | None = None
     watcher: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    def authorized(self, token: str, control_url: str) -> bool:
+        """Whether a request's session headers are those the orchestrator verified at start."""
+        return hmac.compare_digest(token.encode(), self.token.encode()) and control_url.rstrip("/") == self.control.control_url
 
     def describe(self) -> dict[str, Any]:
         """The app's answer: the public channel URLs a client reads and writes."""
@@ -56,6 +66,7 @@ class RunnerSession:
             "output_url": urls.get("out"),
             "control_url": urls.get("control"),
             "events_url": urls.get("events"),
+            "whep_url": self.whep_url,
             "channels": {name: channel.public() for name, channel in self.channels.items()},
         }
 
@@ -71,12 +82,15 @@ class RunnerSessions:
         pipeline: str,
         capacity: int,
         callback_timeout: float = 10.0,
+        whep_origin: str | None = None,
     ) -> None:
         self._manager = manager
         self._http = http
         self.pipeline = pipeline
         self.capacity = capacity
         self._timeout = callback_timeout
+        #: `scheme://host:port` of `runner_url`: the WHEP proxy's target (None: no WHEP proxy).
+        self.whep_origin = whep_origin.rstrip("/") if whep_origin else None
         self._sessions: dict[str, RunnerSession] = {}
         self._starting: dict[str, asyncio.Future[RunnerSession]] = {}
         self._closing = False
@@ -113,16 +127,22 @@ class RunnerSessions:
             started = time.monotonic()
             control = SessionControl(self._http, control_url, token, timeout=self._timeout)
             channels = await control.create_channels(CHANNELS)
-            session = await self._manager().start(
-                subscribe_url=channels["in"].internal_url,
-                publish_url=channels["out"].internal_url,
-                control_url=channels["control"].internal_url,
-                events_url=channels["events"].internal_url,
-                model_id=self.pipeline,
-                params=params,
-                stream_id=session_id,
-            )
-            entry = RunnerSession(session_id, control, channels, session, started)
+            try:
+                session = await self._manager().start(
+                    subscribe_url=channels["in"].internal_url,
+                    publish_url=channels["out"].internal_url,
+                    control_url=channels["control"].internal_url,
+                    events_url=channels["events"].internal_url,
+                    model_id=self.pipeline,
+                    params=params,
+                    stream_id=session_id,
+                )
+            except BaseException:
+                # The orchestrator keeps the session (the client may start again); its channels go.
+                await asyncio.shield(self._delete_channels(control, session_id, list(channels)))
+                raise
+            whep_url = await self._whep_proxy(control, session_id)
+            entry = RunnerSession(session_id, control, channels, session, started, token=token, whep_url=whep_url)
             self._sessions[session_id] = entry
             entry.watcher = asyncio.create_task(self._watch(entry), name=f"liverunner-watch-{session_id}")
             future.set_result(entry)
@@ -134,6 +154,24 @@ class RunnerSessions:
             raise
         finally:
             self._starting.pop(session_id, None)
+
+    async def _delete_channels(self, control: SessionControl, session_id: str, names: list[str]) -> None:
+        try:
+            await control.delete_channels(names)
+        except CallbackError as exc:
+            log.warning("session %s: deleting its channels after a failed start failed: %s", session_id, exc)
+
+    async def _whep_proxy(self, control: SessionControl, session_id: str) -> str | None:
+        """The session's WHEP playback as a public URL: `POST {control}/proxy` to this engine's
+        `/live/{session_id}` (the orchestrator forwards `{url}/whep` there). None without one."""
+        if self.whep_origin is None:
+            return None
+        try:
+            _, url = await control.proxy(f"{self.whep_origin}/live/{session_id}")
+        except CallbackError as exc:
+            log.warning("session %s: no WHEP playback, the proxy callback failed: %s", session_id, exc)
+            return None
+        return f"{url.rstrip('/')}/whep"
 
     async def _watch(self, entry: RunnerSession) -> None:
         """The session ended here (input closed, failure): tell the orchestrator to release it."""

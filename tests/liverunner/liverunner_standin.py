@@ -5,6 +5,10 @@ and a trickle server (ours) at /ai/trickle/. Offchain: no payments.
 
 Fault knobs: `restart()` (registry lost), `drop_released` (O2R `released` events dropped),
 `fail_heartbeats` (answer the next N heartbeats with a status).
+
+Also: static entries (`add_static`: `-liveRunnerConfig`, polled at `health_url` for the exact
+`healthy_status_code`), single-shot runners (`ANY /apps/{rid}/app/{path}`: reserve, proxy,
+release) and session proxies (`POST {control}/proxy` → `ANY /run/{proxy_id}/{path}`).
 """
 
 from __future__ import annotations
@@ -113,6 +117,12 @@ class StandinRunner:
     last_heartbeat: float
     created: float
     sessions: dict[str, float] = field(default_factory=dict)
+    #: Session proxies: proxy id → (session id, target URL).
+    proxies: dict[str, tuple[str, str]] = field(default_factory=dict)
+    #: A `-liveRunnerConfig` entry: never expires, cannot heartbeat; health polled instead.
+    static: bool = False
+    health_url: str = ""
+    healthy_status_code: int = 200
 
     @property
     def secret(self) -> str:
@@ -129,6 +139,10 @@ class StandinRunner:
     def capacity(self) -> int:
         return max(1, int(self.fields.get("capacity") or 1))
 
+    @property
+    def mode(self) -> str:
+        return "single-shot" if self.fields.get("mode") in ("single-shot", "single_shot") else "persistent"
+
 
 class StandinOrchestrator:
     def __init__(
@@ -140,12 +154,19 @@ class StandinOrchestrator:
         sweep: float = 5.0,
         o2r_interval: float = 10.0,
         internal_host: str = "localhost",
+        health_interval: float = 5.0,
     ) -> None:
         self.orch_secret = secret
         self.interval = interval
         self.ttl = ttl
         self.sweep_every = sweep
         self.o2r_interval = o2r_interval
+        self.health_interval = health_interval
+        #: (runner_id, healthy) of every static health check.
+        self.health_checks: list[tuple[str, bool]] = []
+        #: Every `POST {control}/proxy` body, and every request through a session proxy.
+        self.proxy_requests: list[dict[str, Any]] = []
+        self.proxy_calls: list[dict[str, str]] = []
         self.internal_host = internal_host
         self.trickle = TrickleServer(TrickleServerConfig(autocreate=False))
         self.runners: dict[str, StandinRunner] = {}
@@ -181,6 +202,7 @@ class StandinOrchestrator:
         self._tasks = [
             asyncio.create_task(self._sweep_forever(), name="standin-sweep"),
             asyncio.create_task(self._keepalive_forever(), name="standin-o2r-keepalive"),
+            asyncio.create_task(self._health_forever(), name="standin-static-health"),
         ]
         return self.base
 
@@ -207,6 +229,8 @@ class StandinOrchestrator:
     # --- O2R ------------------------------------------------------------------------------
 
     def o2r_write(self, runner: StandinRunner, message: dict[str, Any]) -> None:
+        if runner.static:
+            return  # a static runner has no O2R channel
         channel = self.trickle.get_channel(runner.o2r_channel)
         if channel is None or channel.closed:
             return
@@ -228,9 +252,55 @@ class StandinOrchestrator:
             for runner in list(self.runners.values()):
                 self.o2r_write(runner, {"keep": "alive"})
 
+    # --- static runners (`-liveRunnerConfig`) ----------------------------------------------
+
+    async def add_static(self, entry: dict[str, Any]) -> StandinRunner:
+        """Register a static entry (as `-liveRunnerConfig` at startup: checked once at once)."""
+        for key in ("label", "app", "runner_url", "health_url"):
+            if not isinstance(entry.get(key), str) or not entry[key]:
+                raise ValueError(f"static entry without {key}")
+        health_url = entry["health_url"]
+        if health_url.startswith("/"):  # root-relative: resolved against runner_url
+            health_url = entry["runner_url"].rstrip("/") + health_url
+        code = int(entry.get("healthy_status_code") or 200)
+        if not 100 <= code <= 599:
+            raise ValueError("healthy_status_code must be a valid HTTP status code")
+        rid = "runner_" + b32(os.urandom(5))
+        fields = {k: v for k, v in entry.items() if k not in ("health_url", "healthy_status_code", "routing")}
+        runner = StandinRunner(rid, os.urandom(32), "", fields, time.monotonic(), time.monotonic(), static=True, health_url=health_url, healthy_status_code=code)
+        runner.fields["status"] = "ready" if await self._healthy(runner) else "unavailable"
+        self.runners[rid] = runner
+        return runner
+
+    async def _healthy(self, runner: StandinRunner) -> bool:
+        """go-livepeer's check: GET with a 3 s timeout; healthy = exactly `healthy_status_code`."""
+        try:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3)) as http:
+                async with http.get(runner.health_url) as response:
+                    healthy = response.status == runner.healthy_status_code
+        except (aiohttp.ClientError, OSError, TimeoutError):
+            healthy = False
+        self.health_checks.append((runner.runner_id, healthy))
+        return healthy
+
+    async def _health_forever(self) -> None:
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(0.05)  # `health_interval` may change (tests shorten it)
+            if time.monotonic() - last < self.health_interval:
+                continue
+            last = time.monotonic()
+            for runner in [r for r in self.runners.values() if r.static]:
+                healthy = await self._healthy(runner)
+                runner.fields["status"] = "ready" if healthy else "unavailable"
+                if not healthy:  # hidden from discovery, sessions released; stays registered
+                    for sid in list(runner.sessions):
+                        self.release(runner, sid)
+
     def release(self, runner: StandinRunner, sid: str) -> None:
         if runner.sessions.pop(sid, None) is None:
             return
+        runner.proxies = {pid: p for pid, p in runner.proxies.items() if p[0] != sid}
         for name in [n for n in self.trickle.channels if n.startswith(f"{sid}-")]:
             self.trickle.close_channel(name)
         self.released.append(sid)
@@ -247,11 +317,11 @@ class StandinOrchestrator:
             await asyncio.sleep(self.sweep_every)
             now = time.monotonic()
             for runner in list(self.runners.values()):
-                if now - runner.last_heartbeat > self.ttl:
+                if not runner.static and now - runner.last_heartbeat > self.ttl:
                     self.remove(runner)
 
     def _expired(self, runner: StandinRunner) -> bool:
-        return time.monotonic() - runner.last_heartbeat > self.ttl
+        return not runner.static and time.monotonic() - runner.last_heartbeat > self.ttl
 
     # --- routes ---------------------------------------------------------------------------
 
@@ -264,6 +334,9 @@ class StandinOrchestrator:
         r.add_post("/apps/{rid}/session", self._reserve)
         r.add_post("/apps/{rid}/session/{sid}/stop", self._client_stop)
         r.add_route("*", "/apps/{rid}/session/{sid}/app/{path:.*}", self._proxy)
+        r.add_route("*", "/apps/{rid}/app/{path:.*}", self._single_shot)
+        r.add_route("*", "/run/{pid}/{path:.*}", self._run_proxy)
+        r.add_route("*", "/run/{pid}", self._run_proxy)
         r.add_post("/runner/{rid}/session/{sid}/channels", self._create_channels)
         r.add_delete("/runner/{rid}/session/{sid}/channels", self._delete_channels)
         r.add_post("/runner/{rid}/session/{sid}/proxy", self._session_proxy)
@@ -289,6 +362,8 @@ class StandinOrchestrator:
         rid = (body.get("runner_id") or "").strip()
         existing = self.runners.get(rid) if rid else None
         first = False
+        if existing is not None and existing.static:
+            return 400, "static runner cannot heartbeat"
         if existing is not None:
             if self._expired(existing):
                 return 404, "runner not found"
@@ -345,7 +420,7 @@ class StandinOrchestrator:
             used = len(runner.sessions)
             runners.append(
                 {
-                    "url": f"{self.base}/apps/{runner.runner_id}/session",
+                    "url": f"{self.base}/apps/{runner.runner_id}/" + ("app" if runner.mode == "single-shot" else "session"),
                     "app": runner.fields.get("app"),
                     "version": runner.fields.get("version"),
                     "mode": runner.fields.get("mode") or "persistent",
@@ -365,13 +440,45 @@ class StandinOrchestrator:
         runner = self._runner(request.match_info["rid"])
         if runner is None or not runner.ready:
             return web.Response(status=404, text="live runner not found\n")
-        if len(runner.sessions) >= runner.capacity:
+        if runner.mode != "persistent":
+            return web.Response(status=400, text="only persistent runners have sessions\n")
+        sid = self._reserve_session(runner)
+        if sid is None:
             return web.Response(status=503, text="live runner at capacity\n")
+        base = f"{self.base}/apps/{runner.runner_id}/session/{sid}"
+        return web.json_response({"session_id": sid, "app_url": f"{base}/app", "control_url": base})
+
+    def _reserve_session(self, runner: StandinRunner) -> str | None:
+        if len(runner.sessions) >= runner.capacity:
+            return None
         sid = "session_" + b32(os.urandom(5))
         runner.sessions[sid] = time.monotonic()
         self._event(runner, "reserved", sid)
-        base = f"{self.base}/apps/{runner.runner_id}/session/{sid}"
-        return web.json_response({"session_id": sid, "app_url": f"{base}/app", "control_url": base})
+        return sid
+
+    async def _single_shot(self, request: web.Request) -> web.StreamResponse:
+        """Single-shot: one proxied request = one session (reserve, proxy, release)."""
+        runner = self._runner(request.match_info["rid"])
+        if runner is None or not runner.ready:
+            return web.Response(status=404, text="live runner not found\n")
+        if runner.mode != "single-shot":
+            return web.Response(status=400, text="runner is not single-shot\n")
+        sid = self._reserve_session(runner)
+        if sid is None:
+            return web.Response(status=503, text="live runner at capacity\n")
+        try:
+            return await self._forward(request, runner, sid, runner.fields["runner_url"], request.match_info["path"])
+        finally:
+            self.release(runner, sid)
+
+    async def _run_proxy(self, request: web.Request) -> web.StreamResponse:
+        """`{liveRunnerProxyUrl}` = `{base}/run/{proxy}`: a session proxy's target, path appended."""
+        pid = request.match_info["pid"]
+        for runner in self.runners.values():
+            if pid in runner.proxies and runner.ready and not self._expired(runner):
+                sid, target = runner.proxies[pid]
+                return await self._forward(request, runner, sid, target, request.match_info.get("path", ""))
+        return web.Response(status=404, text="404 page not found\n")
 
     async def _client_stop(self, request: web.Request) -> web.Response:
         runner = self.runners.get(request.match_info["rid"])
@@ -384,8 +491,14 @@ class StandinOrchestrator:
         sid = request.match_info["sid"]
         if runner is None or sid not in runner.sessions:
             return web.Response(status=404, text="runner session not found\n")
-        url = urlsplit(runner.fields["runner_url"])
-        path = "/".join(p.strip("/") for p in (url.path, request.match_info["path"]) if p.strip("/"))
+        return await self._forward(request, runner, sid, runner.fields["runner_url"], request.match_info["path"])
+
+    async def _forward(
+        self, request: web.Request, runner: StandinRunner, sid: str, endpoint: str, app_path: str
+    ) -> web.StreamResponse:
+        """`proxyLiveRunner`: path = join(endpoint's path, app path), query kept, 4 headers set."""
+        url = urlsplit(endpoint)
+        path = "/".join(p.strip("/") for p in (url.path, app_path) if p.strip("/"))
         target = f"{url.scheme}://{url.netloc}/{path}" + (f"?{request.query_string}" if request.query_string else "")
         headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length", "transfer-encoding")}
         headers |= {
@@ -400,7 +513,7 @@ class StandinOrchestrator:
             async with aiohttp.ClientSession() as http:
                 async with http.request(request.method, target, data=body, headers=headers) as upstream:
                     data = await upstream.read()
-                    out = {k: v for k, v in upstream.headers.items() if k.lower() in ("content-type",)}
+                    out = {k: v for k, v in upstream.headers.items() if k.lower() in ("content-type", "location", "etag")}
                     return web.Response(status=upstream.status, body=data, headers=out)
         except (aiohttp.ClientError, OSError) as exc:
             return web.Response(status=502, text=f"live runner unavailable: {exc}\n")
@@ -460,12 +573,17 @@ class StandinOrchestrator:
         found = self._callback_session(request)
         if isinstance(found, web.Response):
             return found
-        runner, _ = found
+        runner, sid = found
         body = await request.json() if request.can_read_body else {}
+        self.proxy_requests.append(body if isinstance(body, dict) else {})
         target = (body or {}).get("target_url") or runner.fields["runner_url"]
-        if urlsplit(target).hostname != urlsplit(runner.fields["runner_url"]).hostname:
-            return web.Response(status=400, text="target_url host must match runner_url\n")
+        parts = urlsplit(target)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.fragment:
+            return web.Response(status=400, text="target_url must be an absolute URL\n")
+        if parts.hostname.lower() != (urlsplit(runner.fields["runner_url"]).hostname or "").lower():
+            return web.Response(status=400, text="target_url hostname must match registered runner_url hostname\n")
         proxy_id = b32(os.urandom(16))[:26]
+        runner.proxies[proxy_id] = (sid, target)
         return web.json_response({"proxy_id": proxy_id, "url": f"{self.base}/run/{proxy_id}"})
 
     async def _runner_stop(self, request: web.Request) -> web.Response:

@@ -36,9 +36,11 @@ def ready_runners(standin: StandinOrchestrator) -> list[Any]:
     return [r for r in standin.runners.values() if r.ready]
 
 
-async def start_stream(http: aiohttp.ClientSession, standin: StandinOrchestrator) -> tuple[ReservedSession, dict[str, Any]]:
+async def start_stream(
+    http: aiohttp.ClientSession, standin: StandinOrchestrator, app: str = "live-video-to-video/noop"
+) -> tuple[ReservedSession, dict[str, Any]]:
     client = LiveRunnerClient(standin.base, http)
-    runners = await client.discovery(app="live-video-to-video/noop")
+    runners = await client.discovery(app=app)
     assert runners, "the runner is not discoverable"
     session = await client.reserve(runners[0])
     stream = await session.call("POST", "stream/start", {"params": {}})

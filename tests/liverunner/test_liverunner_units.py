@@ -97,14 +97,38 @@ def test_cli_flags_and_env() -> None:
     assert settings_from_args(args).runner_capacity == 2
     with pytest.raises(ConfigError):
         settings_from_args(build_parser({}).parse_args(["serve", "--orch-addr", "https://o:8935", "--orch-secret", "s"]))
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError):  # a batch app is served at the engine's root
         settings_from_args(build_parser(env | {"RUNNER_APP": "text-to-image/sd"}).parse_args(["serve"]))
+    with pytest.raises(ConfigError):
+        settings_from_args(build_parser(env | {"RUNNER_APP": "image-to-nothing/sd"}).parse_args(["serve"]))
+
+
+def test_batch_app_is_single_shot() -> None:
+    env = {"ORCH_ADDR": "https://o:8935", "ORCH_SECRET": "s", "RUNNER_URL": "http://me:8000", "RUNNER_APP": "text-to-image/org/sd"}
+    settings = settings_from_args(build_parser(env).parse_args(["serve"]))
+    assert (settings.pipeline, settings.model_id) == ("text-to-image", "org/sd")
+    config = live_runner_config(settings)
+    assert config is not None and config.mode == "single-shot" and not config.static
+    assert config.heartbeat_body(runner_id="", status="ready", session_ids=[], gpu=None)["mode"] == "single-shot"
+
+
+def test_static_runner_flags() -> None:
+    """`--app` without `--orch-addr`: a static entry (no orchestrator, no secret needed)."""
+    args = build_parser({}).parse_args(["serve", "--port", "8123", "--host", "127.0.0.1", "--app", "live-video-to-video/noop"])
+    settings = settings_from_args(args)
+    config = live_runner_config(settings)
+    assert config is not None and config.static and config.mode == "persistent"
+    assert config.runner_url == "http://127.0.0.1:8123" and config.health_url == "http://127.0.0.1:8123/live-runner/health"
+    assert settings.pipeline == "live-video-to-video" and settings.model_id == "noop"
+    assert live_runner_config(settings_from_args(build_parser({}).parse_args(["serve"]))) is None
 
 
 def test_static_entry() -> None:
     entry = _config(label="gpu0").static_entry()
-    assert entry["health_url"] == "http://me:8000/health" and entry["healthy_status_code"] == 200
+    assert entry["health_url"] == "http://me:8000/live-runner/health" and entry["healthy_status_code"] == 200
     assert entry["label"] == "gpu0" and entry["runner_url"] == "http://me:8000"
+    prefixed = _config(runner_url="http://me:8000/r/").static_entry()
+    assert prefixed["health_url"] == "http://me:8000/r/live-runner/health"
 
 
 async def test_unreachable_orchestrator_backs_off_without_crashing() -> None:
