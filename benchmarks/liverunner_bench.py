@@ -3,9 +3,10 @@ session reserve → first processed output segment through the orchestrator's pr
 trickle URLs (the stand-in of tests/liverunner). `python -m benchmarks liverunner_bench [--rounds N]`.
 
 Apps: `noop`; `--streamdiffusion` adds `live-video-to-video/streamdiffusion`, whose runner
-preloads the default model (sd-turbo) before it says `ready`: it needs those weights cached
-(offline here they are not, so it stays `unavailable`); the session then uses the tiny
-random-weight model through its `model_id` param.
+preloads the default model (stabilityai/sd-turbo) before it says `ready`: the benchmark writes a
+tiny random-weight model with `livestream models tiny --task streamdiffusion` where that id
+resolves under a `--model-dir` (MODEL_DIR/stabilityai/sd-turbo, as benchmarks/live_bench.py
+does), so the runner loads it instead of the real weights, on the CPU.
 """
 
 from __future__ import annotations
@@ -41,21 +42,25 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def _round(model: str, params: dict[str, Any], segments: list[bytes]) -> tuple[float, float]:
+async def _round(
+    model: str, params: dict[str, Any], segments: list[bytes], model_dir: Path | None = None
+) -> tuple[float, float]:
     standin = StandinOrchestrator(interval="1s")
     await standin.start()
     port = _free_port()
     cmd = [
         sys.executable, "-m", "livestream", "serve", "--host", "127.0.0.1", "--port", str(port),
         "--orch-addr", standin.base, "--orch-secret", standin.orch_secret, "--runner-url", f"http://127.0.0.1:{port}",
-        "--app", f"live-video-to-video/{model}", "--capacity", "1",
+        "--app", f"live-video-to-video/{model}", "--capacity", "1", "--rtmp-port", "0",
     ]  # fmt: skip
+    if model_dir is not None:
+        cmd += ["--model-dir", str(model_dir)]
     env = os.environ | {"LOG_LEVEL": "WARNING", "HF_HUB_OFFLINE": "1"}
     started = time.monotonic()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        while not any(r.fields.get("status") in ("ready", "unavailable") and r.ready for r in standin.runners.values()):
-            if proc.poll() is not None or time.monotonic() - started > 300:
+        while not any(r.ready for r in standin.runners.values()):
+            if proc.poll() is not None or time.monotonic() - started > 600:
                 raise RuntimeError("the runner did not become ready")
             await asyncio.sleep(0.02)
         ready = time.monotonic() - started
@@ -93,18 +98,20 @@ async def _round(model: str, params: dict[str, Any], segments: list[bytes]) -> t
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="liverunner_bench")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--streamdiffusion", action="store_true", help="also streamdiffusion (needs sd-turbo cached)")
+    parser.add_argument("--streamdiffusion", action="store_true", help="also streamdiffusion (a tiny random-weight model, CPU)")
+    parser.add_argument("--only-streamdiffusion", action="store_true", help="streamdiffusion without noop")
     args = parser.parse_args(argv)
     segments = make_ts_segments(frames=90, width=128, height=128, audio=False, segment_seconds=0.5)
-    apps: list[tuple[str, str, dict[str, Any]]] = [("noop", "noop", {})]
-    if args.streamdiffusion:
-        from pipelines.testing import write_tiny_model
-
-        tiny = Path(tempfile.mkdtemp()) / "tiny-streamdiffusion"
-        write_tiny_model("streamdiffusion", tiny)
-        apps.append(("streamdiffusion (tiny)", "streamdiffusion", {"model_id": str(tiny), "t_index_list": [20, 35]}))
-    for label, model, params in apps:
-        results = [asyncio.run(_round(model, params, segments)) for _ in range(args.rounds)]
+    apps: list[tuple[str, str, dict[str, Any], Path | None]] = [] if args.only_streamdiffusion else [("noop", "noop", {}, None)]
+    if args.streamdiffusion or args.only_streamdiffusion:
+        model_dir = Path(tempfile.mkdtemp()) / "models"
+        tiny = model_dir / "stabilityai" / "sd-turbo"  # the default model id, resolved under --model-dir
+        tiny.parent.mkdir(parents=True)
+        cmd = [sys.executable, "-m", "livestream", "models", "tiny", "--task", "streamdiffusion", "--out", str(tiny)]
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=os.environ | {"HF_HUB_OFFLINE": "1"})
+        apps.append(("streamdiffusion (tiny)", "streamdiffusion", {"t_index_list": [20, 35]}, model_dir))
+    for label, model, params, mdir in apps:
+        results = [asyncio.run(_round(model, params, segments, mdir)) for _ in range(args.rounds)]
         ready = [r for r, _ in results]
         first = [f for _, f in results]
         print(
