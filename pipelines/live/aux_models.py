@@ -8,7 +8,8 @@ tiny random-weight classifier for tests.
 
 Kinds loaded today: `safety` (the `use_safety_checker` classifier), `depth` (the
 `depth`/`depth_tensorrt` ControlNet preprocessors; `--task depth` writes a tiny one) and `pose`
-(`openpose`/`pose_tensorrt`: a transformers ViTPose; `--task pose`). The others are listed so
+(`openpose`/`pose_tensorrt`: a transformers ViTPose; `--task pose`) and `hed` (the `hed`
+preprocessor: `ControlNetHED.pth` from a folder, a file or a Hub repo; `--task hed`). The others are listed so
 the map is complete and documented; they load with the features of real-time diffusion
 parts 5-6 (ControlNet preprocessors, IP-Adapter, super-resolution).
 """

@@ -38,7 +38,11 @@ Model-backed preprocessors (`MODEL_BACKED`: name -> auxiliary kind) get their mo
   `width`/`height` (the flow's size; default the frame's). The previous input is kept in
   `memory`.
 
-Not served (`UNSERVED`, with why): HED, line art, MediaPipe, `upscale` and `realesrgan_trt`
+- `hed`: the HED network (the `hed` auxiliary model: `ControlNetHED.pth` of
+  `lllyasviel/Annotators`, loaded into `preprocessor_hed.HEDNetwork`), controlnet_aux's soft
+  edges, `safe` (true) quantised. Without the model, passthrough.
+
+Not served (`UNSERVED`, with why): line art, MediaPipe, `upscale` and `realesrgan_trt`
 (change the size: not a control image). They run as `passthrough` and the pipeline reports the reason as a warning.
 """
 
@@ -69,12 +73,19 @@ SERVED = (
     "temporal_net_tensorrt",
 )
 #: Preprocessors that need an auxiliary model (`aux_models` kind), served when it loaded.
-MODEL_BACKED: dict[str, str] = {"depth": "depth", "depth_tensorrt": "depth", "openpose": "pose", "pose_tensorrt": "pose"}
+MODEL_BACKED: dict[str, str] = {
+    "depth": "depth",
+    "depth_tensorrt": "depth",
+    "openpose": "pose",
+    "pose_tensorrt": "pose",
+    "hed": "hed",
+}
 
-_NO_MODEL = "its model runs through controlnet_aux/timm/TensorRT, none of which is installed here"
 UNSERVED: dict[str, str] = {
-    "hed": f"HED: {_NO_MODEL}; use soft_edge",
-    "lineart": f"line art: {_NO_MODEL}; use standard_lineart",
+    "lineart": (
+        "line art: controlnet_aux's line-art model (a ResNet generator, sk_model.pth of lllyasviel/Annotators) "
+        "has no transformers/diffusers class and is not ported here; use standard_lineart"
+    ),
     "mediapipe_pose": "mediapipe is not installed (its OpenCV build does not import beside our torch)",
     "mediapipe_segmentation": "mediapipe is not installed (its OpenCV build does not import beside our torch)",
     "upscale": "an upscaler changes the image size: not a control image",
@@ -96,6 +107,10 @@ def run(
         model = (models or {}).get(kind)
         if model is None:
             return image
+        if kind == "hed":
+            from .preprocessor_hed import hed
+
+            return hed(image, model, bool(params.get("safe", True)))
         if kind == "pose":
             from .preprocessor_pose import pose
 
@@ -278,6 +293,18 @@ def load_model(kind: str, model_id: str, *, model_dir: Path | None, device: torc
     """The auxiliary model of `kind` (`MODEL_BACKED`'s values) from a Hugging Face id or a
     local folder, on `device`, in eval mode; raises ModelLoadError."""
     try:
+        if kind == "hed":
+            from .preprocessor_hed import CHECKPOINT, load_hed_model
+
+            if Path(model_id).expanduser().is_file():
+                return load_hed_model(Path(model_id).expanduser(), device=device, dtype=dtype)
+            source = resolve_model_source(model_id, model_dir, probe_file=CHECKPOINT)
+            if source.path is not None:
+                return load_hed_model(source.path / CHECKPOINT, device=device, dtype=dtype)
+            from huggingface_hub import hf_hub_download
+
+            file = hf_hub_download(source.model_id, CHECKPOINT, **source.from_pretrained_kwargs())
+            return load_hed_model(Path(file), device=device, dtype=dtype)
         source = resolve_model_source(model_id, model_dir, probe_file="config.json")
         if kind == "pose":
             from .preprocessor_pose import load_pose_model

@@ -105,6 +105,12 @@ def _write_pose(out: Path) -> None:
     write_tiny_pose(out)
 
 
+def _write_hed(out: Path) -> None:
+    from pipelines.live.preprocessor_hed import write_hed_checkpoint
+
+    write_hed_checkpoint(out, widths=(4, 8, 8, 8, 8))
+
+
 def _write_controlnet(channels: int, sdxl: bool = False) -> Callable[[Path], None]:
     def build(out: Path) -> None:
         from .streamdiffusion import write_tiny_controlnet
@@ -154,6 +160,8 @@ _BUILDERS: dict[str, Callable[[Path], None]] = {
     "controlnet-sdxl": _write_controlnet(3, sdxl=True),
     "depth": _write_depth,
     "pose": _write_pose,
+    # The HED network (the `hed` preprocessor's ControlNetHED.pth) with widths 4-8.
+    "hed": _write_hed,
     # Auxiliary models of the live pipelines (`pipelines.live.aux_models`), by kind.
     "safety": _write_safety,
 }

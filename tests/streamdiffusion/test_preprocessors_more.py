@@ -159,3 +159,37 @@ def test_temporal_net_runs_without_a_warning(make_pipeline: Callable[..., Any], 
     outs = [pipe.process(frames_of(i)) for i in range(3)]
     assert outs[-1].shape == (1, 64, 64, 3)
     assert pipe._slot.cn_memory[str(tiny_cn["six"])]["previous_input"].shape == (1, 3, 64, 64)
+
+
+# --- HED ----------------------------------------------------------------------------------------
+
+
+def test_hed_network_loads_its_checkpoint_and_gives_soft_edges(
+    make_pipeline: Callable[..., Any], tiny_cn: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The HED architecture (ControlNetHED.pth's state dict keys and shapes) with random weights
+    at widths 4-8: loads through the same path as the real checkpoint; the output's form."""
+    import torch
+
+    from pipelines.live.preprocessor_hed import HEDNetwork
+    from pipelines.live.preprocessors import load_model, run
+    from pipelines.testing import write_tiny_model
+
+    full = HEDNetwork().state_dict()  # the real checkpoint's layout
+    assert {k: tuple(v.shape) for k, v in full.items() if k.startswith("block5.")}["block5.convs.2.weight"] == (512, 512, 3, 3)
+    assert len(full) == 1 + 2 * (2 + 2 + 3 + 3 + 3) + 2 * 5
+    write_tiny_model("hed", tmp_path / "hed")
+    model = load_model("hed", str(tmp_path / "hed"), model_dir=None, device=torch.device("cpu"), dtype=torch.float32)
+    assert set(model.state_dict()) == set(full)
+    image = torch.rand(1, 3, 64, 48, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        soft = run("hed", image, {"safe": False}, {}, {"hed": model})
+        safe = run("hed", image, {}, {}, {"hed": model})
+    assert soft.shape == (1, 3, 64, 48) and 0 < soft.min() and soft.max() < 1 and torch.equal(soft[:, 0], soft[:, 2])
+    assert set(safe.unique().tolist()) <= {0.0, 0.5, 1.0}
+    # a file path loads too; through the pipeline, the `hed` auxiliary model, no warning
+    assert load_model("hed", str(tmp_path / "hed" / "ControlNetHED.pth"), model_dir=None, device=torch.device("cpu"), dtype=torch.float32)
+    monkeypatch.setenv("AUX_MODELS", f"hed={tmp_path / 'hed'}")
+    pipe = make_pipeline(controlnets=[{"model_id": str(tiny_cn["three"]), "preprocessor": "hed"}])
+    assert "hed" in pipe._models.aux and "controlnets" not in pipe.warnings
+    assert pipe.process(frames_of(2)).shape == (1, 64, 64, 3)
