@@ -63,6 +63,24 @@ class LoopThread:
     def stop(self, runner: web.AppRunner) -> None:
         self.call(runner.cleanup())
 
+    async def _kill(self, runner: web.AppRunner) -> None:
+        # Stop accepting first, and let the connections already accepted get their transports:
+        # asyncio (3.11) drops, without closing, a socket it accepted just before its server
+        # closed (its transport's `Server._attach` fails). Left open and unanswered, that socket
+        # would hold the request on it forever, where a dead process's sockets are all closed.
+        loop = asyncio.get_running_loop()
+        for site in runner.sites:
+            server = site._server
+            assert isinstance(server, asyncio.Server)
+            for sock in server.sockets:
+                loop.remove_reader(sock.fileno())
+        await asyncio.sleep(0)
+        await runner.cleanup()
+
+    def kill(self, runner: web.AppRunner) -> None:
+        """Stop `runner` as a dying process would: no socket of it stays open."""
+        self.call(self._kill(runner))
+
     def close(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
@@ -219,7 +237,7 @@ class Fleet:
         return self.gateway.discovery.backends[index]
 
     def kill(self, index: int) -> None:
-        self.loop.stop(self.servers.pop(self.runner_urls[index]))
+        self.loop.kill(self.servers.pop(self.runner_urls[index]))
 
     def refresh(self) -> None:
         self.loop.call(self.gateway.discovery.refresh())

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-from gateway_fleet import FakeRunner, Fleet, FleetFactory, free_port
+from gateway_fleet import FakeRunner, Fleet, FleetFactory, free_port, wait_until
 
 T2I = {"prompt": "x", "model_id": "m"}
 LLM = {"messages": [{"role": "user", "content": "hi"}], "model": "tiny", "stream": True}
@@ -122,12 +122,15 @@ def test_a_runner_down_at_start_joins_later(make_fleet: FleetFactory) -> None:
     fleet = make_fleet(1, extra_urls=(f"http://127.0.0.1:{port}",))
     assert [b["state"] for b in httpx.get(f"{fleet.url}/backends").json()["backends"]] == ["up", "down"]
     late = FakeRunner("late")
-    fleet.loop.serve(late.app(), port)
-    fleet.refresh()
-    assert fleet.backend(1).state == "up"
-    fleet.kill(0)
-    assert httpx.post(f"{fleet.url}/text-to-image", json=T2I).status_code == 200
-    assert len(late.requests) == 1
+    _, late_server = fleet.loop.serve(late.app(), port)
+    try:
+        fleet.refresh()
+        assert fleet.backend(1).state == "up"
+        fleet.kill(0)
+        assert httpx.post(f"{fleet.url}/text-to-image", json=T2I).status_code == 200
+        assert len(late.requests) == 1
+    finally:
+        fleet.loop.stop(late_server)  # not the fixture's: its listening socket would leak
 
 
 def test_pinned_runners_keep_their_model_and_unknown_models_go_to_a_cold_runner(make_fleet: FleetFactory) -> None:
@@ -142,21 +145,23 @@ def test_pinned_runners_keep_their_model_and_unknown_models_go_to_a_cold_runner(
     assert resp.status_code == 503 and "no runner available" in resp.json()["detail"]["msg"]
 
 
-# The killed in-process runner abandons its accepted sockets mid-request (as a dying process
-# would); their finalizers warn. That warning is about the test's runner, not the gateway.
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_killing_a_runner_mid_load_loses_no_request(make_fleet: FleetFactory) -> None:
     fleet = make_fleet()
     for r in fleet.runners:
         r.delay = 0.05
+    # Runner 1 is the fastest known, so the first picks go to it. The kill waits for its first
+    # request, not for a time: under load, no request may have reached it within any fixed delay.
+    for i, seconds in ((1, 0.001), (0, 0.01), (2, 0.1)):
+        fleet.backend(i).record_success("text-to-image", "m", seconds)
 
     def one(_: int) -> int:
         return httpx.post(f"{fleet.url}/text-to-image", json=T2I, timeout=30).status_code
 
     with ThreadPoolExecutor(8) as pool:
-        futures = [pool.submit(one, i) for i in range(60)]
-        time.sleep(0.3)
+        before = [pool.submit(one, i) for i in range(30)]
+        wait_until(lambda: len(fleet.runners[1].requests) > 0)
         fleet.kill(1)
-        statuses = [f.result() for f in futures]
+        after = [pool.submit(one, i) for i in range(30)]  # requests certainly sent after the kill
+        statuses = [f.result() for f in before + after]
     assert statuses == [200] * 60
     assert len(fleet.runners[1].requests) > 0 and fleet.backend(1).suspended
