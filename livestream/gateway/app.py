@@ -17,12 +17,15 @@ from .auth import auth_middleware
 from .backends import Discovery
 from .config import GatewayConfig
 from .jobs import AsyncJobs
-from .metrics import GatewayMetrics
+from .live import LiveStreams
+from .live_routes import LIVE_KEY, add_live_routes
+from .metrics import GatewayMetrics, LiveCollector
 from .proxy import GatewayError, Proxy
 from .requests import read_forwarded
 from .selection import Selector
 from .spec import GATEWAY_ROUTES, GatewayRoute, build_gateway_openapi
 from .storage import open_store
+from trickle import TrickleServer, TrickleServerConfig
 
 __all__ = ["GATEWAY_KEY", "Gateway", "build_gateway_app"]
 
@@ -145,12 +148,22 @@ def build_gateway_app(config: GatewayConfig, limits: BodyLimits | None = None) -
         async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=0)) as session:
             gw = Gateway(config, session, body_limits)
             app[GATEWAY_KEY] = gw
+            live = LiveStreams(config, trickle, gw.discovery, gw.selector, session,
+                               on_swap=lambda s: gw.metrics.live_swaps.labels(s.name).inc(),
+                               on_suspend=lambda b: gw.metrics.suspensions.labels(b.url).inc())  # fmt: skip
+            app[LIVE_KEY] = live
+            gw.metrics.registry.register(LiveCollector(live.streams))
             async with gw.store.running(), gw.discovery.running():
                 await gw.discovery.wait_first_round(config.probe_timeout + 1)
                 yield
+                await live.close()
                 await gw.jobs.close()
 
+    # The live streams' trickle channels, hosted as an orchestrator hosts them (gateway/live.py).
+    trickle = TrickleServer(TrickleServerConfig())
+    trickle.setup(app, "/ai/trickle/")
     app.cleanup_ctx.append(lifecycle)
+    add_live_routes(app)
     for route in GATEWAY_ROUTES:
         handler = _route_handler(route)
         app.router.add_post(route.path, handler)

@@ -16,7 +16,8 @@ from ..api.errors import json_error
 __all__ = ["auth_middleware", "key_matches"]
 
 _OPEN_PATHS = frozenset({"/health", "/openapi.json"})
-_OPEN_PREFIXES = ("/stream/",)
+#: `/ai/trickle/`: the live channels (runner-facing ones have random names, as an orchestrator's).
+_OPEN_PREFIXES = ("/stream/", "/ai/trickle/")
 
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _Middleware = Callable[[web.Request, _Handler], Awaitable[web.StreamResponse]]

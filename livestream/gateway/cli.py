@@ -55,6 +55,15 @@ _FLAGS: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "storage_ttl": ("GATEWAY_STORAGE_TTL", float, "seconds stored media and async results are kept"),
     "public_url": ("GATEWAY_PUBLIC_URL", str, "base of stored media URLs; default the request's scheme and host"),
     "default_fps": ("GATEWAY_DEFAULT_FPS", int, "image-to-video fps when the request has none"),
+    "live_pipeline": ("GATEWAY_LIVE_PIPELINE", str, "live pipeline when the start query and webhook name none"),
+    "live_trickle_url": ("GATEWAY_LIVE_TRICKLE_URL", str, "base URL runners reach the gateway's /ai/trickle/ channels at"),
+    "live_output_timeout": ("GATEWAY_LIVE_OUTPUT_TIMEOUT", float, "seconds without an output segment before a runner swap"),
+    "live_start_timeout": ("GATEWAY_LIVE_START_TIMEOUT", float, "seconds to the first output segment before a runner swap"),
+    "live_health_interval": ("GATEWAY_LIVE_HEALTH_INTERVAL", float, "seconds between health probes of a stream's runner"),
+    "live_max_swaps": ("GATEWAY_LIVE_MAX_SWAPS", int, "runner swaps allowed per --live-swap-window"),
+    "live_swap_window": ("GATEWAY_LIVE_SWAP_WINDOW", float, "seconds of the swap limit's window"),
+    "live_auth_webhook": ("GATEWAY_LIVE_AUTH_WEBHOOK", str, "go-livepeer's -liveAIAuthWebhookUrl"),
+    "live_auth_api_key": ("GATEWAY_LIVE_AUTH_API_KEY", str, "go-livepeer's -liveAIAuthApiKey (x-api-key and Authorization)"),
 }
 
 

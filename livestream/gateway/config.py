@@ -91,6 +91,30 @@ class GatewayConfig:
     store_media: bool = False
     #: Default fps of image-to-video's mp4 when the request has none (go-livepeer: 7).
     default_fps: int = 7
+    #: Live (gateway/live.py): the pipeline (model_id) a stream runs when neither the start
+    #: query nor the auth webhook names one; "" = each runner's own.
+    live_pipeline: str = ""
+    #: Base URL runners reach the gateway's trickle channels at (ends with `/ai/trickle/`);
+    #: None = the start request's scheme and host.
+    live_trickle_url: str | None = None
+    #: Seconds without an output segment before the runner is swapped (go-livepeer's
+    #: `-liveOutSegmentTimeout`, 30 s there), and for the first segment after a start.
+    live_output_timeout: float = 10.0
+    live_start_timeout: float = 20.0
+    #: Seconds between two `/health` probes of a stream's runner (two failures in a row = dead).
+    live_health_interval: float = 0.5
+    #: Seconds between `{"keep":"alive"}` messages on the control channel (go-livepeer: 10).
+    live_keepalive_interval: float = 10.0
+    #: Swaps allowed per window (go-livepeer: 2 per 3 min); the stream ends beyond that.
+    live_max_swaps: int = 2
+    live_swap_window: float = 180.0
+    #: Rounds a failed live runner is suspended for (go-livepeer's `aiLiveVideoToVideoPenalty`).
+    live_suspension_penalty: int = 5
+    #: error/restart events within 30 s that count as a storm and swap the runner; 0 = never.
+    live_error_storm: int = 5
+    #: go-livepeer's `-liveAIAuthWebhookUrl` / `-liveAIAuthApiKey`.
+    live_auth_webhook: str | None = None
+    live_auth_api_key: str | None = None
 
     def price_cap(self, pipeline: str, model_id: str) -> float | None:
         caps = self.max_prices

@@ -1,0 +1,553 @@
+"""Live streams through the gateway: the gateway plays go-livepeer's orchestrator to its runners.
+
+For each stream the gateway hosts, on its own trickle server (`/ai/trickle/`):
+
+    client ──MPEG-TS──▶ {stream}          (the stream's input, published by the client)
+    viewers ◀────────── {stream}-out      (the stream's output, one segment per runner segment)
+
+and, for the runner serving it now (one "attempt"; a swap starts another with a new id `mid`):
+
+    {mid}          gateway → runner   the input segments, copied from {stream}
+    {mid}-out      runner → gateway   copied segment by segment into {stream}-out
+    {mid}-control  gateway → runner   params updates and {"keep":"alive"} every 10 s
+    {mid}-events   runner → gateway   status/error events: the heartbeat
+
+The runner is started with `POST {runner}/live-video-to-video` exactly as an orchestrator does
+(the four URLs, model_id, params, gateway_request_id, stream_id, manifest_id). Relaying is
+in-process on the channels' segment buffers (no decode, no extra HTTP hop): a chunk the runner
+POSTs is readable by viewers at once.
+
+Failover: a watchdog per attempt swaps the runner when it dies (its `/health` fails twice in a
+row, probed every `live_health_interval`), when no output segment came for `live_output_timeout`
+(`live_start_timeout` for the first), when no event came for 30 s, or on an error storm. The new
+runner gets the stream's current params and the input segment in progress from its start (a
+keyframe), so viewers see one keyframe gap and no reconnect. go-livepeer's limits hold: at most
+`live_max_swaps` swaps per `live_swap_window` seconds (2 per 3 min), no swap once the input is
+gone, the old runner suspended (`live_suspension_penalty` rounds).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from trickle import Channel, TrickleServer
+from trickle.segment import SegmentBuffer
+
+from .backends import Backend, Discovery, auth_headers
+from .config import GatewayConfig
+from .selection import NoBackendError, Selector
+
+__all__ = ["LiveError", "LiveStream", "LiveStreams", "read_segments", "segment_chunks"]
+
+log = logging.getLogger(__name__)
+
+PIPELINE = "live-video-to-video"
+KEEPALIVE = b'{"keep":"alive"}'
+#: go-livepeer's `maxEventGap`.
+EVENT_GAP = 30.0
+#: go-livepeer's live start timeout (`submitLiveVideoToVideo`).
+START_TIMEOUT = 5.0
+
+
+class LiveError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+# --- in-process channel access ------------------------------------------------------------
+
+
+async def segment_chunks(segment: SegmentBuffer) -> AsyncIterator[bytes]:
+    """The bytes of a segment as they arrive, from byte 0, until it closes."""
+    index = 0
+    while True:
+        data = segment.chunks_from(index)
+        if data:
+            index = segment.chunk_count
+            yield data
+            continue
+        if segment.closed:
+            return
+        await segment.wait_beyond(index)
+
+
+async def read_segments(channel: Channel, start: int = -1) -> AsyncIterator[SegmentBuffer]:
+    """The channel's segments from `start` (-1: the next one written) until it closes; a reader
+    that fell behind the ring jumps to the live edge."""
+    seq = channel.next_write if start == -1 else start
+    while not channel.closed:
+        lookup = channel.get_for_read(seq)
+        if lookup.segment is None:
+            if lookup.closed:
+                return
+            seq = lookup.latest
+            await asyncio.sleep(0.05)
+            continue
+        segment = lookup.segment
+        yield segment
+        await asyncio.sleep(0)
+        if not segment.closed:  # the consumer stopped early: wait for the writer to finish it
+            with contextlib.suppress(Exception):
+                async for _ in segment_chunks(segment):
+                    pass
+        seq = segment.seq + 1
+
+
+class LocalWriter:
+    """Writes segments into a channel of the gateway's own trickle server."""
+
+    def __init__(self, channel: Channel) -> None:
+        self.channel = channel
+        self._open: SegmentBuffer | None = None
+
+    def begin(self) -> None:
+        self.end()
+        self._open = self.channel.get_for_write(self.channel.next_write)
+
+    def write(self, data: bytes) -> None:
+        if self._open is None:
+            self.begin()
+        assert self._open is not None
+        if self._open.size == 0:
+            self.channel.mark_written(self._open.seq)
+        self._open.append(data)
+
+    def end(self) -> None:
+        if self._open is not None:
+            if self._open.size == 0:
+                self.channel.mark_written(self._open.seq)
+            self._open.close()
+            self._open = None
+
+    def send(self, data: bytes) -> None:
+        self.begin()
+        self.write(data)
+        self.end()
+
+
+# --- one runner serving a stream -----------------------------------------------------------
+
+
+@dataclass
+class Attempt:
+    backend: Backend
+    mid: str
+    started: float
+    input: LocalWriter
+    control: LocalWriter
+    out_channel: Channel
+    events_channel: Channel
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    last_output: float | None = None
+    last_event: float = 0.0
+    segments_out: int = 0
+    health_failures: int = 0
+    errors: deque[float] = field(default_factory=deque)
+    stopped: bool = False
+
+
+class LiveStream:
+    """One stream: its input and output channels, its params, the attempt serving it now."""
+
+    def __init__(self, streams: LiveStreams, name: str, stream_id: str, model_id: str, params: dict[str, Any],
+                 trickle_base: str, orchestrator: str = "") -> None:  # fmt: skip
+        self.streams = streams
+        self.name = name
+        self.stream_id = stream_id
+        self.model_id = model_id
+        self.params = params
+        self.trickle_base = trickle_base
+        self.orchestrator = orchestrator
+        self.request_id = secrets.token_hex(4)
+        server = streams.server
+        self.input_channel = server.create_channel(name, "video/MP2T")
+        self.output = LocalWriter(server.create_channel(f"{name}-out", "video/MP2T"))
+        self.attempt: Attempt | None = None
+        self.swap_times: deque[float] = deque()
+        self.swaps = 0
+        self.swap_log: list[dict[str, Any]] = []
+        self.input_ended = False
+        self.ended: str | None = None
+        self.error: dict[str, Any] | None = None
+        self.last_status: dict[str, Any] | None = None
+        self.segments_in = 0
+        self.segments_out = 0
+        self.last_output: float | None = None
+        self.created = time.monotonic()
+        self._chunks: list[bytes] = []  # the input segment in progress, replayed to a new runner
+        self._fed: Attempt | None = None
+        self._swapping = asyncio.Lock()
+        self._pump: asyncio.Task[None] | None = None
+        self.done = asyncio.Event()
+
+    # -- life ---------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        attempt = await self._start_attempt(exclude=())
+        self.attempt = attempt
+        self._pump = asyncio.create_task(self._pump_input(), name=f"live-input-{self.name}")
+
+    async def _start_attempt(self, exclude: tuple[Backend, ...]) -> Attempt:
+        tried: list[Backend] = list(exclude)
+        cfg = self.streams.config
+        last = "no runner"
+        for _ in range(max(1, cfg.max_tries)):
+            candidates = [b for b in self.streams.discovery.up() if not self.orchestrator or self.orchestrator in b.url]
+            try:
+                backend = self.streams.selector.pick(candidates, PIPELINE, self.model_id, exclude=tried)
+            except NoBackendError as exc:
+                raise LiveError(503, f"{exc} ({last})" if tried else str(exc)) from None
+            tried.append(backend)
+            try:
+                return await self._start_on(backend)
+            except (aiohttp.ClientError, TimeoutError, LiveError) as exc:
+                last = f"{backend.url}: {exc}"
+                log.warning("live %s: start on %s failed: %s", self.name, backend.url, exc)
+                backend.suspend(cfg.live_suspension_penalty, f"live start failed: {exc}")
+        raise LiveError(503, f"no runner took the stream ({last})")
+
+    async def _start_on(self, backend: Backend) -> Attempt:
+        server = self.streams.server
+        mid = f"{self.name}-{secrets.token_hex(4)}"
+        channels = {
+            "subscribe_url": (mid, "video/MP2T"),
+            "publish_url": (f"{mid}-out", "video/MP2T"),
+            "control_url": (f"{mid}-control", "application/json"),
+            "events_url": (f"{mid}-events", "application/json"),
+        }
+        made = {key: server.create_channel(name, mime) for key, (name, mime) in channels.items()}
+        attempt = Attempt(
+            backend=backend, mid=mid, started=time.monotonic(), input=LocalWriter(made["subscribe_url"]),
+            control=LocalWriter(made["control_url"]), out_channel=made["publish_url"],
+            events_channel=made["events_url"],
+        )  # fmt: skip
+        attempt.last_event = attempt.started
+        body: dict[str, Any] = {key: self.trickle_base + name for key, (name, _) in channels.items()}
+        body.update(model_id=self.model_id, params=self.params, gateway_request_id=self.request_id,
+                    stream_id=self.stream_id, manifest_id=mid)  # fmt: skip
+        try:
+            async with self.streams.http.post(
+                backend.url + "/" + PIPELINE, json=body, headers=auth_headers(backend.config),
+                timeout=aiohttp.ClientTimeout(total=START_TIMEOUT),
+            ) as resp:  # fmt: skip
+                if resp.status != 200:
+                    raise LiveError(resp.status, f"answered {resp.status}: {(await resp.text())[:200]}")
+        except BaseException:
+            for name, _ in channels.values():
+                server.close_channel(name)
+            raise
+        backend.in_flight += 1
+        attempt.tasks = [
+            asyncio.create_task(self._relay_output(attempt), name=f"live-out-{mid}"),
+            asyncio.create_task(self._read_events(attempt), name=f"live-events-{mid}"),
+            asyncio.create_task(self._keepalive(attempt), name=f"live-keepalive-{mid}"),
+            asyncio.create_task(self._watch(attempt), name=f"live-watch-{mid}"),
+        ]
+        log.info("live %s: started on %s (%s)", self.name, backend.url, mid)
+        return attempt
+
+    async def _stop_attempt(self, attempt: Attempt) -> None:
+        if attempt.stopped:
+            return
+        attempt.stopped = True
+        attempt.backend.in_flight = max(0, attempt.backend.in_flight - 1)
+        current = asyncio.current_task()
+        for task in attempt.tasks:
+            if task is not current:
+                task.cancel()
+        for task in attempt.tasks:
+            if task is not current:
+                with contextlib.suppress(BaseException):
+                    await task
+        for suffix in ("", "-out", "-control", "-events"):
+            self.streams.server.close_channel(attempt.mid + suffix)
+
+    async def failover(self, attempt: Attempt, reason: str) -> None:
+        """Swap `attempt`'s runner for another one, within go-livepeer's limits."""
+        async with self._swapping:
+            if attempt is not self.attempt or self.ended is not None:
+                return
+            cfg = self.streams.config
+            now = time.monotonic()
+            log.warning("live %s: runner %s failed: %s", self.name, attempt.backend.url, reason)
+            self.error = {"error_message": reason, "error_time": time.time()}
+            attempt.backend.suspend(cfg.live_suspension_penalty, f"live: {reason}")
+            self.streams.on_suspend(attempt.backend)
+            await self._stop_attempt(attempt)
+            while self.swap_times and now - self.swap_times[0] > cfg.live_swap_window:
+                self.swap_times.popleft()
+            if self.input_ended:
+                await self.finish(f"runner failed after the input ended: {reason}")
+                return
+            if len(self.swap_times) >= cfg.live_max_swaps:
+                await self.finish(f"too many swaps ({len(self.swap_times)} in {cfg.live_swap_window:g} s): {reason}")
+                return
+            try:
+                new = await self._start_attempt(exclude=(attempt.backend,))
+            except LiveError as exc:
+                await self.finish(f"no runner to swap to: {exc.message}")
+                return
+            self.swap_times.append(now)
+            self.swaps += 1
+            self.swap_log.append({"from": attempt.backend.url, "to": new.backend.url, "reason": reason,
+                                  "seconds": round(time.monotonic() - now, 3)})  # fmt: skip
+            self.attempt = new
+            self.streams.on_swap(self)
+            # The input segment in progress goes to the new runner from its start (a keyframe).
+            if self._chunks and not self.input_ended:
+                self._feed(new)
+
+    async def finish(self, reason: str) -> None:
+        if self.ended is not None:
+            return
+        self.ended = reason
+        log.info("live %s: ended: %s", self.name, reason)
+        if self.attempt is not None:
+            await self._stop_attempt(self.attempt)
+        if self._pump is not None and self._pump is not asyncio.current_task():
+            self._pump.cancel()
+        self.output.end()
+        self.streams.server.close_channel(self.name)
+        self.streams.server.close_channel(f"{self.name}-out")
+        self.done.set()
+        self.streams.forget(self)
+
+    # -- params --------------------------------------------------------------------------------
+
+    def update(self, body: bytes) -> None:
+        """go-livepeer's `/update`: the raw body goes on the control channel; JSON objects are
+        also merged into the params a new runner starts with."""
+        try:
+            params = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            params = None
+        if isinstance(params, dict):
+            self.params = {**self.params, **params}
+        if self.attempt is not None and not self.attempt.stopped:
+            self.attempt.control.send(body)
+
+    # -- relays --------------------------------------------------------------------------------
+
+    def _feed(self, attempt: Attempt) -> None:
+        attempt.input.begin()
+        for chunk in self._chunks:
+            attempt.input.write(chunk)
+        self._fed = attempt
+
+    async def _pump_input(self) -> None:
+        try:
+            async for segment in read_segments(self.input_channel, start=0):
+                self._chunks = []
+                self._fed = None
+                async for chunk in segment_chunks(segment):
+                    if not self._chunks:
+                        self.segments_in += 1
+                    self._chunks.append(chunk)
+                    target = self.attempt
+                    if target is None or target.stopped:
+                        continue
+                    if self._fed is not target:
+                        self._feed(target)
+                    else:
+                        target.input.write(chunk)
+                if self._fed is not None and not self._fed.stopped:
+                    self._fed.input.end()
+                self._chunks = []
+        finally:
+            self.input_ended = True
+        # The input is over: the runner drains, its output ends, and so does the stream.
+        attempt = self.attempt
+        if attempt is not None and not attempt.stopped:
+            attempt.input.end()
+            self.streams.server.close_channel(attempt.mid)
+            self.streams.server.close_channel(attempt.mid + "-control")
+        else:
+            await self.finish("input ended")
+
+    async def _relay_output(self, attempt: Attempt) -> None:
+        async for segment in read_segments(attempt.out_channel, start=0):
+            wrote = False
+            try:
+                async for chunk in segment_chunks(segment):
+                    if not wrote:
+                        self.output.begin()
+                        wrote = True
+                        attempt.segments_out += 1
+                        self.segments_out += 1
+                    self.output.write(chunk)
+                    attempt.last_output = self.last_output = time.monotonic()
+            finally:
+                if wrote:
+                    self.output.end()
+        # The runner closed its output channel.
+        if self.input_ended:
+            await self.finish("input ended")
+        else:
+            self._spawn_failover(attempt, "runner ended its output")
+
+    async def _read_events(self, attempt: Attempt) -> None:
+        storm = self.streams.config.live_error_storm
+        async for segment in read_segments(attempt.events_channel, start=0):
+            data = b"".join([c async for c in segment_chunks(segment)])
+            if not data:
+                continue
+            attempt.last_event = time.monotonic()
+            try:
+                message = json.loads(data)
+            except ValueError:
+                continue
+            event = message.get("event", message) if isinstance(message, dict) else None
+            if not isinstance(event, dict):
+                continue
+            kind = event.get("type")
+            if kind == "status":
+                self.last_status = event
+            if kind in ("error", "restart") or (kind == "status" and event.get("state") == "ERROR"):
+                now = time.monotonic()
+                attempt.errors.append(now)
+                while attempt.errors and now - attempt.errors[0] > 30.0:
+                    attempt.errors.popleft()
+                if storm and len(attempt.errors) >= storm:
+                    self._spawn_failover(attempt, f"{len(attempt.errors)} error/restart events in 30 s")
+
+    async def _keepalive(self, attempt: Attempt) -> None:
+        interval = self.streams.config.live_keepalive_interval
+        while True:
+            attempt.control.send(KEEPALIVE)
+            await asyncio.sleep(interval)
+
+    async def _watch(self, attempt: Attempt) -> None:
+        cfg = self.streams.config
+        http = self.streams.http
+        timeout = aiohttp.ClientTimeout(total=max(0.5, cfg.live_health_interval * 2))
+        while True:
+            await asyncio.sleep(cfg.live_health_interval)
+            now = time.monotonic()
+            if attempt.last_output is None:
+                if now - attempt.started > cfg.live_start_timeout and self.segments_in:
+                    self._spawn_failover(attempt, f"no output {cfg.live_start_timeout:g} s after start")
+                    return
+            elif now - attempt.last_output > cfg.live_output_timeout and not self.input_ended:
+                self._spawn_failover(attempt, f"no output segment for {cfg.live_output_timeout:g} s")
+                return
+            if now - attempt.last_event > EVENT_GAP:
+                self._spawn_failover(attempt, "timeout waiting for events")
+                return
+            try:
+                async with http.get(attempt.backend.url + "/health", timeout=timeout,
+                                    headers=auth_headers(attempt.backend.config)) as resp:  # fmt: skip
+                    ok = resp.status == 200
+            except (aiohttp.ClientError, TimeoutError):
+                ok = False
+            attempt.health_failures = 0 if ok else attempt.health_failures + 1
+            if attempt.health_failures >= 2:
+                self._spawn_failover(attempt, "runner health check failed")
+                return
+
+    def _spawn_failover(self, attempt: Attempt, reason: str) -> None:
+        task = asyncio.create_task(self.failover(attempt, reason), name=f"live-failover-{self.name}")
+        self.streams.background.add(task)
+        task.add_done_callback(self.streams.background.discard)
+
+    # -- figures -------------------------------------------------------------------------------
+
+    def figures(self) -> dict[str, Any]:
+        now = time.monotonic()
+        attempt = self.attempt
+        since = round(now - self.last_output, 3) if self.last_output is not None else None
+        age = max(now - self.created, 1e-6)
+        return {
+            "stream": self.name,
+            "stream_id": self.stream_id,
+            "pipeline": self.model_id,
+            "runner": attempt.backend.url if attempt is not None and not attempt.stopped else None,
+            "manifest_id": attempt.mid if attempt is not None else None,
+            "swaps": self.swaps,
+            "swap_log": self.swap_log,
+            "seconds_since_output": since,
+            "segments_in": self.segments_in,
+            "segments_out": self.segments_out,
+            "input_segments_per_s": round(self.segments_in / age, 3),
+            "output_segments_per_s": round(self.segments_out / age, 3),
+            "input_ended": self.input_ended,
+            "ended": self.ended,
+            "params": self.params,
+        }
+
+    def status(self) -> dict[str, Any]:
+        """go-livepeer's `GET /live/video-to-video/{streamId}/status`: the last runner status
+        event plus `gateway_status`."""
+        out: dict[str, Any] = dict(self.last_status or {})
+        gateway_status: dict[str, Any] = self.figures()
+        if self.error is not None:
+            gateway_status["error"] = self.error
+        out["gateway_status"] = gateway_status
+        return out
+
+
+class LiveStreams:
+    """Every live stream of the gateway."""
+
+    def __init__(self, config: GatewayConfig, server: TrickleServer, discovery: Discovery, selector: Selector,
+                 http: aiohttp.ClientSession, on_swap: Callable[[LiveStream], None] = lambda s: None,
+                 on_suspend: Callable[[Backend], None] = lambda b: None) -> None:  # fmt: skip
+        self.config = config
+        self.server = server
+        self.discovery = discovery
+        self.selector = selector
+        self.http = http
+        self.on_swap = on_swap
+        self.on_suspend = on_suspend
+        self.streams: dict[str, LiveStream] = {}
+        self.ended: dict[str, dict[str, Any]] = {}
+        self.background: set[asyncio.Task[None]] = set()
+
+    def get(self, name: str) -> LiveStream | None:
+        return self.streams.get(name)
+
+    def find(self, stream_id: str) -> LiveStream | None:
+        for s in self.streams.values():
+            if s.stream_id == stream_id or s.name == stream_id:
+                return s
+        return None
+
+    async def start(self, name: str, *, stream_id: str = "", model_id: str = "", params: dict[str, Any] | None = None,
+                    trickle_base: str, orchestrator: str = "") -> LiveStream:  # fmt: skip
+        old = self.streams.get(name)
+        if old is not None:
+            await old.finish("replaced by a new start")
+        stream = LiveStream(self, name, stream_id or name, model_id or self.config.live_pipeline, dict(params or {}),
+                            trickle_base, orchestrator)  # fmt: skip
+        self.streams[name] = stream
+        try:
+            await stream.start()
+        except BaseException:
+            self.streams.pop(name, None)
+            self.server.close_channel(name)
+            self.server.close_channel(f"{name}-out")
+            raise
+        return stream
+
+    def forget(self, stream: LiveStream) -> None:
+        if self.streams.get(stream.name) is stream:
+            del self.streams[stream.name]
+        self.ended[stream.stream_id] = stream.status()
+
+    async def close(self) -> None:
+        for stream in list(self.streams.values()):
+            await stream.finish("gateway stopping")
+        for task in list(self.background):
+            task.cancel()

@@ -1,0 +1,166 @@
+"""go-livepeer's live gateway routes over `LiveStreams`, and its live auth webhook.
+
+    POST /live/video-to-video/{stream}/start     the ingest hook (multipart or urlencoded form:
+                                                 source_id, source_type, query, rtmp_url)
+    POST /live/video-to-video/{stream}/update    raw body → the control channel (params)
+    GET  /live/video-to-video/{stream}/status    last runner status + gateway_status (by stream id)
+    GET  /live/{stream}/status                   the same, under the engine's route
+
+The stream's input is MPEG-TS published to the gateway's trickle channel `/ai/trickle/{stream}`,
+its output is read from `/ai/trickle/{stream}-out` (the start answer gives both URLs).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+from urllib.parse import parse_qs, quote
+
+import aiohttp
+from aiohttp import web
+
+from .config import GatewayConfig
+from .live import LiveError, LiveStreams
+
+__all__ = ["LIVE_KEY", "add_live_routes", "call_auth_webhook"]
+
+log = logging.getLogger(__name__)
+
+LIVE_KEY = web.AppKey("gateway_live", LiveStreams)
+_CORS = {"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Methods": "POST, GET, OPTIONS",
+         "Access-Control-Allow-Headers": "*"}  # fmt: skip
+_SOURCE_TYPES = {"webrtcsession": "whip", "rtmpconn": "rtmp"}
+
+
+def _error(status: int, message: str) -> web.Response:
+    """go-livepeer's error shape, `{"error": {"message"}}`."""
+    return web.json_response({"error": {"message": message}}, status=status, headers=_CORS)
+
+
+async def call_auth_webhook(http: aiohttp.ClientSession, config: GatewayConfig, body: dict[str, Any]) -> dict[str, Any] | None:
+    """go-livepeer's `-liveAIAuthWebhookUrl`: None when refused (any non-2xx), else the reply's
+    overrides (`rtmp_output_url`, `pipeline`, `pipeline_id`, `stream_id`, `pipeline_parameters`)."""
+    assert config.live_auth_webhook
+    key = config.live_auth_api_key or ""
+    headers = {"x-api-key": key, "Authorization": key}
+    try:
+        async with http.post(config.live_auth_webhook, json=body, headers=headers,
+                             timeout=aiohttp.ClientTimeout(total=10)) as resp:  # fmt: skip
+            if not 200 <= resp.status < 300:
+                return None
+            text = await resp.text()
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        log.warning("live auth webhook failed: %r", exc)
+        return None
+    try:
+        reply = json.loads(text) if text.strip() else {}
+    except ValueError:
+        return None
+    return reply if isinstance(reply, dict) else {}
+
+
+def _live(request: web.Request) -> LiveStreams:
+    return request.app[LIVE_KEY]
+
+
+def _base(request: web.Request, config: GatewayConfig) -> str:
+    return (config.public_url or f"{request.scheme}://{request.host}").rstrip("/")
+
+
+async def _start(request: web.Request) -> web.StreamResponse:
+    live = _live(request)
+    config = live.config
+    stream = request.match_info["stream"]
+    if stream.endswith("-out"):  # go-livepeer ignores its own output streams
+        return web.json_response({}, headers=_CORS)
+    if request.content_type == "application/json":
+        try:
+            form: dict[str, Any] = dict(await request.json())
+        except (ValueError, TypeError):
+            return _error(400, "invalid JSON body")
+    else:
+        form = {k: v for k, v in (await request.post()).items() if isinstance(v, str)}
+    source_id, source_type = str(form.get("source_id") or ""), str(form.get("source_type") or "").lower()
+    if not source_id or not source_type:
+        return _error(400, "source_id and source_type are required")
+    source_type = _SOURCE_TYPES.get(source_type, source_type)
+    raw_query = str(form.get("query") or "")
+    query = {k: v[0] for k, v in parse_qs(raw_query).items()}
+    pipeline = query.get("pipeline", "")
+    try:
+        params = json.loads(query["params"]) if query.get("params") else {}
+        if not isinstance(params, dict):
+            raise ValueError("not an object")
+    except ValueError:
+        return _error(400, "Invalid model params")
+    stream_id = query.get("streamId", "")
+    rtmp_output = query.get("rtmpOutput", "")
+    base = _base(request, config)
+    urls = {
+        "publish_url": f"{base}/ai/trickle/{quote(stream)}",
+        "subscribe_url": f"{base}/ai/trickle/{quote(stream)}-out",
+        "update_url": f"{base}/live/video-to-video/{quote(stream)}/update",
+        "status_url": f"{base}/live/video-to-video/{quote(stream_id or stream)}/status",
+    }
+    if config.live_auth_webhook:
+        reply = await call_auth_webhook(live.http, config, {
+            "stream": stream, "stream_key": query.get("streamKey", stream), "type": source_type,
+            "query_params": raw_query, "gateway_host": request.host, "whep_url": "",
+            "status_url": urls["status_url"], "update_url": urls["update_url"],
+        })  # fmt: skip
+        if reply is None:
+            return _error(403, "live auth webhook refused the stream")
+        pipeline = str(reply.get("pipeline") or pipeline)
+        stream_id = str(reply.get("stream_id") or stream_id)
+        rtmp_output = str(reply.get("rtmp_output_url") or rtmp_output)
+        overrides = reply.get("pipeline_parameters")
+        if isinstance(overrides, dict):
+            params = overrides
+        if pipeline == "comfyui" and params and "prompt" not in params:
+            params = {"prompt": params}
+    trickle_base = config.live_trickle_url or f"{base}/ai/trickle/"
+    if not trickle_base.endswith("/"):
+        trickle_base += "/"
+    try:
+        started = await live.start(stream, stream_id=stream_id, model_id=pipeline, params=params,
+                                   trickle_base=trickle_base, orchestrator=query.get("orchestrator", ""))  # fmt: skip
+    except LiveError as exc:
+        return _error(exc.status, exc.message)
+    body: dict[str, Any] = {"stream": stream, "stream_id": started.stream_id, **urls,
+                            "runner": started.figures()["runner"], "rtmp_output_url": rtmp_output or None}  # fmt: skip
+    return web.json_response(body, headers=_CORS)
+
+
+async def _update(request: web.Request) -> web.StreamResponse:
+    stream = _live(request).get(request.match_info["stream"])
+    if stream is None:
+        return web.Response(status=404, text="Stream not found\n", headers=_CORS)
+    stream.update(await request.read())
+    return web.Response(status=200, headers=_CORS)
+
+
+async def _status(request: web.Request) -> web.StreamResponse:
+    live = _live(request)
+    key = request.match_info["stream"]
+    stream = live.find(key)
+    if stream is not None:
+        return web.json_response(stream.status(), headers=_CORS)
+    ended = live.ended.get(key)
+    if ended is not None:
+        return web.json_response(ended, headers=_CORS)
+    return _error(404, "Stream not found")
+
+
+async def _options(request: web.Request) -> web.StreamResponse:
+    return web.Response(status=204, headers=_CORS)
+
+
+def add_live_routes(app: web.Application) -> None:
+    prefix = "/live/video-to-video/{stream}"
+    app.router.add_post(prefix + "/start", _start)
+    app.router.add_post("/live/video-to-video/{prefix}/{stream}/start", _start)
+    app.router.add_post(prefix + "/update", _update)
+    app.router.add_route("OPTIONS", prefix + "/update", _options)
+    app.router.add_get(prefix + "/status", _status)
+    app.router.add_get("/live/{stream}/status", _status)
