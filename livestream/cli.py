@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, TypedDict
 from . import __version__
 from .errors import ConfigError
 from .gateway.cli import add_gateway_parser
-from .settings import Settings, env_bool, env_int, env_str, parse_default_models
+from .settings import Settings, env_bool, env_int, env_str, parse_default_models, parse_limits
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -116,6 +116,20 @@ def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParse
         type=int,
         default=env_int(env, "MAX_QUEUE", 8),
         help="requests that may wait per model while one runs; more get 503 (env MAX_QUEUE); default %(default)s",
+    )
+    serve.add_argument(
+        "--limit",
+        action="append",
+        metavar="NAME=VALUE",
+        default=[i for i in (env_str(env, "LIMITS", "") or "").split(",") if i],
+        help="the most work one batch request may ask for, e.g. steps=50 or pixels=1048576; repeatable "
+        "(env LIMITS, comma-separated); names and defaults in docs/api.md",
+    )
+    serve.add_argument(
+        "--load-retry-after",
+        type=float,
+        default=float(env_str(env, "LOAD_RETRY_AFTER", "30") or 30),
+        help="seconds a model that failed to load answers 503 at once before it is tried again (env LOAD_RETRY_AFTER); default %(default)s",
     )
     serve.add_argument(
         "--max-live-sessions",
@@ -343,6 +357,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         raise ConfigError(f"--port must be 1..65535, got {args.port}.")
     if args.max_queue < 0:
         raise ConfigError(f"--max-queue must be >= 0, got {args.max_queue}.")
+    if args.load_retry_after < 0:
+        raise ConfigError(f"--load-retry-after must be >= 0, got {args.load_retry_after}.")
     if args.max_live_sessions is not None and args.max_live_sessions < 1:
         raise ConfigError(f"--max-live-sessions must be >= 1, got {args.max_live_sessions}.")
     if args.pipeline and not args.model_id:
@@ -370,6 +386,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         cors_origins=tuple(args.cors_origin),
         default_models=parse_default_models(args.default_model),
         max_queue=args.max_queue,
+        limits=parse_limits(args.limit),
+        load_retry_after=args.load_retry_after,
         max_live_sessions=max_live_sessions,
         trickle_autocreate=args.trickle_autocreate,
         trickle_verify_tls=args.trickle_verify_tls,

@@ -10,7 +10,66 @@ from typing import overload
 
 from .errors import ConfigError
 
-__all__ = ["Settings", "env_bool", "env_int", "env_str", "parse_default_models", "parse_stream_keys"]
+__all__ = ["Settings", "WorkLimits", "env_bool", "env_int", "env_str", "parse_default_models", "parse_stream_keys"]
+
+
+_MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class WorkLimits:
+    """The most work one batch request may ask for; over a limit answers 400 (413 for bytes).
+
+    Set with `--limit NAME=VALUE` (repeatable; env `LIMITS`, comma-separated). The defaults fit
+    one GPU of 16-24 GB running go-livepeer's default models (SDXL-Turbo at 1024x1024, SVD-XT's
+    25 frames, Whisper large on 30 minutes of audio); on a CPU-only machine lower `pixels` and
+    `steps` (docs/api.md, "Limits").
+    """
+
+    #: Output pixels (width x height) of text-to-image, image-to-video; input pixels of image-to-image.
+    pixels: int = 2048 * 1024
+    #: Either side of a requested output size, in pixels.
+    side: int = 2048
+    #: Input pixels of `/upscale` (the x4 upscaler makes 16 times as many).
+    upscale_pixels: int = 512 * 512
+    #: `num_inference_steps`.
+    steps: int = 100
+    #: `num_images_per_prompt`.
+    images: int = 4
+    #: Frames of one generated video (the image-to-video model's `num_frames`).
+    video_frames: int = 25
+    #: Seconds of audio one `/audio-to-text` request may send.
+    audio_seconds: float = 1800.0
+    #: `max_tokens` of one `/llm` request.
+    llm_tokens: int = 4096
+    #: Characters of `/text-to-speech` text.
+    tts_chars: int = 10_000
+    #: Bytes of one uploaded file.
+    upload_bytes: int = 50 * _MiB
+    #: Pixels of an uploaded image once decoded (decompression bombs are refused before decoding).
+    decoded_pixels: int = 4096 * 4096
+
+
+#: `--limit` names -> the `WorkLimits` field they set.
+LIMIT_NAMES: tuple[str, ...] = tuple(WorkLimits.__dataclass_fields__)
+
+
+def parse_limits(items: list[str]) -> WorkLimits:
+    """`NAME=VALUE` items (`--limit`, env LIMITS) over the defaults."""
+    values: dict[str, int | float] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or name not in LIMIT_NAMES:
+            raise ConfigError(f"--limit expects NAME=VALUE with NAME one of {', '.join(LIMIT_NAMES)}; got {item!r}.")
+        try:
+            number = float(value) if name == "audio_seconds" else int(value)
+        except ValueError:
+            raise ConfigError(f"--limit {name}: {value!r} is not a number.") from None
+        if number <= 0:
+            raise ConfigError(f"--limit {name} must be > 0, got {value}.")
+        values[name] = number
+    return WorkLimits(**values)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -30,6 +89,10 @@ class Settings:
     default_models: Mapping[str, str] = field(default_factory=dict)
     #: Requests allowed to wait per loaded model while one runs; more get 503.
     max_queue: int = 8
+    #: The most work one batch request may ask for.
+    limits: WorkLimits = field(default_factory=WorkLimits)
+    #: Seconds a model that failed to load is remembered (503 at once) before it is tried again.
+    load_retry_after: float = 30.0
     #: Concurrent live sessions (None: 1 with --pipeline, else 4).
     max_live_sessions: int | None = None
     #: Allow trickle clients to create channels on the engine's own trickle server.

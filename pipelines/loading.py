@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import ModelLoadError
+from .errors import ModelLoadError, ModelNotFoundError
 
 if TYPE_CHECKING:
     import torch
@@ -124,7 +124,7 @@ def resolve_model_source(model_id: str, model_dir: Path | None, *, probe_file: s
 
     cache_dir = model_dir if model_dir is not None else None
     if Path(model_id).is_absolute() or model_id.startswith((".", "~")) or model_id.count("/") > 1:
-        raise ModelLoadError(f"Model folder {model_id!r} does not exist.")
+        raise ModelNotFoundError(f"Model folder {model_id!r} does not exist.")
     cached = _is_cached(model_id, cache_dir, probe_file)
     if not cached:
         where = f" in {cache_dir}" if cache_dir is not None else ""
@@ -202,7 +202,9 @@ def model_load_errors(what: str, model_id: str) -> Iterator[None]:
     try:
         yield
     except LOAD_ERRORS as exc:
-        raise ModelLoadError(f"Could not load {what} {model_id!r}: {exc}") from exc
+        # huggingface_hub's RepositoryNotFoundError: the Hub says there is no such model (a 4xx).
+        cls = ModelNotFoundError if type(exc).__name__ in ("RepositoryNotFoundError", "RevisionNotFoundError") else ModelLoadError
+        raise cls(f"Could not load {what} {model_id!r}: {exc}") from exc
 
 
 def is_turbo_model(model_id: str) -> bool:

@@ -3,14 +3,18 @@
 The registry is what the API awaits. For each (task, model id) it keeps one slot:
 
 - the model is loaded lazily, in a worker thread, on the first request; concurrent first
-  requests share that one load; a failed load is retried by the next request;
+  requests share that one load; a failed load is remembered for `load_retry_after` seconds
+  (every request in that time gets the same `ModelLoadError` at once, without touching the
+  disk or the Hub again), then the next request tries again;
 - jobs run in a worker thread one at a time per model, in arrival order; at most `max_queue`
   more requests may wait (for the load or for the running job); beyond that
   `PipelineBusyError` (503) answers at once instead of a hang;
 - loading another model id for a task first unloads that task's idle models (closed, memory
   returned, CUDA cache emptied); a model with a job running or waiting stays until the next switch;
 - a waiter that is cancelled (client gone) leaves the queue; a job already running in its
-  thread finishes, and the model is not handed to the next job before it has.
+  thread is told to stop (`pipelines.cancel`: diffusion pipelines stop at the next step), and
+  the model is not handed to the next job before its thread has returned. `cancel_all()`
+  (engine shutdown) tells every running job to stop.
 
 In runner mode (`pinned`, ai-runner's PIPELINE/MODEL_ID) the pinned model is preloaded by
 `start()` and `health` follows that load as ai-runner's `/health` does.
@@ -24,11 +28,22 @@ import contextlib
 import importlib
 import logging
 import sys
+import threading
+import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from .errors import InferenceError, ModelLoadError, ModelMismatchError, PipelineBusyError, PipelineError, PipelineNotAvailableError
+from .cancel import cancel_scope
+from .errors import (
+    InferenceError,
+    ModelLoadError,
+    ModelMismatchError,
+    ModelNotFoundError,
+    PipelineBusyError,
+    PipelineError,
+    PipelineNotAvailableError,
+)
 
 __all__ = ["BATCH_TASKS", "DEFAULT_MODEL_IDS", "IMPLEMENTATIONS", "Health", "PipelineFactory", "PipelineRegistry"]
 
@@ -100,6 +115,9 @@ class _Slot:
         self.pipeline: Any = None
         self.load: asyncio.Task[Any] | None = None
         self.load_failed = False
+        #: The last load's error and when it happened (monotonic), for the negative cache.
+        self.failure: ModelLoadError | None = None
+        self.failed_at = 0.0
         #: Seconds the last successful load took (None until loaded).
         self.load_seconds: float | None = None
         #: Held by the running job from submission until its thread returns.
@@ -120,6 +138,7 @@ class PipelineRegistry:
         pinned: `(task, model_id)` in runner mode (one ai-runner container), else `None`.
         max_queue: requests that may wait per model while one runs (0: none wait).
         factories: task -> factory, replacing the built-in `IMPLEMENTATIONS` (tests, plug-ins).
+        load_retry_after: seconds a failed load is remembered before a request tries again.
     """
 
     def __init__(
@@ -130,6 +149,7 @@ class PipelineRegistry:
         pinned: tuple[str, str] | None,
         max_queue: int,
         factories: Mapping[str, PipelineFactory] | None = None,
+        load_retry_after: float = 30.0,
     ) -> None:
         if max_queue < 0:
             raise ValueError(f"max_queue must be >= 0, got {max_queue}.")
@@ -137,6 +157,9 @@ class PipelineRegistry:
         self._default_models = dict(default_models)
         self._pinned = pinned
         self._max_queue = max_queue
+        self._load_retry_after = load_retry_after
+        #: Cancellation flags of the jobs running in threads now.
+        self._running: set[threading.Event] = set()
         if factories is None:
             factories = {task: _import_factory(spec) for task, spec in IMPLEMENTATIONS.items()}
         self._factories = dict(factories)
@@ -234,11 +257,18 @@ class PipelineRegistry:
         with contextlib.suppress(ModelLoadError):  # logged by _load; health says ERROR
             await self._loaded(self._slot(task, model_id), self._factories[task])
 
+    def cancel_all(self) -> int:
+        """Tell every running job to stop at its next step; returns how many were told."""
+        for event in self._running:
+            event.set()
+        return len(self._running)
+
     async def aclose(self) -> None:
-        """Stop loading, forget every model. Jobs already running in threads finish on their own."""
+        """Stop loading, forget every model, tell running jobs to stop (their threads end on their own)."""
         if self._closed:
             return
         self._closed = True
+        self.cancel_all()
         tasks = [t for t in [self._preload, *(s.load for s in self._slots.values())] if t is not None]
         for t in tasks:
             t.cancel()
@@ -261,10 +291,10 @@ class PipelineRegistry:
             InferenceError: `call` raised anything else (traceback in the log).
 
         No timeout, deliberately: ai-runner's batch routes have none (the caller's HTTP client
-        owns the request's deadline), and a job cannot be interrupted in its thread, so a 504
-        would free nothing: the model would stay busy until the call returns. Admission bounds
-        what a stuck model holds: one job running and `max_queue` waiting, later requests get 503
-        at once.
+        owns the request's deadline). Cancelling this await (the client left) sets the job's
+        cancellation flag (`pipelines.cancel`), which diffusion pipelines check at every step;
+        admission bounds what a model holds meanwhile: one job running and `max_queue` waiting,
+        later requests get 503 at once.
         """
         factory = self._factory_for(task)
         slot = self._slot(task, model_id)
@@ -278,16 +308,23 @@ class PipelineRegistry:
         try:
             pipeline = await self._loaded(slot, factory)
             await slot.lock.acquire()  # queued behind at most `max_queue` others (admission above)
+            cancel = threading.Event()
             try:
-                job = self._executor.submit(self._invoke, slot, call, pipeline)
+                job = self._executor.submit(self._invoke, slot, call, pipeline, cancel)
             except BaseException:
                 slot.lock.release()
                 raise
             submitted = True
+            self._running.add(cancel)
             loop = asyncio.get_running_loop()
             job.add_done_callback(lambda _: self._call_soon(loop, self._job_done, slot))
-            # Cancelling this await leaves the thread running; the slot stays locked until it returns.
-            return await asyncio.wrap_future(job)
+            job.add_done_callback(lambda _: self._running.discard(cancel))
+            try:
+                return await asyncio.wrap_future(job)
+            except asyncio.CancelledError:
+                # The client left: the thread stops at its next step; the slot stays locked until it returns.
+                cancel.set()
+                raise
         finally:
             if not submitted:
                 slot.admitted -= 1
@@ -344,9 +381,10 @@ class PipelineRegistry:
         slot.lock.release()
 
     @staticmethod
-    def _invoke(slot: _Slot, call: Callable[[Any], T], pipeline: Any) -> T:
+    def _invoke(slot: _Slot, call: Callable[[Any], T], pipeline: Any, cancel: threading.Event) -> T:
         try:
-            return call(pipeline)
+            with cancel_scope(cancel):
+                return call(pipeline)
         except PipelineError:
             raise
         except Exception as exc:
@@ -369,6 +407,10 @@ class PipelineRegistry:
         """The slot's pipeline, loading it (once, shared by all waiters) if needed."""
         if slot.pipeline is not None:
             return slot.pipeline
+        if slot.load is None and slot.failure is not None:
+            if time.monotonic() - slot.failed_at < self._load_retry_after:
+                raise slot.failure  # the negative cache: no new load, no new log line
+            slot.failure = None
         if slot.load is None:
             evicted = self._evict_others(slot)
             slot.load = asyncio.create_task(
@@ -410,12 +452,18 @@ class PipelineRegistry:
             pipeline = await asyncio.wrap_future(self._executor.submit(factory, slot.model_id, self._model_dir))
         except ModelLoadError as exc:
             log.error("could not load %s model %s: %s", slot.task, slot.model_id, exc)
-            self._load_failed(slot)
+            self._load_failed(slot, exc)
             raise
         except Exception as exc:
-            log.exception("could not load %s model %s", slot.task, slot.model_id)
-            self._load_failed(slot)
-            raise ModelLoadError(f"could not load {slot.task} model {slot.model_id}: {exc}") from exc
+            # One line: the cause is usually the deployment (missing files, no network); the
+            # traceback is there at DEBUG for the rest.
+            log.error("could not load %s model %s: %s: %s", slot.task, slot.model_id, type(exc).__name__, exc)
+            log.debug("load traceback", exc_info=exc)
+            cls = ModelNotFoundError if _names_no_model(exc) else ModelLoadError
+            error = cls(f"could not load {slot.task} model {slot.model_id}: {exc}")
+            error.__cause__ = exc
+            self._load_failed(slot, error)
+            raise error from exc
         slot.pipeline = pipeline
         slot.load_failed = False
         slot.load_seconds = loop.time() - started
@@ -423,9 +471,21 @@ class PipelineRegistry:
         return pipeline
 
     @staticmethod
-    def _load_failed(slot: _Slot) -> None:
+    def _load_failed(slot: _Slot, error: ModelLoadError) -> None:
         slot.load_failed = True
-        slot.load = None  # the next request tries again
+        slot.load = None  # the next request after `load_retry_after` tries again
+        slot.failure = error
+        slot.failed_at = time.monotonic()
+
+
+def _names_no_model(exc: BaseException) -> bool:
+    """The Hub answered that the repository does not exist (somewhere in `exc`'s chain)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if type(seen).__name__ in ("RepositoryNotFoundError", "RevisionNotFoundError"):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _release(pipelines: list[Any]) -> None:

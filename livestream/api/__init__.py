@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
@@ -35,6 +36,8 @@ from .routes import RunnerApi
 
 if TYPE_CHECKING:
     from pipelines.registry import PipelineRegistry
+
+log = logging.getLogger(__name__)
 
 __all__ = ["API_KEY", "BodyLimits", "RunnerApi", "create_registry", "setup_api"]
 
@@ -53,12 +56,13 @@ def create_registry(settings: Settings) -> PipelineRegistry:
         default_models=settings.default_models,
         pinned=pinned,
         max_queue=settings.max_queue,
+        load_retry_after=settings.load_retry_after,
     )
 
 
 def setup_api(app: web.Application, settings: Settings, *, limits: BodyLimits | None = None) -> None:
     """Add the runner API's routes, middlewares and registry lifetime to `app`."""
-    api = RunnerApi(settings, limits)
+    api = RunnerApi(settings, limits or BodyLimits(file_bytes=settings.limits.upload_bytes))
     app[API_KEY] = api
     if settings.cors_origins:
         app.middlewares.append(cors_middleware(settings.cors_origins))
@@ -78,3 +82,11 @@ def setup_api(app: web.Application, settings: Settings, *, limits: BodyLimits | 
             api.hardware.close()
 
     app.cleanup_ctx.append(registry_ctx)
+
+    async def stop_jobs(app: web.Application) -> None:
+        # SIGTERM: aiohttp runs on_shutdown before it waits for the handlers, so running jobs
+        # stop at their next step instead of holding the shutdown (and the process) until done.
+        if (registry := app.get(REGISTRY_KEY)) is not None and (count := registry.cancel_all()):
+            log.info("shutting down: told %d running job(s) to stop", count)
+
+    app.on_shutdown.append(stop_jobs)

@@ -17,6 +17,7 @@ from urllib.parse import parse_qsl
 
 import pydantic
 from aiohttp import BodyPartReader, hdrs, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from .errors import ApiError, RequestValidationError
 from .schemas import UploadedFile
@@ -187,3 +188,5 @@ async def _read_multipart(
                         values[name] = data.decode("utf-8", "replace")
     except ValueError as exc:  # malformed multipart framing
         raise ApiError(400, f"Malformed multipart body: {exc}") from None
+    except HttpProcessingError as exc:  # a part header aiohttp refuses (InvalidHeader: bytes not allowed in headers)
+        raise ApiError(400, f"Malformed multipart body: bad part header: {exc.message}") from None

@@ -23,8 +23,10 @@ from aiohttp import hdrs, web
 from pipelines.errors import (
     InferenceError,
     InvalidRequestError,
+    JobCancelled,
     ModelLoadError,
     ModelMismatchError,
+    ModelNotFoundError,
     PipelineBusyError,
     PipelineError,
     PipelineNotAvailableError,
@@ -50,9 +52,12 @@ _PIPELINE_STATUS: tuple[tuple[type[PipelineError], int, str], ...] = (
     (UnsupportedMediaError, 415, "Unsupported media format or malformed file."),
     (InvalidRequestError, 400, "Invalid request."),
     (ModelMismatchError, 400, "Model mismatch."),
+    (ModelNotFoundError, 400, "Model not found."),
     (PipelineNotAvailableError, 503, "Pipeline not available."),
     (PipelineBusyError, 503, "Pipeline busy; try again later."),
-    (ModelLoadError, 500, "Model could not be loaded."),
+    # The deployment's doing (not cached, no network), not the server's: 503, as for a busy model.
+    (ModelLoadError, 503, "Model could not be loaded."),
+    (JobCancelled, 503, "Job cancelled: the engine is stopping."),
     (InferenceError, 500, "Pipeline error."),
 )
 
@@ -124,7 +129,7 @@ async def error_middleware(request: web.Request, handler: _Handler) -> web.Strea
     except RequestValidationError as exc:
         return _validation_response(exc.errors)
     except PipelineError as exc:
-        if isinstance(exc, (ModelLoadError, InferenceError)):
+        if isinstance(exc, InferenceError):
             log.error("%s %s: %s", request.method, request.path, exc, exc_info=exc.__cause__ or exc)
             if _is_out_of_memory(exc.__cause__ or exc):
                 return json_error(500, "GPU out of memory.")

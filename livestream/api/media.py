@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "GeneratedImageLike",
+    "ImageTooLargeError",
     "audio_to_data_url",
     "image_response",
     "image_to_data_url",
@@ -61,36 +62,58 @@ def model_response(model: pydantic.BaseModel, status: int = 200) -> web.Response
     return web.Response(status=status, body=model.model_dump_json().encode(), content_type="application/json")
 
 
-def open_image(data: bytes) -> Image.Image:
+class ImageTooLargeError(ValueError):
+    """An uploaded image has more pixels than allowed (told from its header, before decoding)."""
+
+
+def open_image(data: bytes, max_pixels: int | None = None) -> Image.Image:
     """Open an uploaded image as RGB, upright per its EXIF orientation; unreadable: `ValueError`.
 
     PIL reads the common formats; what it cannot (DPX, XWD, EXR, ...) gets a second try with
-    PyAV, taking the first video frame.
+    PyAV, taking the first video frame. An image over `max_pixels` raises `ImageTooLargeError`
+    before its pixels are decoded (decompression bombs: a small file of a huge image).
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
         with Image.open(io.BytesIO(data)) as img:
+            _check_pixels(img.width, img.height, max_pixels)
             return ImageOps.exif_transpose(img).convert("RGB")
+    except ImageTooLargeError:
+        raise
     except Image.DecompressionBombError as exc:
-        raise ValueError(f"Unsupported image format or malformed file: {exc}") from None
+        raise ImageTooLargeError(f"Image too large: {exc}") from None
     except (UnidentifiedImageError, OSError) as exc:
-        image = _open_with_pyav(data)
+        image = _open_with_pyav(data, max_pixels)
         if image is None:
             raise ValueError(f"Unsupported image format or malformed file: {exc}") from None
         return image
+    except Exception as exc:  # PIL's plug-ins raise many kinds (SyntaxError, struct.error, ...) on bad bytes
+        raise ValueError(f"Unsupported image format or malformed file: {type(exc).__name__}: {exc}") from None
 
 
-def _open_with_pyav(data: bytes) -> Image.Image | None:
+def _check_pixels(width: int, height: int, max_pixels: int | None) -> None:
+    if max_pixels is not None and width * height > max_pixels:
+        raise ImageTooLargeError(
+            f"The image is {width}x{height}, {width * height} pixels: over this server's limit of {max_pixels} pixels"
+        )
+
+
+def _open_with_pyav(data: bytes, max_pixels: int | None = None) -> Image.Image | None:
     import av
 
     try:
         with av.open(io.BytesIO(data), mode="r") as container:
             if not container.streams.video:
                 return None
-            for frame in container.decode(video=0):
+            stream = container.streams.video[0]
+            _check_pixels(stream.codec_context.width, stream.codec_context.height, max_pixels)
+            for frame in container.decode(stream):
+                _check_pixels(frame.width, frame.height, max_pixels)
                 image: Image.Image = frame.to_image()
                 return image.convert("RGB")
-    except (av.FFmpegError, ValueError):
+    except ImageTooLargeError:
+        raise
+    except Exception:  # av.FFmpegError, and whatever else PyAV raises on bytes it cannot parse
         return None
     return None

@@ -23,18 +23,18 @@ from typing import Any, TypeVar
 import pydantic
 from aiohttp import hdrs, web
 
-from pipelines.errors import ModelMismatchError
+from pipelines.errors import InvalidRequestError, ModelMismatchError
 
 from ..errors import SessionLimitError
 from ..keys import REGISTRY_KEY
 from ..live import LIVE_MANAGER_KEY
-from ..settings import Settings
+from ..settings import Settings, WorkLimits
 from . import schemas as s
 from .bodies import BodyLimits, read_json_body, read_multipart_body
 from .errors import ApiError
 from .hardware import HardwareInfo
 from .health import LIVE_TASK, health_status
-from .media import image_response, model_response, open_image
+from .media import ImageTooLargeError, image_response, model_response, open_image
 from .operations import OPERATIONS, Operation
 
 __all__ = ["RunnerApi"]
@@ -46,6 +46,8 @@ _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _UNAUTHORIZED_HEADERS: dict[str, str] = {hdrs.WWW_AUTHENTICATE: "Bearer"}
 _AUDIO_FORMAT_ERROR = "Unsupported audio format or malformed file."
+#: Seconds between checks that a batch request's client is still connected.
+DISCONNECT_POLL_S = 0.25
 _HEALTH_BODIES = {status: json.dumps({"status": status}).encode() for status in ("LOADING", "OK", "ERROR", "IDLE")}
 
 
@@ -73,8 +75,46 @@ def _probe_audio(data: bytes) -> float | None:
             if stream.duration is not None and stream.time_base is not None:
                 return float(stream.duration * stream.time_base)
             return None
-    except av.FFmpegError as exc:
+    except ValueError:
+        raise
+    except Exception as exc:  # av.FFmpegError and whatever else PyAV raises on bytes it cannot parse
         raise ValueError(str(exc)) from None
+
+
+def _check_limit(value: float, limit: float, what: str, name: str, status: int = 400) -> None:
+    if value > limit:
+        raise ApiError(status, f"{what} is {value:g}, over this server's limit of {limit:g} (--limit {name}=N).")
+
+
+def _check_positive(value: int, what: str) -> None:
+    if value < 1:
+        raise ApiError(400, f"{what} must be at least 1, got {value}.")
+
+
+def _check_size(width: int, height: int, limits: WorkLimits) -> None:
+    _check_positive(width, "width")
+    _check_positive(height, "height")
+    _check_limit(max(width, height), limits.side, "The larger of width and height", "side")
+    _check_limit(width * height, limits.pixels, f"width x height ({width}x{height})", "pixels")
+
+
+async def _until_disconnected(request: web.Request, job: Awaitable[T]) -> T:
+    """Await `job`; if the client disconnects first, cancel it (the registry then stops its thread)."""
+    task = asyncio.ensure_future(job)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
+            if done:
+                return task.result()
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                log.info("%s %s: the client disconnected; stopping its job", request.method, request.path)
+                task.cancel()
+                await asyncio.wait({task})  # bounded: the registry's await ends on cancel at once
+                raise ApiError(503, "The client disconnected; the job was stopped.")
+    finally:
+        if not task.done():
+            task.cancel()
 
 
 def _json_array(value: str | None, name: str) -> Any:
@@ -162,22 +202,41 @@ class RunnerApi:
         self._check_model(task, requested, period=period)
         registry = request.app[REGISTRY_KEY]
         model_id = registry.resolve_model_id(task, requested)
-        # No request timeout, as ai-runner: see `PipelineRegistry.run` for why this wait stays.
-        return await registry.run(task, model_id, call)
+        # No request timeout, as ai-runner (see `PipelineRegistry.run`); but a client that leaves
+        # stops its job.
+        return await _until_disconnected(request, registry.run(task, model_id, call))
 
-    @staticmethod
-    async def _image(upload: s.UploadedFile) -> Any:
+    async def _image(self, upload: s.UploadedFile, max_pixels: int | None = None) -> Any:
+        limit = self.settings.limits.decoded_pixels
         try:
-            # Bounded by the work: decoding an upload already limited in size (bodies.py), no I/O.
-            return await asyncio.to_thread(open_image, upload.data)
+            # Bounded by the work: decoding an upload already limited in size (bodies.py) and in
+            # pixels (checked from its header, before decoding), no I/O.
+            image = await asyncio.to_thread(open_image, upload.data, limit)
+        except ImageTooLargeError as exc:
+            raise ApiError(413, f"{exc} (--limit decoded_pixels=N).") from None
         except ValueError:
             raise ApiError(415, "Unsupported image format or malformed file.") from None
+        if max_pixels is not None:
+            width, height = image.size
+            _check_limit(width * height, max_pixels, f"The input image's pixels ({width}x{height})", "pixels")
+        return image
+
+    def _check_steps(self, steps: int) -> None:
+        _check_positive(steps, "num_inference_steps")
+        _check_limit(steps, self.settings.limits.steps, "num_inference_steps", "steps")
+
+    def _check_images(self, count: int) -> None:
+        _check_positive(count, "num_images_per_prompt")
+        _check_limit(count, self.settings.limits.images, "num_images_per_prompt", "images")
 
     # --- batch routes -----------------------------------------------------------------------
 
     async def text_to_image(self, request: web.Request, params: s.TextToImageParams) -> web.StreamResponse:
         if not params.prompt:
             raise ApiError(400, "Prompt must be provided.")
+        _check_size(params.width, params.height, self.settings.limits)
+        self._check_steps(params.num_inference_steps)
+        self._check_images(params.num_images_per_prompt)
         from pipelines.batch.text_to_image import TextToImageInput
 
         inp = TextToImageInput(
@@ -199,9 +258,11 @@ class RunnerApi:
     async def image_to_image(self, request: web.Request, body: s.Body_genImageToImage) -> web.StreamResponse:
         from pipelines.batch.image_to_image import ImageToImageInput
 
+        self._check_steps(body.num_inference_steps)
+        self._check_images(body.num_images_per_prompt)
         inp = ImageToImageInput(
             prompt=body.prompt,
-            image=await self._image(body.image),
+            image=await self._image(body.image, self.settings.limits.pixels),
             negative_prompt=body.negative_prompt,
             strength=body.strength,
             guidance_scale=body.guidance_scale,
@@ -219,6 +280,9 @@ class RunnerApi:
     async def image_to_video(self, request: web.Request, body: s.Body_genImageToVideo) -> web.StreamResponse:
         from pipelines.batch.image_to_video import ImageToVideoInput
 
+        limits = self.settings.limits
+        _check_size(body.width, body.height, limits)
+        self._check_steps(body.num_inference_steps)
         inp = ImageToVideoInput(
             image=await self._image(body.image),
             height=body.height,
@@ -230,7 +294,16 @@ class RunnerApi:
             seed=body.seed,
             safety_check=body.safety_check,
         )
-        video = await self._run(request, "image-to-video", body.model_id, lambda p: p.generate(inp))
+        def generate(p: Any) -> Any:
+            frames = int(getattr(p, "num_frames", 0) or 0)
+            if frames > limits.video_frames:
+                raise InvalidRequestError(
+                    f"This image-to-video model makes {frames} frames: over this server's limit of "
+                    f"{limits.video_frames} (--limit video_frames=N)."
+                )
+            return p.generate(inp)
+
+        video = await self._run(request, "image-to-video", body.model_id, generate)
         # As ai-runner: one batch of frames, each a PNG data URL with the video's seed and flag.
         # Bounded by the work: PNG-encoding the images just generated, CPU only.
         frames = await asyncio.to_thread(image_response, video.frame_images())
@@ -239,9 +312,10 @@ class RunnerApi:
     async def upscale(self, request: web.Request, body: s.Body_genUpscale) -> web.StreamResponse:
         from pipelines.batch.upscale import UpscaleInput
 
+        self._check_steps(body.num_inference_steps)
         inp = UpscaleInput(
             prompt=body.prompt,
-            image=await self._image(body.image),
+            image=await self._image(body.image, self.settings.limits.upscale_pixels),
             num_inference_steps=body.num_inference_steps,
             seed=body.seed,
             safety_check=body.safety_check,
@@ -267,6 +341,8 @@ class RunnerApi:
             duration = probed
         if duration is None:
             raise ApiError(400, "Unable to calculate duration of file")
+        limit = self.settings.limits.audio_seconds
+        _check_limit(round(max(duration, probed or 0.0), 1), limit, "The audio's length in seconds", "audio_seconds")
         audio = body.audio
         result = await self._run(
             request,
@@ -292,6 +368,7 @@ class RunnerApi:
 
         # ai-runner words this mismatch without the final period.
         self._check_model("llm", body.model, period="")
+        _check_limit(body.max_tokens, self.settings.limits.llm_tokens, "max_tokens", "llm_tokens")
         return await handle_llm(request, body, request.app[REGISTRY_KEY].resolve_model_id("llm", body.model))
 
     async def image_to_text(self, request: web.Request, body: s.Body_genImageToText) -> web.StreamResponse:
@@ -305,6 +382,7 @@ class RunnerApi:
     async def text_to_speech(self, request: web.Request, params: s.TextToSpeechParams) -> web.StreamResponse:
         if not params.text:
             raise ApiError(400, "Text input must be provided.")
+        _check_limit(len(params.text), self.settings.limits.tts_chars, "The text's length in characters", "tts_chars")
         kwargs = params.model_dump(exclude={"model_id"})
         result = await self._run(request, "text-to-speech", params.model_id, lambda p: p(**kwargs))
         return model_response(s.AudioResponse.model_validate(result))

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from ..cancel import raise_if_cancelled
 from ..errors import InferenceError, InvalidRequestError, ModelLoadError
 from ..loading import ModelSource, is_turbo_model, pick_device, resolve_model_source, torch_dtype_for
 from .lightning import is_bytedance_lightning, is_lightning_model, resolve_lightning_source
@@ -309,9 +310,10 @@ class DiffusersPipeline:
         """
         import torch
 
+        raise_if_cancelled()
         try:
             with torch.inference_mode():
-                return self._pipe(**kwargs)
+                return self._pipe(**self._with_cancel_check(kwargs))
         except torch.cuda.OutOfMemoryError as exc:
             traceback.clear_frames(exc.__traceback__)
             del exc
@@ -319,6 +321,29 @@ class DiffusersPipeline:
             torch.cuda.empty_cache()
             log.error("%s model %s ran out of GPU memory", self.task, self.model_id)
             raise InferenceError(f"{self.task} pipeline ran out of GPU memory; try a smaller size or fewer steps") from None
+
+    def _with_cancel_check(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Check for cancellation (client gone, engine stopping) after every denoising step.
+
+        diffusers 0.42 calls `callback_on_step_end(pipe, step, timestep, callback_kwargs)` after
+        each step (its own `interrupt` property only skips the remaining steps and still decodes
+        the latents); raising `JobCancelled` from it ends the call at once. Older pipelines
+        (the x4 upscaler) take `callback(step, timestep, latents)` with `callback_steps`.
+        """
+        if self._accepts("callback_on_step_end") and "callback_on_step_end" not in kwargs:
+
+            def on_step_end(pipe: Any, step: int, timestep: Any, callback_kwargs: dict[str, Any]) -> dict[str, Any]:
+                raise_if_cancelled()
+                return callback_kwargs
+
+            return {**kwargs, "callback_on_step_end": on_step_end}
+        if self._accepts("callback") and self._accepts("callback_steps") and "callback" not in kwargs:
+
+            def on_step(step: int, timestep: Any, latents: Any) -> None:
+                raise_if_cancelled()
+
+            return {**kwargs, "callback": on_step, "callback_steps": 1}
+        return kwargs
 
     def _generate_images(
         self,

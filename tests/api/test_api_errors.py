@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from pathlib import Path
 from typing import Any
@@ -225,14 +226,37 @@ async def test_pipeline_errors_map_to_statuses(make_client: ClientFactory, exc: 
     assert await resp.json() == {"detail": {"msg": msg}}
 
 
-async def test_model_load_error_is_500(make_client: ClientFactory) -> None:
+async def test_model_load_error_is_503_logged_once_and_remembered(
+    make_client: ClientFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    loads: list[str] = []
+
     def factory(model_id: str, model_dir: Path | None) -> Any:
+        loads.append(model_id)
         raise ModelLoadError(f"no such model {model_id}")
 
     client = await make_client(factories={"text-to-image": factory})
+    caplog.set_level(logging.INFO)
+    for _ in range(3):
+        resp = await client.post("/text-to-image", json={"prompt": "p", "model_id": "nope/nope"})
+        assert resp.status == 503
+        assert await resp.json() == {"detail": {"msg": "no such model nope/nope"}}
+    assert loads == ["nope/nope"]  # the negative cache: one load for the three requests
+    assert not [r for r in caplog.records if r.exc_info]  # no traceback, the deployment's doing
+    assert len([r for r in caplog.records if r.levelno >= logging.ERROR]) == 1
+
+
+async def test_model_the_hub_does_not_have_is_400(make_client: ClientFactory) -> None:
+    class RepositoryNotFoundError(OSError):
+        pass
+
+    def factory(model_id: str, model_dir: Path | None) -> Any:
+        raise RepositoryNotFoundError(f"404 Client Error: Repository Not Found for {model_id}")
+
+    client = await make_client(factories={"text-to-image": factory})
     resp = await client.post("/text-to-image", json={"prompt": "p", "model_id": "nope/nope"})
-    assert resp.status == 500
-    assert await resp.json() == {"detail": {"msg": "no such model nope/nope"}}
+    assert resp.status == 400
+    assert "Repository Not Found" in (await resp.json())["detail"]["msg"]
 
 
 async def test_busy_model_is_503(make_client: ClientFactory) -> None:
@@ -412,3 +436,18 @@ async def test_raised_errors_with_their_own_body_are_left_alone(aiohttp_client: 
     resp = await client.get("/live/s/status")  # plain-text errors of engine routes become JSON
     assert resp.status == 410
     assert await resp.json() == {"detail": {"msg": "stream s ended"}}
+
+
+@pytest.mark.parametrize("header", [b"X-Bad: a\x01b", b"Content-Disposition: form-data; name=\"audio\"; filename=\"a\x00.wav\"", b"\x7fBad\x00Name: v"])
+async def test_multipart_part_header_with_invalid_bytes_is_400(client: TestClient[Any, Any], header: bytes) -> None:
+    boundary = b"xyzzy"
+    body = (
+        b"--" + boundary + b"\r\n" + header + b"\r\n"
+        b"Content-Disposition: form-data; name=\"audio\"; filename=\"a.wav\"\r\n\r\n"
+        b"RIFF\r\n--" + boundary + b"--\r\n"
+    )
+    resp = await client.post(
+        "/audio-to-text", data=body, headers={"Content-Type": "multipart/form-data; boundary=xyzzy"}
+    )
+    assert resp.status == 400, await resp.text()
+    assert (await resp.json())["detail"]["msg"].startswith("Malformed multipart body")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,7 @@ def make_registry(
     pinned: tuple[str, str] | None = None,
     max_queue: int = 8,
     default_models: dict[str, str] | None = None,
+    load_retry_after: float = 0.0,
 ) -> PipelineRegistry:
     return PipelineRegistry(
         model_dir=Path("/models"),
@@ -75,6 +77,7 @@ def make_registry(
         pinned=pinned,
         max_queue=max_queue,
         factories={"text-to-image": factory or FakeFactory()},
+        load_retry_after=load_retry_after,
     )
 
 
@@ -164,6 +167,44 @@ async def test_load_failure_is_model_load_error_and_retried() -> None:
     factory.error = None
     assert await registry.run("text-to-image", "m", lambda p: p.model_id) == "m"
     assert len(factory.loads) == 3
+    await registry.aclose()
+
+
+async def test_load_failure_is_remembered_then_retried() -> None:
+    factory = FakeFactory(error=RuntimeError("no network"))
+    registry = make_registry(factory, load_retry_after=0.3)
+    for _ in range(3):
+        with pytest.raises(ModelLoadError, match="no network"):
+            await registry.run("text-to-image", "m", lambda p: p)
+    assert len(factory.loads) == 1
+    factory.error = None
+    await asyncio.sleep(0.35)
+    assert await registry.run("text-to-image", "m", lambda p: p.model_id) == "m"
+    assert len(factory.loads) == 2
+    await registry.aclose()
+
+
+async def test_cancelled_request_cancels_its_running_job() -> None:
+    from pipelines.cancel import raise_if_cancelled
+
+    started, stopped = threading.Event(), threading.Event()
+
+    def job(p: Any) -> None:
+        started.set()
+        try:
+            for _ in range(1000):
+                raise_if_cancelled()
+                time.sleep(0.01)
+        finally:
+            stopped.set()
+
+    registry = make_registry()
+    task = asyncio.create_task(registry.run("text-to-image", "m", job))
+    await asyncio.to_thread(started.wait, 10)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await asyncio.to_thread(stopped.wait, 2)
     await registry.aclose()
 
 
