@@ -14,7 +14,10 @@
     storage.py    the media store with a TTL (a folder, or an S3-compatible object store) and async job records
     jobs.py       image-to-video with `Prefer: respond-async`
     auth.py       bearer keys
-    metrics.py    /metrics per runner
+    metrics.py    /metrics per runner and per live stream
+    live.py       live streams: the gateway hosts the trickle channels, starts runners as an
+                  orchestrator does, relays input/output/params/events, fails over
+    live_routes.py  go-livepeer's live routes (start, update, status) and live auth webhook
     app.py        the aiohttp application
 """
 
