@@ -584,9 +584,38 @@ def _serve(args: argparse.Namespace) -> int:
     scheme = "https" if ssl_context is not None else "http"
     log.info("livestream %s listening on %s://%s:%d", __version__, scheme, settings.host, settings.port)
     web.run_app(
-        app, host=settings.host, port=settings.port, shutdown_timeout=10, print=None, ssl_context=ssl_context
+        app,
+        host=settings.host,
+        port=settings.port,
+        shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+        print=None,
+        ssl_context=ssl_context,
     )
+    _exit_if_jobs_linger(EXIT_GRACE_S)
     return 0
+
+
+#: SIGTERM/SIGINT: seconds aiohttp waits for running handlers (jobs are told to stop first).
+SHUTDOWN_TIMEOUT_S = 10.0
+#: Then seconds the pipeline threads get to return before the process exits without them.
+EXIT_GRACE_S = 5.0
+
+
+def _exit_if_jobs_linger(grace: float) -> None:
+    """Bound the exit: a job that does not check for cancellation (a Whisper or TTS call) would
+    otherwise hold the interpreter's exit (it joins the pool's threads) until it finishes."""
+    import threading
+    import time
+
+    deadline = time.monotonic() + grace
+    for thread in threading.enumerate():
+        if thread.name.startswith("pipeline") and thread.is_alive():
+            thread.join(max(0.0, deadline - time.monotonic()))
+    lingering = [t.name for t in threading.enumerate() if t.name.startswith("pipeline") and t.is_alive()]
+    if lingering:
+        log.warning("exiting with %d pipeline job(s) still running: %s", len(lingering), ", ".join(lingering))
+        logging.shutdown()
+        os._exit(0)
 
 
 async def _wait_for_pinned_model(app: web.Application) -> None:

@@ -452,8 +452,10 @@ class PipelineRegistry:
             pipeline = await asyncio.wrap_future(self._executor.submit(factory, slot.model_id, self._model_dir))
         except ModelLoadError as exc:
             log.error("could not load %s model %s: %s", slot.task, slot.model_id, exc)
-            self._load_failed(slot, exc)
-            raise
+            # The same words for every route: which model, then why.
+            worded = type(exc)(f"could not load {slot.task} model {slot.model_id}: {exc}")
+            self._load_failed(slot, worded)
+            raise worded from exc.__cause__
         except Exception as exc:
             # One line: the cause is usually the deployment (missing files, no network); the
             # traceback is there at DEBUG for the rest.

@@ -240,7 +240,7 @@ async def test_model_load_error_is_503_logged_once_and_remembered(
     for _ in range(3):
         resp = await client.post("/text-to-image", json={"prompt": "p", "model_id": "nope/nope"})
         assert resp.status == 503
-        assert await resp.json() == {"detail": {"msg": "no such model nope/nope"}}
+        assert await resp.json() == {"detail": {"msg": "could not load text-to-image model nope/nope: no such model nope/nope"}}
     assert loads == ["nope/nope"]  # the negative cache: one load for the three requests
     assert not [r for r in caplog.records if r.exc_info]  # no traceback, the deployment's doing
     assert len([r for r in caplog.records if r.levelno >= logging.ERROR]) == 1
