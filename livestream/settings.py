@@ -22,7 +22,7 @@ class WorkLimits:
 
     Set with `--limit NAME=VALUE` (repeatable; env `LIMITS`, comma-separated). The defaults fit
     one GPU of 16-24 GB running go-livepeer's default models (SDXL-Turbo at 1024x1024, SVD-XT's
-    25 frames, Whisper large on 30 minutes of audio); on a CPU-only machine lower `pixels` and
+    25 frames, Whisper large on an hour of audio); on a CPU-only machine lower `pixels` and
     `steps` (docs/api.md, "Limits").
     """
 
@@ -39,7 +39,7 @@ class WorkLimits:
     #: Frames of one generated video (the image-to-video model's `num_frames`).
     video_frames: int = 25
     #: Seconds of audio one `/audio-to-text` request may send.
-    audio_seconds: float = 1800.0
+    audio_seconds: float = 3600.0
     #: `max_tokens` of one `/llm` request.
     llm_tokens: int = 4096
     #: Characters of `/text-to-speech` text.

@@ -120,7 +120,7 @@ async def test_image_to_image_bad_inputs(client: Client) -> None:
     assert status == 400
     assert "leaves no denoising step" in body["detail"]["msg"]
     status, body = await post(client, "/image-to-image", png(4100, 4100), prompt="x", **I2I)
-    assert status == 400
+    assert status == 413  # over --limit decoded_pixels, refused before decoding
     assert "4100x4100" in body["detail"]["msg"]
     status, body = await post(client, "/image-to-image", png(), prompt="x", loras="{bad", **I2I)
     assert status == 400
@@ -166,7 +166,7 @@ async def test_upscale(client: Client) -> None:
     assert again["images"][0]["url"] == image["url"]
     status, body = await post(client, "/upscale", png(600, 600), prompt="x", **fields)
     assert status == 400
-    assert "at most 262144" in body["detail"]["msg"]
+    assert "limit of 262144 (--limit upscale_pixels" in body["detail"]["msg"]
     status, body = await post(client, "/upscale", png(), **fields)
     assert status == 422  # prompt is required by the route
 

@@ -206,7 +206,7 @@ class RunnerApi:
         # stops its job.
         return await _until_disconnected(request, registry.run(task, model_id, call))
 
-    async def _image(self, upload: s.UploadedFile, max_pixels: int | None = None) -> Any:
+    async def _image(self, upload: s.UploadedFile, max_pixels: int | None = None, name: str = "pixels") -> Any:
         limit = self.settings.limits.decoded_pixels
         try:
             # Bounded by the work: decoding an upload already limited in size (bodies.py) and in
@@ -218,7 +218,7 @@ class RunnerApi:
             raise ApiError(415, "Unsupported image format or malformed file.") from None
         if max_pixels is not None:
             width, height = image.size
-            _check_limit(width * height, max_pixels, f"The input image's pixels ({width}x{height})", "pixels")
+            _check_limit(width * height, max_pixels, f"The input image's pixels ({width}x{height})", name)
         return image
 
     def _check_steps(self, steps: int) -> None:
@@ -315,7 +315,7 @@ class RunnerApi:
         self._check_steps(body.num_inference_steps)
         inp = UpscaleInput(
             prompt=body.prompt,
-            image=await self._image(body.image, self.settings.limits.upscale_pixels),
+            image=await self._image(body.image, self.settings.limits.upscale_pixels, "upscale_pixels"),
             num_inference_steps=body.num_inference_steps,
             seed=body.seed,
             safety_check=body.safety_check,
@@ -342,7 +342,9 @@ class RunnerApi:
         if duration is None:
             raise ApiError(400, "Unable to calculate duration of file")
         limit = self.settings.limits.audio_seconds
-        _check_limit(round(max(duration, probed or 0.0), 1), limit, "The audio's length in seconds", "audio_seconds")
+        # The audio itself, not `metadata.duration` (which, as in ai-runner, only decides the
+        # word-timestamp limit).
+        _check_limit(round(probed or 0.0, 1), limit, "The audio's length in seconds", "audio_seconds")
         audio = body.audio
         result = await self._run(
             request,
