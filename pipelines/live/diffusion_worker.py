@@ -616,12 +616,13 @@ class DiffusionWorker:
             images = torch.cat([job.image for job in jobs if job.image is not None], dim=0)
             latents = backend.encode(images)
             controlnets = getattr(models, "controlnets", None)
+            hooks = getattr(models, "hooks", ())
             if len(jobs) == 1 and jobs[0].sequential:
                 assert jobs[0].state is not None
-                outs = [step_sequential(backend, jobs[0].state, latents, controlnets)]
+                outs = [step_sequential(backend, jobs[0].state, latents, controlnets, hooks)]
             else:
                 items = [(job.state, latents[k : k + 1]) for k, job in enumerate(jobs) if job.state is not None]
-                outs = step(backend, items, controlnets)
+                outs = step(backend, items, controlnets, hooks)
             decoded = backend.decode(torch.cat(outs, dim=0))
             pixels = ((decoded.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu()
         return list(pixels)

@@ -44,6 +44,7 @@ __all__ = [
     "SDXLBackend",
     "Schedule",
     "StreamState",
+    "UnetHook",
     "TorchBackend",
     "blend",
     "make_noise",
@@ -90,7 +91,10 @@ class TorchBackend:
 
     def unet_with_residuals(self, sample: torch.Tensor, timesteps: torch.Tensor, embeds: torch.Tensor, **extra: Any) -> torch.Tensor:
         """The UNet with ControlNet residuals (`down_block_additional_residuals`,
-        `mid_block_additional_residual`), always the eager module."""
+        `mid_block_additional_residual`) and hook inputs (`added_cond_kwargs`: the
+        IP-Adapter's `image_embeds`), always the eager module."""
+        if not extra.get("added_cond_kwargs"):
+            extra.pop("added_cond_kwargs", None)
         return self._unet(sample, timesteps, encoder_hidden_states=embeds, return_dict=False, **extra)[0]
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
@@ -136,6 +140,7 @@ class SDXLBackend(TorchBackend):
 
     def unet_with_residuals(self, sample: torch.Tensor, timesteps: torch.Tensor, embeds: torch.Tensor, **extra: Any) -> torch.Tensor:
         text, added = self.split_embeds(sample, embeds)
+        added = {**added, **(extra.pop("added_cond_kwargs", None) or {})}
         return self._unet(sample, timesteps, encoder_hidden_states=text, added_cond_kwargs=added, return_dict=False, **extra)[0]
 
 
@@ -239,6 +244,10 @@ class StreamState:
     frames: int = field(default=0)
     #: ControlNets fed on the next step (set per frame by the pipeline).
     controls: list[Control] = field(default_factory=list)
+    #: IP-Adapter input of the next step (`ip_adapter.StreamIP`), or None.
+    ip: Any = None
+    #: Cached attention's feature bank (`cached_attention.FeatureBank`), or None when off.
+    bank: Any = None
 
     @property
     def guided(self) -> bool:
@@ -416,6 +425,17 @@ def _finish(state: StreamState, pending: _Pending, out: torch.Tensor) -> torch.T
     return x0[-1:]
 
 
+class UnetHook(Protocol):
+    """Something a UNet call carries for its rows (the IP-Adapter, cached attention).
+
+    `begin` returns None when no row of this call needs it, else the `added_cond_kwargs` it adds
+    (possibly none); `end` runs after the call, for every hook whose `begin` did not return None."""
+
+    def begin(self, rows: Sequence[tuple[int, Sequence[int], Any]], sample: torch.Tensor) -> dict[str, Any] | None: ...
+
+    def end(self, rows: Sequence[tuple[int, Sequence[int], Any]]) -> None: ...
+
+
 def _unet(
     backend: DenoiseBackend,
     sample: torch.Tensor,
@@ -423,26 +443,42 @@ def _unet(
     embeds: torch.Tensor,
     rows: Sequence[tuple[int, Sequence[int], StreamState]],
     controlnets: Mapping[str, Any] | None,
+    hooks: Sequence[UnetHook] = (),
 ) -> torch.Tensor:
-    """The UNet call, with the residuals of every active ControlNet when there are any.
+    """The UNet call, with the residuals of every active ControlNet when there are any, and
+    what each active hook adds (the eager UNet runs whenever one of them is active).
 
     `rows`: per stream, its first row in the batch, the step of each of its rows, its state."""
-    if controlnets:
-        controlled = getattr(backend, "unet_with_residuals", None)
-        split = getattr(backend, "split_embeds", None)
-        text, added = split(sample, embeds) if split is not None else (embeds, None)
-        extra = controlnet_residuals(controlnets, sample, t, text, rows, added) if controlled is not None else None
-        if extra is not None:
+    controlled = getattr(backend, "unet_with_residuals", None)
+    active: list[UnetHook] = []
+    added_extra: dict[str, Any] = {}
+    if controlled is not None:
+        for hook in hooks:
+            kwargs = hook.begin(rows, sample)
+            if kwargs is not None:
+                active.append(hook)
+                added_extra.update(kwargs)
+    try:
+        extra = None
+        if controlnets and controlled is not None:
+            split = getattr(backend, "split_embeds", None)
+            text, added = split(sample, embeds) if split is not None else (embeds, None)
+            extra = controlnet_residuals(controlnets, sample, t, text, rows, added)
+        if extra is not None or active:
             assert controlled is not None
-            out: torch.Tensor = controlled(sample, t, embeds, **extra)
+            out: torch.Tensor = controlled(sample, t, embeds, **(extra or {}), added_cond_kwargs=added_extra)
             return out
-    return backend.unet(sample, t, embeds)
+        return backend.unet(sample, t, embeds)
+    finally:
+        for hook in active:
+            hook.end(rows)
 
 
 def step(
     backend: DenoiseBackend,
     items: Sequence[tuple[StreamState, torch.Tensor]],
     controlnets: Mapping[str, Any] | None = None,
+    hooks: Sequence[UnetHook] = (),
 ) -> list[torch.Tensor]:
     """One stream-batch step for each (state, latent) pair, all in one UNet call.
 
@@ -468,7 +504,7 @@ def step(
     for (state, _), (_, _, _, pending) in zip(items, prepared, strict=True):
         rows.append((offset, pending.steps, state))
         offset += pending.rows
-    out = _unet(backend, sample, t, embeds, rows, controlnets)
+    out = _unet(backend, sample, t, embeds, rows, controlnets, hooks)
     results = []
     start = 0
     for (state, _), (_, _, _, pending) in zip(items, prepared, strict=True):
@@ -478,7 +514,11 @@ def step(
 
 
 def step_sequential(
-    backend: DenoiseBackend, state: StreamState, latent: torch.Tensor, controlnets: Mapping[str, Any] | None = None
+    backend: DenoiseBackend,
+    state: StreamState,
+    latent: torch.Tensor,
+    controlnets: Mapping[str, Any] | None = None,
+    hooks: Sequence[UnetHook] = (),
 ) -> torch.Tensor:
     """`use_denoising_batch=False`: this frame through all n steps now (n UNet calls, no lag).
 
@@ -497,15 +537,15 @@ def step_sequential(
         alpha, beta = s.alpha[rows], s.beta[rows]
         t = s.timesteps[rows]
         if state.guided and state.cfg_type == "full":
-            out = _unet(backend, torch.cat([x, x]), torch.cat([t, t]), torch.cat([state.uncond, state.cond]), [(0, [k, k], state)], controlnets)
+            out = _unet(backend, torch.cat([x, x]), torch.cat([t, t]), torch.cat([state.uncond, state.cond]), [(0, [k, k], state)], controlnets, hooks)
             eps_u, eps_c = (_to_eps(o, x, alpha, beta, kind) for o in out.chunk(2))
         elif state.guided and state.cfg_type == "initialize" and k == 0:
-            out = _unet(backend, torch.cat([x, x]), torch.cat([t, t]), torch.cat([state.uncond, state.cond]), [(0, [k, k], state)], controlnets)
+            out = _unet(backend, torch.cat([x, x]), torch.cat([t, t]), torch.cat([state.uncond, state.cond]), [(0, [k, k], state)], controlnets, hooks)
             stock = _to_eps(out[0:1], x, alpha, beta, kind)
             eps_c = _to_eps(out[1:], x, alpha, beta, kind)
             eps_u = state.delta * stock
         else:
-            eps_c = _to_eps(_unet(backend, x, t, state.cond, [(0, [k], state)], controlnets), x, alpha, beta, kind)
+            eps_c = _to_eps(_unet(backend, x, t, state.cond, [(0, [k], state)], controlnets, hooks), x, alpha, beta, kind)
             eps_u = state.delta * stock
         eps = eps_u + g * (eps_c - eps_u) if state.guided else eps_c
         x0 = _x0(x, eps, s, rows)

@@ -65,6 +65,7 @@ from .diffusion_worker import DiffusionWorker, Job, WorkerPool
 from .safety_checker import NsfwClassifier, SafetyFilter, load_classifier
 from .similarity_filter import SimilarityFilter
 from .streamdiffusion_folders import tiny_vae_id
+from .ip_adapter import load_adapter
 from .streamdiffusion_features import feature_warnings, fetch_style_image
 from .streamdiffusion_params import StreamDiffusionParams
 
@@ -81,6 +82,8 @@ log = logging.getLogger(__name__)
 #: LCM-LoRA per base family (there is none for SD 2.1; give `lcm_lora_id` for one).
 LCM_LORAS = {"sd15": "latent-consistency/lcm-lora-sdv1-5", "sdxl": "latent-consistency/lcm-lora-sdxl"}
 _PROMPT_CACHE = 64
+#: Style images kept per URL (a client switching back and forth fetches each once).
+_STYLE_CACHE = 8
 _WARM_FRAMES = 2
 
 
@@ -117,6 +120,14 @@ class _Models:
     #: Preprocessor models by auxiliary kind (`depth`), and those that could not load, with why.
     aux: dict[str, Any] = field(default_factory=dict)
     aux_errors: dict[str, str] = field(default_factory=dict)
+    #: The diffusers pipeline the modules came from (the IP-Adapter installs through it).
+    pipe: Any = None
+    #: UNet hooks every step runs (`stream_batch.UnetHook`): the IP-Adapter, cached attention.
+    hooks: list[Any] = field(default_factory=list)
+    ip_hook: Any = None
+    #: Why the IP-Adapter could not be installed (by adapter id), if it could not.
+    ip_errors: dict[str, str] = field(default_factory=dict)
+    cache_hook: Any = None
 
     @property
     def takes_controlnets(self) -> bool:
@@ -281,6 +292,7 @@ def load_models(params: StreamDiffusionParams, *, model_dir: Path | None, device
         warnings=warnings,
         unet_config=dict(pipe.unet.config),
         xl_pipe=pipe if xl else None,
+        pipe=pipe,
     )
 
 
@@ -336,6 +348,11 @@ class _StreamSlot:
         #: The ControlNets this slot was fed, so a model reloaded after a failure (a new
         #: `_Models`, without them) gets them back on the next frame.
         self.cn_models: dict[str, Any] = {}
+        #: IP-Adapter: its weights (installed on a model that lacks them, e.g. after a reload),
+        #: the style image (PIL) and its embedding, computed on the worker when it changes.
+        self.ip_weights: Any = None
+        self.style_image: Any = None
+        self.style_embeds: tuple[int, torch.Tensor] | None = None
 
     # --- WorkerSlot -------------------------------------------------------------------------
 
@@ -357,6 +374,8 @@ class _StreamSlot:
             state = self._new_state(m, shape)
         self._advance_blend(state)
         state.controls = self._controls(m, x)
+        state.ip = self._ip(m)
+        state.bank = self._bank(m, state)
         return Job(image=x, state=state, sequential=not p.use_denoising_batch)
 
     def _controls(self, m: _Models, x: torch.Tensor) -> list[Control]:
@@ -389,6 +408,47 @@ class _StreamSlot:
                 )
             )
         return out
+
+    def _ip(self, m: _Models) -> Any:
+        """This frame's IP-Adapter input (`ip_adapter.StreamIP`), or None (off, not loaded,
+        no style image). Scale, weight type, enable and the style image apply here, live."""
+        import torch
+
+        from .ip_adapter import StreamIP, layer_weights
+
+        cfg = self.params.ip_adapter
+        if not cfg.enabled or cfg.type != "regular" or self.ip_weights is None or self.style_image is None:
+            return None
+        if not m.takes_controlnets:
+            return None
+        if m.ip_hook is None:
+            _install_ip(m, self.ip_weights)  # a model reloaded after a failure
+        hook = m.ip_hook
+        if self.style_embeds is None or self.style_embeds[0] != id(self.style_image):
+            self.style_embeds = (id(self.style_image), hook.embed(self.style_image, m.device, m.dtype))
+        weights = layer_weights(cfg.weight_type, cfg.scale, len(hook.blocks), m.family)
+        return StreamIP(self.style_embeds[1], torch.tensor(weights, device=m.device, dtype=torch.float32))
+
+    def _bank(self, m: _Models, state: StreamState) -> Any:
+        """The stream's cached-attention feature bank (None when off); settings apply live."""
+        from .cached_attention import FeatureBank
+
+        cfg = self.params.cached_attention
+        if not cfg.enabled or not m.takes_controlnets:
+            return None
+        if m.cache_hook is None:
+            _install_cache(m)
+        bank = state.bank if isinstance(state.bank, FeatureBank) else FeatureBank()
+        bank.configure(cfg.max_frames, cfg.interval)
+        return bank
+
+    def set_style(self, image: Any, weights: Any) -> None:
+        """Worker thread: the style image and adapter weights the session thread loaded."""
+        if weights is not None:
+            self.ip_weights = weights
+        if image is not None and image is not self.style_image:
+            self.style_image = image
+            self.style_embeds = None
 
     def _previous_output(self, m: _Models, image: torch.Tensor) -> torch.Tensor | None:
         last = self.last_output
@@ -566,6 +626,8 @@ class StreamDiffusionPipeline:
         self._style_url: str | None = None
         self.style_image: Any = None
         self._style_error: str | None = None
+        self._style_cache: dict[str, Any] = {}
+        self._ip_errors: dict[str, str] = {}
 
     @property
     def _models(self) -> _Models | None:
@@ -677,6 +739,16 @@ class StreamDiffusionPipeline:
             out["use_safety_checker"] = self._safety_error[1]
         if p.ip_adapter.enabled and self._style_error is not None:
             out["ip_adapter_style_image_url"] = self._style_error
+        ip = _ip_warning(p, m, self._ip_errors, self.style_image is not None)
+        if ip:
+            out["ip_adapter"] = ip
+        elif "ip_adapter" in out and p.ip_adapter.type == "regular":
+            del out["ip_adapter"]
+        cache = _cache_warning(p, m)
+        if cache:
+            out["cached_attention"] = cache
+        elif "cached_attention" in out:
+            del out["cached_attention"]
         return out
 
     def _sync_controlnets(self, params: StreamDiffusionParams) -> None:
@@ -730,16 +802,54 @@ class StreamDiffusionPipeline:
                     why = f"the NSFW classifier could not be loaded ({exc}): frames are not checked"
                     self._safety_error = (model_id, why)
                     log.warning("use_safety_checker: %s", why)
+        self._sync_ip(params)
+
+    def _sync_ip(self, params: StreamDiffusionParams) -> None:
+        """IP-Adapter (session thread): the style image (fetched only while enabled, cached per
+        URL; a failed fetch keeps the previous image, with a warning) and the adapter weights
+        (loaded once per worker); both handed to the worker between two ticks."""
+        cfg = params.ip_adapter
+        if not cfg.enabled:
+            return
         url = params.ip_adapter_style_image_url
-        if params.ip_adapter.enabled and url != self._style_url:
+        if url != self._style_url:
             self._style_url = url
+            cached = self._style_cache.get(url)
+            if cached is not None:
+                self.style_image, self._style_error = cached, None
+            else:
+                try:
+                    image = fetch_style_image(url)
+                except ValueError as exc:
+                    # Keep the previous image (if any): the stream goes on as it was.
+                    self._style_error = f"the style image could not be fetched: {exc}" + (
+                        " (the previous style image stays)" if self.style_image is not None else ""
+                    )
+                    log.warning("ip_adapter_style_image_url: %s", self._style_error)
+                else:
+                    self.style_image, self._style_error = image, None
+                    self._style_cache[url] = image
+                    while len(self._style_cache) > _STYLE_CACHE:
+                        self._style_cache.pop(next(iter(self._style_cache)))
+        m, worker, slot = self._models, self._worker, self._slot
+        assert m is not None and worker is not None and slot is not None
+        if cfg.type != "regular" or not m.takes_controlnets:
+            return
+        key = aux_model_id("ip_adapter")
+        weights = None
+        if m.ip_hook is None and key not in m.ip_errors and key not in self._ip_errors:
             try:
-                self.style_image = fetch_style_image(url)
-                self._style_error = None
-            except ValueError as exc:
-                self.style_image = None
-                self._style_error = f"the style image could not be fetched: {exc}"
-                log.warning("ip_adapter_style_image_url: %s", self._style_error)
+                weights = load_adapter(key, m.family, cfg.type, model_dir=self.model_dir, device=m.device, dtype=m.dtype)
+                log.info("IP-Adapter %s loaded", key)
+            except ModelLoadError as exc:
+                self._ip_errors[key] = f"the IP-Adapter {key} could not be loaded ({exc})"
+                log.warning("ip_adapter: %s", self._ip_errors[key])
+                return
+        elif m.ip_hook is not None:
+            weights = m.ip_hook.weights
+        why = worker.call(_register_ip, worker, slot, key, weights, self.style_image)
+        if why is not None:
+            log.warning("ip_adapter: %s %s: running without it", key, why)
 
     def close(self) -> None:
         worker, self._worker = self._worker, None
@@ -834,12 +944,85 @@ def _register_controlnet(worker: DiffusionWorker, key: str, model: Any, why: str
         m.controlnet_errors = {**m.controlnet_errors, key: why}
 
 
+def _install_ip(m: _Models, weights: Any) -> None:
+    """Worker thread: install the IP-Adapter on the model's UNet (cached attention, when
+    installed, is taken off and put back around diffusers' loader)."""
+    from . import cached_attention
+    from .ip_adapter import IPAdapterHook
+
+    if m.cache_hook is not None:
+        cached_attention.uninstall(m.pipe.unet)
+    try:
+        m.ip_hook = IPAdapterHook.install(m.pipe, weights, m.family)
+    finally:
+        if m.cache_hook is not None:
+            cached_attention.install(m.pipe.unet, m.cache_hook)
+    m.hooks = [h for h in (m.ip_hook, m.cache_hook) if h is not None]
+
+
+def _install_cache(m: _Models) -> None:
+    """Worker thread: cached-attention processors on the model's self-attention layers."""
+    from . import cached_attention
+
+    m.cache_hook = cached_attention.install(m.pipe.unet)
+    m.hooks = [h for h in (m.ip_hook, m.cache_hook) if h is not None]
+    log.info("cached attention installed: %d self-attention layers", m.cache_hook.layers)
+
+
+def _register_ip(worker: DiffusionWorker, slot: _StreamSlot, key: str, weights: Any, image: Any) -> str | None:
+    """Worker thread: install the adapter (once per model) and hand the slot its weights and
+    style image; returns why it could not be installed, or None."""
+    from .ip_adapter import check_fit
+
+    m = _models_of(worker)
+    if weights is not None and m.ip_hook is None:
+        why = check_fit(weights.state_dict, m.pipe.unet)
+        if why is None:
+            try:
+                _install_ip(m, weights)
+            except (RuntimeError, ValueError, KeyError) as exc:
+                why = f"could not be installed ({exc})"
+        if why is not None:
+            m.ip_errors = {**m.ip_errors, key: why}
+            return why
+    slot.set_style(image, weights)
+    return None
+
+
 def _register_aux(worker: DiffusionWorker, kind: str, model: Any, why: str | None) -> None:
     m = _models_of(worker)
     if model is not None:
         m.aux = {**m.aux, kind: model}
     elif why is not None:
         m.aux_errors = {**m.aux_errors, kind: why}
+
+
+def _ip_warning(p: StreamDiffusionParams, m: _Models | None, errors: dict[str, str], have_image: bool) -> str:
+    """Why the enabled IP-Adapter runs off ("" when it runs, or is off by the params)."""
+    cfg = p.ip_adapter
+    if not cfg.enabled:
+        return ""
+    if cfg.type == "faceid":
+        return feature_warnings(p, m.family if m is not None else None).get("ip_adapter", "")
+    if m is None:
+        return ""
+    if not m.takes_controlnets:
+        return f"the {getattr(m.backend, 'name', 'current')} backend takes no IP-Adapter inputs: running without it"
+    key = aux_model_id("ip_adapter")
+    why = m.ip_errors.get(key) or errors.get(key)
+    if why is not None:
+        return f"{why}: running without it" + (
+            f" (IP-Adapter weights exist for SD 1.5 and SDXL bases; this model is {m.family})" if m.family not in ("sd15", "sdxl") else ""
+        )
+    if not have_image:
+        return "no style image yet: running without the IP-Adapter"
+    return ""
+
+
+def _cache_warning(p: StreamDiffusionParams, m: _Models | None) -> str:
+    if not p.cached_attention.enabled or m is None or m.takes_controlnets:
+        return ""
+    return f"the {getattr(m.backend, 'name', 'current')} backend has no cached-attention inputs: running without it"
 
 
 def _controlnet_warnings(p: StreamDiffusionParams, m: _Models | None) -> str:

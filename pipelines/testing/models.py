@@ -120,6 +120,12 @@ def _write_controlnet(channels: int, sdxl: bool = False) -> Callable[[Path], Non
     return build
 
 
+def _write_ip_adapter(out: Path) -> None:
+    from .ip_adapter import write_tiny_ip_adapter
+
+    write_tiny_ip_adapter(out)
+
+
 def _write_safety(out: Path) -> None:
     from .streamdiffusion import write_tiny_nsfw_classifier
 
@@ -164,6 +170,8 @@ _BUILDERS: dict[str, Callable[[Path], None]] = {
     "hed": _write_hed,
     # Auxiliary models of the live pipelines (`pipelines.live.aux_models`), by kind.
     "safety": _write_safety,
+    # IP-Adapters (h94/IP-Adapter's layout) that fit the streamdiffusion(-sdxl) tiny UNets.
+    "ip-adapter": _write_ip_adapter,
 }
 
 #: Tasks `write_tiny_model` can build.

@@ -24,13 +24,15 @@ from trickle import TricklePublisher
 DATA = Path(__file__).parent.parent / "streamdiffusion" / "data"
 
 # What each file runs without here (a CPU without TensorRT, no network, no NSFW classifier).
+# The IP-Adapter (regular) and cached attention run (part 6): the files' style image comes from
+# a stand-in fetch, the adapter from the tiny one; FaceID runs off (no face-embedding model).
 EXPECTED = {
     "sdturbo": {"acceleration", "controlnets", "use_safety_checker"},
-    "sd15": {"acceleration", "controlnets", "ip_adapter", "ip_adapter_style_image_url"},
-    "sd15_v2v": {"acceleration", "controlnets", "ip_adapter", "ip_adapter_style_image_url", "cached_attention"},
-    "sdxl": {"acceleration", "controlnets", "ip_adapter", "ip_adapter_style_image_url"},
-    "sdxl_faceid": {"acceleration", "controlnets", "ip_adapter", "ip_adapter_style_image_url"},
-    "sdxl_v2v": {"acceleration", "controlnets", "ip_adapter", "ip_adapter_style_image_url", "cached_attention"},
+    "sd15": {"acceleration", "controlnets"},
+    "sd15_v2v": {"acceleration", "controlnets"},
+    "sdxl": {"acceleration", "controlnets"},
+    "sdxl_faceid": {"acceleration", "controlnets", "ip_adapter"},
+    "sdxl_v2v": {"acceleration", "controlnets"},
 }
 
 
@@ -63,18 +65,29 @@ def _one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(scope="module")
+def tiny_ip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from pipelines.testing import write_tiny_model
+
+    out = tmp_path_factory.mktemp("ip") / "tiny-ip-adapter"
+    write_tiny_model("ip-adapter", out)
+    return out
+
+
 @pytest.fixture(autouse=True)
-def _offline_style_images(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The style image URLs of the files are on the internet: fail their fetch at once, as an
-    offline host does, and record it."""
+def _offline_style_images(monkeypatch: pytest.MonkeyPatch, tiny_ip: Path) -> list[str]:
+    """The style image URLs of the files are on the internet: a stand-in image answers (and
+    the fetch is recorded); the IP-Adapter is the tiny one."""
+    from PIL import Image
+
     fetched: list[str] = []
 
     def fetch(url: str) -> Any:
         fetched.append(url)
-        raise ValueError(f"Failed to fetch image from URL: {url}: no network")
+        return Image.new("RGB", (32, 32), (200, 40, 10))
 
     monkeypatch.setattr("pipelines.live.streamdiffusion.fetch_style_image", fetch)
-    monkeypatch.setenv("AUX_MODELS", "safety=/nonexistent/nsfw-classifier")
+    monkeypatch.setenv("AUX_MODELS", f"safety=/nonexistent/nsfw-classifier,ip_adapter={tiny_ip}")
     return fetched
 
 

@@ -1,0 +1,77 @@
+"""Tiny random-weight IP-Adapters (`livestream models tiny --task ip-adapter --out DIR`).
+
+The folder has `h94/IP-Adapter`'s layout, so the live pipeline loads it exactly as the real
+one (`pipelines.live.ip_adapter.load_adapter`, then diffusers' `load_ip_adapter`):
+
+- `models/ip-adapter_sd15.safetensors` + `models/image_encoder/`: fits the `streamdiffusion`
+  tiny UNet (the SD 1.5 / 2.1 layout of files);
+- `sdxl_models/ip-adapter_sdxl.safetensors` + `sdxl_models/image_encoder/`: fits the
+  `streamdiffusion-sdxl` tiny UNet.
+
+Each adapter: an image projection `image_proj.proj` (4 image tokens) and `image_proj.norm`,
+and `ip_adapter.{1,3,5,...}.to_{k,v}_ip.weight` per cross-attention layer (diffusers' key
+numbering); the image encoder is a tiny `CLIPVisionModelWithProjection` (32 px, projection 16).
+The values are strong enough that a style image visibly changes the tiny model's output.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+__all__ = ["write_tiny_ip_adapter", "ip_adapter_state_dict"]
+
+IMAGE_EMBED_DIM = 16
+
+
+def ip_adapter_state_dict(unet: Any, *, embed_dim: int = IMAGE_EMBED_DIM, seed: int = 11) -> dict[str, Any]:
+    """Flat safetensors state dict of a random IP-Adapter that fits `unet`."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    cfg = unet.config
+    cross = int(cfg.cross_attention_dim)
+    out: dict[str, Any] = {
+        "image_proj.proj.weight": torch.randn(cross * 4, embed_dim, generator=gen) * 0.5,
+        "image_proj.proj.bias": torch.randn(cross * 4, generator=gen) * 0.1,
+        "image_proj.norm.weight": torch.ones(cross),
+        "image_proj.norm.bias": torch.zeros(cross),
+    }
+    key_id = 1
+    for name in unet.attn_processors:
+        if name.endswith("attn1.processor"):
+            continue
+        if name.startswith("mid_block"):
+            hidden = int(cfg.block_out_channels[-1])
+        elif name.startswith("up_blocks"):
+            hidden = int(list(reversed(cfg.block_out_channels))[int(name[len("up_blocks.")])])
+        else:
+            hidden = int(cfg.block_out_channels[int(name[len("down_blocks.")])])
+        out[f"ip_adapter.{key_id}.to_k_ip.weight"] = torch.randn(hidden, cross, generator=gen) * 0.5
+        out[f"ip_adapter.{key_id}.to_v_ip.weight"] = torch.randn(hidden, cross, generator=gen) * 1.5
+        key_id += 2
+    return out
+
+
+def _image_encoder(embed_dim: int) -> Any:
+    import torch
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    torch.manual_seed(12)
+    config = CLIPVisionConfig(
+        hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=8, projection_dim=embed_dim
+    )
+    return CLIPVisionModelWithProjection(config)
+
+
+def write_tiny_ip_adapter(out: Path) -> None:
+    """See the module docstring."""
+    from safetensors.torch import save_file
+
+    from .streamdiffusion import _tiny_sdxl_unet, _tiny_unet
+
+    for sub, name, unet in (("models", "ip-adapter_sd15.safetensors", _tiny_unet()), ("sdxl_models", "ip-adapter_sdxl.safetensors", _tiny_sdxl_unet())):
+        folder = Path(out) / sub
+        folder.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in ip_adapter_state_dict(unet).items()}, str(folder / name))
+        _image_encoder(IMAGE_EMBED_DIM).save_pretrained(folder / "image_encoder", safe_serialization=True)
