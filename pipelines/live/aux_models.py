@@ -24,7 +24,8 @@ __all__ = ["AUX_MODEL_DEFAULTS", "aux_model_id", "configure_aux_models", "parse_
 #: Kind -> default Hugging Face id. `safety`: the reference's `Freepik/nsfw_image_detector` is a
 #: timm model (needs timm, not installed); a ViT classifier that transformers loads natively
 #: stands in. `pose`: the reference's YOLO-NAS-Pose is a TensorRT engine (super-gradients); ViTPose
-#: (COCO keypoints, transformers-native) stands in.
+#: (COCO keypoints, transformers-native) stands in. `super_resolution`: the reference's RealESRGAN x2
+#: is a TensorRT engine from a .pth; a x2 Swin2SR that transformers loads stands in (`realesrgan_trt`).
 AUX_MODEL_DEFAULTS: dict[str, str] = {
     "safety": "Falconsai/nsfw_image_detection",
     "depth": "depth-anything/Depth-Anything-V2-Small-hf",
@@ -32,7 +33,7 @@ AUX_MODEL_DEFAULTS: dict[str, str] = {
     "hed": "lllyasviel/Annotators",
     "ip_adapter": "h94/IP-Adapter",
     "faceid": "h94/IP-Adapter-FaceID",
-    "super_resolution": "ai-forever/Real-ESRGAN",
+    "super_resolution": "caidas/swin2SR-lightweight-x2-64",
 }
 
 _configured: dict[str, str] | None = None

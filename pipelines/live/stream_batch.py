@@ -248,6 +248,9 @@ class StreamState:
     ip: Any = None
     #: Cached attention's feature bank (`cached_attention.FeatureBank`), or None when off.
     bank: Any = None
+    #: Latent pre/post-processing (`processing_blocks.LatentFeedback`: `pre(latent)` on the
+    #: new frame's latent, `post(x0)` on the output latent), or None.
+    latent_blocks: Any = None
 
     @property
     def guided(self) -> bool:
@@ -492,6 +495,7 @@ def step(
     """
     import torch
 
+    items = [(state, state.latent_blocks.pre(latent) if state.latent_blocks is not None else latent) for state, latent in items]
     prepared = [_prepare(state, latent) for state, latent in items]
     if len(prepared) == 1:
         sample, t, embeds, _ = prepared[0]
@@ -508,7 +512,8 @@ def step(
     results = []
     start = 0
     for (state, _), (_, _, _, pending) in zip(items, prepared, strict=True):
-        results.append(_finish(state, pending, out[start : start + pending.rows]))
+        x0 = _finish(state, pending, out[start : start + pending.rows])
+        results.append(state.latent_blocks.post(x0) if state.latent_blocks is not None else x0)
         start += pending.rows
     return results
 
@@ -529,6 +534,8 @@ def step_sequential(
     s, noise = state.schedule, state.noise
     n = s.steps
     g, kind = state.guidance_scale, s.prediction_type
+    if state.latent_blocks is not None:
+        latent = state.latent_blocks.pre(latent)
     x = s.alpha[0:1] * latent + s.beta[0:1] * noise[0:1]
     stock = noise[0:1]
     x0 = x
@@ -555,4 +562,4 @@ def step_sequential(
                 stock = noise[nxt] + _x0(beta * stock, eps, s, rows) * s.alpha[nxt] / s.beta[nxt]
             x = s.alpha[nxt] * x0 + (s.beta[nxt] * noise[nxt] if state.do_add_noise else 0)
     state.frames += 1
-    return x0
+    return state.latent_blocks.post(x0) if state.latent_blocks is not None else x0

@@ -49,6 +49,7 @@ import json
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -353,22 +354,38 @@ class _StreamSlot:
         self.ip_weights: Any = None
         self.style_image: Any = None
         self.style_embeds: tuple[int, torch.Tensor] | None = None
+        #: What the processing blocks keep between frames; the worker's auxiliary models.
+        self.block_memory: dict[str, Any] = {}
+        self.models_aux: Mapping[str, Any] = {}
 
     # --- WorkerSlot -------------------------------------------------------------------------
 
     def begin(self, m: _Models, frame: torch.Tensor) -> Job:
+        from .processing_blocks import enabled_processors, image_block
+
         if self.stale:
             self.apply(m, self.params, reset=True)
         p = self.params
+        pre = enabled_processors(p.image_preprocessing)
+        self.models_aux = m.aux
         if p.skip_diffusion:
-            return Job(output=frame)
+            if not pre and not enabled_processors(p.image_postprocessing):
+                return Job(output=frame)
+            image = frame.to(m.device).permute(2, 0, 1).unsqueeze(0).float() / 255.0
+            out = self._post(image_block(pre, image, self.block_memory, m.aux, self._previous_output(m, image)))
+            if self.counting:
+                self.last_output = out
+            return Job(output=out)
         x = frame.to(m.device, non_blocking=True).permute(2, 0, 1).unsqueeze(0).to(m.dtype)
         x = x / 127.5 - 1.0
+        if pre:
+            image = ((x.float() + 1.0) / 2.0).clamp(0, 1)
+            x = (image_block(pre, image, self.block_memory, m.aux, self._previous_output(m, image)) * 2.0 - 1.0).to(m.dtype)
         if p.enable_similar_image_filter and self.counting and self.filter.should_skip(x):
             last = self.last_output
             if last is not None and last.shape == frame.shape:
                 return Job(output=last, skipped=True)
-        shape = m.latent_shape(int(frame.shape[0]), int(frame.shape[1]))
+        shape = m.latent_shape(int(x.shape[-2]), int(x.shape[-1]))
         state = self.state
         if state is None or state.latent_shape != shape:
             state = self._new_state(m, shape)
@@ -376,6 +393,7 @@ class _StreamSlot:
         state.controls = self._controls(m, x)
         state.ip = self._ip(m)
         state.bank = self._bank(m, state)
+        state.latent_blocks = self._latent_blocks(state)
         return Job(image=x, state=state, sequential=not p.use_denoising_batch)
 
     def _controls(self, m: _Models, x: torch.Tensor) -> list[Control]:
@@ -442,6 +460,30 @@ class _StreamSlot:
         bank.configure(cfg.max_frames, cfg.interval)
         return bank
 
+    def _latent_blocks(self, state: StreamState) -> Any:
+        from .processing_blocks import LatentFeedback, enabled_processors
+
+        p = self.params
+        pre, post = enabled_processors(p.latent_preprocessing), enabled_processors(p.latent_postprocessing)
+        if not pre and not post:
+            return None
+        blocks = state.latent_blocks if isinstance(state.latent_blocks, LatentFeedback) else LatentFeedback(pre, post)
+        blocks.configure(pre, post)
+        return blocks
+
+    def _post(self, image: torch.Tensor) -> torch.Tensor:
+        """`image_postprocessing` of a `(1, 3, H, W)` [0, 1] frame -> `(H', W', 3)` uint8 on the CPU."""
+        import torch
+
+        from .processing_blocks import enabled_processors, image_block
+
+        post = enabled_processors(self.params.image_postprocessing)
+        if post:
+            last = self.last_output
+            previous = last.to(image.device).permute(2, 0, 1).unsqueeze(0).float() / 255.0 if last is not None else None
+            image = image_block(post, image.float(), self.block_memory, self.models_aux, previous)
+        return (image[0].clamp(0, 1) * 255.0).round().to(torch.uint8).permute(1, 2, 0).cpu()
+
     def set_style(self, image: Any, weights: Any) -> None:
         """Worker thread: the style image and adapter weights the session thread loaded."""
         if weights is not None:
@@ -457,10 +499,14 @@ class _StreamSlot:
         return last.to(m.device).permute(2, 0, 1).unsqueeze(0).float() / 255.0
 
     def end(self, job: Job, output: torch.Tensor) -> torch.Tensor:
-        if job.image is None:  # pass-through or skipped
+        if job.image is None:  # pass-through, skipped, or skip_diffusion's blocks
             if job.skipped:
                 self.frames += 1
             return output
+        from .processing_blocks import enabled_processors
+
+        if enabled_processors(self.params.image_postprocessing):
+            output = self._post(output.to(job.image.device).permute(2, 0, 1).unsqueeze(0).float() / 255.0)
         self.state = job.state
         if self.counting:
             self.last_output = output
@@ -525,6 +571,7 @@ class _StreamSlot:
         self.state = None
         self.last_output = None
         self.cn_memory = {}
+        self.block_memory = {}
         self.filter.reset()
         self.blend_from = None
 
@@ -744,6 +791,8 @@ class StreamDiffusionPipeline:
             out["ip_adapter"] = ip
         elif "ip_adapter" in out and p.ip_adapter.type == "regular":
             del out["ip_adapter"]
+        for name, why in _block_warnings(p, m).items():
+            out[name] = why
         cache = _cache_warning(p, m)
         if cache:
             out["cached_attention"] = cache
@@ -803,6 +852,30 @@ class StreamDiffusionPipeline:
                     self._safety_error = (model_id, why)
                     log.warning("use_safety_checker: %s", why)
         self._sync_ip(params)
+        self._sync_block_models(params)
+
+    def _sync_block_models(self, params: StreamDiffusionParams) -> None:
+        """The auxiliary models the image blocks use (super-resolution, depth, ...), loaded on
+        this thread and handed to the worker; one that cannot load is a warning."""
+        from .processing_blocks import enabled_processors, load_super_resolution
+
+        m, worker = self._models, self._worker
+        assert m is not None and worker is not None
+        names = {p.type for block in (params.image_preprocessing, params.image_postprocessing) for p in enabled_processors(block)}
+        kinds = {MODEL_BACKED[n] for n in names if n in MODEL_BACKED} | ({"super_resolution"} if "realesrgan_trt" in names else set())
+        for kind in sorted(kinds - m.aux.keys() - m.aux_errors.keys()):
+            model_id = aux_model_id(kind)
+            try:
+                if kind == "super_resolution":
+                    aux = load_super_resolution(model_id, model_dir=self.model_dir, device=m.device, dtype=m.dtype)
+                else:
+                    aux = load_preprocessor_model(kind, model_id, model_dir=self.model_dir, device=m.device, dtype=m.dtype)
+                why = None
+                log.info("processing block model %s: %s loaded", kind, model_id)
+            except ModelLoadError as exc:
+                aux, why = None, f"the {kind} model {model_id} could not be loaded ({exc})"
+                log.warning("processing block model %s: %s", kind, why)
+            worker.call(_register_aux, worker, kind, aux, why)
 
     def _sync_ip(self, params: StreamDiffusionParams) -> None:
         """IP-Adapter (session thread): the style image (fetched only while enabled, cached per
@@ -1017,6 +1090,28 @@ def _ip_warning(p: StreamDiffusionParams, m: _Models | None, errors: dict[str, s
     if not have_image:
         return "no style image yet: running without the IP-Adapter"
     return ""
+
+
+def _block_warnings(p: StreamDiffusionParams, m: _Models | None) -> dict[str, str]:
+    """What of the enabled processing blocks runs otherwise than asked, per block."""
+    from .processing_blocks import enabled_processors
+
+    out: dict[str, str] = {}
+    for name in ("image_preprocessing", "image_postprocessing"):
+        notes = []
+        for proc in enabled_processors(getattr(p, name)):
+            if proc.type in ("upscale", "realesrgan_trt"):
+                if proc.type == "realesrgan_trt" and m is not None and "super_resolution" in m.aux_errors:
+                    notes.append(f"realesrgan_trt: {m.aux_errors['super_resolution']}: bicubic x2 instead")
+                continue
+            if proc.type in UNSERVED:
+                notes.append(f"{proc.type} is not available ({UNSERVED[proc.type]}): passthrough")
+            kind = MODEL_BACKED.get(proc.type)
+            if kind is not None and m is not None and kind in m.aux_errors:
+                notes.append(f"{proc.type}: {m.aux_errors[kind]}: passthrough")
+        if notes:
+            out[name] = "; ".join(notes)
+    return out
 
 
 def _cache_warning(p: StreamDiffusionParams, m: _Models | None) -> str:

@@ -1,8 +1,8 @@
 """What of a `streamdiffusion` param set runs, and what runs "off with a warning".
 
 Every field of ai-runner's schema is accepted. Features not built yet run without that part:
-IP-Adapter FaceID and the processing blocks. ControlNets (part 5), the regular IP-Adapter and
-cached attention (part 6) run;
+IP-Adapter FaceID. ControlNets (part 5), the regular IP-Adapter, cached attention and the
+processing blocks (part 6) run;
 what of them cannot (a model that does not load or fit, a preprocessor not available here)
 is reported by the pipeline (`streamdiffusion._controlnet_warnings`). `feature_warnings` lists them, as `{field: why}`; the
 pipeline adds what its load found (a TensorRT fallback, an auxiliary model that did not load,
@@ -32,7 +32,6 @@ STYLE_MAX_BYTES = 10 * 1024 * 1024
 STYLE_MAX_PIXELS = 4096 * 4096
 STYLE_MAX_REDIRECTS = 3
 
-_PART6 = "not built yet (real-time diffusion part 6)"
 
 
 def feature_warnings(params: StreamDiffusionParams, family: str | None = None) -> dict[str, str]:
@@ -45,12 +44,6 @@ def feature_warnings(params: StreamDiffusionParams, family: str | None = None) -
             "IP-Adapter FaceID needs a face-embedding model (InsightFace's buffalo_l ArcFace; here an ArcFace ONNX "
             "model through onnxruntime), which is not built yet: running without the IP-Adapter"
         )
-    for name in ("image_preprocessing", "image_postprocessing", "latent_preprocessing", "latent_postprocessing"):
-        block = getattr(params, name)
-        if block is not None and block.enabled:
-            names = [p.type for p in block.processors if p.enabled]
-            if names:
-                out[name] = f"processing blocks are {_PART6}: running without {', '.join(names)}"
     if params.acceleration == "xformers":
         out["acceleration"] = "xformers is not built in: running eager PyTorch"
     return out

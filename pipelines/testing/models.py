@@ -126,6 +126,12 @@ def _write_ip_adapter(out: Path) -> None:
     write_tiny_ip_adapter(out)
 
 
+def _write_super_resolution(out: Path) -> None:
+    from .super_resolution import write_tiny_super_resolution
+
+    write_tiny_super_resolution(out)
+
+
 def _write_safety(out: Path) -> None:
     from .streamdiffusion import write_tiny_nsfw_classifier
 
@@ -172,6 +178,8 @@ _BUILDERS: dict[str, Callable[[Path], None]] = {
     "safety": _write_safety,
     # IP-Adapters (h94/IP-Adapter's layout) that fit the streamdiffusion(-sdxl) tiny UNets.
     "ip-adapter": _write_ip_adapter,
+    # The realesrgan_trt processing block's x2 super-resolution model (a Swin2SR).
+    "super-resolution": _write_super_resolution,
 }
 
 #: Tasks `write_tiny_model` can build.
