@@ -33,6 +33,8 @@ AUX_MODEL_DEFAULTS: dict[str, str] = {
     "hed": "lllyasviel/Annotators",
     "ip_adapter": "h94/IP-Adapter",
     "faceid": "h94/IP-Adapter-FaceID",
+    # FaceID's face embedder: InsightFace buffalo_l's ArcFace ONNX (models/buffalo_l/w600k_r50.onnx).
+    "face_embedding": "public-data/insightface",
     "super_resolution": "caidas/swin2SR-lightweight-x2-64",
 }
 

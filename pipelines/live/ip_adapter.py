@@ -181,9 +181,11 @@ def block_keys(processor_names: Sequence[str]) -> list[str]:
 
 
 def adapter_files(family: str, kind: str) -> tuple[str, tuple[str, ...], str]:
-    """`(subfolder, weight file names to try, image encoder subfolder)` in `h94/IP-Adapter`'s layout."""
+    """`(subfolder, weight file names to try, image encoder subfolder)` in `h94/IP-Adapter`'s
+    layout (FaceID: `h94/IP-Adapter-FaceID`'s, no image encoder: the face embedder instead)."""
     if kind == "faceid":
-        raise ModelLoadError("IP-Adapter FaceID is not built here")
+        name = "ip-adapter-faceid_sdxl" if family == "sdxl" else "ip-adapter-faceid_sd15"
+        return "", (f"{name}.safetensors", f"{name}.bin"), ""
     if family == "sdxl":
         return "sdxl_models", ("ip-adapter_sdxl.safetensors", "ip-adapter_sdxl.bin"), "sdxl_models/image_encoder"
     return "models", ("ip-adapter_sd15.safetensors", "ip-adapter_sd15.bin"), "models/image_encoder"
@@ -194,10 +196,15 @@ def check_fit(state_dict: dict[str, dict[str, Any]], unet: Any) -> str | None:
     image tokens' width must be the UNet's `cross_attention_dim`, and it must have a
     `to_k_ip`/`to_v_ip` pair of that width for each cross-attention layer."""
     cross = int(unet.config.cross_attention_dim)
-    proj = state_dict.get("image_proj", {}).get("proj.weight")
-    if proj is None:
-        return "is not a regular IP-Adapter (no image_proj.proj.weight)"
-    if int(proj.shape[0]) != 4 * cross:
+    image_proj = state_dict.get("image_proj", {})
+    proj = image_proj.get("proj.weight")
+    if proj is None and "proj.2.weight" in image_proj and "norm.weight" in image_proj:  # FaceID
+        width = int(image_proj["norm.weight"].shape[0])
+        if width != cross:
+            return f"makes image tokens of width {width}, the model's cross-attention width is {cross} (another base family)"
+    elif proj is None:
+        return "is neither a regular nor a FaceID IP-Adapter (no image_proj.proj.weight / proj.2.weight)"
+    elif int(proj.shape[0]) != 4 * cross:
         return f"makes image tokens of width {int(proj.shape[0]) // 4}, the model's cross-attention width is {cross} (another base family)"
     layers = sum(1 for name in unet.attn_processors if not name.endswith("attn1.processor"))
     ip = state_dict.get("ip_adapter", {})
@@ -216,25 +223,39 @@ class AdapterWeights:
     state_dict: dict[str, dict[str, torch.Tensor]]
     image_encoder: Any
     image_processor: Any
+    #: FaceID: the face embedder (`face_embedding.FaceEmbedder`) instead of an image encoder.
+    face: Any = None
+    kind: str = "regular"
 
 
-def load_adapter(model_id: str, family: str, kind: str, *, model_dir: Path | None, device: torch.device, dtype: torch.dtype) -> AdapterWeights:
+def load_adapter(
+    model_id: str,
+    family: str,
+    kind: str,
+    *,
+    model_dir: Path | None,
+    device: torch.device,
+    dtype: torch.dtype,
+    face_model: str | None = None,
+) -> AdapterWeights:
     """The IP-Adapter weights and image encoder from a Hugging Face id or a folder in
-    `h94/IP-Adapter`'s layout; raises `ModelLoadError`."""
+    `h94/IP-Adapter`'s layout (FaceID: `h94/IP-Adapter-FaceID`'s, and the face embedder
+    `face_model`); raises `ModelLoadError`."""
     from diffusers.models.model_loading_utils import load_state_dict
     from diffusers.utils import _get_model_file
     from safetensors import safe_open
     from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
 
     subfolder, names, encoder_folder = adapter_files(family, kind)
-    source = resolve_model_source(model_id, model_dir, probe_file=f"{encoder_folder}/config.json")
+    probe = f"{encoder_folder}/config.json" if encoder_folder else names[0]
+    source = resolve_model_source(model_id, model_dir, probe_file=probe)
     kwargs = source.from_pretrained_kwargs()
     hub = {k: v for k, v in kwargs.items() if k in ("cache_dir", "local_files_only", "revision", "token")}
     errors = []
     state: dict[str, dict[str, Any]] | None = None
     for name in names:
         try:
-            path = _get_model_file(source.pretrained_name, weights_name=name, subfolder=subfolder, **hub)
+            path = _get_model_file(source.pretrained_name, weights_name=name, subfolder=subfolder or None, **hub)
         except (OSError, ValueError, EnvironmentError) as exc:
             errors.append(f"{subfolder}/{name}: {exc}")
             continue
@@ -252,6 +273,16 @@ def load_adapter(model_id: str, family: str, kind: str, *, model_dir: Path | Non
         raise ModelLoadError(f"Could not load the IP-Adapter weights from {model_id!r}: {'; '.join(errors)}")
     if "image_proj" not in state or "ip_adapter" not in state:
         raise ModelLoadError(f"{model_id!r}: not an IP-Adapter state dict (needs image_proj and ip_adapter)")
+    if kind == "faceid":
+        from .face_embedding import load_face_embedder
+
+        if face_model is None:
+            raise ModelLoadError("FaceID needs a face-embedding model")
+        try:
+            face = load_face_embedder(face_model, model_dir=model_dir, cuda=device.type == "cuda")
+        except ModelLoadError as exc:
+            raise ModelLoadError(f"FaceID's face-embedding model {face_model!r} could not be loaded: {exc}") from exc
+        return AdapterWeights(model_id, state, None, None, face=face, kind="faceid")
     try:
         encoder = CLIPVisionModelWithProjection.from_pretrained(source.pretrained_name, subfolder=encoder_folder, dtype=dtype, **kwargs)
     except (OSError, ValueError) as exc:
@@ -317,14 +348,19 @@ class IPAdapterHook:
         import torch
         from diffusers.models.attention_processor import IPAdapterAttnProcessor2_0
 
-        pipe.register_modules(image_encoder=weights.image_encoder, feature_extractor=weights.image_processor)
+        if weights.image_encoder is not None:
+            pipe.register_modules(image_encoder=weights.image_encoder, feature_extractor=weights.image_processor)
         pipe.load_ip_adapter(weights.state_dict, subfolder="", weight_name="", image_encoder_folder=None, low_cpu_mem_usage=False)
         unet = pipe.unet
         names = list(unet.attn_processors)
         blocks = block_keys(names)
         index = {key: i for i, key in enumerate(blocks)}
         scaled = _row_scaled_class()
-        hook = cls(weights=weights, blocks=blocks, embed_dim=int(weights.image_encoder.config.projection_dim), family=family)
+        if weights.face is not None:
+            embed_dim = int(weights.face.dim)
+        else:
+            embed_dim = int(weights.image_encoder.config.projection_dim)
+        hook = cls(weights=weights, blocks=blocks, embed_dim=embed_dim, family=family)
         for name, proc in unet.attn_processors.items():
             if not isinstance(proc, IPAdapterAttnProcessor2_0):
                 continue
@@ -337,9 +373,13 @@ class IPAdapterHook:
         return hook
 
     def embed(self, image: Any, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-        """`(1, 1, E)` image embedding of a PIL image (the image encoder's projection)."""
+        """`(1, 1, E)` image embedding of a PIL image (the image encoder's projection; FaceID:
+        the face embedding)."""
         import torch
 
+        if self.weights.face is not None:
+            face = torch.from_numpy(self.weights.face.embed(image))
+            return face.view(1, 1, -1).to(device=device, dtype=dtype)
         pixels = self.weights.image_processor(images=image, return_tensors="pt").pixel_values.to(device=device, dtype=dtype)
         with torch.inference_mode():
             embeds = self.weights.image_encoder(pixels).image_embeds

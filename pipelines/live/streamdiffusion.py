@@ -171,6 +171,10 @@ class _Models:
 def worker_key(params: StreamDiffusionParams, device: torch.device, model_dir: Path | None) -> str:
     """Sessions whose params give the same key share one loaded model and one worker."""
     fields = {f: getattr(params, f) for f in sorted(params.reload_fields)}
+    if params.ip_adapter.enabled and params.ip_adapter.type == "faceid":
+        # FaceID's adapter comes with a LoRA that diffusers fuses into the whole UNet: its
+        # sessions get a model of their own.
+        fields["ip_adapter_type"] = "faceid"
     return json.dumps({"device": str(device), "model_dir": str(model_dir), **fields}, sort_keys=True, default=str)
 
 
@@ -435,7 +439,7 @@ class _StreamSlot:
         from .ip_adapter import StreamIP, layer_weights
 
         cfg = self.params.ip_adapter
-        if not cfg.enabled or cfg.type != "regular" or self.ip_weights is None or self.style_image is None:
+        if not cfg.enabled or self.ip_weights is None or self.style_image is None or self.ip_weights.kind != cfg.type:
             return None
         if not m.takes_controlnets:
             return None
@@ -751,7 +755,9 @@ class StreamDiffusionPipeline:
         assert isinstance(params, StreamDiffusionParams)
         current, worker, slot = self.params, self._worker, self._slot
         assert current is not None and worker is not None and slot is not None, "load() first"
-        if any(getattr(current, f) != getattr(params, f) for f in params.reload_fields):
+        device = self.device
+        moved = device is not None and worker_key(current, device, self.model_dir) != worker_key(params, device, self.model_dir)
+        if moved or any(getattr(current, f) != getattr(params, f) for f in params.reload_fields):
             new = self._attach(params)
             old = (worker, self._slot_id)
             self._worker, self._slot, self._slot_id = new
@@ -789,7 +795,7 @@ class StreamDiffusionPipeline:
         ip = _ip_warning(p, m, self._ip_errors, self.style_image is not None)
         if ip:
             out["ip_adapter"] = ip
-        elif "ip_adapter" in out and p.ip_adapter.type == "regular":
+        elif "ip_adapter" in out:
             del out["ip_adapter"]
         for name, why in _block_warnings(p, m).items():
             out[name] = why
@@ -906,13 +912,15 @@ class StreamDiffusionPipeline:
                         self._style_cache.pop(next(iter(self._style_cache)))
         m, worker, slot = self._models, self._worker, self._slot
         assert m is not None and worker is not None and slot is not None
-        if cfg.type != "regular" or not m.takes_controlnets:
+        if not m.takes_controlnets:
             return
-        key = aux_model_id("ip_adapter")
+        key = aux_model_id("faceid" if cfg.type == "faceid" else "ip_adapter")
         weights = None
         if m.ip_hook is None and key not in m.ip_errors and key not in self._ip_errors:
             try:
-                weights = load_adapter(key, m.family, cfg.type, model_dir=self.model_dir, device=m.device, dtype=m.dtype)
+                weights = load_adapter(
+                    key, m.family, cfg.type, model_dir=self.model_dir, device=m.device, dtype=m.dtype, face_model=aux_model_id("face_embedding")
+                )
                 log.info("IP-Adapter %s loaded", key)
             except ModelLoadError as exc:
                 self._ip_errors[key] = f"the IP-Adapter {key} could not be loaded ({exc})"
@@ -1073,20 +1081,15 @@ def _register_aux(worker: DiffusionWorker, kind: str, model: Any, why: str | Non
 def _ip_warning(p: StreamDiffusionParams, m: _Models | None, errors: dict[str, str], have_image: bool) -> str:
     """Why the enabled IP-Adapter runs off ("" when it runs, or is off by the params)."""
     cfg = p.ip_adapter
-    if not cfg.enabled:
-        return ""
-    if cfg.type == "faceid":
-        return feature_warnings(p, m.family if m is not None else None).get("ip_adapter", "")
-    if m is None:
+    if not cfg.enabled or m is None:
         return ""
     if not m.takes_controlnets:
         return f"the {getattr(m.backend, 'name', 'current')} backend takes no IP-Adapter inputs: running without it"
-    key = aux_model_id("ip_adapter")
+    key = aux_model_id("faceid" if cfg.type == "faceid" else "ip_adapter")
     why = m.ip_errors.get(key) or errors.get(key)
     if why is not None:
-        return f"{why}: running without it" + (
-            f" (IP-Adapter weights exist for SD 1.5 and SDXL bases; this model is {m.family})" if m.family not in ("sd15", "sdxl") else ""
-        )
+        fit = key in m.ip_errors and m.family not in ("sd15", "sdxl")
+        return f"{why}: running without it" + (f" (IP-Adapter weights exist for SD 1.5 and SDXL bases; this model is {m.family})" if fit else "")
     if not have_image:
         return "no style image yet: running without the IP-Adapter"
     return ""

@@ -1,8 +1,7 @@
 """What of a `streamdiffusion` param set runs, and what runs "off with a warning".
 
-Every field of ai-runner's schema is accepted. Features not built yet run without that part:
-IP-Adapter FaceID. ControlNets (part 5), the regular IP-Adapter, cached attention and the
-processing blocks (part 6) run;
+Every field of ai-runner's schema is accepted. ControlNets (part 5), the IP-Adapter (regular
+and FaceID), cached attention and the processing blocks (part 6) run;
 what of them cannot (a model that does not load or fit, a preprocessor not available here)
 is reported by the pipeline (`streamdiffusion._controlnet_warnings`). `feature_warnings` lists them, as `{field: why}`; the
 pipeline adds what its load found (a TensorRT fallback, an auxiliary model that did not load,
@@ -39,11 +38,6 @@ def feature_warnings(params: StreamDiffusionParams, family: str | None = None) -
     the loaded model's (sd15, sd21, sdxl). What depends on the load (an adapter that does not
     load or fit, a backend without hook inputs) the pipeline adds."""
     out: dict[str, str] = {}
-    if params.ip_adapter.enabled and params.ip_adapter.type == "faceid":
-        out["ip_adapter"] = (
-            "IP-Adapter FaceID needs a face-embedding model (InsightFace's buffalo_l ArcFace; here an ArcFace ONNX "
-            "model through onnxruntime), which is not built yet: running without the IP-Adapter"
-        )
     if params.acceleration == "xformers":
         out["acceleration"] = "xformers is not built in: running eager PyTorch"
     return out

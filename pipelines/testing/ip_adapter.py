@@ -16,10 +16,11 @@ The values are strong enough that a style image visibly changes the tiny model's
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
-__all__ = ["write_tiny_ip_adapter", "ip_adapter_state_dict"]
+__all__ = ["faceid_state_dict", "ip_adapter_state_dict", "write_tiny_face_embedding", "write_tiny_ip_adapter", "write_tiny_ip_adapter_faceid"]
 
 IMAGE_EMBED_DIM = 16
 
@@ -75,3 +76,66 @@ def write_tiny_ip_adapter(out: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         save_file({k: v.contiguous() for k, v in ip_adapter_state_dict(unet).items()}, str(folder / name))
         _image_encoder(IMAGE_EMBED_DIM).save_pretrained(folder / "image_encoder", safe_serialization=True)
+
+
+def faceid_state_dict(unet: Any, *, id_dim: int = 512, seed: int = 13) -> dict[str, Any]:
+    """Flat state dict of a random IP-Adapter FaceID (no LoRA) that fits `unet`: the image
+    projection `proj.0` (512 -> 1024), `proj.2` (-> 4 tokens), `norm`, and the per-layer
+    `to_{k,v}_ip` of `ip_adapter_state_dict`."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    cross = int(unet.config.cross_attention_dim)
+    out = {k: v for k, v in ip_adapter_state_dict(unet, seed=seed).items() if k.startswith("ip_adapter.")}
+    out.update(
+        {
+            "image_proj.proj.0.weight": torch.randn(id_dim * 2, id_dim, generator=gen) * 0.1,
+            "image_proj.proj.0.bias": torch.zeros(id_dim * 2),
+            "image_proj.proj.2.weight": torch.randn(cross * 4, id_dim * 2, generator=gen) * 0.1,
+            "image_proj.proj.2.bias": torch.zeros(cross * 4),
+            "image_proj.norm.weight": torch.ones(cross),
+            "image_proj.norm.bias": torch.zeros(cross),
+        }
+    )
+    return out
+
+
+def write_tiny_ip_adapter_faceid(out: Path) -> None:
+    """`livestream models tiny --task ip-adapter-faceid`: `ip-adapter-faceid_sd15.safetensors`
+    (fits the `streamdiffusion` tiny UNet) and `ip-adapter-faceid_sdxl.safetensors` (the SDXL
+    one), in `h94/IP-Adapter-FaceID`'s layout (files at the top). The real files also hold a
+    LoRA, which diffusers' loader applies through PEFT; these have none."""
+    from safetensors.torch import save_file
+
+    from .streamdiffusion import _tiny_sdxl_unet, _tiny_unet
+
+    Path(out).mkdir(parents=True, exist_ok=True)
+    for name, unet in (("ip-adapter-faceid_sd15.safetensors", _tiny_unet()), ("ip-adapter-faceid_sdxl.safetensors", _tiny_sdxl_unet())):
+        save_file({k: v.contiguous() for k, v in faceid_state_dict(unet).items()}, str(Path(out) / name))
+
+
+def write_tiny_face_embedding(out: Path) -> None:
+    """`livestream models tiny --task face-embedding`: a random ArcFace-shaped ONNX model (input
+    `(N, 3, 112, 112)`, output a 512-d embedding) at `models/buffalo_l/w600k_r50.onnx`, as
+    InsightFace's buffalo_l recognition model is laid out."""
+    import torch
+
+    torch.manual_seed(14)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 4, 4), torch.nn.PReLU(8), torch.nn.Conv2d(8, 16, 4, 4), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(16, 512)
+    ).eval()
+    path = Path(out) / "models" / "buffalo_l" / "w600k_r50.onnx"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        # The TorchScript exporter (as pipelines/engines/onnx_export.py) warns it is legacy.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            model,
+            (torch.zeros(1, 3, 112, 112),),
+            str(path),
+            input_names=["input.1"],
+            output_names=["embedding"],
+            dynamic_axes={"input.1": {0: "N"}},
+            opset_version=17,
+            dynamo=False,
+        )

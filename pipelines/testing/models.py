@@ -126,6 +126,18 @@ def _write_ip_adapter(out: Path) -> None:
     write_tiny_ip_adapter(out)
 
 
+def _write_ip_adapter_faceid(out: Path) -> None:
+    from .ip_adapter import write_tiny_ip_adapter_faceid
+
+    write_tiny_ip_adapter_faceid(out)
+
+
+def _write_face_embedding(out: Path) -> None:
+    from .ip_adapter import write_tiny_face_embedding
+
+    write_tiny_face_embedding(out)
+
+
 def _write_super_resolution(out: Path) -> None:
     from .super_resolution import write_tiny_super_resolution
 
@@ -178,6 +190,9 @@ _BUILDERS: dict[str, Callable[[Path], None]] = {
     "safety": _write_safety,
     # IP-Adapters (h94/IP-Adapter's layout) that fit the streamdiffusion(-sdxl) tiny UNets.
     "ip-adapter": _write_ip_adapter,
+    # IP-Adapter FaceID (h94/IP-Adapter-FaceID's layout) and its ArcFace-shaped face embedder (ONNX).
+    "ip-adapter-faceid": _write_ip_adapter_faceid,
+    "face-embedding": _write_face_embedding,
     # The realesrgan_trt processing block's x2 super-resolution model (a Swin2SR).
     "super-resolution": _write_super_resolution,
 }

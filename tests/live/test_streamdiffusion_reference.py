@@ -25,13 +25,13 @@ DATA = Path(__file__).parent.parent / "streamdiffusion" / "data"
 
 # What each file runs without here (a CPU without TensorRT, no network, no NSFW classifier).
 # The IP-Adapter (regular) and cached attention run (part 6): the files' style image comes from
-# a stand-in fetch, the adapter from the tiny one; FaceID runs off (no face-embedding model).
+# a stand-in fetch, the adapters (regular, FaceID and its face embedder) from the tiny ones.
 EXPECTED = {
     "sdturbo": {"acceleration", "controlnets", "use_safety_checker"},
     "sd15": {"acceleration", "controlnets"},
     "sd15_v2v": {"acceleration", "controlnets"},
     "sdxl": {"acceleration", "controlnets"},
-    "sdxl_faceid": {"acceleration", "controlnets", "ip_adapter"},
+    "sdxl_faceid": {"acceleration", "controlnets"},
     "sdxl_v2v": {"acceleration", "controlnets"},
 }
 
@@ -69,8 +69,10 @@ def _one_torch_thread() -> Iterator[None]:
 def tiny_ip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from pipelines.testing import write_tiny_model
 
-    out = tmp_path_factory.mktemp("ip") / "tiny-ip-adapter"
-    write_tiny_model("ip-adapter", out)
+    out = tmp_path_factory.mktemp("ip")
+    write_tiny_model("ip-adapter", out / "regular")
+    write_tiny_model("ip-adapter-faceid", out / "faceid")
+    write_tiny_model("face-embedding", out / "face")
     return out
 
 
@@ -87,7 +89,8 @@ def _offline_style_images(monkeypatch: pytest.MonkeyPatch, tiny_ip: Path) -> lis
         return Image.new("RGB", (32, 32), (200, 40, 10))
 
     monkeypatch.setattr("pipelines.live.streamdiffusion.fetch_style_image", fetch)
-    monkeypatch.setenv("AUX_MODELS", f"safety=/nonexistent/nsfw-classifier,ip_adapter={tiny_ip}")
+    aux = f"ip_adapter={tiny_ip / 'regular'},faceid={tiny_ip / 'faceid'},face_embedding={tiny_ip / 'face'}"
+    monkeypatch.setenv("AUX_MODELS", f"safety=/nonexistent/nsfw-classifier,{aux}")
     return fetched
 
 

@@ -280,10 +280,36 @@ def test_ip_adapter_on_tiny_sdxl_and_what_cannot_run(tiny_ip_dir: Path, with_tin
     off = _run(make_pipeline(**base))
     on = make_pipeline(**base, **_ip(weight_type="ease in"), ip_adapter_style_image_url=RED)
     assert float((_run(on) - off).abs().mean()) > 0.5 and on.status()["warnings"] == []
-    # FaceID: off, with why
+
+
+def test_faceid_through_an_arcface_onnx_and_its_own_worker(make_pipeline: Any, tiny_sd_dir: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipelines.live.face_embedding import load_face_embedder
+    from pipelines.testing import write_tiny_model
+
+    root = tmp_path_factory.getbasetemp() / "tiny-faceid"
+    if not (root / "face" / "models").exists():
+        write_tiny_model("ip-adapter-faceid", root / "adapter")
+        write_tiny_model("face-embedding", root / "face")
+    embedder = load_face_embedder(str(root / "face"), model_dir=None)
+    from PIL import Image
+
+    vec = embedder.embed(Image.new("RGB", (50, 80), (90, 60, 40)))
+    assert vec.shape == (1, 512) and abs(float((vec**2).sum()) - 1.0) < 1e-4  # L2-normalised, as InsightFace's
+    monkeypatch.setenv("AUX_MODELS", f"faceid={root / 'adapter'},face_embedding={root / 'face'}")
+    base = dict(t_index_list=[20, 30], width=64, height=64)
+    off = _run(make_pipeline(**base))
     face = make_pipeline(**base, **_ip(type="faceid"), ip_adapter_style_image_url=RED)
-    assert float((_run(face) - off).abs().max()) == 0.0
-    assert "face-embedding model" in {w["field"]: w["message"] for w in face.status()["warnings"]}["ip_adapter"]
+    red = _run(face)
+    assert float((red - off).abs().mean()) > 0.5 and face.status()["warnings"] == []
+    face.update_params(face.params.model_copy(update={"ip_adapter_style_image_url": BLUE}))
+    assert float((_run(face) - red).abs().mean()) > 0.5
+    # type is a reload (FaceID's LoRA belongs to its own model); without a face model: a warning
+    face.update_params(face.params.model_copy(update={"ip_adapter": face.params.ip_adapter.model_copy(update={"type": "regular"})}))
+    assert face.reloads == 1
+    monkeypatch.setenv("AUX_MODELS", f"faceid={root / 'adapter'},face_embedding=/nonexistent/arcface")
+    none = make_pipeline(**base, **_ip(type="faceid"), ip_adapter_style_image_url=RED)
+    assert float((_run(none) - off).abs().max()) == 0.0
+    assert "face-embedding model" in {w["field"]: w["message"] for w in none.status()["warnings"]}["ip_adapter"]
 
 
 def test_an_adapter_that_does_not_fit_runs_off_with_a_warning(make_pipeline: Any, tiny_ip_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
