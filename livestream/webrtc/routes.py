@@ -87,7 +87,9 @@ async def _offer(request: web.Request) -> str:
 def _created(resource: Resource, answer: str, request: web.Request) -> web.Response:
     hub = request.app[WEBRTC_HUB_KEY]
     headers = {
-        hdrs.LOCATION: resource.path,
+        # Relative to the POSTed URL (`…/whep` + `whep/{id}`), so a proxy in front (go-livepeer's
+        # live-runner proxy, a gateway) keeps the PATCH and DELETE on its own path.
+        hdrs.LOCATION: f"{resource.kind}/{resource.id}",
         hdrs.ETAG: resource.etag,
         "Accept-Patch": _SDPFRAG,
         hdrs.ACCESS_CONTROL_EXPOSE_HEADERS: "Location, ETag, Link, Accept-Patch",
