@@ -9,9 +9,10 @@ tiny random-weight classifier for tests.
 Kinds loaded today: `safety` (the `use_safety_checker` classifier), `depth` (the
 `depth`/`depth_tensorrt` ControlNet preprocessors; `--task depth` writes a tiny one) and `pose`
 (`openpose`/`pose_tensorrt`: a transformers ViTPose; `--task pose`) and `hed` (the `hed`
-preprocessor: `ControlNetHED.pth` from a folder, a file or a Hub repo; `--task hed`). The others are listed so
-the map is complete and documented; they load with the features of real-time diffusion
-parts 5-6 (ControlNet preprocessors, IP-Adapter, super-resolution).
+preprocessor: `ControlNetHED.pth` from a folder, a file or a Hub repo; `--task hed`),
+`ip_adapter`, `faceid` and `face_embedding` (the IP-Adapter, FaceID and FaceID's ArcFace ONNX;
+`--task ip-adapter`, `ip-adapter-faceid`, `face-embedding`) and `super_resolution` (the
+`realesrgan_trt` processing block; `--task super-resolution`).
 """
 
 from __future__ import annotations

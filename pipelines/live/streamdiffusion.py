@@ -1173,7 +1173,8 @@ def _compile_plan(
     m = _models_of(worker)
     if (width, height) in m.warmed:
         return None
-    if getattr(m.backend, "prepare", None) is None:
+    if getattr(m.backend, "prepare", None) is None or m.ip_hook is not None:
+        # An installed IP-Adapter makes every UNet call eager (it needs `image_embeds`).
         m.warmed.add((width, height))
         return None
     return m.backend, _compile_shapes(m, slot.params, width, height, streams), m.dtype
