@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["CachedAttentionHook", "FeatureBank", "install", "uninstall"]
+__all__ = ["CachedAttentionHook", "FeatureBank", "exportable", "install", "uninstall"]
 
 
 @dataclass
@@ -69,6 +69,10 @@ class CachedAttentionHook:
     current: list[tuple[torch.Tensor, torch.Tensor] | None] = field(default_factory=list)
     active: bool = False
     _pending: list[tuple[int, int, FeatureBank]] = field(default_factory=list)
+    #: ONNX export (`ExportableCachedUNet`): per layer the banked (K, V) given as graph
+    #: inputs, `(B, frames * tokens, C)`, and the current (K, V) returned as outputs.
+    export: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+    export_out: list[tuple[torch.Tensor, torch.Tensor] | None] = field(default_factory=list)
 
     def begin(self, rows: Sequence[tuple[int, Sequence[int], Any]], sample: torch.Tensor) -> dict[str, Any] | None:
         banks = [(offset, len(steps), bank) for offset, steps, state in rows if (bank := getattr(state, "bank", None)) is not None]
@@ -158,6 +162,8 @@ def _processor_class() -> Any:
             **kwargs: Any,
         ) -> torch.Tensor:
             hook = self.hook
+            if hook.export is not None and encoder_hidden_states is None and hidden_states.ndim == 3:
+                return self._export(attn, hidden_states)
             if not hook.active or encoder_hidden_states is not None or attention_mask is not None or hidden_states.ndim != 3:
                 out: torch.Tensor = self.base(attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kwargs)
                 return out
@@ -186,7 +192,67 @@ def _processor_class() -> Any:
             out = hidden_states / attn.rescale_output_factor
             return out
 
+        def _export(self, attn: Any, hidden_states: torch.Tensor) -> torch.Tensor:
+            """The traced form: banked K/V are graph inputs (every row has the same frames)."""
+            hook = self.hook
+            assert hook.export is not None
+            batch = hidden_states.shape[0]
+            query = attn.to_q(hidden_states)
+            key = attn.to_k(hidden_states)
+            value = attn.to_v(hidden_states)
+            hook.export_out[self.layer] = (key, value)
+            bank_k, bank_v = hook.export[self.layer]
+            key = torch.cat([key, bank_k], dim=1)
+            value = torch.cat([value, bank_v], dim=1)
+            head_dim = key.shape[-1] // attn.heads
+            query = query.view(batch, -1, attn.heads, head_dim).transpose(1, 2)
+            key = key.view(batch, -1, attn.heads, head_dim).transpose(1, 2)
+            value = value.view(batch, -1, attn.heads, head_dim).transpose(1, 2)
+            hidden_states = F.scaled_dot_product_attention(query, key, value, dropout_p=0.0, is_causal=False)
+            hidden_states = hidden_states.transpose(1, 2).reshape(batch, -1, attn.heads * head_dim).to(query.dtype)
+            hidden_states = attn.to_out[1](attn.to_out[0](hidden_states))
+            out: torch.Tensor = hidden_states / attn.rescale_output_factor
+            return out
+
     return CachedSelfAttnProcessor
+
+
+@functools.cache
+def _exportable_class() -> Any:
+    import torch
+
+    class ExportableCachedUNet(torch.nn.Module):  # type: ignore[misc]
+        """The UNet with the bank as extra inputs and the new keys/values as extra outputs,
+        for `torch.onnx.export` (a TensorRT engine can then carry the bank between calls):
+        `forward(sample, timestep, embeds, k_0, v_0, ..., k_{L-1}, v_{L-1})` ->
+        `(eps, k'_0, v'_0, ...)`, each bank input `(B, frames * tokens_l, C_l)`."""
+
+        def __init__(self, unet: Any, hook: CachedAttentionHook) -> None:
+            super().__init__()
+            self.unet = unet
+            self._hook = [hook]
+
+        def forward(self, sample: torch.Tensor, timestep: torch.Tensor, embeds: torch.Tensor, *bank: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            hook = self._hook[0]
+            hook.export = [(bank[2 * i], bank[2 * i + 1]) for i in range(hook.layers)]
+            hook.export_out = [None] * hook.layers
+            try:
+                eps = self.unet(sample, timestep, encoder_hidden_states=embeds, return_dict=False)[0]
+                outs: list[torch.Tensor] = []
+                for kv in hook.export_out:
+                    assert kv is not None
+                    outs.extend(kv)
+                return (eps, *outs)
+            finally:
+                hook.export = None
+                hook.export_out = []
+
+    return ExportableCachedUNet
+
+
+def exportable(unet: Any, hook: CachedAttentionHook) -> Any:
+    """`ExportableCachedUNet` of a UNet with cached attention installed (`install`)."""
+    return _exportable_class()(unet, hook)
 
 
 def install(unet: Any, hook: CachedAttentionHook | None = None) -> CachedAttentionHook:

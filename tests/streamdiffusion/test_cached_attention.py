@@ -123,3 +123,55 @@ def test_the_bank_lowers_flicker_on_a_static_scene(make_pipeline: Any) -> None:
     without = _flicker(make_pipeline(**base), 4.0)
     with_bank = _flicker(make_pipeline(**base, cached_attention={"enabled": True, "max_frames": 1, "interval": 1}), 4.0)
     assert with_bank < 0.9 * without, (with_bank, without)
+
+
+def test_onnx_export_with_the_bank_as_inputs_matches_eager(tiny_sd_dir: Path, tmp_path: Path) -> None:
+    import warnings
+
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    from pipelines.live.cached_attention import FeatureBank, exportable, install
+
+    unet = UNet2DConditionModel.from_pretrained(tiny_sd_dir / "unet").eval()
+    hook = install(unet)
+    gen = torch.Generator().manual_seed(3)
+    rows = 2
+    sample = torch.randn(rows, 4, 8, 8, generator=gen)
+    t = torch.tensor([599, 399])
+    embeds = torch.randn(rows, 77, 32, generator=gen)
+    # one call banks this stream's keys/values: the bank the next call attends to
+    bank = FeatureBank(max_frames=1)
+    with torch.no_grad():
+        hook.begin([(0, [0, 1], _State(bank))], sample)
+        unet(sample, t, encoder_hidden_states=embeds)
+        hook.end([])
+        inputs = [x for frame in bank.frames[0] for x in frame]
+        hook.begin([(0, [0, 1], _State(bank))], sample)
+        sample2 = torch.randn(rows, 4, 8, 8, generator=gen)
+        want = unet(sample2, t, encoder_hidden_states=embeds).sample
+        hook.end([])
+        module = exportable(unet, hook)
+        got = module(sample2, t, embeds, *inputs)
+    assert torch.allclose(got[0], want, atol=1e-5)
+    names = [f"{kind}_{i}" for i in range(hook.layers) for kind in ("k", "v")]
+    path = tmp_path / "unet_cached.onnx"
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module,
+            (sample2, t, embeds, *inputs),
+            str(path),
+            input_names=["sample", "timestep", "encoder_hidden_states", *names],
+            output_names=["eps", *[f"new_{n}" for n in names]],
+            opset_version=17,
+            dynamo=False,
+        )
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    feed = {"sample": sample2.numpy(), "timestep": t.numpy(), "encoder_hidden_states": embeds.numpy()}
+    feed.update({n: x.numpy() for n, x in zip(names, inputs, strict=True)})
+    out = session.run(None, feed)
+    assert np.abs(out[0] - want.numpy()).max() < 1e-4
+    assert len(out) == 1 + 2 * hook.layers and out[1].shape == tuple(inputs[0].shape)  # the new K/V to bank
