@@ -568,9 +568,6 @@ def _serve(args: argparse.Namespace) -> int:
         if not settings.pipeline:
             raise ConfigError("PREPARE_MODELS=1 needs PIPELINE and MODEL_ID (or --pipeline and --model-id).")
         return _run_prepare([(settings.pipeline, settings.model_id or "")], settings.model_dir, None, [], [])
-    from pipelines.live.aux_models import configure_aux_models
-
-    configure_aux_models(settings.aux_models)
     app = build_app(settings)
     from pipelines.registry import BATCH_TASKS
 

@@ -24,6 +24,7 @@ import aiohttp
 
 from pipelines.errors import InvalidRequestError
 from pipelines.live import LivePipelineRegistry, LivePipelineSpec, default_live_registry
+from pipelines.live.aux_models import AuxModels
 
 from ..egress import PacketSink
 from ..errors import SessionLimitError, StreamBusyError
@@ -65,7 +66,8 @@ class SessionManager:
         self.output_sinks = dict(output_sinks or {})
         #: Each live direct stream's push output, if any.
         self._pushes: dict[str, PacketSink] = {}
-        self.registry = registry or default_live_registry(settings.model_dir)
+        aux = AuxModels(settings.aux_models) if settings.aux_models else AuxModels.from_env()
+        self.registry = registry or default_live_registry(settings.model_dir, aux)
         self.config = config or SessionConfig()
         self.limit = settings.live_session_limit
         #: With `--pipeline`, a start beyond the limit replaces the oldest stream (ai-runner).

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..base import LiveParams, LivePipeline
 from ..errors import InvalidRequestError
+from .aux_models import AuxModels
 from .color_filter import ColorFilterParams
 from .diffusion_worker import WorkerPool
 from .noop import NoopParams
@@ -73,16 +74,16 @@ def _color_filter() -> LivePipeline:
     return ColorFilterPipeline()
 
 
-def _streamdiffusion(model_dir: Path | None, pool: WorkerPool) -> Callable[[], LivePipeline]:
+def _streamdiffusion(model_dir: Path | None, pool: WorkerPool, aux: AuxModels | None) -> Callable[[], LivePipeline]:
     def make() -> LivePipeline:
         from .streamdiffusion import StreamDiffusionPipeline
 
-        return StreamDiffusionPipeline(model_dir=model_dir, pool=pool)
+        return StreamDiffusionPipeline(model_dir=model_dir, pool=pool, aux=aux)
 
     return make
 
 
-def default_live_registry(model_dir: Path | None = None) -> LivePipelineRegistry:
+def default_live_registry(model_dir: Path | None = None, aux: AuxModels | None = None) -> LivePipelineRegistry:
     """The built-in pipelines: `noop`, `color-filter` and `streamdiffusion` (with ai-runner's
     variant names); `model_dir` is where model-backed pipelines look for models (MODEL_DIR).
     The streamdiffusion sessions share one `WorkerPool`: one GPU worker per loaded model."""
@@ -109,7 +110,7 @@ def default_live_registry(model_dir: Path | None = None) -> LivePipelineRegistry
             LivePipelineSpec(
                 name,
                 params_model,
-                _streamdiffusion(model_dir, pool),
+                _streamdiffusion(model_dir, pool, aux),
                 "Real-time img2img (StreamDiffusion's method): every frame restyled by a prompt.",
             )
         )

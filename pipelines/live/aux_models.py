@@ -2,8 +2,8 @@
 
 Each kind has a default Hugging Face id; one map points any of them at another id or a local
 folder: `livestream serve --aux-model safety=DIR` (repeatable) or env
-`AUX_MODELS=safety=DIR,depth=DIR`. The CLI calls `configure_aux_models`; without it the
-env map is read on each lookup. `livestream models tiny --task nsfw-classifier` writes a
+`AUX_MODELS=safety=DIR,depth=DIR`. The engine builds one `AuxModels` from its settings and the
+live registry hands it to each pipeline it makes (no process-wide state). `livestream models tiny --task nsfw-classifier` writes a
 tiny random-weight classifier for tests.
 
 Kinds loaded today: `safety` (the `use_safety_checker` classifier), `depth` (the
@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 
-__all__ = ["AUX_MODEL_DEFAULTS", "aux_model_id", "configure_aux_models", "parse_aux_models"]
+__all__ = ["AUX_MODEL_DEFAULTS", "AuxModels", "parse_aux_models"]
 
 #: Kind -> default Hugging Face id. `safety`: the reference's `Freepik/nsfw_image_detector` is a
 #: timm model (needs timm, not installed); a ViT classifier that transformers loads natively
@@ -39,9 +40,6 @@ AUX_MODEL_DEFAULTS: dict[str, str] = {
     "super_resolution": "caidas/swin2SR-lightweight-x2-64",
 }
 
-_configured: dict[str, str] | None = None
-
-
 def parse_aux_models(text: str | None) -> dict[str, str]:
     """`"safety=DIR,depth=ID"` (or one `KIND=VALUE`) -> a map; raises ValueError on a bad entry."""
     out: dict[str, str] = {}
@@ -59,18 +57,22 @@ def parse_aux_models(text: str | None) -> dict[str, str]:
     return out
 
 
-def configure_aux_models(mapping: Mapping[str, str] | None) -> None:
-    """Set the map for this process (the CLI's `--aux-model` merged over env `AUX_MODELS`);
-    None goes back to reading the env on each lookup."""
-    global _configured
-    if mapping is not None:
-        for kind in mapping:
+@dataclass(frozen=True)
+class AuxModels:
+    """Where each auxiliary model loads from: the given overrides (`--aux-model`, env
+    `AUX_MODELS`), else each kind's default id."""
+
+    overrides: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for kind in self.overrides:
             if kind not in AUX_MODEL_DEFAULTS:
-                raise ValueError(f"unknown auxiliary model kind {kind!r}")
-    _configured = None if mapping is None else dict(mapping)
+                raise ValueError(f"unknown auxiliary model kind {kind!r}; known: {', '.join(sorted(AUX_MODEL_DEFAULTS))}")
 
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> AuxModels:
+        return cls(parse_aux_models((os.environ if env is None else env).get("AUX_MODELS")))
 
-def aux_model_id(kind: str) -> str:
-    """The id or folder the `kind` model loads from."""
-    mapping = _configured if _configured is not None else parse_aux_models(os.environ.get("AUX_MODELS"))
-    return mapping.get(kind) or AUX_MODEL_DEFAULTS[kind]
+    def id(self, kind: str) -> str:
+        """The id or folder the `kind` model loads from."""
+        return self.overrides.get(kind) or AUX_MODEL_DEFAULTS[kind]

@@ -57,7 +57,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from ..base import LiveParams
 from ..errors import ModelLoadError
 from ..loading import is_turbo_model, pick_device, resolve_model_source, torch_dtype_for
-from .aux_models import aux_model_id
+from .aux_models import AuxModels
 from .controlnets import check_fit, load_controlnet
 from .preprocessors import MODEL_BACKED, UNSERVED, fit_channels
 from .preprocessors import load_model as load_preprocessor_model
@@ -653,8 +653,17 @@ class StreamDiffusionPipeline:
     max_batch: ClassVar[int] = 1
     passthrough: ClassVar[bool] = False
 
-    def __init__(self, *, model_dir: Path | None = None, device: str | None = None, pool: WorkerPool | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        model_dir: Path | None = None,
+        device: str | None = None,
+        pool: WorkerPool | None = None,
+        aux: AuxModels | None = None,
+    ) -> None:
         self.model_dir = model_dir
+        #: Where the auxiliary models load from (`--aux-model`, env AUX_MODELS).
+        self.aux = aux if aux is not None else AuxModels.from_env()
         self._device_request = device
         self._pool = pool if pool is not None else WorkerPool()
         self.device: torch.device | None = None
@@ -792,7 +801,7 @@ class StreamDiffusionPipeline:
             out["use_safety_checker"] = self._safety_error[1]
         if p.ip_adapter.enabled and self._style_error is not None:
             out["ip_adapter_style_image_url"] = self._style_error
-        ip = _ip_warning(p, m, self._ip_errors, self.style_image is not None)
+        ip = _ip_warning(p, m, self._ip_errors, self.style_image is not None, self.aux)
         if ip:
             out["ip_adapter"] = ip
         elif "ip_adapter" in out:
@@ -832,7 +841,7 @@ class StreamDiffusionPipeline:
             worker.call(_register_controlnet, worker, key, model, why)
         kinds = {MODEL_BACKED[cn.preprocessor] for cn in params.controlnets if cn.enabled and cn.preprocessor in MODEL_BACKED}
         for kind in sorted(kinds - m.aux.keys() - m.aux_errors.keys()):
-            model_id = aux_model_id(kind)
+            model_id = self.aux.id(kind)
             try:
                 aux = load_preprocessor_model(kind, model_id, model_dir=self.model_dir, device=m.device, dtype=m.dtype)
                 why = None
@@ -847,7 +856,7 @@ class StreamDiffusionPipeline:
         load runs off, with a warning."""
         self._sync_controlnets(params)
         if params.use_safety_checker and self._classifier is None:
-            model_id = aux_model_id("safety")
+            model_id = self.aux.id("safety")
             if self._safety_error is None or self._safety_error[0] != model_id:
                 assert self.device is not None
                 try:
@@ -870,7 +879,7 @@ class StreamDiffusionPipeline:
         names = {p.type for block in (params.image_preprocessing, params.image_postprocessing) for p in enabled_processors(block)}
         kinds = {MODEL_BACKED[n] for n in names if n in MODEL_BACKED} | ({"super_resolution"} if "realesrgan_trt" in names else set())
         for kind in sorted(kinds - m.aux.keys() - m.aux_errors.keys()):
-            model_id = aux_model_id(kind)
+            model_id = self.aux.id(kind)
             try:
                 if kind == "super_resolution":
                     aux = load_super_resolution(model_id, model_dir=self.model_dir, device=m.device, dtype=m.dtype)
@@ -914,12 +923,12 @@ class StreamDiffusionPipeline:
         assert m is not None and worker is not None and slot is not None
         if not m.takes_controlnets:
             return
-        key = aux_model_id("faceid" if cfg.type == "faceid" else "ip_adapter")
+        key = self.aux.id("faceid" if cfg.type == "faceid" else "ip_adapter")
         weights = None
         if m.ip_hook is None and key not in m.ip_errors and key not in self._ip_errors:
             try:
                 weights = load_adapter(
-                    key, m.family, cfg.type, model_dir=self.model_dir, device=m.device, dtype=m.dtype, face_model=aux_model_id("face_embedding")
+                    key, m.family, cfg.type, model_dir=self.model_dir, device=m.device, dtype=m.dtype, face_model=self.aux.id("face_embedding")
                 )
                 log.info("IP-Adapter %s loaded", key)
             except ModelLoadError as exc:
@@ -963,7 +972,7 @@ class StreamDiffusionPipeline:
             "reloads": self.reloads,
             "worker": worker.status() if worker else None,
             "safety_checker": {
-                "model": aux_model_id("safety") if p is not None and p.use_safety_checker else None,
+                "model": self.aux.id("safety") if p is not None and p.use_safety_checker else None,
                 "loaded": self._classifier is not None,
                 "flagged": self._safety.flagged,
                 "last_score": self._safety.last_score,
@@ -1078,14 +1087,16 @@ def _register_aux(worker: DiffusionWorker, kind: str, model: Any, why: str | Non
         m.aux_errors = {**m.aux_errors, kind: why}
 
 
-def _ip_warning(p: StreamDiffusionParams, m: _Models | None, errors: dict[str, str], have_image: bool) -> str:
+def _ip_warning(
+    p: StreamDiffusionParams, m: _Models | None, errors: dict[str, str], have_image: bool, aux: AuxModels
+) -> str:
     """Why the enabled IP-Adapter runs off ("" when it runs, or is off by the params)."""
     cfg = p.ip_adapter
     if not cfg.enabled or m is None:
         return ""
     if not m.takes_controlnets:
         return f"the {getattr(m.backend, 'name', 'current')} backend takes no IP-Adapter inputs: running without it"
-    key = aux_model_id("faceid" if cfg.type == "faceid" else "ip_adapter")
+    key = aux.id("faceid" if cfg.type == "faceid" else "ip_adapter")
     why = m.ip_errors.get(key) or errors.get(key)
     if why is not None:
         fit = key in m.ip_errors and m.family not in ("sd15", "sdxl")

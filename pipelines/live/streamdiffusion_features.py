@@ -19,7 +19,7 @@ import binascii
 import io
 from typing import Any
 
-from livestream.url_guard import FetchLimits, UrlPolicy, UrlRefusedError, guarded_fetch
+from ..url_guard import FetchLimits, UrlPolicy, UrlRefusedError, guarded_fetch
 
 from .streamdiffusion_params import StreamDiffusionParams
 
@@ -56,7 +56,7 @@ def fetch_style_image(
     PIL image; raises ValueError with ai-runner's kind of message.
 
     An http(s) URL is a server-side fetch a stream client controls: it goes through
-    `livestream.url_guard` (private and loopback targets refused unless the operator allows
+    `pipelines.url_guard` (private and loopback targets refused unless the operator allows
     them; every redirect checked again) and is bounded: `timeout` seconds in all, `max_bytes`
     of body, `max_redirects` redirects; any source is refused above `max_pixels` pixels
     (checked from the header, before decoding)."""

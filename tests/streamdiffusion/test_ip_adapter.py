@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from livestream.url_guard import UrlPolicy, UrlRefusedError, check_url
+from pipelines.url_guard import UrlPolicy, UrlRefusedError, check_url
 from pipelines.live.ip_adapter import WEIGHT_TYPES, layer_weights
 from pipelines.live.streamdiffusion_features import fetch_style_image
 from pipelines.live.streamdiffusion_params import IPAdapterConfig

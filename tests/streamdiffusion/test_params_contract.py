@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from sd_helpers import frames_of
 
 from pipelines.live import default_live_registry
-from pipelines.live.aux_models import AUX_MODEL_DEFAULTS, aux_model_id, configure_aux_models, parse_aux_models
+from pipelines.live.aux_models import AUX_MODEL_DEFAULTS, AuxModels, parse_aux_models
 from pipelines.live.streamdiffusion_features import feature_warnings, fetch_style_image
 from pipelines.live.streamdiffusion_params import VARIANTS, StreamDiffusionParams
 
@@ -189,12 +189,11 @@ def test_aux_model_map(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ValueError, match="KIND="):
         parse_aux_models("safety")
     monkeypatch.setenv("AUX_MODELS", "safety=/env/nsfw")
-    assert aux_model_id("safety") == "/env/nsfw" and aux_model_id("depth") == AUX_MODEL_DEFAULTS["depth"]
-    configure_aux_models({"safety": "/cli/nsfw"})
-    try:
-        assert aux_model_id("safety") == "/cli/nsfw"
-    finally:
-        configure_aux_models(None)
+    env = AuxModels.from_env()
+    assert env.id("safety") == "/env/nsfw" and env.id("depth") == AUX_MODEL_DEFAULTS["depth"]
+    assert AuxModels({"safety": "/cli/nsfw"}).id("safety") == "/cli/nsfw"
+    with pytest.raises(ValueError, match="unknown auxiliary model kind"):
+        AuxModels({"colour": "/x"})
 
 
 def test_style_image_sources() -> None:

@@ -39,7 +39,6 @@ __all__ = [
     "UrlPolicy",
     "UrlRefusedError",
     "check_url",
-    "configure",
     "current_policy",
     "guarded_fetch",
 ]
@@ -73,17 +72,9 @@ class UrlPolicy:
         return any(host == h or (h.startswith(".") and (host.endswith(h) or host == h[1:])) for h in self.allow_hosts)
 
 
-_configured: UrlPolicy | None = None
-
-
-def configure(policy: UrlPolicy | None) -> None:
-    """Set this process's policy; None goes back to reading the env on each check."""
-    global _configured
-    _configured = policy
-
-
 def current_policy() -> UrlPolicy:
-    return _configured if _configured is not None else UrlPolicy.from_env()
+    """The operator's policy, read from the environment at each check."""
+    return UrlPolicy.from_env()
 
 
 def _public(address: str) -> bool:
