@@ -227,6 +227,21 @@ def test_runtime_does_not_import_test_models() -> None:
     assert not offenders, "runtime modules import the test-model builders:\n" + "\n".join(offenders)
 
 
+#: Which top-level packages each may import: `trickle` knows no video, `pipelines` no HTTP engine.
+ALLOWED_LAYERS = {"trickle": {"trickle"}, "pipelines": {"pipelines"}, "livestream": {"livestream", "pipelines", "trickle"}}
+
+
+def test_packages_import_one_way() -> None:
+    graph = import_graph()
+    offenders = [
+        str(e)
+        for name, edges in graph.items()
+        for e in edges
+        if e.target.split(".")[0] not in ALLOWED_LAYERS[name.split(".")[0]]
+    ]
+    assert not offenders, "imports against the layering (trickle < pipelines < livestream):\n" + "\n".join(offenders)
+
+
 def test_no_runtime_module_named_tiny() -> None:
     testing_dir = ROOT / Path(*TESTING.split("."))
     named = [
