@@ -30,10 +30,11 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
 
 from ..errors import ModelLoadError
 from ..loading import resolve_model_source
+from .streamdiffusion_params import IPAdapterWeightType
 
 if TYPE_CHECKING:
     import torch
@@ -52,23 +53,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-WEIGHT_TYPES = (
-    "linear",
-    "ease in",
-    "ease out",
-    "ease in-out",
-    "reverse in-out",
-    "weak input",
-    "weak output",
-    "weak middle",
-    "strong middle",
-    "style transfer",
-    "composition",
-    "strong style transfer",
-    "style and composition",
-    "style transfer precise",
-    "composition precise",
-)
+#: The 15 weight-type names, from the params model's `Literal` (one list, not two).
+WEIGHT_TYPES: tuple[str, ...] = get_args(IPAdapterWeightType)
 
 #: InstantStyle's layers (diffusers' IP-Adapter docs), as block indices in diffusers' order.
 #: SDXL: down_blocks.1 (0, 1), down_blocks.2 (2, 3), mid (4), up_blocks.0 (5, 6, 7),
