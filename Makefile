@@ -8,7 +8,7 @@ HOST ?= 0.0.0.0
 PORT ?= 8000
 RTMP_PORT ?= 1935
 
-.PHONY: run test bench system-packages clean
+.PHONY: run test bench system-packages clean wheelhouse gpu-check
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,15 @@ test: $(STAMP) $(SYSTEM_STAMP)
 
 bench: $(STAMP) $(SYSTEM_STAMP)
 	$(BIN)/python -m benchmarks
+
+# The GPU check (issue 32, docs/benchmarks.md "gpu_check"): `make wheelhouse` here downloads
+# the wheels the GPU machine lacks into .whl/ (git-ignored, ~31 MB; carry it); `make gpu-check`
+# there installs them and writes $(OUT)/gpu_check.json (out/ when OUT is unset), in < 8 minutes.
+wheelhouse: $(STAMP)
+	PYTHON=$(BIN)/python benchmarks/wheelhouse.sh .whl
+
+gpu-check:
+	benchmarks/gpu_check.sh $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf $(VENV)

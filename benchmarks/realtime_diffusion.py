@@ -305,6 +305,12 @@ def _parser() -> argparse.ArgumentParser:
         default="0",
         help="comma-separated ControlNet counts per stream, 0..3 (tiny ControlNets with canny, soft_edge, blur; --model tiny)",
     )
+    p.add_argument(
+        "--controlnet-ids",
+        default="",
+        help="comma-separated ControlNet folders or ids for the --controlnets rows instead of the tiny ones "
+        "(e.g. a full-size ControlNet for --model sd-turbo-arch)",
+    )
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (0: torch's default)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     return p
@@ -344,7 +350,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         frames = _frames(args.frames + args.warmup, args.size)
         counts = [int(v) for v in str(args.controlnets).split(",")]
         cn_dirs: list[str] = []
-        if max(counts) > 0:
+        if max(counts) > 0 and args.controlnet_ids:
+            cn_dirs = [v for v in str(args.controlnet_ids).split(",") if v]
+        elif max(counts) > 0:
             if args.model != "tiny":
                 raise SystemExit("--controlnets above 0 needs --model tiny (tiny ControlNets fit only the tiny UNet)")
             from pipelines.testing.streamdiffusion import write_tiny_controlnet
