@@ -244,3 +244,5 @@ class Fleet:
 
 
 FleetFactory = Callable[..., Fleet]
+#: `make_gateway(orchestrators, runners, **config)` (conftest) -> (gateway URL, the gateway).
+GwFactory = Callable[..., tuple[str, Gateway]]

@@ -4,62 +4,22 @@ shape too), go-livepeer's `-aiMinRunnerVersion`, and pinned certificates kept ac
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from aiohttp import web
-from gateway_fleet import FakeRunner, LoopThread
+from gateway_fleet import FakeRunner, GwFactory, LoopThread
 from standin_orchestrator import StandInOrchestrator
 
 from livestream.errors import ConfigError
-from livestream.gateway import GATEWAY_KEY, Gateway, GatewayConfig, RunnerConfig, build_gateway_app
 from livestream.gateway.backends import parse_orchestrator_list
 from livestream.gateway.config import parse_min_runner_versions
 from livestream.gateway.orchestrator import CAPABILITY_IDS, OrchestratorError, Pins, pb
 
-GwFactory = Callable[..., tuple[str, Gateway]]
 T2I = {"prompt": "x", "model_id": "m"}
-
-
-@pytest.fixture
-def orchs(loop_thread: LoopThread) -> Iterator[Callable[..., StandInOrchestrator]]:
-    started: list[StandInOrchestrator] = []
-
-    def factory(**fields: Any) -> StandInOrchestrator:
-        orch = StandInOrchestrator(**fields).start(loop_thread)
-        started.append(orch)
-        return orch
-
-    yield factory
-    for orch in started:
-        orch.stop()
-
-
-@pytest.fixture
-def make_gateway(loop_thread: LoopThread) -> Iterator[GwFactory]:
-    started: list[web.AppRunner] = []
-
-    def factory(orchestrators: list[StandInOrchestrator] = [], runners: list[FakeRunner] = [], **fields: Any) -> tuple[str, Gateway]:  # noqa: B006
-        urls = []
-        for fake in runners:
-            url, srv = loop_thread.serve(fake.app())
-            started.append(srv)
-            urls.append(url)
-        fields.setdefault("refresh_interval", 60.0)  # tests refresh by hand
-        fields.setdefault("random_share", 0.0)
-        config = GatewayConfig(runners=tuple(RunnerConfig(u) for u in urls),
-                               orchestrators=tuple(o.url for o in orchestrators), **fields)  # fmt: skip
-        app = build_gateway_app(config)
-        gw_url, gw_srv = loop_thread.serve(app)
-        started.append(gw_srv)
-        return gw_url, app[GATEWAY_KEY]
-
-    yield factory
-    for srv in reversed(started):
-        loop_thread.stop(srv)
 
 
 def _with_runner_version(orch: StandInOrchestrator, version: str) -> StandInOrchestrator:

@@ -6,64 +6,22 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable
 
 import httpx
 import pytest
-from aiohttp import web
-from gateway_fleet import FakeRunner, LoopThread, png, wait_until
+from gateway_fleet import FakeRunner, GwFactory, LoopThread, png
 from livepeer_ai import Livepeer
 from livepeer_ai.models import errors as sdk_errors
 from standin_orchestrator import StandInOrchestrator, decode_mp4
 
-from livestream.gateway import GATEWAY_KEY, Gateway, GatewayConfig, RunnerConfig, build_gateway_app
 from livestream.gateway.orchestrator import CAPABILITY_IDS, OrchestratorInfo, Pin, pb
 from livestream.payments import wire
 
-GwFactory = Callable[..., tuple[str, Gateway]]
 
 
 def _file(name: str, data: bytes) -> dict[str, object]:
     return {"file_name": name, "content": data}
-
-
-@pytest.fixture
-def orchs(loop_thread: LoopThread) -> Iterator[Callable[..., StandInOrchestrator]]:
-    started: list[StandInOrchestrator] = []
-
-    def factory(**fields: Any) -> StandInOrchestrator:
-        orch = StandInOrchestrator(**fields).start(loop_thread)
-        started.append(orch)
-        return orch
-
-    yield factory
-    for orch in started:
-        orch.stop()
-
-
-@pytest.fixture
-def make_gateway(loop_thread: LoopThread) -> Iterator[GwFactory]:
-    started: list[web.AppRunner] = []
-
-    def factory(orchestrators: list[StandInOrchestrator], runners: list[FakeRunner] = (), **fields: Any) -> tuple[str, Gateway]:  # type: ignore[assignment]
-        urls = []
-        for fake in runners:
-            url, srv = loop_thread.serve(fake.app())
-            started.append(srv)
-            urls.append(url)
-        fields.setdefault("refresh_interval", 60.0)  # tests refresh by hand
-        fields.setdefault("random_share", 0.0)
-        config = GatewayConfig(runners=tuple(RunnerConfig(u) for u in urls),
-                               orchestrators=tuple(o.url for o in orchestrators), **fields)  # fmt: skip
-        app = build_gateway_app(config)
-        gw_url, gw_srv = loop_thread.serve(app)
-        started.append(gw_srv)
-        return gw_url, app[GATEWAY_KEY]
-
-    yield factory
-    for srv in reversed(started):
-        loop_thread.stop(srv)
 
 
 def test_every_route_through_the_sdk_to_an_orchestrator(orchs: Callable[..., StandInOrchestrator], make_gateway: GwFactory) -> None:
