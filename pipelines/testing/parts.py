@@ -17,6 +17,7 @@ __all__ = [
     "clip_text_config",
     "clip_tokenizer",
     "save_sd_pipeline",
+    "save_sdxl_pipeline",
     "sd_pipeline",
     "sd_unet",
     "sd_vae",
@@ -133,4 +134,27 @@ def sd_pipeline(pipeline_class: Any, *, vae: Any, text_encoder: Any, unet: Any, 
 def save_sd_pipeline(out: Path, pipeline_class: Any, *, vae: Any, text_encoder: Any, unet: Any, scheduler: Any) -> None:
     """`sd_pipeline`, saved as safetensors into `out`."""
     pipe = sd_pipeline(pipeline_class, vae=vae, text_encoder=text_encoder, unet=unet, scheduler=scheduler)
+    pipe.save_pretrained(out, safe_serialization=True)
+
+
+def save_sdxl_pipeline(out: Path, *, vae: Any, unet: Any, scheduler: Any) -> None:
+    """An SDXL pipeline around `unet`: two text encoders (the second with projection, seeds 2
+    and 3) and the byte-level tokenizer for both, saved as safetensors into `out`."""
+    import torch
+    from diffusers import StableDiffusionXLPipeline
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    torch.manual_seed(2)
+    text_encoder = CLIPTextModel(clip_text_config(hidden_act="gelu"))
+    torch.manual_seed(3)
+    text_encoder_2 = CLIPTextModelWithProjection(clip_text_config(hidden_act="gelu"))
+    pipe = StableDiffusionXLPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        text_encoder_2=text_encoder_2,
+        tokenizer=clip_tokenizer(),
+        tokenizer_2=clip_tokenizer(),
+        unet=unet,
+        scheduler=scheduler,
+    )
     pipe.save_pretrained(out, safe_serialization=True)

@@ -150,31 +150,17 @@ def write_tiny_streamdiffusion_sdxl(out: Path) -> None:
     text encoders (the second with projection), an SD VAE of factor 8, sdxl-turbo's trailing
     Euler scheduler config, and a tiny VAE in `taesd/` (TAESDXL has TAESD's layout)."""
     import torch
-    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
-    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+    from diffusers import EulerDiscreteScheduler
 
-    from .parts import SD_SCHEDULER, clip_text_config, clip_tokenizer, sd_vae
+    from .parts import SD_SCHEDULER, save_sdxl_pipeline, sd_vae
 
     unet = _tiny_sdxl_unet()
     with torch.no_grad():
         unet.conv_out.weight.mul_(3.0)
     torch.manual_seed(1)
     vae = sd_vae([32, 32, 32, 32], layers_per_block=1)
-    torch.manual_seed(2)
-    text_encoder = CLIPTextModel(clip_text_config(hidden_act="gelu"))
-    torch.manual_seed(3)
-    text_encoder_2 = CLIPTextModelWithProjection(clip_text_config(hidden_act="gelu"))
     scheduler = EulerDiscreteScheduler(**SD_SCHEDULER, timestep_spacing="trailing", prediction_type="epsilon")
-    pipe = StableDiffusionXLPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        text_encoder_2=text_encoder_2,
-        tokenizer=clip_tokenizer(),
-        tokenizer_2=clip_tokenizer(),
-        unet=unet,
-        scheduler=scheduler,
-    )
-    pipe.save_pretrained(out, safe_serialization=True)
+    save_sdxl_pipeline(out, vae=vae, unet=unet, scheduler=scheduler)
     write_tiny_taesd(out / TAESD_SUBFOLDER)
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .parts import SD_SCHEDULER, clip_text_config, clip_tokenizer, save_sd_pipeline, sd_unet, sd_vae
+from .parts import SD_SCHEDULER, clip_text_config, clip_tokenizer, save_sd_pipeline, save_sdxl_pipeline, sd_unet, sd_vae
 
 __all__ = ["write_tiny_flux", "write_tiny_pix2pix", "write_tiny_sd3", "write_tiny_sdxl", "write_tiny_svd", "write_tiny_upscaler"]
 
@@ -47,8 +47,7 @@ def write_tiny_sdxl(out: Path) -> None:
     for image-to-image. 64x64 by default (32 latents, VAE factor 2).
     """
     import torch
-    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
-    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+    from diffusers import EulerDiscreteScheduler
 
     torch.manual_seed(0)
     unet = sd_unet(
@@ -64,21 +63,8 @@ def write_tiny_sdxl(out: Path) -> None:
     )
     torch.manual_seed(1)
     vae = sd_vae([32, 64])
-    torch.manual_seed(2)
-    text_encoder = CLIPTextModel(clip_text_config(hidden_act="gelu"))
-    torch.manual_seed(3)
-    text_encoder_2 = CLIPTextModelWithProjection(clip_text_config(hidden_act="gelu"))
     scheduler = EulerDiscreteScheduler(**SD_SCHEDULER, timestep_spacing="leading")
-    pipe = StableDiffusionXLPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        text_encoder_2=text_encoder_2,
-        tokenizer=clip_tokenizer(),
-        tokenizer_2=clip_tokenizer(),
-        unet=unet,
-        scheduler=scheduler,
-    )
-    pipe.save_pretrained(out, safe_serialization=True)
+    save_sdxl_pipeline(out, vae=vae, unet=unet, scheduler=scheduler)
 
 
 def write_tiny_svd(out: Path) -> None:
