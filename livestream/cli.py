@@ -238,6 +238,13 @@ def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParse
     )
     tiny.add_argument("--task", required=True, help="task name, e.g. text-to-image")
     tiny.add_argument("--out", required=True, type=Path, help="folder to write the model to")
+    tiny.add_argument(
+        "--conditioning-channels",
+        type=int,
+        default=None,
+        metavar="N",
+        help="ControlNet tasks only: channels of the control image (default 3; 6 as TemporalNet2)",
+    )
     tiny.set_defaults(handler=_models_tiny)
 
     from .engines_cli import add_engines_parser
@@ -697,7 +704,11 @@ def _run_prepare(
 def _models_tiny(args: argparse.Namespace) -> int:
     from pipelines.testing import write_tiny_model
 
-    write_tiny_model(args.task, args.out)
+    try:
+        write_tiny_model(args.task, args.out, conditioning_channels=args.conditioning_channels)
+    except ValueError as exc:
+        print(f"livestream: error: {exc}", file=sys.stderr, flush=True)
+        return 2
     print(f"wrote a tiny random-weight {args.task} model to {args.out} (a test fixture, not a real model)")
     return 0
 

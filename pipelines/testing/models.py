@@ -186,8 +186,10 @@ _BUILDERS: dict[str, Callable[[Path], None]] = {
     "pose": _write_pose,
     # The HED network (the `hed` preprocessor's ControlNetHED.pth) with widths 4-8.
     "hed": _write_hed,
-    # Auxiliary models of the live pipelines (`pipelines.live.aux_models`), by kind.
+    # Auxiliary models of the live pipelines (`pipelines.live.aux_models`), by kind; the NSFW
+    # classifier also under the name the issue and the reference's docs use.
     "safety": _write_safety,
+    "nsfw-classifier": _write_safety,
     # IP-Adapters (h94/IP-Adapter's layout) that fit the streamdiffusion(-sdxl) tiny UNets.
     "ip-adapter": _write_ip_adapter,
     # IP-Adapter FaceID (h94/IP-Adapter-FaceID's layout) and its ArcFace-shaped face embedder (ONNX).
@@ -201,16 +203,30 @@ _BUILDERS: dict[str, Callable[[Path], None]] = {
 TINY_TASKS: tuple[str, ...] = tuple(_BUILDERS)
 
 
-def write_tiny_model(task: str, out: Path) -> None:
+#: Tasks that take `conditioning_channels` (the ControlNets' control-image channels).
+CONTROLNET_TASKS: tuple[str, ...] = ("controlnet", "controlnet-6ch", "controlnet-sdxl")
+
+
+def write_tiny_model(task: str, out: Path, *, conditioning_channels: int | None = None) -> None:
     """Write the tiny random-weight model of `task` into folder `out` (created if needed).
 
+    `conditioning_channels` sets a ControlNet's control-image channels (3 by default, 6 for
+    TemporalNet2-style ControlNets); only the ControlNet tasks take it.
+
     Raises:
-        ValueError: `task` has no tiny model (the message lists the tasks that have one).
+        ValueError: `task` has no tiny model (the message lists the tasks that have one), or
+            `conditioning_channels` was given for a task that is not a ControlNet, or is < 1.
     """
     builder = _BUILDERS.get(task)
     if builder is None:
         supported = ", ".join(TINY_TASKS)
         raise ValueError(f"No tiny model for task {task!r}; supported tasks: {supported}.")
+    if conditioning_channels is not None:
+        if task not in CONTROLNET_TASKS:
+            raise ValueError(f"--conditioning-channels applies to {', '.join(CONTROLNET_TASKS)}, not {task!r}.")
+        if conditioning_channels < 1:
+            raise ValueError(f"--conditioning-channels must be at least 1, not {conditioning_channels}.")
+        builder = _write_controlnet(conditioning_channels, sdxl=task == "controlnet-sdxl")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     builder(out)
