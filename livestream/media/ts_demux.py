@@ -145,7 +145,7 @@ class TsDemuxer:
 
     def _pmt(self, payload: bytes) -> None:
         section = self._section(payload)
-        if section is None or section[0] != 0x02:
+        if section is None or len(section) < 16 or section[0] != 0x02:  # 12-byte header + CRC
             return
         info = ((section[10] & 0x0F) << 8) | section[11]
         i, end = 12 + info, len(section) - 4

@@ -51,8 +51,9 @@ def check_offer(text: str, *, publishing: bool) -> OfferInfo:
         raise OfferError("The body is not an SDP offer (it must start with v=0).")
     try:
         desc = SessionDescription.parse(text)
-    except (ValueError, KeyError, IndexError, AttributeError, TypeError, AssertionError) as exc:
-        # aiortc's parser checks lines with `assert`: on untrusted input that is a bad offer.
+    except (ValueError, KeyError, IndexError, AttributeError, TypeError, AssertionError, StopIteration) as exc:
+        # aiortc's parser checks lines with `assert` (and an a=fmtp/a=rtcp-fb for a payload type
+        # without an a=rtpmap ends its `next()` with StopIteration): on untrusted input, a bad offer.
         raise OfferError(f"Malformed SDP offer: {type(exc).__name__} {exc}".rstrip()) from None
     video = [m for m in desc.media if m.kind == "video" and m.port != 0]
     audio = [m for m in desc.media if m.kind == "audio" and m.port != 0]
