@@ -60,6 +60,12 @@ def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParse
         default=env_str(env, "LOG_LEVEL", "DEBUG" if env_bool(env, "VERBOSE_LOGGING", False) else "INFO"),
         help="logging level (env LOG_LEVEL; VERBOSE_LOGGING=1 means DEBUG); default %(default)s",
     )
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        default=env_bool(env, "DEBUG", False),
+        help="log at DEBUG and show the traceback behind a start-up error (env DEBUG=1; LOG_LEVEL=debug does too)",
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     serve = commands.add_parser(
@@ -350,6 +356,72 @@ def _check_pipeline(pipeline: str | None) -> None:
         raise ConfigError(f"{pipeline} is not a valid pipeline; expected one of: {', '.join(known)}.")
 
 
+#: Files at the top of a model folder: diffusers' index, a transformers config, bare weights.
+_MODEL_FILES = ("model_index.json", "config.json", "*.safetensors", "*.bin", "*.gguf", "*.onnx", "*.ckpt", "*.pt", "*.pth")
+
+
+def _check_model_folder(model_id: str, model_dir: Path | None) -> None:
+    """A --model-id that names a folder must be a model folder (a Hugging Face id is checked on load)."""
+    path = Path(model_id).expanduser()
+    looks_like_path = path.is_absolute() or model_id.startswith((".", "~")) or model_id.count("/") > 1
+    candidates = [path] + ([model_dir / model_id] if model_dir is not None and not path.is_absolute() else [])
+    folder = next((c for c in candidates if c.is_dir()), None)
+    if folder is None:
+        if looks_like_path:
+            raise ConfigError(
+                f"--model-id {model_id}: no such folder; give a model folder or a Hugging Face id such as stabilityai/sd-turbo."
+            )
+        return
+    if not any(any(folder.glob(pattern)) for pattern in _MODEL_FILES):
+        raise ConfigError(
+            f"--model-id {model_id}: {folder} is not a model folder (no model_index.json, config.json or weights in it); "
+            "point it at a folder saved with save_pretrained or downloaded with `livestream prepare`."
+        )
+
+
+def _check_live_params(pipeline: str, params: dict[str, object], model_dir: Path | None) -> None:
+    """--live-params against the named live pipeline's params model (`auto` is checked when it resolves)."""
+    from pydantic import ValidationError
+
+    from pipelines.live import default_live_registry
+
+    from .live.direct import AUTO
+
+    if pipeline == AUTO:
+        return
+    registry = default_live_registry(model_dir)
+    if pipeline not in registry:
+        known = ", ".join(spec.name for spec in registry)
+        raise ConfigError(f"--live-pipeline {pipeline} is not a live pipeline; choose one of: {known}.")
+    try:
+        registry.get(pipeline).params_model.model_validate(params)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "(the object)"
+        raise ConfigError(
+            f"--live-params: {where}: {first['msg']} (for the {pipeline} pipeline; GET /live/pipelines lists its params)."
+        ) from None
+
+
+def _check_webhook(url: str, timeout: float = 3.0) -> None:
+    """The publish auth webhook must accept connections, or every publish would be refused."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return
+    except OSError as exc:
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        raise ConfigError(
+            f"the RTMP auth webhook {url} refuses connections ({reason}); start it first, or fix --rtmp-auth-webhook "
+            "(env RTMP_AUTH_WEBHOOK): every publish would be refused."
+        ) from None
+
+
 def _aux_models(entries: list[str]) -> dict[str, str]:
     from pipelines.live.aux_models import parse_aux_models
 
@@ -371,6 +443,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     if args.pipeline and not args.model_id:
         raise ConfigError("--pipeline needs --model-id (or MODEL_ID), as an ai-runner container does.")
     _check_pipeline(args.pipeline)
+    if args.pipeline and args.pipeline != "live-video-to-video" and args.model_id:
+        _check_model_folder(args.model_id, args.model_dir)
     runner = _live_runner_settings(args)
     pipeline, model_id, max_live_sessions = args.pipeline, args.model_id, args.max_live_sessions
     if runner["runner_app"]:
@@ -527,10 +601,13 @@ def _rtmp_settings(args: argparse.Namespace) -> _RtmpSettings:
         try:
             loaded = json.loads(args.live_params)
         except ValueError as exc:
-            raise ConfigError(f"--live-params is not valid JSON: {exc}") from None
+            raise ConfigError(
+                f"--live-params is not valid JSON ({exc}); give an object such as '{{\"hue_shift\": 90}}' in single quotes."
+            ) from None
         if not isinstance(loaded, dict):
             raise ConfigError("--live-params must be a JSON object, e.g. '{\"prompt\": \"...\"}'.")
         params = loaded
+    _check_live_params(args.live_pipeline, params, args.model_dir)
     if args.rtmp_output and not args.rtmp_output.startswith("rtmp://"):
         raise ConfigError(f"--rtmp-output must be an rtmp:// URL, got {args.rtmp_output!r}.")
     if args.rtmp_auth_webhook and not args.rtmp_auth_webhook.startswith(("http://", "https://")):
@@ -545,24 +622,66 @@ def _rtmp_settings(args: argparse.Namespace) -> _RtmpSettings:
     }
 
 
-def _print_live_urls(settings: Settings) -> None:
-    """Where to push: printed at start-up, for a person reading the terminal."""
-    if settings.rtmp_port is None:
-        return
+def _print_ready(app: web.Application, settings: Settings) -> None:
+    """Once listening: what runs, and the URLs a person needs (push, watch, OBS view)."""
+    from .live import LIVE_MANAGER_KEY
+    from .protocols import RTMP_SERVER_KEY
+
     host = "localhost" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    scheme = "https" if settings.tls_cert is not None else "http"
+    base = f"{scheme}://{host}:{settings.port}"
+    lines = ["", f"livestream {__version__} ready: {base} (API docs {base}/docs)"]
+    rtmp = app.get(RTMP_SERVER_KEY)
+    if settings.rtmp_port is None or rtmp is None:
+        print("\n".join(lines) + "\n", flush=True)
+        return
+    manager = app[LIVE_MANAGER_KEY]
+    lines.append(_pipeline_line(manager.direct_pipeline, manager.direct_pipeline_reason, settings.live_pipeline))
     name = next(iter(settings.stream_keys.values()), "mystream")
     key = next(iter(settings.stream_keys), "mystream")
-    lines = [
-        "",
-        "Live video: publish with OBS or ffmpeg, then watch or push the processed stream.",
-        f"  OBS:     Settings > Stream > Service: Custom, Server: rtmp://{host}:{settings.rtmp_port}/live, Stream Key: {key}",
-        f"  ffmpeg:  ffmpeg -re -i in.mp4 -c:v libx264 -tune zerolatency -g 60 -c:a aac -f flv rtmp://{host}:{settings.rtmp_port}/live/{key}",
-        f"  status:  curl http://{host}:{settings.port}/live   params: curl -X POST http://{host}:{settings.port}/live/{name}/params -d '{{...}}'",
-        f'  push:    curl -X POST http://{host}:{settings.port}/live/{name} -d \'{{"rtmp_output": "rtmp://host/app/key"}}\'',
+    push = f"rtmp://{host}:{rtmp.port}/live"
+    lines += [
+        f"  push:      {push}/{key}   (OBS: Settings > Stream > Service Custom, Server {push}, Stream Key {key})",
+        f"  watch:     {base}/live/{name}",
+        f"  OBS view:  {base}/live/{name}/view   (a Browser Source; docs/obs.md)",
     ]
+    import shutil
+
+    if shutil.which("ffmpeg") is not None:
+        lines.append(
+            "  test:      ffmpeg -re -f lavfi -i testsrc2=size=640x360:rate=30 -f lavfi -i sine=frequency=440 "
+            f"-c:v libx264 -preset veryfast -tune zerolatency -g 30 -pix_fmt yuv420p -c:a aac -f flv {push}/{key}"
+        )
+    else:
+        lines.append("  test:      ffmpeg is not installed (apt install ffmpeg) to push a test pattern; OBS works without it")
+    lines.append(f"  params:    curl -X POST {base}/live/{name}/params -d '{{...}}'   (GET {base}/live/pipelines lists them)")
     if settings.rtmp_output:
         lines.append(f"  every stream's output is pushed to {settings.rtmp_output}")
     print("\n".join(lines) + "\n", flush=True)
+
+
+def _pipeline_line(name: str, why: str, requested: str) -> str:
+    """Which live pipeline direct streams run, on what, and why; how to get diffusion."""
+    from .live.direct import AUTO, DIFFUSION_PIPELINE
+
+    diffusion = name.startswith(DIFFUSION_PIPELINE)
+    if diffusion:
+        import torch
+
+        device = "a CUDA GPU" if torch.cuda.is_available() else "the CPU (slow: seconds per frame)"
+    else:
+        device = "the CPU"
+    line = f"  pipeline:  {name} on {device}"
+    if requested == AUTO and not diffusion:
+        reason = why.split(",")[0] if why.startswith("no CUDA GPU") else why
+        line += f" ({reason}: using {name}; pass --live-pipeline {DIFFUSION_PIPELINE} to run diffusion on the CPU)"
+    elif requested == AUTO:
+        line += f" ({why})"
+    else:
+        line += f" (--live-pipeline {requested})"
+    if name == "color-filter":
+        line += "\n             color-filter's default look: hue turned 180 degrees, colours stronger (docs/rtmp.md); change it live on the watch page"
+    return line
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -575,6 +694,8 @@ def _serve(args: argparse.Namespace) -> int:
         if not settings.pipeline:
             raise ConfigError("PREPARE_MODELS=1 needs PIPELINE and MODEL_ID (or --pipeline and --model-id).")
         return _run_prepare([(settings.pipeline, settings.model_id or "")], settings.model_dir, None, [], [])
+    if settings.auth_webhook_url and settings.rtmp_port is not None:
+        _check_webhook(settings.auth_webhook_url)
     app = build_app(settings)
     from pipelines.registry import BATCH_TASKS
 
@@ -583,7 +704,6 @@ def _serve(args: argparse.Namespace) -> int:
         # /health then says ERROR). go-livepeer holds a runner that answers LOADING out of its
         # pool until /health says IDLE (ai/worker/docker.go), which a batch runner never says.
         app.on_startup.append(_wait_for_pinned_model)
-    _print_live_urls(settings)
     ssl_context = _ssl_context(settings)
     scheme = "https" if ssl_context is not None else "http"
     log.info("livestream %s listening on %s://%s:%d", __version__, scheme, settings.host, settings.port)
@@ -592,7 +712,7 @@ def _serve(args: argparse.Namespace) -> int:
         host=settings.host,
         port=settings.port,
         shutdown_timeout=SHUTDOWN_TIMEOUT_S,
-        print=None,
+        print=lambda _: _print_ready(app, settings),  # called once every listener is up
         ssl_context=ssl_context,
     )
     _exit_if_jobs_linger(EXIT_GRACE_S)
@@ -714,17 +834,64 @@ def _models_tiny(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    """Run a command. A start-up error is one line on stderr (`livestream: error: ...`) and a
+    non-zero exit; `--debug` or LOG_LEVEL=debug adds the traceback."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv or (os.environ.get("LOG_LEVEL") or "").upper() == "DEBUG"
+    try:
+        parser = build_parser()
+    except ConfigError as exc:
+        return _fail(str(exc), debug, 2)
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=str(args.log_level).upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    level = "DEBUG" if args.debug else str(args.log_level).upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
+    debug = debug or level == "DEBUG"
     try:
         return int(args.handler(args))
     except ConfigError as exc:
-        parser.exit(2, f"livestream: error: {exc}\n")
+        return _fail(str(exc), debug, 2)
+    except OSError as exc:
+        return _fail(_os_error_line(exc, args), debug, 1)
     except KeyboardInterrupt:
         return 130
+
+
+def _fail(line: str, debug: bool, code: int) -> int:
+    if debug:
+        import traceback
+
+        traceback.print_exc()
+    print(f"livestream: error: {line}", file=sys.stderr, flush=True)
+    return code
+
+
+#: Where each listening port is set, for "port N is in use" (Settings field -> flag and env).
+_PORT_FLAGS = {
+    "port": "--port (env PORT)",
+    "rtmp_port": "--rtmp-port (env RTMP_PORT; 0 turns RTMP ingest off)",
+    "rtmps_port": "--rtmps-port (env RTMPS_PORT)",
+}
+
+
+def _os_error_line(exc: OSError, args: argparse.Namespace) -> str:
+    """An OSError from binding or reading files at start-up, as what is wrong and what to do."""
+    import errno
+    import re
+
+    if exc.errno == errno.EADDRINUSE:
+        match = re.search(r"\(\s*'([^']*)',\s*(\d+)", str(exc))
+        port = int(match.group(2)) if match else None
+        flags = [flag for field, flag in _PORT_FLAGS.items() if port is not None and getattr(args, field, None) == port]
+        if port is not None and port == 1935 and getattr(args, "rtmp_port", None) is None:
+            flags.append(_PORT_FLAGS["rtmp_port"])
+        where = f"port {port}" if port is not None else "a port"
+        hint = f"choose another with {' or '.join(flags)}" if flags else "choose another port"
+        return f"{where} is in use (another program listens on it, perhaps another livestream); stop it or {hint}."
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return f"cannot listen on --host {getattr(args, 'host', '?')}: no such local address ({exc.strerror}); use 0.0.0.0 or an address of this machine."
+    if exc.errno == errno.EACCES and getattr(args, "port", 1024) < 1024:
+        return f"port {args.port} needs root ({exc.strerror}); choose a port above 1023 with --port."
+    return f"{exc}"

@@ -27,6 +27,7 @@ from pipelines.live import LivePipelineRegistry, LivePipelineSpec, default_live_
 from pipelines.live.aux_models import AuxModels
 
 from ..egress import PacketSink
+from ..egress.recording import RecordingError, Recordings
 from ..errors import SessionLimitError, StreamBusyError
 from ..settings import Settings
 from .control import ControlError, validate_params
@@ -85,7 +86,11 @@ class SessionManager:
         self._loading = False
         self._pipeline_failures = 0
         self._presets: dict[str, DirectPreset] = {}
+        #: Recording outputs (`POST /live/{stream}/record`; every direct stream with `--record`).
+        self.recordings = Recordings(settings.recordings_dir)
         self._direct_pipeline: str | None = None
+        #: Why `direct_pipeline` is what it is ("no CUDA GPU, ..."), once resolved.
+        self.direct_pipeline_reason = ""
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -222,6 +227,7 @@ class SessionManager:
             if name not in self.registry:
                 raise InvalidRequestError(f"--live-pipeline {name!r} is not a live pipeline.")
             self._direct_pipeline = name
+            self.direct_pipeline_reason = why
             log.info("direct streams run the %r live pipeline: %s (change it with --live-pipeline NAME)", name, why)
         return self._direct_pipeline
 
@@ -264,6 +270,11 @@ class SessionManager:
         url = self.direct_output(stream)
         if url:
             self._attach_push(session, url)
+        if self.settings.record_direct:
+            try:
+                self.recordings.start(session)
+            except RecordingError as exc:  # the stream goes on unrecorded
+                session.report_error(str(exc))
         log.info("live stream %s started from %s: pipeline %s", stream, ingest.name, spec.name)
         return session
 

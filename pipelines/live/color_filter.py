@@ -1,5 +1,10 @@
 """`color-filter`: a cheap, visible CPU effect whose params change live through control.
 
+Its defaults are a look, not the identity: the hue turned half way round and the colours 50%
+stronger, so the first stream a newcomer pushes (`--live-pipeline auto` picks this pipeline on
+a machine without a CUDA GPU) visibly comes back processed. `hue_shift=0, saturation=1` is the
+identity.
+
 Every setting is linear in RGB, so the whole effect folds into one 3x3 matrix and an offset
 (built once per param update) and a frame costs one small matmul.
 """
@@ -20,8 +25,12 @@ __all__ = ["ColorFilterParams", "ColorFilterPipeline"]
 
 
 class ColorFilterParams(LiveParams):
-    hue_shift: float = Field(default=0.0, ge=-180.0, le=180.0, description="Hue rotation in degrees.")
-    saturation: float = Field(default=1.0, ge=0.0, le=4.0, description="0 = grayscale, 1 = unchanged.")
+    hue_shift: float = Field(
+        default=180.0, ge=-180.0, le=180.0, description="Hue rotation in degrees (default 180: a visible look; 0 = unchanged)."
+    )
+    saturation: float = Field(
+        default=1.5, ge=0.0, le=4.0, description="0 = grayscale, 1 = unchanged (default 1.5: stronger colours)."
+    )
     brightness: float = Field(default=0.0, ge=-1.0, le=1.0, description="Added to every channel (fraction of full scale).")
     contrast: float = Field(default=1.0, ge=0.0, le=4.0, description="Scale around mid-gray.")
     invert: bool = Field(default=False, description="Negative image.")

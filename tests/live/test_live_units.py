@@ -77,9 +77,13 @@ def test_control_messages() -> None:
 
 def test_color_filter_effects() -> None:
     pipe = ColorFilterPipeline()
-    pipe.load(ColorFilterParams())
+    pipe.load(ColorFilterParams(hue_shift=0, saturation=1))
     x = torch.tensor([[[[220, 20, 20], [0, 0, 0], [255, 255, 255]]]], dtype=torch.uint8)
-    assert torch.equal(pipe.process(x), x)  # defaults: identity
+    assert torch.equal(pipe.process(x), x)  # no hue shift, saturation 1: identity
+    pipe.update_params(ColorFilterParams())  # the defaults are a visible look: red turns cyan-ish
+    red = pipe.process(x)[0, 0, 0].tolist()
+    assert red[0] < red[1] and red[0] < red[2], red
+    assert pipe.process(x)[0, 0, 1:].tolist() == [[0, 0, 0], [255, 255, 255]]  # grays stay
     pipe.update_params(ColorFilterParams(saturation=0))
     gray = pipe.process(x)[0, 0, 0].tolist()
     assert max(gray) - min(gray) <= 1
