@@ -99,3 +99,73 @@ async def wait_for(cond: Callable[[], bool | Awaitable[bool]], timeout: float = 
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(step)
+
+
+# The tiny diffusion models run at ~15 fps here: no input timeout while the first segment drains.
+DIFFUSION_CONFIG = SessionConfig(
+    status_interval=0.25, input_timeout=60.0, stop_timeout=5.0, max_queue_lag=10.0, max_queue_frames=256
+)
+
+
+async def live_status(engine: Any, stream: str) -> dict[str, Any]:
+    """`GET /live/{stream}/status` of the engine's test client."""
+    resp = await engine.get(f"/live/{stream}/status")
+    assert resp.status == 200
+    result: dict[str, Any] = await resp.json()
+    return result
+
+
+async def send_params(engine: Any, stream: str, control: TricklePublisher, params: dict[str, Any]) -> None:
+    """One control message (a full param set), then wait until the session applied it."""
+    async with control.segment() as seg:
+        await seg.write(json.dumps(params).encode())
+
+    async def applied() -> bool:
+        return (await live_status(engine, stream))["inference_status"]["last_params_update_time"] is not None
+
+    await wait_for(applied, timeout=30)
+
+
+async def run_live_stream(
+    engine: Any,
+    orchestrator: str,
+    http: aiohttp.ClientSession,
+    stream: str,
+    model_id: str,
+    params: dict[str, Any],
+    segments: Sequence[bytes],
+    midstream: Callable[[TricklePublisher], Awaitable[None]] | None = None,
+) -> tuple[list[Any], list[dict[str, Any]]]:
+    """Play the orchestrator for one stream: start it, publish the first segment, wait until it
+    came out (30 frames), run `midstream(control publisher)`, publish the rest, read the output
+    and events channels to their end. Returns the decoded output frames and the events."""
+    from livestream.live.testsrc import decode_ts
+
+    ch = Channels(orchestrator, stream)
+    for url in (ch.publish_url, ch.events_url):
+        async with http.post(url) as resp:
+            assert resp.status == 200
+    out, events = Collected(), Collected()
+    readers = [
+        asyncio.create_task(collect(ch.publish_url, http, out)),
+        asyncio.create_task(collect(ch.events_url, http, events)),
+    ]
+    async with (
+        TricklePublisher(ch.subscribe_url, "video/mp2t", session=http) as pub,
+        TricklePublisher(ch.control_url, "application/json", session=http) as control,
+    ):
+        resp = await engine.post("/live-video-to-video", json=ch.start_body(model_id=model_id, stream_id=stream, params=params))
+        assert resp.status == 200, await resp.text()
+        await publish_segments(pub, segments[:1])
+
+        async def first_segment_done() -> bool:
+            return (await live_status(engine, stream))["frames_out"] >= 30
+
+        await wait_for(first_segment_done, timeout=60)
+        if midstream is not None:
+            await midstream(control)
+        await publish_segments(pub, segments[1:])
+    async with asyncio.timeout(60):
+        await asyncio.gather(*readers)
+    frames, _, _ = decode_ts(out.data)
+    return frames, [e["event"] for e in events_of(events)]

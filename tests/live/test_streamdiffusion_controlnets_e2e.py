@@ -5,30 +5,26 @@ adds one; depth runs on a tiny Depth Anything, pose on a tiny ViTPose; frames ne
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from live_helpers import Channels, Collected, collect, events_of, publish_segments, wait_for
+from live_helpers import DIFFUSION_CONFIG, run_live_stream, send_params
 
-from livestream.live import SessionConfig
-from livestream.live.testsrc import decode_ts, make_ts_segments
+from livestream.live.testsrc import make_ts_segments
 from trickle import TricklePublisher
 
 DATA = Path(__file__).parent.parent / "streamdiffusion" / "data"
 
 
 @pytest.fixture(scope="module")
-def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def tiny_models(tmp_path_factory: pytest.TempPathFactory, tiny_streamdiffusion_dir: Path) -> dict[str, Path]:
     from pipelines.testing import write_tiny_model
     from pipelines.testing.streamdiffusion import write_tiny_controlnet
 
     root = tmp_path_factory.mktemp("sdcn")
-    out = {"sd": root / "tiny-streamdiffusion"}
-    write_tiny_model("streamdiffusion", out["sd"])
+    out = {"sd": tiny_streamdiffusion_dir}
     data = json.loads((DATA / "sdturbo.json").read_text())
     for i, cn in enumerate(data["controlnets"]):
         six = cn["preprocessor"] == "temporal_net_tensorrt"
@@ -43,29 +39,14 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return out
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-async def _status(engine: Any, stream: str) -> dict[str, Any]:
-    resp = await engine.get(f"/live/{stream}/status")
-    assert resp.status == 200
-    return await resp.json()
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 async def test_controlnets_switch_live_over_trickle(
     engine_factory: Any, orchestrator: Any, http: Any, tiny_models: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("AUX_MODELS", f"safety=/nonexistent/nsfw-classifier,depth={tiny_models['depth']},pose={tiny_models['pose']}")
-    engine = await engine_factory(
-        config=SessionConfig(status_interval=0.25, input_timeout=60.0, stop_timeout=5.0, max_queue_lag=10.0, max_queue_frames=256)
-    )
+    engine = await engine_factory(config=DIFFUSION_CONFIG)
     data = json.loads((DATA / "sdturbo.json").read_text())
     cns = [{**cn, "model_id": str(tiny_models[cn["model_id"]])} for cn in data["controlnets"]]
     params = {**data, "model_id": str(tiny_models["sd"]), "width": 64, "height": 64, "controlnets": cns}
@@ -82,40 +63,13 @@ async def test_controlnets_switch_live_over_trickle(
     update = {**params, "controlnets": switched}
     segments = make_ts_segments(frames=60, width=64, height=64, audio=False)
     stream = "cn-live"
-    ch = Channels(orchestrator, stream)
-    for url in (ch.publish_url, ch.events_url):
-        async with http.post(url) as resp:
-            assert resp.status == 200
-    out, events = Collected(), Collected()
-    readers = [
-        asyncio.create_task(collect(ch.publish_url, http, out)),
-        asyncio.create_task(collect(ch.events_url, http, events)),
-    ]
-    async with (
-        TricklePublisher(ch.subscribe_url, "video/mp2t", session=http) as pub,
-        TricklePublisher(ch.control_url, "application/json", session=http) as control,
-    ):
-        body = ch.start_body(model_id="streamdiffusion-sdturbo", stream_id=stream, params=params)
-        resp = await engine.post("/live-video-to-video", json=body)
-        assert resp.status == 200, await resp.text()
-        await publish_segments(pub, segments[:1])
 
-        async def first_segment_done() -> bool:
-            return (await _status(engine, stream))["frames_out"] >= 30
+    async def switch(control: TricklePublisher) -> None:
+        await send_params(engine, stream, control, update)
 
-        await wait_for(first_segment_done, timeout=60)
-        async with control.segment() as seg:
-            await seg.write(json.dumps(update).encode())
-
-        async def applied() -> bool:
-            return (await _status(engine, stream))["inference_status"]["last_params_update_time"] is not None
-
-        await wait_for(applied, timeout=30)
-        await publish_segments(pub, segments[1:])
-    async with asyncio.timeout(60):
-        await asyncio.gather(*readers)
-    frames, _, _ = decode_ts(out.data)
-    evs = [e["event"] for e in events_of(events)]
+    frames, evs = await run_live_stream(
+        engine, orchestrator, http, stream, "streamdiffusion-sdturbo", params, segments, switch
+    )
 
     assert len(frames) == 60 and min(float(f.std()) for f in frames) > 8  # never a blank frame
     assert [e for e in evs if e["type"] == "error"] == []

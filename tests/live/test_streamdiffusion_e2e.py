@@ -3,105 +3,52 @@ changes when the prompt changes mid-stream (through the control channel)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 from aiohttp.test_utils import TestClient
-from live_helpers import Channels, Collected, collect, events_of, publish_segments, wait_for
+from live_helpers import DIFFUSION_CONFIG, live_status, run_live_stream, wait_for
 
-from livestream.live import SessionConfig
 from livestream.live.testsrc import decode_ts, make_ts_segments
 from trickle import TricklePublisher
 
-
-@pytest.fixture(scope="module")
-def tiny_sd(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from pipelines.testing import write_tiny_model
-
-    out = tmp_path_factory.mktemp("sd") / "tiny-streamdiffusion"
-    write_tiny_model("streamdiffusion", out)
-    return out
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-async def _status(engine: TestClient[Any, Any], stream: str) -> dict[str, Any]:
-    resp = await engine.get(f"/live/{stream}/status")
-    assert resp.status == 200
-    return await resp.json()
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 async def _run_stream(
     engine: TestClient[Any, Any], orchestrator: str, http: Any, name: str, params: dict[str, Any],
     segments: list[bytes], new_prompt: str | None,
 ) -> tuple[list[np.ndarray], list[dict[str, Any]]]:
-    ch = Channels(orchestrator, name)
-    for url in (ch.publish_url, ch.events_url):
-        async with http.post(url) as resp:
-            assert resp.status == 200
-    out, events = Collected(), Collected()
-    readers = [
-        asyncio.create_task(collect(ch.publish_url, http, out)),
-        asyncio.create_task(collect(ch.events_url, http, events)),
-    ]
-    async with (
-        TricklePublisher(ch.subscribe_url, "video/mp2t", session=http) as pub,
-        TricklePublisher(ch.control_url, "application/json", session=http) as control,
-    ):
-        resp = await engine.post(
-            "/live-video-to-video", json=ch.start_body(model_id="streamdiffusion", stream_id=name, params=params)
-        )
-        assert resp.status == 200, await resp.text()
-        await publish_segments(pub, segments[:1])
+    async def change_prompt(control: TricklePublisher) -> None:
+        # Two bad updates first: one the params model rejects, one the pipeline cannot apply (a
+        # model folder that does not exist); the stream keeps its params.
+        for bad in ({**params, "t_index_list": [60]}, {**params, "model_id": str(Path(params["model_id"]) / "missing")}):
+            async with control.segment() as seg:
+                await seg.write(json.dumps(bad).encode())
 
-        async def first_segment_done() -> bool:
-            return (await _status(engine, name))["frames_out"] >= 30
+        async def rejected() -> bool:
+            return "rejected by the pipeline" in ((await live_status(engine, name))["inference_status"]["last_error"] or "")
 
-        await wait_for(first_segment_done, timeout=60)
-        if new_prompt is not None:
-            # Two bad updates first: one the params model rejects, one the pipeline cannot
-            # apply (a model folder that does not exist); the stream keeps its params.
-            for bad in ({**params, "t_index_list": [60]}, {**params, "model_id": str(Path(params["model_id"]) / "missing")}):
-                async with control.segment() as seg:
-                    await seg.write(json.dumps(bad).encode())
+        await wait_for(rejected, timeout=30)
+        assert (await live_status(engine, name))["params"]["model_id"] == params["model_id"]
+        async with control.segment() as seg:  # a control message is a full param set
+            await seg.write(json.dumps({**params, "prompt": new_prompt}).encode())
 
-            async def rejected() -> bool:
-                return "rejected by the pipeline" in ((await _status(engine, name))["inference_status"]["last_error"] or "")
+        async def applied() -> bool:
+            return (await live_status(engine, name))["params"]["prompt"] == new_prompt
 
-            await wait_for(rejected, timeout=30)
-            assert (await _status(engine, name))["params"]["model_id"] == params["model_id"]
-            async with control.segment() as seg:  # a control message is a full param set
-                await seg.write(json.dumps({**params, "prompt": new_prompt}).encode())
+        await wait_for(applied, timeout=30)
 
-            async def applied() -> bool:
-                return (await _status(engine, name))["params"]["prompt"] == new_prompt
-
-            await wait_for(applied, timeout=30)
-        await publish_segments(pub, segments[1:])
-    async with asyncio.timeout(60):
-        await asyncio.gather(*readers)
-    frames, _, _ = decode_ts(out.data)
-    return frames, [e["event"] for e in events_of(events)]
+    midstream = change_prompt if new_prompt is not None else None
+    return await run_live_stream(engine, orchestrator, http, name, "streamdiffusion", params, segments, midstream)
 
 
-async def test_streamdiffusion_over_trickle(engine_factory, orchestrator, http, tiny_sd) -> None:
-    # The tiny model runs at ~15 fps here: no input timeout while the first segment drains.
-    engine = await engine_factory(
-        config=SessionConfig(status_interval=0.25, input_timeout=60.0, stop_timeout=5.0, max_queue_lag=10.0, max_queue_frames=256)
-    )
+async def test_streamdiffusion_over_trickle(engine_factory, orchestrator, http, tiny_streamdiffusion_dir) -> None:
+    engine = await engine_factory(config=DIFFUSION_CONFIG)
+    tiny_sd = tiny_streamdiffusion_dir
     segments = make_ts_segments(frames=60, width=64, height=64, audio=False)
     inputs, _, _ = decode_ts(b"".join(segments))
     params = {"model_id": str(tiny_sd), "prompt": "a cat", "t_index_list": [20, 35], "prompt_transition_frames": 2}

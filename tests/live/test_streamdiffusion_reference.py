@@ -7,18 +7,14 @@ without a blank frame, and reports what runs without which part (status `warning
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
-from live_helpers import Channels, Collected, collect, events_of, publish_segments, wait_for
+from live_helpers import DIFFUSION_CONFIG, run_live_stream, send_params
 
-from livestream.live import SessionConfig
-from livestream.live.testsrc import decode_ts, make_ts_segments
+from livestream.live.testsrc import make_ts_segments
 from trickle import TricklePublisher
 
 DATA = Path(__file__).parent.parent / "streamdiffusion" / "data"
@@ -37,15 +33,6 @@ EXPECTED = {
 
 
 @pytest.fixture(scope="module")
-def tiny_sd(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from pipelines.testing import write_tiny_model
-
-    out = tmp_path_factory.mktemp("sd") / "tiny-streamdiffusion"
-    write_tiny_model("streamdiffusion", out)
-    return out
-
-
-@pytest.fixture(scope="module")
 def tiny_sdxl(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The `-sdxl*` files run on a tiny SDXL (two text encoders, text/time embeddings)."""
     from pipelines.testing import write_tiny_model
@@ -55,14 +42,7 @@ def tiny_sdxl(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -102,54 +82,20 @@ def _params(name: str, tiny_sd: Path, tiny_sdxl: Path) -> dict[str, Any]:
     return {**data, "model_id": str(model), "width": 64, "height": 64}
 
 
-async def _status(engine: Any, stream: str) -> dict[str, Any]:
-    resp = await engine.get(f"/live/{stream}/status")
-    assert resp.status == 200
-    return await resp.json()
-
-
 @pytest.mark.parametrize("name", sorted(EXPECTED))
-async def test_reference_default_file_runs_over_trickle(engine_factory, orchestrator, http, tiny_sd, tiny_sdxl, name: str) -> None:
-    engine = await engine_factory(
-        config=SessionConfig(status_interval=0.25, input_timeout=60.0, stop_timeout=5.0, max_queue_lag=10.0, max_queue_frames=256)
-    )
+async def test_reference_default_file_runs_over_trickle(
+    engine_factory, orchestrator, http, tiny_streamdiffusion_dir, tiny_sdxl, name: str
+) -> None:
+    engine = await engine_factory(config=DIFFUSION_CONFIG)
     segments = make_ts_segments(frames=60, width=64, height=64, audio=False)
-    params = _params(name, tiny_sd, tiny_sdxl)
+    params = _params(name, tiny_streamdiffusion_dir, tiny_sdxl)
     stream = f"ref-{name}"
-    ch = Channels(orchestrator, stream)
-    for url in (ch.publish_url, ch.events_url):
-        async with http.post(url) as resp:
-            assert resp.status == 200
-    out, events = Collected(), Collected()
-    readers = [
-        asyncio.create_task(collect(ch.publish_url, http, out)),
-        asyncio.create_task(collect(ch.events_url, http, events)),
-    ]
     model_id = "streamdiffusion-" + name.replace("_", "-")
-    async with (
-        TricklePublisher(ch.subscribe_url, "video/mp2t", session=http) as pub,
-        TricklePublisher(ch.control_url, "application/json", session=http) as control,
-    ):
-        resp = await engine.post("/live-video-to-video", json=ch.start_body(model_id=model_id, stream_id=stream, params=params))
-        assert resp.status == 200, await resp.text()
-        await publish_segments(pub, segments[:1])
 
-        async def first_segment_done() -> bool:
-            return (await _status(engine, stream))["frames_out"] >= 30
+    async def same_file_again(control: TricklePublisher) -> None:
+        await send_params(engine, stream, control, params)
 
-        await wait_for(first_segment_done, timeout=60)
-        async with control.segment() as seg:  # the same file as a control update
-            await seg.write(json.dumps(params).encode())
-
-        async def applied() -> bool:
-            return (await _status(engine, stream))["inference_status"]["last_params_update_time"] is not None
-
-        await wait_for(applied, timeout=30)
-        await publish_segments(pub, segments[1:])
-    async with asyncio.timeout(60):
-        await asyncio.gather(*readers)
-    frames, _, _ = decode_ts(out.data)
-    evs = [e["event"] for e in events_of(events)]
+    frames, evs = await run_live_stream(engine, orchestrator, http, stream, model_id, params, segments, same_file_again)
 
     assert len(frames) == 60 and {f.shape for f in frames} == {(64, 64, 3)}
     assert min(float(f.std()) for f in frames) > 8  # never a blank frame, update included
