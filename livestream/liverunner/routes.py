@@ -105,16 +105,22 @@ def add_runner_routes(
             return _error(status, f"The orchestrator refused the session's channels: {exc}")
         return _json(entry.describe() | {"created": created})
 
-    async def params(request: web.Request) -> web.Response:
-        sessions = sessions_of(request)
+    def running(request: web.Request) -> RunnerSession | web.Response:
+        """The caller's running session, or the 400/403/404 answer."""
         headers = _session_headers(request)
         if isinstance(headers, web.Response):
             return headers
-        entry = sessions.get(headers[0])
+        entry = sessions_of(request).get(headers[0])
         if entry is None:
             return _error(404, "This session has no stream; POST stream/start first.")
         if (forbidden := _forbidden_for(entry, headers[1], headers[2])) is not None:
             return forbidden
+        return entry
+
+    async def params(request: web.Request) -> web.Response:
+        entry = running(request)
+        if isinstance(entry, web.Response):
+            return entry
         body = await _body(request)
         if isinstance(body, web.Response):
             return body
@@ -128,15 +134,9 @@ def add_runner_routes(
         return _json({"session_id": entry.session_id, "params": result.model_dump()})
 
     async def status(request: web.Request) -> web.Response:
-        sessions = sessions_of(request)
-        headers = _session_headers(request)
-        if isinstance(headers, web.Response):
-            return headers
-        entry = sessions.get(headers[0])
-        if entry is None:
-            return _error(404, "This session has no stream; POST stream/start first.")
-        if (forbidden := _forbidden_for(entry, headers[1], headers[2])) is not None:
-            return forbidden
+        entry = running(request)
+        if isinstance(entry, web.Response):
+            return entry
         return _json(entry.describe() | {"status": entry.session.status(for_api=True)})
 
     async def stop(request: web.Request) -> web.Response:
