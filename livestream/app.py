@@ -8,6 +8,7 @@ from trickle import TrickleServer, TrickleServerConfig
 
 from .api import setup_api
 from .api.live_sessions import add_live_routes
+from .api.recordings import add_recording_routes
 from .keys import SETTINGS_KEY
 from .live import setup_live
 from .liverunner import setup_live_runner
@@ -30,6 +31,7 @@ def build_app(settings: Settings) -> web.Application:
     setup_api(app, settings)
     setup_live(app, settings, OUTPUT_SINKS)
     add_live_routes(app)
+    add_recording_routes(app)
     setup_live_runner(app, settings)
     setup_protocols(app, settings)
     setup_webrtc(app, settings)

@@ -126,6 +126,12 @@ class Settings:
     auth_webhook_url: str | None = None
     #: Seconds without data before an RTMP publisher is cut off.
     rtmp_idle_timeout: float = 10.0
+    #: RTMPS ingest port (TLS with `tls_cert`/`tls_key`); None: off; 0: any free port (tests).
+    rtmps_port: int | None = None
+    #: Where recordings go (`livestream.egress.recording`); None: ./recordings.
+    recordings_dir: Path | None = None
+    #: Record every direct stream from its start (`--record DIR`).
+    record_direct: bool = False
     #: Auxiliary models of the live pipelines, kind -> id or folder (`pipelines.live.aux_models`).
     aux_models: Mapping[str, str] = field(default_factory=dict)
     #: go-livepeer Live Runner (`livestream.liverunner`): the orchestrator to register with, its
