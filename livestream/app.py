@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 from aiohttp import web
 
+from pipelines.threads import daemon_default_executor
 from trickle import TrickleServer, TrickleServerConfig
 
 from .api import setup_api
@@ -26,6 +29,7 @@ def build_app(settings: Settings) -> web.Application:
     """Build the whole engine application from one settings object."""
     app = web.Application(client_max_size=1024**2 * 64)
     app[SETTINGS_KEY] = settings
+    app.cleanup_ctx.append(_default_executor)  # first in, last out: the others' to_thread calls
     # Engine code creates channels in-process through `app[trickle.TRICKLE_SERVER_KEY]`.
     TrickleServer(TrickleServerConfig(autocreate=settings.trickle_autocreate)).setup(app, TRICKLE_BASE_PATH)
     setup_api(app, settings)
@@ -36,3 +40,9 @@ def build_app(settings: Settings) -> web.Application:
     setup_protocols(app, settings)
     setup_webrtc(app, settings)
     return app
+
+
+async def _default_executor(app: web.Application) -> AsyncIterator[None]:
+    """`asyncio.to_thread` runs on daemon threads: a stuck call never holds the process's exit."""
+    async with daemon_default_executor():
+        yield

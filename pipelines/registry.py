@@ -23,7 +23,6 @@ In runner mode (`pinned`, ai-runner's PIPELINE/MODEL_ID) the pinned model is pre
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import importlib
 import logging
@@ -44,6 +43,7 @@ from .errors import (
     PipelineError,
     PipelineNotAvailableError,
 )
+from .threads import DaemonThreadPool
 
 __all__ = ["BATCH_TASKS", "DEFAULT_MODEL_IDS", "IMPLEMENTATIONS", "Health", "PipelineFactory", "PipelineRegistry"]
 
@@ -139,6 +139,7 @@ class PipelineRegistry:
         max_queue: requests that may wait per model while one runs (0: none wait).
         factories: task -> factory, replacing the built-in `IMPLEMENTATIONS` (tests, plug-ins).
         load_retry_after: seconds a failed load is remembered before a request tries again.
+        close_timeout_s: how long `aclose` waits for running jobs' threads to return.
     """
 
     def __init__(
@@ -150,6 +151,7 @@ class PipelineRegistry:
         max_queue: int,
         factories: Mapping[str, PipelineFactory] | None = None,
         load_retry_after: float = 30.0,
+        close_timeout_s: float = 5.0,
     ) -> None:
         if max_queue < 0:
             raise ValueError(f"max_queue must be >= 0, got {max_queue}.")
@@ -164,7 +166,8 @@ class PipelineRegistry:
             factories = {task: _import_factory(spec) for task, spec in IMPLEMENTATIONS.items()}
         self._factories = dict(factories)
         self._slots: dict[tuple[str, str], _Slot] = {}
-        self._executor = concurrent.futures.ThreadPoolExecutor(thread_name_prefix="pipeline")
+        #: Daemon threads `pipeline_{n}`: a job stuck in a model never holds the process's exit.
+        self._executor = DaemonThreadPool(thread_name_prefix="pipeline", shutdown_timeout_s=close_timeout_s)
         self._preload: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -264,7 +267,8 @@ class PipelineRegistry:
         return len(self._running)
 
     async def aclose(self) -> None:
-        """Stop loading, forget every model, tell running jobs to stop (their threads end on their own)."""
+        """Stop loading, forget every model, tell running jobs to stop and wait (at most
+        `close_timeout_s`) for their threads to return."""
         if self._closed:
             return
         self._closed = True
@@ -277,6 +281,11 @@ class PipelineRegistry:
                 await t  # bounded: cancelled, each only awaits its thread's future
         self._slots.clear()
         self._executor.shutdown(wait=False, cancel_futures=True)
+        # Jobs were told to stop: give them `close_timeout_s` to return their model, then name
+        # the stuck ones (daemon threads: they end with the process, never hold its exit).
+        stuck = await self._executor.ajoin(self._executor.shutdown_timeout_s)
+        if stuck:
+            log.warning("registry closed with %d job thread(s) still running: %s", len(stuck), ", ".join(stuck))
 
     # -- running jobs ----------------------------------------------------------------------
 
