@@ -32,7 +32,6 @@ import asyncio
 import io
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -41,6 +40,7 @@ import time
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
+from ._common import free_port
 
 __all__ = ["main"]
 
@@ -71,13 +71,6 @@ def _mp3(seconds: float, rate: int = 44100) -> bytes:
         for packet in stream.encode(None):
             container.mux(packet)
     return buf.getvalue()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 async def _wait_ok(url: str, proc: subprocess.Popen[bytes], timeout: float = 180.0) -> None:
@@ -189,7 +182,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         model = Path(tmp) / "whisper-random-256x2"
         write_tiny_whisper(model, d_model=256, layers=2, max_new_tokens=48)
-        rows = asyncio.run(_run(model, _free_port()))
+        rows = asyncio.run(_run(model, free_port()))
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "

@@ -10,12 +10,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing as mp
-import statistics
 import sys
 import time
 from pathlib import Path
 
 import aiohttp
+from ._common import free_ports, p_ms
 
 T2I = {"prompt": "x", "model_id": "m"}
 LLM = {"messages": [{"role": "user", "content": "hi"}], "model": "tiny", "stream": True}
@@ -46,18 +46,6 @@ def _serve_gateway(port: int, runner_ports: list[int]) -> None:
     logging.disable(logging.WARNING)
     config = GatewayConfig(runners=tuple(RunnerConfig(f"http://127.0.0.1:{p}") for p in runner_ports))
     web.run_app(build_gateway_app(config), host="127.0.0.1", port=port, print=None, access_log=None)
-
-
-def _free_ports(n: int) -> list[int]:
-    import socket
-
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [int(s.getsockname()[1]) for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 async def _wait_up(session: aiohttp.ClientSession, url: str) -> None:
@@ -109,10 +97,6 @@ async def _ttft(session: aiohttp.ClientSession, url: str, n: int) -> list[float]
     return out
 
 
-def _p(values: list[float], q: float) -> float:
-    return statistics.quantiles(values, n=100)[int(q) - 1] * 1000 if len(values) > 1 else values[0] * 1000
-
-
 async def _run(requests: int, seconds: float, gw_url: str, direct: str, gw10_url: str) -> None:
     async with aiohttp.ClientSession() as session:
         for url in (direct, gw_url, gw10_url):
@@ -125,13 +109,13 @@ async def _run(requests: int, seconds: float, gw_url: str, direct: str, gw10_url
         await _latencies(session, direct, 50)  # warm up
         await _latencies(session, gw_url, 50)
         d, g = await _latencies(session, direct, requests), await _latencies(session, gw_url, requests)
-        print(f"batch latency p50: direct {_p(d, 50):.2f} ms, via gateway {_p(g, 50):.2f} ms, "
-              f"added {_p(g, 50) - _p(d, 50):.2f} ms (p90 added {_p(g, 90) - _p(d, 90):.2f} ms)")  # fmt: skip
+        print(f"batch latency p50: direct {p_ms(d, 50):.2f} ms, via gateway {p_ms(g, 50):.2f} ms, "
+              f"added {p_ms(g, 50) - p_ms(d, 50):.2f} ms (p90 added {p_ms(g, 90) - p_ms(d, 90):.2f} ms)")  # fmt: skip
         td, tg = await _throughput(session, direct, seconds), await _throughput(session, gw_url, seconds)
         print(f"no-model route throughput (16 in flight): direct {td:.0f} req/s, via gateway {tg:.0f} req/s")
         fd, fg = await _ttft(session, direct, 50), await _ttft(session, gw_url, 50)
-        print(f"LLM time to first token p50: direct {_p(fd, 50):.2f} ms, via gateway {_p(fg, 50):.2f} ms, "
-              f"added {_p(fg, 50) - _p(fd, 50):.2f} ms")  # fmt: skip
+        print(f"LLM time to first token p50: direct {p_ms(fd, 50):.2f} ms, via gateway {p_ms(fg, 50):.2f} ms, "
+              f"added {p_ms(fg, 50) - p_ms(fd, 50):.2f} ms")  # fmt: skip
         t10 = await _throughput(session, gw10_url, seconds)
         async with session.get(f"{gw10_url}/metrics") as resp:
             text = await resp.text()
@@ -145,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=400)
     parser.add_argument("--seconds", type=float, default=3.0)
     args = parser.parse_args(argv or [])
-    ports = _free_ports(14)
+    ports = free_ports(14)
     one, ten, gw1, gw10 = ports[0], ports[1:11], ports[11], ports[12]
     procs = [
         mp.Process(target=_serve_runners, args=([one], 0.02), daemon=True),

@@ -15,12 +15,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing as mp
-import statistics
 import sys
 import time
 from pathlib import Path
 
 import aiohttp
+from ._common import free_ports, p_ms
 
 T2I = {"prompt": "x", "model_id": "m"}
 LLM = {"messages": [{"role": "user", "content": "hi"}], "model": "m"}
@@ -47,22 +47,6 @@ def _serve_gateway(port: int, orchestrator: str) -> None:
     logging.disable(logging.WARNING)
     config = GatewayConfig(orchestrators=(orchestrator,))
     web.run_app(build_gateway_app(config), host="127.0.0.1", port=port, print=None, access_log=None)
-
-
-def _free_ports(n: int) -> list[int]:
-    import socket
-
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [int(s.getsockname()[1]) for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
-def _p(values: list[float], q: int) -> float:
-    return statistics.quantiles(values, n=100)[q - 1] * 1000
 
 
 async def _via_gateway(session: aiohttp.ClientSession, url: str, path: str, body: dict[str, object], n: int) -> list[float]:
@@ -138,18 +122,18 @@ async def _run(requests: int, gw_url: str, orchestrator: str) -> None:
             await _via_gateway(session, gw_url, path, body, 30)
             d = await _direct(session, orchestrator, path, body, requests)
             g = await _via_gateway(session, gw_url, path, body, requests)
-            print(f"{what} p50: direct {_p(d, 50):.2f} ms, via gateway {_p(g, 50):.2f} ms, added "
-                  f"{_p(g, 50) - _p(d, 50):.2f} ms (p90 added {_p(g, 90) - _p(d, 90):.2f} ms)")  # fmt: skip
+            print(f"{what} p50: direct {p_ms(d, 50):.2f} ms, via gateway {p_ms(g, 50):.2f} ms, added "
+                  f"{p_ms(g, 50) - p_ms(d, 50):.2f} ms (p90 added {p_ms(g, 90) - p_ms(d, 90):.2f} ms)")  # fmt: skip
     costs = await _refresh_costs(orchestrator, requests)
     for name, values in costs.items():
-        print(f"GetOrchestrator {name}: p50 {_p(values, 50):.2f} ms, p90 {_p(values, 90):.2f} ms ({len(values)} calls)")
+        print(f"GetOrchestrator {name}: p50 {p_ms(values, 50):.2f} ms, p90 {p_ms(values, 90):.2f} ms ({len(values)} calls)")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gateway_orch_bench")
     parser.add_argument("--requests", type=int, default=300)
     args = parser.parse_args(argv or [])
-    grpc_port, http_port, gw = _free_ports(3)
+    grpc_port, http_port, gw = free_ports(3)
     orchestrator = f"https://127.0.0.1:{grpc_port}"
     procs = [
         mp.Process(target=_serve_orchestrator, args=(grpc_port, http_port), daemon=True),

@@ -27,6 +27,7 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass
+from ._common import percentile
 
 __all__ = ["main"]
 
@@ -84,11 +85,6 @@ class Result:
     cpu_us: float
 
 
-def _percentile(sorted_values: list[float], q: float) -> float:
-    index = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
-    return sorted_values[index]
-
-
 def _cpu_seconds(pid: int) -> float:
     import psutil
 
@@ -134,8 +130,8 @@ async def _measure(port: int, pid: int) -> Result:
         conc_elapsed = time.perf_counter() - started
         cpu = _cpu_seconds(pid) - cpu_started
     return Result(
-        p50_ms=_percentile(times, 0.50) * 1e3,
-        p99_ms=_percentile(times, 0.99) * 1e3,
+        p50_ms=percentile(times, 0.50) * 1e3,
+        p99_ms=percentile(times, 0.99) * 1e3,
         seq_rps=SEQUENTIAL / seq_elapsed,
         conc_rps=CONCURRENT_REQUESTS / conc_elapsed,
         cpu_us=cpu / (SEQUENTIAL + CONCURRENT_REQUESTS) * 1e6,

@@ -32,14 +32,7 @@ from liverunner_standin import StandinOrchestrator  # noqa: E402
 from livestream.live.testsrc import make_ts_segments  # noqa: E402
 from livestream.liverunner.client import LiveRunnerClient  # noqa: E402
 from trickle import TricklePublisher, TrickleSubscriber  # noqa: E402
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from ._common import free_port
 
 
 async def _round(
@@ -47,7 +40,7 @@ async def _round(
 ) -> tuple[float, float]:
     standin = StandinOrchestrator(interval="1s")
     await standin.start()
-    port = _free_port()
+    port = free_port()
     cmd = [
         sys.executable, "-m", "livestream", "serve", "--host", "127.0.0.1", "--port", str(port),
         "--orch-addr", standin.base, "--orch-secret", standin.orch_secret, "--runner-url", f"http://127.0.0.1:{port}",

@@ -26,7 +26,6 @@ import contextlib
 import json
 import multiprocessing
 import platform
-import socket
 import statistics
 import tempfile
 import time
@@ -38,6 +37,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from ._common import free_port
 
 __all__ = ["main"]
 
@@ -60,18 +60,12 @@ class Sample:
         return self.tokens / self.total
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.asynccontextmanager
 async def _engine(model_dir: Path) -> AsyncIterator[tuple[str, web.Application]]:
     from livestream.app import build_app
     from livestream.settings import Settings
 
-    port = _free_port()
+    port = free_port()
     settings = replace(Settings(), pipeline="llm", model_id=str(model_dir), host="127.0.0.1", port=port)
     app = build_app(settings)
     runner = web.AppRunner(app, access_log=None)

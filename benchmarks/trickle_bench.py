@@ -31,6 +31,7 @@ import psutil
 from aiohttp import web
 
 from trickle import TricklePublisher, TrickleServer, TrickleServerConfig, TrickleSubscriber
+from ._common import percentile
 
 __all__ = ["main"]
 
@@ -297,11 +298,6 @@ async def _fan_out(base: str, server: psutil.Process, subscribers: int, segments
 # --- report ----------------------------------------------------------------------------------
 
 
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
-
-
 async def _run() -> None:
     total = 192 * MiB
     print(
@@ -323,11 +319,11 @@ async def _run() -> None:
         print(f"(b) first-byte latency, write -> subscriber read, {len(latencies)} samples:")
         print(
             f"    trickle, first bytes of a new segment  p50 {statistics.median(latencies) * 1e3:.2f} ms, "
-            f"p99 {_percentile(latencies, 0.99) * 1e3:.2f} ms"
+            f"p99 {percentile(latencies, 0.99) * 1e3:.2f} ms"
         )
         print(
             f"    bare relay, chunk on an open stream    p50 {statistics.median(baseline) * 1e3:.2f} ms, "
-            f"p99 {_percentile(baseline, 0.99) * 1e3:.2f} ms"
+            f"p99 {percentile(baseline, 0.99) * 1e3:.2f} ms"
         )
         fan = await _fan_out(base, server, subscribers=100, segments=20)
         print(
