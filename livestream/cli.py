@@ -168,6 +168,7 @@ def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParse
     )
     _add_webrtc_args(serve, env)
     _add_rtmp_args(serve, env)
+    _add_rtmps_and_recording_args(serve, env)
     _add_live_runner_args(serve, env)
     serve.set_defaults(handler=_serve)
 
@@ -475,6 +476,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         aux_models=_aux_models(getattr(args, "aux_model", [])),
         **_webrtc_settings(args),
         **_rtmp_settings(args),
+        **_rtmps_and_recording_settings(args),
         **runner,
         version=env_str(os.environ, "VERSION", __version__) or __version__,
     )
@@ -620,6 +622,48 @@ def _rtmp_settings(args: argparse.Namespace) -> _RtmpSettings:
         "stream_keys": parse_stream_keys(args.stream_key),
         "auth_webhook_url": args.rtmp_auth_webhook or None,
     }
+
+
+def _add_rtmps_and_recording_args(serve: argparse.ArgumentParser, env: Mapping[str, str]) -> None:
+    group = serve.add_argument_group("RTMPS ingest and recording (docs/rtmp.md, docs/recording.md)")
+    group.add_argument(
+        "--rtmps-port",
+        type=int,
+        default=env_int(env, "RTMPS_PORT", None),
+        help="RTMPS (RTMP over TLS) ingest port, served with --tls-cert/--tls-key (env RTMPS_PORT); "
+        "default 1936 when TLS is set and RTMP is on; 0 turns it off",
+    )
+    group.add_argument(
+        "--record",
+        type=Path,
+        default=_path(env_str(env, "RECORD_DIR")),
+        metavar="DIR",
+        help="record every direct stream's output to DIR as fragmented MP4 (env RECORD_DIR); without it, "
+        "POST /live/{stream}/record records into ./recordings",
+    )
+
+
+class _RtmpsAndRecordingSettings(TypedDict):
+    rtmps_port: int | None
+    recordings_dir: Path | None
+    record_direct: bool
+
+
+def _rtmps_and_recording_settings(args: argparse.Namespace) -> _RtmpsAndRecordingSettings:
+    tls = args.tls_cert is not None and args.tls_key is not None
+    port = args.rtmps_port
+    if port is None:
+        port = 1936 if tls and args.rtmp_port != 0 and (args.rtmp_port is not None or not args.pipeline) else None
+    elif port == 0:
+        port = None
+    elif not 0 < port <= 65535:
+        raise ConfigError(f"--rtmps-port must be 1..65535 (or 0 for off), got {port}.")
+    elif not tls:
+        raise ConfigError(f"--rtmps-port {port} needs --tls-cert and --tls-key (env TLS_CERT, TLS_KEY).")
+    record = args.record
+    if record is not None and record.exists() and not record.is_dir():
+        raise ConfigError(f"--record {record}: not a folder; give the folder recordings go to.")
+    return {"rtmps_port": port, "recordings_dir": record, "record_direct": record is not None}
 
 
 def _print_ready(app: web.Application, settings: Settings) -> None:

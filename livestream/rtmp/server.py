@@ -12,13 +12,20 @@ mid-message, an unsupported codec (the session ends with that error), no data fo
 (`NetStream.Publish.BadName`, the first publisher keeps going), a wrong key
 (`NetStream.Publish.Unauthorized`). A refused publisher never gets Publish.Start, so OBS shows
 an error instead of reconnecting in a loop.
+
+RTMPS is the same server behind TLS (`ssl_context`, see `server_ssl_context`): the engine runs a
+second instance on `--rtmps-port` with `--tls-cert/--tls-key`; stream keys, auth and sessions
+are shared. A client that opens a connection and never completes the TLS handshake is dropped
+after `idle_timeout`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -36,7 +43,7 @@ if TYPE_CHECKING:
     from ..live.manager import SessionManager
     from ..settings import Settings
 
-__all__ = ["RtmpServer"]
+__all__ = ["RtmpServer", "server_ssl_context"]
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +61,16 @@ class RtmpServer:
         host: str | None = None,
         port: int | None = None,
         idle_timeout: float | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.manager = manager
         self.settings = settings
         self.host = host if host is not None else settings.host
         self.port = port if port is not None else settings.rtmp_port
         self.idle_timeout = idle_timeout if idle_timeout is not None else settings.rtmp_idle_timeout
+        #: TLS: this is an RTMPS listener.
+        self.ssl_context = ssl_context
+        self.scheme = "rtmps" if ssl_context is not None else "rtmp"
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
         self._http: aiohttp.ClientSession | None = None
@@ -76,13 +87,21 @@ class RtmpServer:
         await self.close()
 
     async def start(self) -> None:
+        tls = self.ssl_context
+        self._server = await asyncio.start_server(
+            self._accept,
+            self.host,
+            self.port,
+            limit=_READ_SIZE,
+            ssl=tls,
+            ssl_handshake_timeout=self.idle_timeout if tls is not None else None,
+        )
         if self.settings.auth_webhook_url:
             self._http = aiohttp.ClientSession()
-        self._server = await asyncio.start_server(self._accept, self.host, self.port, limit=_READ_SIZE)
         sockets = self._server.sockets or ()
         if sockets:
             self.port = sockets[0].getsockname()[1]
-        log.info("RTMP ingest listening on rtmp://%s:%d/live", self.host, self.port)
+        log.info("%s ingest listening on %s://%s:%d/live", self.scheme.upper(), self.scheme, self.host, self.port)
 
     async def close(self) -> None:
         """Stop accepting, end every connection, await their tasks. Idempotent."""
@@ -104,6 +123,13 @@ class RtmpServer:
         task = asyncio.create_task(_Connection(self, reader, writer, where).run(), name=f"rtmp-{where}")
         self._connections.add(task)
         task.add_done_callback(self._connections.discard)
+
+
+def server_ssl_context(cert: Path, key: Path) -> ssl.SSLContext:
+    """The TLS context of an RTMPS listener (PEM files); raises `ssl.SSLError`/`OSError`."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context
 
 
 class _Connection:
