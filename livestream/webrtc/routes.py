@@ -2,7 +2,9 @@
 
     GET    /live/{stream}                     player page (WHEP, status, param controls)
     GET    /live/{stream}/publish             camera page (WHIP publish + processed playback)
-    GET    /webrtc/{name}.js                  the pages' script
+    GET    /live/{stream}/view                OBS Browser Source page: video only, reconnects, low latency
+    GET    /webrtc/{name}.js                  the pages' scripts (webrtc.js, controls.js)
+    OPTIONS /live/{stream}/{whep|whip}        204 + the engine's ICE servers as `Link` headers
     POST   /live/{stream}/whep                SDP offer → 201 + answer + Location
     POST   /live/{stream}/whip                SDP offer → 201 + answer + Location
     PATCH  /live/{stream}/{whep|whip}/{id}    trickle ICE (application/trickle-ice-sdpfrag) → 204
@@ -39,8 +41,8 @@ routes = web.RouteTableDef()
 
 _SDP = "application/sdp"
 _SDPFRAG = "application/trickle-ice-sdpfrag"
-_PAGES = {"player": "player.html", "publish": "publish.html"}
-_SCRIPTS = {"webrtc": "webrtc.js"}
+_PAGES = {"player": "player.html", "publish": "publish.html", "view": "view.html"}
+_SCRIPTS = {"webrtc": "webrtc.js", "controls": "controls.js"}
 
 
 def _check_token(request: web.Request, *, required: bool) -> None:
@@ -94,6 +96,14 @@ def _created(resource: Resource, answer: str, request: web.Request) -> web.Respo
         "Accept-Patch": _SDPFRAG,
         hdrs.ACCESS_CONTROL_EXPOSE_HEADERS: "Location, ETag, Link, Accept-Patch",
     }
+    links = _ice_links(hub)
+    if links:
+        headers[hdrs.LINK] = ", ".join(links)
+    return web.Response(status=201, text=answer, content_type=_SDP, headers=headers)
+
+
+def _ice_links(hub: WebRTCHub) -> list[str]:
+    """The engine's ICE servers as RFC 9725 `Link: <url>; rel="ice-server"` values."""
     links = []
     for server in hub.ice.servers:
         urls = [server.urls] if isinstance(server.urls, str) else server.urls
@@ -102,9 +112,22 @@ def _created(resource: Resource, answer: str, request: web.Request) -> web.Respo
             if server.username:
                 link += f'; username="{server.username}"; credential="{server.credential}"; credential-type="password"'
             links.append(link)
+    return links
+
+
+@routes.options("/live/{stream}/{kind:whep|whip}")
+async def ice_servers(request: web.Request) -> web.Response:
+    """What the pages ask before their offer: the ICE servers (the 201 repeats them), after the
+    same auth as the POST, since TURN credentials are in them."""
+    if request.match_info["kind"] == "whip":
+        _check_publish(request, request.match_info["stream"])
+    else:
+        _check_token(request, required=_protect_playback(request))
+    links = _ice_links(request.app[WEBRTC_HUB_KEY])
+    headers = {"Accept-Post": _SDP, hdrs.ACCESS_CONTROL_EXPOSE_HEADERS: "Link, Accept-Post"}
     if links:
         headers[hdrs.LINK] = ", ".join(links)
-    return web.Response(status=201, text=answer, content_type=_SDP, headers=headers)
+    return web.Response(status=204, headers=headers)
 
 
 @routes.post("/live/{stream}/whep")
@@ -189,6 +212,11 @@ async def player_page(request: web.Request) -> web.Response:
 @routes.get("/live/{stream}/publish")
 async def publish_page(request: web.Request) -> web.Response:
     return web.Response(body=_static(_PAGES["publish"]), content_type="text/html", charset="utf-8")
+
+
+@routes.get("/live/{stream}/view")
+async def view_page(request: web.Request) -> web.Response:
+    return web.Response(body=_static(_PAGES["view"]), content_type="text/html", charset="utf-8")
 
 
 @routes.get("/webrtc/{name}.js")
