@@ -13,13 +13,17 @@ from aiohttp import web
 from .. import __version__
 from ..api.bodies import BodyLimits
 from ..api.errors import ApiError, error_middleware, json_error
+from ..keys import SETTINGS_KEY
+from ..webrtc import WEBRTC_DIRECTORY_KEY, setup_webrtc
 from .auth import auth_middleware
 from .backends import Discovery
 from .config import GatewayConfig
 from .jobs import AsyncJobs
 from .live import LiveStreams
-from .live_routes import LIVE_KEY, add_live_routes
+from .live_media import GatewayDirectory, LiveMedia, settings_for
+from .live_routes import LIVE_KEY, LIVE_MEDIA_KEY, add_live_routes
 from .metrics import GatewayMetrics, LiveCollector
+from .payments import PaymentsCollector
 from .proxy import GatewayError, Proxy
 from .requests import read_forwarded
 from .selection import Selector
@@ -128,7 +132,9 @@ async def _health(request: web.Request) -> web.StreamResponse:
 
 async def _backends(request: web.Request) -> web.StreamResponse:
     gw = _gateway(request)
-    return web.json_response({"rounds": gw.discovery.rounds, "backends": [b.status() for b in gw.discovery.backends]})
+    payments = gw.discovery.payments
+    backends = [{**b.status(), "payments": payments.status(b.url) if payments else None} for b in gw.discovery.backends]
+    return web.json_response({"rounds": gw.discovery.rounds, "backends": backends})
 
 
 async def _metrics(request: web.Request) -> web.StreamResponse:
@@ -152,8 +158,11 @@ def build_gateway_app(config: GatewayConfig, limits: BodyLimits | None = None) -
                                on_swap=lambda s: gw.metrics.live_swaps.labels(s.name).inc(),
                                on_suspend=lambda b: gw.metrics.suspensions.labels(b.url).inc())  # fmt: skip
             app[LIVE_KEY] = live
+            media = app[LIVE_MEDIA_KEY] = directory.media = LiveMedia(live, config, settings)
             gw.metrics.registry.register(LiveCollector(live.streams))
-            async with gw.store.running(), gw.discovery.running():
+            if gw.discovery.payments is not None:
+                gw.metrics.registry.register(PaymentsCollector(gw.discovery.payments))
+            async with gw.store.running(), gw.discovery.running(), media.running():
                 await gw.discovery.wait_first_round(config.probe_timeout + 1)
                 yield
                 await live.close()
@@ -164,6 +173,12 @@ def build_gateway_app(config: GatewayConfig, limits: BodyLimits | None = None) -
     trickle.setup(app, "/ai/trickle/")
     app.cleanup_ctx.append(lifecycle)
     add_live_routes(app)
+    # RTMP ingest, WHEP playback and the player page: the engine's parts (gateway/live_media.py).
+    settings = settings_for(config)
+    app[SETTINGS_KEY] = settings
+    directory = GatewayDirectory()
+    app[WEBRTC_DIRECTORY_KEY] = directory
+    setup_webrtc(app, settings)
     for route in GATEWAY_ROUTES:
         handler = _route_handler(route)
         app.router.add_post(route.path, handler)

@@ -115,6 +115,34 @@ class GatewayConfig:
     #: go-livepeer's `-liveAIAuthWebhookUrl` / `-liveAIAuthApiKey`.
     live_auth_webhook: str | None = None
     live_auth_api_key: str | None = None
+    #: Payments to on-chain orchestrators (gateway/payments.py): an Ethereum keystore file and
+    #: its passphrase (go-livepeer's `-ethKeystorePath`/`-ethPassword`), or go-livepeer's remote
+    #: signer (`-remoteSignerUrl`/`-remoteSignerHeaders`) so the gateway holds no key. Neither:
+    #: on-chain orchestrators are listed as `needs payment`, never selected.
+    eth_keystore: Path | None = None
+    eth_password: str | None = None
+    #: The chain's JSON-RPC URL (the sender's deposit and reserve, the latest L1 block).
+    eth_rpc_url: str | None = None
+    #: Livepeer's TicketBroker and RoundsManager (Arbitrum One's by default).
+    ticket_broker: str = "0xa8bB618B1520E284046F3dFc448851A1Ff26e41B"
+    rounds_manager: str = "0xdd6f56DcC28D3F5f27084381fE8Df634985cc39f"
+    remote_signer_url: str | None = None
+    remote_signer_headers: dict[str, str] = field(default_factory=dict)
+    #: go-livepeer's sender limits: `-maxTicketEV`, `-maxTotalEV` (wei), `-depositMultiplier`.
+    max_ticket_ev: int = 3_000_000_000_000
+    max_total_ev: int = 20_000_000_000_000
+    deposit_multiplier: int = 1
+    #: Seconds the latest L1 block and the sender's funds are cached between chain reads.
+    chain_refresh: float = 5.0
+    #: RTMP ingest at the gateway (gateway/live_media.py), as `livestream serve`'s: the port
+    #: (None: off; 0: any free port), stream keys (secret -> stream name), and an RTMP URL every
+    #: RTMP-published stream's output is pushed to (`{stream}` replaced by its name).
+    rtmp_port: int | None = None
+    stream_keys: dict[str, str] = field(default_factory=dict)
+    rtmp_output: str | None = None
+    #: WebRTC (WHEP playback at the gateway): STUN/TURN URLs and host candidate addresses.
+    ice_servers: tuple[str, ...] = ()
+    webrtc_hosts: tuple[str, ...] = ()
 
     def price_cap(self, pipeline: str, model_id: str) -> float | None:
         caps = self.max_prices
@@ -202,11 +230,13 @@ def load_config_file(path: Path) -> dict[str, Any]:
         out["orchestrators"] = tuple(str(o).rstrip("/") for o in out["orchestrators"])
     if "api_keys" in out:
         out["api_keys"] = tuple(str(k) for k in out["api_keys"])
-    for key in ("storage_dir", "state_dir"):
+    for key in ("storage_dir", "state_dir", "eth_keystore"):
         if key in out and out[key] is not None:
             out[key] = Path(out[key])
     if "min_runner_versions" in out:
         out["min_runner_versions"] = parse_min_runner_versions(out["min_runner_versions"])
+    if "remote_signer_headers" in out:
+        out["remote_signer_headers"] = {str(k): str(v) for k, v in dict(out["remote_signer_headers"]).items()}
     if "max_prices" in out:
         out["max_prices"] = {str(k): float(v) for k, v in out["max_prices"].items()}
     return out

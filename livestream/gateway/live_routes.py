@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote
 
 import aiohttp
@@ -23,11 +23,15 @@ from aiohttp import web
 from .config import GatewayConfig
 from .live import LiveError, LiveStreams
 
-__all__ = ["LIVE_KEY", "add_live_routes", "call_auth_webhook"]
+if TYPE_CHECKING:
+    from .live_media import LiveMedia
+
+__all__ = ["LIVE_KEY", "LIVE_MEDIA_KEY", "add_live_routes", "call_auth_webhook"]
 
 log = logging.getLogger(__name__)
 
 LIVE_KEY = web.AppKey("gateway_live", LiveStreams)
+LIVE_MEDIA_KEY: web.AppKey[LiveMedia] = web.AppKey("gateway_live_media")
 _CORS = {"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Methods": "POST, GET, OPTIONS",
          "Access-Control-Allow-Headers": "*"}  # fmt: skip
 _SOURCE_TYPES = {"webrtcsession": "whip", "rtmpconn": "rtmp"}

@@ -26,24 +26,31 @@ import logging
 import ssl
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
 
 import aiohttp
 
 from pipelines.errors import InvalidRequestError
 
 from ..errors import SessionLimitError, StreamBusyError
-from ..ingest import IngestError, InputStalled
+from ..ingest import Ingest, IngestError, InputStalled
 from .auth import PublishRejected, authorize
 from .flv import FlvError, parse_audio, parse_video
 from .ingest import RtmpIngest
 from .protocol import Media, Metadata, ProtocolError, PublishRequested, ServerConnection, Unpublished
 
 if TYPE_CHECKING:
-    from ..live.manager import SessionManager
     from ..settings import Settings
 
-__all__ = ["RtmpServer", "server_ssl_context"]
+__all__ = ["DirectStarter", "RtmpServer", "server_ssl_context"]
+
+
+class DirectStarter(Protocol):
+    """Where an accepted publish goes: the engine's `SessionManager`, or the gateway's relay."""
+
+    async def start_direct(self, stream: str, ingest: Ingest) -> object:
+        """Raises `StreamBusyError`, `SessionLimitError` or `InvalidRequestError` to refuse it."""
 
 log = logging.getLogger(__name__)
 
@@ -55,15 +62,18 @@ class RtmpServer:
 
     def __init__(
         self,
-        manager: SessionManager,
+        manager: DirectStarter,
         settings: Settings,
         *,
         host: str | None = None,
         port: int | None = None,
         idle_timeout: float | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        ingest_factory: Callable[[str, Callable[[], None]], RtmpIngest] | None = None,
     ) -> None:
         self.manager = manager
+        #: Builds each publisher's ingest (name, on_stop); the gateway's copies packets instead of decoding.
+        self.ingest_factory = ingest_factory or (lambda name, on_stop: RtmpIngest(name, on_stop=on_stop))
         self.settings = settings
         self.host = host if host is not None else settings.host
         self.port = port if port is not None else settings.rtmp_port
@@ -276,7 +286,7 @@ class _Connection:
             self.proto.reject_publish("NetStream.Publish.Unauthorized", f"Publish refused: {exc}.")
             return False
         self.stream = name
-        ingest = RtmpIngest(name, on_stop=self._stop_from_session)
+        ingest = server.ingest_factory(name, self._stop_from_session)
         try:
             await server.manager.start_direct(name, ingest)
         except StreamBusyError as exc:

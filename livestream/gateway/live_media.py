@@ -1,0 +1,415 @@
+"""RTMP ingest, RTMP output and WHEP playback at the gateway, on the engine's own parts.
+
+One code path with the engine: the engine's `RtmpServer` takes the publish (stream keys, the
+same `rtmp://host:port/live/{key}` URL), the engine's `WebRTCHub` serves `/live/{stream}/whep`
+and the player page, and the engine's `RtmpPushSink`/`WhepSink` send the output. What differs
+is that the gateway copies packets and never decodes or encodes video:
+
+    ffmpeg/OBS ──RTMP──▶ RtmpServer ──FLV tags──▶ RtmpCopyIngest ──EncodedPacket──▶ TsMuxer
+        ──MPEG-TS, one segment per keyframe──▶ /ai/trickle/{stream} ──(live.py)──▶ runner
+    runner ──(live.py)──▶ /ai/trickle/{stream}-out ──TsDemuxer──EncodedPacket──▶ SinkFanout
+        ──▶ WhepSink (WebRTC viewers, through the hub), RtmpPushSink (the stream's RTMP output)
+
+The output side reads the stream's viewer channel, which survives a runner swap (live.py), so
+WHEP viewers and the RTMP output go on after a swap with one keyframe gap and no reconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from pipelines.errors import InvalidRequestError
+
+from ..egress import SinkFanout
+from ..errors import SessionLimitError, StreamBusyError
+from ..ingest import Ingest, IngestError
+from ..media.audio_frames import aac_config_info, adts_to_raw
+from ..media.packets import OUTPUT_TIME_BASE, EncodedPacket
+from ..media.ts_demux import PesUnit, TsDemuxer
+from ..media.ts_mux import SEGMENT_START, TsMuxer
+from ..rtmp.flv import CODED_FRAMES, SEQUENCE_START, AudioTag, FlvError, VideoTag, annexb_nals
+from ..rtmp.ingest import RtmpIngest
+from ..rtmp.push import RtmpPushSink, redact
+from ..rtmp.server import RtmpServer
+from ..settings import Settings
+from ..webrtc.engine import WhepSink
+from ..webrtc.peers import Playback, Publisher, StreamNotFound, WebRTCHub
+from .config import GatewayConfig
+from .live import LiveError, LiveStream, LiveStreams, LocalWriter, read_segments, segment_chunks
+from .live_routes import call_auth_webhook
+
+__all__ = ["GatewayDirectory", "LiveMedia", "RelayedStream", "RtmpCopyIngest", "avc_parameter_sets", "settings_for"]
+
+log = logging.getLogger(__name__)
+
+_START_CODE = b"\x00\x00\x00\x01"
+_NAL_IDR = 5
+
+
+def settings_for(config: GatewayConfig) -> Settings:
+    """The engine settings the reused RTMP server and WebRTC routes read, from the gateway's."""
+    return Settings(
+        host=config.host, rtmp_port=config.rtmp_port, stream_keys=dict(config.stream_keys),
+        ice_servers=tuple(config.ice_servers), webrtc_hosts=tuple(config.webrtc_hosts),
+        rtmp_output=config.rtmp_output,
+    )  # fmt: skip
+
+
+def avc_parameter_sets(record: bytes) -> tuple[int, list[bytes]]:
+    """An AVCDecoderConfigurationRecord (ISO/IEC 14496-15 5.3.3.1): the NAL length size of the
+    coded frames and the SPS and PPS NAL units."""
+    if len(record) < 7 or record[0] != 1:
+        raise FlvError("bad AVC configuration record")
+    length_size = (record[4] & 0x03) + 1
+    nals: list[bytes] = []
+    at = 5
+    for mask in (0x1F, 0xFF):  # SPS count (5 bits), then PPS count (8 bits)
+        if at >= len(record):
+            raise FlvError("truncated AVC configuration record")
+        count, at = record[at] & mask, at + 1
+        for _ in range(count):
+            size = int.from_bytes(record[at : at + 2], "big")
+            nal = record[at + 2 : at + 2 + size]
+            if len(nal) != size or not size:
+                raise FlvError("truncated AVC configuration record")
+            nals.append(nal)
+            at += 2 + size
+    return length_size, nals
+
+
+def _length_prefixed(data: bytes, length_size: int) -> list[bytes]:
+    nals, at = [], 0
+    while at + length_size <= len(data):
+        size = int.from_bytes(data[at : at + length_size], "big")
+        at += length_size
+        if size <= 0 or at + size > len(data):
+            raise FlvError("truncated AVC coded frame")
+        nals.append(data[at : at + size])
+        at += size
+    return nals
+
+
+class RtmpCopyIngest(RtmpIngest):
+    """An RTMP publisher's tags as `EncodedPacket`s, on the loop, without decoding: H.264 in
+    Annex B with SPS/PPS in front of every IDR (what MPEG-TS needs), AAC raw with its config.
+
+    The connection calls `put`/`end`/`fail` as with the engine's ingest; `on_packet` and
+    `on_end` (set by `LiveMedia` once the stream is started) take what comes out."""
+
+    name = "rtmp-copy"
+
+    def __init__(self, stream: str, on_stop: Callable[[], None]) -> None:
+        super().__init__(stream, on_stop=on_stop)
+        self.on_packet: Callable[[EncodedPacket], None] = lambda packet: None
+        self.on_end: Callable[[str | None], None] = lambda error: None
+        self.error: str | None = None
+        self._finished = False
+        self._length_size = 4
+        self._parameter_sets = b""
+        self._asc: bytes | None = None
+
+    def put(self, tag: VideoTag | AudioTag, timestamp: int, arrival: float) -> None:
+        if self._finished:
+            return
+        self.tags += 1
+        try:
+            packet = self._video_packet(tag, timestamp) if isinstance(tag, VideoTag) else self._audio_packet(tag, timestamp)
+        except FlvError as exc:
+            self.fail(IngestError(f"rtmp stream {self.stream}: {exc}"))
+            self.stop()  # hang up: the gateway cannot relay what it cannot cut into segments
+            return
+        if packet is not None:
+            self.on_packet(packet)
+
+    async def wait_room(self) -> None:
+        """Nothing is queued: packets go into the input channel as they arrive."""
+
+    def end(self) -> None:
+        if not self._finished:
+            self._finished = True
+            self.on_end(self.error)
+
+    def fail(self, error: IngestError) -> None:
+        if self.error is None:
+            self.error = str(error)
+        self.end()
+
+    async def run(self, target: Any) -> None:
+        raise IngestError("the gateway's RTMP ingest copies packets; it feeds no session")
+
+    def _video_packet(self, tag: VideoTag, ts: int) -> EncodedPacket | None:
+        if tag.codec != "h264":
+            raise FlvError(f"the gateway relays H.264 video, not {tag.codec}")
+        self.video_codec = "h264"
+        if tag.kind == SEQUENCE_START:
+            self._length_size, sets = avc_parameter_sets(tag.data)
+            self._parameter_sets = b"".join(_START_CODE + nal for nal in sets)
+            return None
+        if tag.kind != CODED_FRAMES or not self._parameter_sets:
+            return None  # no configuration yet (joined mid-stream), or end of sequence
+        nals = _length_prefixed(tag.data, self._length_size)
+        if not nals:
+            return None
+        keyframe = any(nal[0] & 0x1F == _NAL_IDR for nal in nals)
+        body = b"".join(_START_CODE + nal for nal in nals)
+        if keyframe:
+            body = self._parameter_sets + body
+        self.video_frames += 1
+        self.last_video_ms = ts
+        return EncodedPacket("video", "h264", body, (ts + tag.cts) * 90, ts * 90, OUTPUT_TIME_BASE, keyframe=keyframe)
+
+    def _audio_packet(self, tag: AudioTag, ts: int) -> EncodedPacket | None:
+        if tag.config:
+            self._asc = tag.data
+            self.audio_codec = "aac"
+            self._audio_rate, self._audio_channels = aac_config_info(tag.data)
+            return None
+        if self._asc is None or not tag.data:
+            return None
+        self.audio_frames += 1
+        self.last_audio_ms = ts
+        rate = self._audio_rate or 48000
+        return EncodedPacket("audio", "aac", tag.data, ts * 90, ts * 90, OUTPUT_TIME_BASE, sample_rate=rate,
+                             channels=self._audio_channels or 2, extradata=self._asc,
+                             duration=round(1024 * 90000 / rate))  # fmt: skip
+
+
+def _adts_frames(payload: bytes) -> list[bytes]:
+    """The ADTS frames of one PES (a muxer may put several in one)."""
+    frames, at = [], 0
+    while at + 7 <= len(payload) and payload[at] == 0xFF and payload[at + 1] & 0xF0 == 0xF0:
+        size = ((payload[at + 3] & 0x03) << 11) | (payload[at + 4] << 3) | (payload[at + 5] >> 5)
+        if size < 7 or at + size > len(payload):
+            break
+        frames.append(payload[at : at + size])
+        at += size
+    return frames
+
+
+class RelayedStream:
+    """A live stream's media at the gateway: a publisher's packets muxed into its input
+    channel, and its viewer channel demuxed into packets for WHEP viewers and RTMP outputs."""
+
+    def __init__(self, media: LiveMedia, stream: LiveStream) -> None:
+        self.media = media
+        self.stream = stream
+        self.name = stream.name
+        self.fanout = SinkFanout(lambda message: log.warning("live %s: %s", self.name, message))
+        self.whep: WhepSink | None = None
+        self.rtmp_outputs: list[RtmpPushSink] = []
+        self.ingest: RtmpCopyIngest | None = None
+        self._muxer = TsMuxer()
+        self._input = LocalWriter(stream.input_channel)
+        self.packets_in = 0
+        self.packets_out = 0
+        self._task = asyncio.create_task(self._read_output(), name=f"live-media-{self.name}")
+
+    # -- input: a publisher's packets ----------------------------------------------------------
+
+    def put(self, packet: EncodedPacket) -> None:
+        if self.stream.ended is not None:
+            return
+        self.packets_in += 1
+        for chunk in self._muxer.mux(packet):
+            if chunk is SEGMENT_START:
+                self._input.begin()
+            else:
+                self._input.write(chunk)
+
+    def end_input(self, error: str | None) -> None:
+        """The publisher left: the input channel closes, the runner drains, the stream ends."""
+        if error is not None:
+            log.warning("live %s: input failed: %s", self.name, error)
+        self._input.end()
+        self.media.live.server.close_channel(self.name)
+
+    # -- output: packets of the viewer channel ---------------------------------------------------
+
+    def add_rtmp_output(self, url: str) -> None:
+        sink = RtmpPushSink(url, name=f"rtmp-out-{len(self.rtmp_outputs)}")
+        self.rtmp_outputs.append(sink)
+        self.fanout.attach(sink)
+        log.info("live %s: output pushed to %s", self.name, redact(url))
+
+    def playback(self, on_end: Callable[[WhepSink], Any]) -> Playback:
+        if self.whep is None or self.whep.done:
+            self.whep = WhepSink(self.name, lambda: None, on_end)  # every output segment starts with a keyframe
+            self.fanout.attach(self.whep)
+        return self.whep.playback
+
+    async def _read_output(self) -> None:
+        channel = self.stream.output.channel
+        try:
+            async for segment in read_segments(channel, start=-1):
+                demuxer = TsDemuxer()  # each runner segment carries its own tables
+                async for chunk in segment_chunks(segment):
+                    for unit in demuxer.feed(chunk):
+                        self._unit(unit)
+                for unit in demuxer.end_segment():
+                    self._unit(unit)
+        finally:
+            if self.ingest is not None:
+                self.ingest.stop()  # the stream ended under its publisher: hang up
+            self.media.forget(self)
+            await self.fanout.aclose(2.0)
+
+    def _unit(self, unit: PesUnit) -> None:
+        kind, codec = unit.stream.kind, unit.stream.codec
+        pts = unit.pts
+        if pts is None:
+            return
+        if kind == "video" and codec == "h264":
+            key = any(nal and nal[0] & 0x1F == _NAL_IDR for nal in annexb_nals(unit.payload))
+            dts = unit.dts if unit.dts is not None else pts
+            self._out(EncodedPacket("video", "h264", unit.payload, pts, dts, OUTPUT_TIME_BASE, keyframe=key))
+        elif kind == "audio" and codec == "aac":
+            for frame in _adts_frames(unit.payload):
+                try:
+                    _, asc = adts_to_raw(frame)
+                except ValueError:
+                    continue
+                rate, channels = aac_config_info(asc)
+                rate = rate or 48000
+                duration = round(1024 * 90000 / rate)
+                self._out(EncodedPacket("audio", "aac", frame, pts, pts, OUTPUT_TIME_BASE, sample_rate=rate,
+                                        channels=channels, adts=True, duration=duration))  # fmt: skip
+                pts += duration
+        elif kind == "audio":
+            self._out(EncodedPacket("audio", codec, unit.payload, pts, pts, OUTPUT_TIME_BASE))
+
+    def _out(self, packet: EncodedPacket) -> None:
+        self.packets_out += 1
+        self.fanout.put(packet)
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "packets_in": self.packets_in,
+            "packets_out": self.packets_out,
+            "whep": self.whep.status() if self.whep is not None else None,
+            "rtmp_outputs": [sink.status() for sink in self.rtmp_outputs],
+            "ingest": self.ingest.status() if self.ingest is not None else None,
+        }
+
+    async def aclose(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+
+class GatewayDirectory:
+    """The WebRTC hub's `StreamDirectory` at the gateway: WHEP plays a live stream's output."""
+
+    hub: WebRTCHub | None = None
+
+    def __init__(self) -> None:
+        self.media: LiveMedia | None = None
+
+    async def playback(self, stream: str) -> Playback:
+        relay = self.media.relay(stream) if self.media is not None else None
+        if relay is None:
+            raise StreamNotFound(f"No live stream {stream!r}.")
+        return relay.playback(self._ended)
+
+    async def _ended(self, sink: WhepSink) -> None:
+        if self.hub is not None:
+            await self.hub.close_viewers(sink.playback.video, "stream ended")
+
+    async def publish(self, stream: str) -> Publisher:
+        raise InvalidRequestError("WHIP ingest at the gateway is not supported yet: publish RTMP, or MPEG-TS to /ai/trickle/")
+
+
+class LiveMedia:
+    """The gateway's RTMP server and every stream's `RelayedStream`; `running()` owns them."""
+
+    def __init__(self, live: LiveStreams, config: GatewayConfig, settings: Settings) -> None:
+        self.live = live
+        self.config = config
+        self.settings = settings
+        self.relays: dict[str, RelayedStream] = {}
+        self.rtmp: RtmpServer | None = None
+
+    def trickle_base(self) -> str:
+        """Where runners reach the gateway's channels for a stream started without an HTTP request."""
+        base = self.config.live_trickle_url
+        if not base:
+            if self.config.public_url:
+                base = self.config.public_url.rstrip("/") + "/ai/trickle/"
+            else:
+                host = self.config.host if self.config.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+                base = f"http://{host}:{self.config.port}/ai/trickle/"
+        return base if base.endswith("/") else base + "/"
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[LiveMedia]:
+        try:
+            if self.config.rtmp_port is not None:
+                self.rtmp = RtmpServer(self, self.settings, port=self.config.rtmp_port, ingest_factory=RtmpCopyIngest)
+                await self.rtmp.start()
+            yield self
+        finally:
+            if self.rtmp is not None:
+                await self.rtmp.close()
+            for relay in list(self.relays.values()):
+                await relay.aclose()
+            self.relays.clear()
+
+    def relay(self, name: str) -> RelayedStream | None:
+        """The stream's relay, made on first use (a stream published over trickle gets one for
+        its first WHEP viewer); None when no such stream is live."""
+        relay = self.relays.get(name)
+        stream = self.live.get(name)
+        if relay is not None and relay.stream is stream:
+            return relay
+        if stream is None or stream.ended is not None:
+            return None
+        relay = self.relays[name] = RelayedStream(self, stream)
+        return relay
+
+    def forget(self, relay: RelayedStream) -> None:
+        if self.relays.get(relay.name) is relay:
+            del self.relays[relay.name]
+
+    async def start_direct(self, stream: str, ingest: Ingest) -> LiveStream:
+        """An RTMP publish accepted by the server: start the stream on a runner (the live auth
+        webhook, when set, may rename it, pick its pipeline, params and RTMP output)."""
+        if not isinstance(ingest, RtmpCopyIngest):
+            raise InvalidRequestError(f"the gateway cannot relay a {ingest.name} input")
+        if self.live.get(stream) is not None:
+            raise StreamBusyError(f"Stream {stream!r} is already being published.")
+        pipeline, params, stream_id = self.config.live_pipeline, dict(self.settings.live_params), stream
+        output = self.config.rtmp_output.replace("{stream}", stream) if self.config.rtmp_output else ""
+        if self.config.live_auth_webhook:
+            base = self.trickle_base().removesuffix("/ai/trickle/")
+            reply = await call_auth_webhook(self.live.http, self.config, {
+                "stream": stream, "stream_key": stream, "type": "rtmp", "query_params": "",
+                "gateway_host": base.split("://", 1)[-1], "whep_url": f"{base}/live/{stream}/whep",
+                "status_url": f"{base}/live/{stream}/status", "update_url": f"{base}/live/video-to-video/{stream}/update",
+            })  # fmt: skip
+            if reply is None:
+                raise InvalidRequestError("live auth webhook refused the stream")
+            pipeline = str(reply.get("pipeline") or pipeline)
+            stream_id = str(reply.get("stream_id") or stream_id)
+            output = str(reply.get("rtmp_output_url") or output)
+            overrides = reply.get("pipeline_parameters")
+            if isinstance(overrides, dict):
+                params = overrides
+        try:
+            started = await self.live.start(stream, stream_id=stream_id, model_id=pipeline, params=params,
+                                            trickle_base=self.trickle_base())  # fmt: skip
+        except LiveError as exc:
+            raise SessionLimitError(f"no runner took the stream: {exc.message}") from None
+        relay = self.relay(stream)
+        assert relay is not None
+        relay.ingest = ingest
+        ingest.on_packet = relay.put
+        ingest.on_end = relay.end_input
+        if output:
+            try:
+                relay.add_rtmp_output(output)
+            except ValueError as exc:
+                log.warning("live %s: bad RTMP output URL: %s", stream, exc)
+        return started

@@ -1,0 +1,132 @@
+"""RTMP in, WHEP and RTMP out at the gateway, with real parts: the ffmpeg binary publishes RTMP
+to the gateway, two noop runner processes behind it, an aiortc WHEP viewer and an ffmpeg RTMP
+listener (the stream's RTMP output) read the processed output back.
+
+Kill the serving runner: the WHEP viewer keeps receiving frames without reconnecting, and the
+RTMP output goes on in the same connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import aiohttp
+import av
+import pytest
+from aiohttp import web
+
+from livestream.gateway import GatewayConfig, RunnerConfig, build_gateway_app
+from livestream.gateway.live_routes import LIVE_KEY, LIVE_MEDIA_KEY
+from livestream.webrtc.client import WhepClient
+from test_gateway_live import free_port, start_runner, until, wait_idle
+
+pytestmark = pytest.mark.timeout(120)
+
+FFMPEG = shutil.which("ffmpeg") or "/usr/bin/ffmpeg"
+
+
+def publish_args(url: str, seconds: int) -> list[str]:
+    """ffmpeg publishing like OBS: x264 zerolatency, 1 s keyframes, AAC."""
+    return [
+        FFMPEG, "-hide_banner", "-loglevel", "error", "-nostdin", "-re",
+        "-f", "lavfi", "-i", f"testsrc=size=128x128:rate=30:duration={seconds}",
+        "-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:duration={seconds}",
+        "-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency", "-g", "30", "-pix_fmt", "yuv420p",
+        "-threads", "1", "-c:a", "aac", "-b:a", "96k", "-f", "flv", url,
+    ]  # fmt: skip
+
+
+async def test_rtmp_in_whep_and_rtmp_out_survive_a_swap(tmp_path: Path) -> None:
+    runners = [start_runner(tmp_path, "r0"), start_runner(tmp_path, "r1")]
+    out_port = free_port()
+    out_file = tmp_path / "out.flv"
+    # The stream's RTMP output: a real ffmpeg listening for a publisher, copying to a file.
+    listener = subprocess.Popen(
+        [FFMPEG, "-hide_banner", "-loglevel", "error", "-nostdin", "-listen", "1", "-timeout", "60",
+         "-i", f"rtmp://127.0.0.1:{out_port}/live/out", "-c", "copy", "-f", "flv", str(out_file)],
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    publisher: asyncio.subprocess.Process | None = None
+    gw_runner: web.AppRunner | None = None
+    try:
+        async with aiohttp.ClientSession() as http:
+            await asyncio.gather(*(wait_idle(http, r) for r in runners))
+            port = free_port()
+            config = GatewayConfig(
+                runners=tuple(RunnerConfig(r.url) for r in runners), refresh_interval=60.0, random_share=0.0,
+                live_health_interval=0.25, port=port, live_trickle_url=f"http://127.0.0.1:{port}/ai/trickle/",
+                rtmp_port=0, rtmp_output=f"rtmp://127.0.0.1:{out_port}/live/out",
+            )  # fmt: skip
+            app = build_gateway_app(config)
+            gw, gw_runner = await serve_on(app, port)
+            media = app[LIVE_MEDIA_KEY]
+            assert media.rtmp is not None
+            publisher = await asyncio.create_subprocess_exec(
+                *publish_args(f"rtmp://127.0.0.1:{media.rtmp.port}/live/cam", 14), stderr=asyncio.subprocess.PIPE
+            )
+            live = app[LIVE_KEY]
+            await until(lambda: live.get("cam") is not None, what="stream started by the RTMP publish")
+            stream = live.get("cam")
+            assert stream is not None
+            await until(lambda: stream.segments_out >= 1, what="first output segment")
+            viewer = await WhepClient.connect(http, f"{gw}/live/cam/whep", codec="H264")
+            try:
+                first = await asyncio.wait_for(viewer.video.recv(), 15)
+                assert isinstance(first, av.VideoFrame) and (first.width, first.height) == (128, 128)
+                attempt = stream.attempt
+                assert attempt is not None
+                victim = next(r for r in runners if r.url == attempt.backend.url)
+                killed_at = time.monotonic()
+                victim.proc.send_signal(signal.SIGKILL)
+                await until(lambda: stream.swaps == 1, timeout=10, what="swap")
+                # The same WHEP connection gets frames from the other runner.
+                count = stream.segments_out
+                await until(lambda: stream.segments_out > count, what="output after the swap")
+                frames_after = 0
+                while frames_after < 10:
+                    await asyncio.wait_for(viewer.video.recv(), 10)
+                    if time.monotonic() > killed_at:
+                        frames_after += 1
+                assert viewer.pc.connectionState == "connected"
+            finally:
+                await viewer.close()
+            # The publisher ends: the stream ends, the RTMP output closes, the listener exits.
+            rc = await asyncio.wait_for(publisher.wait(), 30)
+            assert rc == 0, (await publisher.stderr.read()).decode() if publisher.stderr else rc
+            await until(lambda: stream.ended is not None, timeout=20, what="stream end")
+            assert stream.ended == "input ended" and stream.swaps == 1
+            await asyncio.to_thread(listener.wait, 20)
+        with av.open(str(out_file)) as container:
+            video = [f for f in container.decode(video=0)]
+        assert len(video) >= 30 * 6 and (video[0].width, video[0].height) == (128, 128)
+    finally:
+        if publisher is not None and publisher.returncode is None:
+            publisher.kill()
+            await publisher.wait()
+        if gw_runner is not None:
+            await gw_runner.cleanup()
+        if listener.poll() is None:
+            listener.kill()
+        listener.wait(5)
+        if listener.stderr is not None:
+            listener.stderr.close()
+        for r in runners:
+            if r.proc.poll() is None:
+                r.proc.send_signal(signal.SIGINT)
+        for r in runners:
+            try:
+                r.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                r.proc.kill()
+
+
+async def serve_on(app: web.Application, port: int) -> tuple[str, web.AppRunner]:
+    runner = web.AppRunner(app, shutdown_timeout=0.5)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return f"http://127.0.0.1:{port}", runner
