@@ -9,7 +9,6 @@ does not end, a buffer that grows without bound) is a bug. Examples per test are
 
 from __future__ import annotations
 
-import struct
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -17,11 +16,11 @@ from hypothesis import strategies as st
 
 from livestream.media.ts_demux import TsDemuxer
 from livestream.rtmp import amf0
-from livestream.rtmp.chunks import MAX_MESSAGE_SIZE, ChunkReader, ProtocolError
+from livestream.rtmp.chunks import ChunkReader, ProtocolError
 from livestream.rtmp.flv import FlvError, parse_audio, parse_video
 from livestream.rtmp.protocol import HANDSHAKE_SIZE, ServerConnection
 from livestream.webrtc.sdp import OfferError, check_offer, parse_sdpfrag
-from reliability_helpers import fuzz_examples
+from reliability_helpers import amf_values, chunk, fuzz_examples
 
 FUZZ = settings(max_examples=fuzz_examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -29,52 +28,6 @@ HANDSHAKE = bytes([3]) + bytes(HANDSHAKE_SIZE) + bytes(HANDSHAKE_SIZE)
 
 
 # --- RTMP -----------------------------------------------------------------------------------
-
-
-@st.composite
-def chunk(draw: st.DrawFn) -> bytes:
-    """One RTMP chunk with a plausible header: any fmt, small and large chunk stream ids,
-    extended timestamps, lengths near the limits, payloads shorter or longer than announced."""
-    fmt = draw(st.integers(0, 3))
-    csid = draw(st.sampled_from([2, 3, 4, 5, 6, 63, 64, 319, 320, 65599]))
-    if csid < 64:
-        basic = bytes([fmt << 6 | csid])
-    elif csid < 320:
-        basic = bytes([fmt << 6, csid - 64])
-    else:
-        basic = bytes([fmt << 6 | 1, (csid - 64) & 0xFF, (csid - 64) >> 8])
-    ts = draw(st.sampled_from([0, 1, 33, 0xFFFFFE, 0xFFFFFF]))
-    length = draw(st.sampled_from([0, 1, 4, 127, 128, 129, 4096, MAX_MESSAGE_SIZE, MAX_MESSAGE_SIZE + 1, 0xFFFFFF]))
-    type_id = draw(st.sampled_from([1, 2, 3, 4, 5, 6, 8, 9, 15, 17, 18, 20, 22, 0, 255]))
-    header = b""
-    if fmt < 3:
-        header += ts.to_bytes(3, "big")
-    if fmt < 2:
-        header += length.to_bytes(3, "big") + bytes([type_id])
-    if fmt == 0:
-        header += draw(st.sampled_from([0, 1, 0xFFFFFFFF])).to_bytes(4, "little")
-    if ts == 0xFFFFFF or draw(st.booleans()):
-        header += draw(st.integers(0, 0xFFFFFFFF)).to_bytes(4, "big")
-    if type_id == 1 and draw(st.booleans()):
-        body = draw(st.sampled_from([0, 1, 128, 4096, 1 << 24, (1 << 24) + 1, 0x7FFFFFFF])).to_bytes(4, "big")
-    elif type_id in (18, 20) and draw(st.booleans()):
-        body = amf0.encode_all(*draw(st.lists(amf_values(), max_size=4)))
-    else:
-        body = draw(st.binary(max_size=300))
-    return basic + header + body
-
-
-amf_leaf = st.one_of(
-    st.none(), st.booleans(), st.floats(allow_nan=False), st.text(max_size=20), st.integers(-(2**40), 2**40)
-)
-
-
-def amf_values() -> st.SearchStrategy[Any]:
-    return st.recursive(
-        amf_leaf,
-        lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(min_size=1, max_size=8), inner, max_size=4)),
-        max_leaves=12,
-    )
 
 
 def _feed_all(conn: ServerConnection, data: bytes, cuts: list[int]) -> None:
