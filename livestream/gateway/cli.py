@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..settings import parse_stream_keys
 from .config import (GatewayConfig, RunnerConfig, load_config_file, parse_min_runner_versions, parse_orchestrator_url,
                      parse_price_caps)
 
@@ -64,6 +65,8 @@ _FLAGS: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "live_swap_window": ("GATEWAY_LIVE_SWAP_WINDOW", float, "seconds of the swap limit's window"),
     "live_auth_webhook": ("GATEWAY_LIVE_AUTH_WEBHOOK", str, "go-livepeer's -liveAIAuthWebhookUrl"),
     "live_auth_api_key": ("GATEWAY_LIVE_AUTH_API_KEY", str, "go-livepeer's -liveAIAuthApiKey (x-api-key and Authorization)"),
+    "rtmp_port": ("GATEWAY_RTMP_PORT", int, "RTMP ingest port (rtmp://host:PORT/live/KEY), as livestream serve's; 0: any"),
+    "rtmp_output": ("GATEWAY_RTMP_OUTPUT", str, "push every RTMP-published stream's output here ({stream} = its name)"),
 }
 
 
@@ -97,6 +100,12 @@ def add_gateway_parser(commands: Any, env: Mapping[str, str] | None = None) -> a
                    help='as go-livepeer\'s -aiMinRunnerVersion: [{"pipeline","model_id","minVersion"}] (env GATEWAY_AI_MIN_RUNNER_VERSION); default none')  # fmt: skip
     p.add_argument("--store-media", action="store_true", default=None,
                    help="store images and audio too and answer with URLs (env GATEWAY_STORE_MEDIA=1)")  # fmt: skip
+    p.add_argument("--stream-key", action="append", default=None, metavar="NAME=SECRET",
+                   help="RTMP publish key of a stream, as livestream serve's; repeatable (env GATEWAY_STREAM_KEYS, comma-separated)")  # fmt: skip
+    p.add_argument("--ice-server", action="append", default=None, metavar="URL",
+                   help="STUN/TURN URL for WHEP viewers; repeatable (env GATEWAY_ICE_SERVERS, comma-separated)")  # fmt: skip
+    p.add_argument("--webrtc-host", action="append", default=None, metavar="ADDR",
+                   help="address offered as a WebRTC host candidate; repeatable (env GATEWAY_WEBRTC_HOSTS, comma-separated)")  # fmt: skip
     for name, (var, parse, text) in _FLAGS.items():
         p.add_argument(_flag(name), type=parse, default=None, help=f"{text} (env {var}); default {_DEFAULTS[name]}")
     p.set_defaults(handler=_run, gateway_env=env)
@@ -138,6 +147,13 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = N
     keys = args.api_key or _env_list(env, "GATEWAY_API_KEYS")
     if keys:
         values["api_keys"] = tuple(keys)
+    stream_keys = args.stream_key or _env_list(env, "GATEWAY_STREAM_KEYS")
+    if stream_keys:
+        values["stream_keys"] = parse_stream_keys(stream_keys)
+    for name in ("ice_servers", "webrtc_hosts"):
+        items = getattr(args, name[:-1]) or _env_list(env, "GATEWAY_" + name.upper())
+        if items:
+            values[name] = tuple(items)
     prices = args.max_price or _env_list(env, "GATEWAY_MAX_PRICES")
     if prices:
         values["max_prices"] = parse_price_caps(prices)

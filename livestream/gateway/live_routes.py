@@ -5,9 +5,12 @@
     POST /live/video-to-video/{stream}/update    raw body → the control channel (params)
     GET  /live/video-to-video/{stream}/status    last runner status + gateway_status (by stream id)
     GET  /live/{stream}/status                   the same, under the engine's route
+    POST /live/{stream}/params                   the engine's params patch (merged, then sent whole)
 
 The stream's input is MPEG-TS published to the gateway's trickle channel `/ai/trickle/{stream}`,
-its output is read from `/ai/trickle/{stream}-out` (the start answer gives both URLs).
+its output is read from `/ai/trickle/{stream}-out` (the start answer gives both URLs), or
+played over WHEP at `/live/{stream}/whep`, or pushed to the start query's `rtmpOutput` (or the
+webhook's `rtmp_output_url`): live_media.py.
 """
 
 from __future__ import annotations
@@ -131,6 +134,13 @@ async def _start(request: web.Request) -> web.StreamResponse:
                                    trickle_base=trickle_base, orchestrator=query.get("orchestrator", ""))  # fmt: skip
     except LiveError as exc:
         return _error(exc.status, exc.message)
+    if rtmp_output:
+        relay = request.app[LIVE_MEDIA_KEY].relay(stream)
+        if relay is not None:
+            try:
+                relay.add_rtmp_output(rtmp_output)
+            except ValueError as exc:
+                return _error(400, f"Invalid rtmpOutput: {exc}")
     body: dict[str, Any] = {"stream": stream, "stream_id": started.stream_id, **urls,
                             "runner": started.figures()["runner"], "rtmp_output_url": rtmp_output or None}  # fmt: skip
     return web.json_response(body, headers=_CORS)
@@ -142,6 +152,23 @@ async def _update(request: web.Request) -> web.StreamResponse:
         return web.Response(status=404, text="Stream not found\n", headers=_CORS)
     stream.update(await request.read())
     return web.Response(status=200, headers=_CORS)
+
+
+async def _params(request: web.Request) -> web.StreamResponse:
+    """The engine's `POST /live/{stream}/params` (the player page's): a JSON patch merged into the
+    stream's params, sent whole on the control channel (a control message is a full set)."""
+    stream = _live(request).get(request.match_info["stream"])
+    if stream is None:
+        return _error(404, "Stream not found")
+    try:
+        patch = await request.json()
+    except ValueError:
+        patch = None
+    if not isinstance(patch, dict):
+        return _error(400, "The body must be a JSON object of params.")
+    merged = {**stream.params, **patch}
+    stream.update(json.dumps(merged).encode())
+    return web.json_response({"stream_id": stream.stream_id, "params": merged}, headers=_CORS)
 
 
 async def _status(request: web.Request) -> web.StreamResponse:
@@ -168,3 +195,4 @@ def add_live_routes(app: web.Application) -> None:
     app.router.add_route("OPTIONS", prefix + "/update", _options)
     app.router.add_get(prefix + "/status", _status)
     app.router.add_get("/live/{stream}/status", _status)
+    app.router.add_post("/live/{stream}/params", _params)
