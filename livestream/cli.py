@@ -750,7 +750,7 @@ def _serve(args: argparse.Namespace) -> int:
         app.on_startup.append(_wait_for_pinned_model)
     ssl_context = _ssl_context(settings)
     scheme = "https" if ssl_context is not None else "http"
-    log.info("livestream %s listening on %s://%s:%d", __version__, scheme, settings.host, settings.port)
+    log.info("livestream %s starting on %s://%s:%d", __version__, scheme, settings.host, settings.port)
     web.run_app(
         app,
         host=settings.host,
