@@ -17,6 +17,11 @@ viewer's jitter buffer and decode. A browser adds its compositor (up to one 60 H
 
 CPU: the engine process's CPU time (user + system, psutil) over a window with 0, 1 and N
 viewers; the cost of each viewer past the first is (cpu(N) - cpu(1)) / (N - 1).
+
+`--browser` also publishes an audio track (aiortc's silence, Opus) and measures in headless
+Chromium, one page at a time, to each shown frame's expected display time: the player page, the
+OBS view page with audio in low-latency mode (its default), the same with `?lowlatency=0`, and
+the view page muted (no audio received).
 """
 
 from __future__ import annotations
@@ -104,6 +109,7 @@ async def _run(
     import av
     import psutil
     from aiortc import MediaStreamTrack
+    from aiortc.mediastreams import AudioStreamTrack
 
     from livestream.webrtc.client import WhepClient, WhipClient
     from livestream.webrtc.aiortc_patches import install_host_addresses, install_marker_jitter_buffer
@@ -147,7 +153,10 @@ async def _run(
                                 break
                     await asyncio.sleep(0.2)
             track = StampedTrack()
-            publisher = await WhipClient.connect(http, f"{base}/live/g2g/whip", track)
+            # Audio matters only to a browser (its A/V sync); the aiortc viewers read video.
+            audio = AudioStreamTrack() if browser else None
+            publisher = await WhipClient.connect(http, f"{base}/live/g2g/whip", track, audio=audio)
+            result["audio"] = audio is not None
             async with asyncio.timeout(30):
                 while True:
                     async with http.get(f"{base}/live/g2g/status") as resp:
@@ -268,24 +277,57 @@ _PAGE_PROBE = """
 """
 
 
-async def _browser_latency(base: str, seconds: float) -> dict[str, Any]:
-    """Headless Chromium on the player page: generated -> expected display time."""
-    from tests.webrtc.chromium import Browser, chromium_path
+#: The pages `--browser` measures, one at a time: name -> path under /live/g2g.
+BROWSER_PAGES = {
+    "player page (audio and video together)": "",
+    "view page, low latency (default), ?audio=1": "/view?audio=1",
+    "view page, ?audio=1&lowlatency=0": "/view?audio=1&lowlatency=0",
+    "view page, muted (no audio received)": "/view",
+}
 
-    if chromium_path() is None:
-        return {"error": "chromium is not installed"}
+
+async def _browser_latency(base: str, seconds: float) -> dict[str, Any]:
+    """Headless Chromium on each of `BROWSER_PAGES`: generated -> expected display time."""
+    from tests.webrtc.chromium import Browser
+
+    results: dict[str, Any] = {}
     async with Browser() as browser:
-        page = await browser.open(f"{base}/live/g2g")
-        await page.wait_for("window.playerState && playerState.frames > 30", timeout=30)
-        await page.eval(_PAGE_PROBE)
-        await asyncio.sleep(seconds)
-        values = [float(v) for v in await page.eval("window.g2g") if v < 10_000]
-        await page.close()
-    return {
-        "n": len(values),
-        "p50": _percentile(values, 0.5) if values else None,
-        "p99": _percentile(values, 0.99) if values else None,
-    }
+        for name, path in BROWSER_PAGES.items():
+            page = await browser.open(f"{base}/live/g2g{path}")
+            state = "(window.playerState || window.viewState)"
+            await page.wait_for(f"{state} && {state}.frames > 30", timeout=30)
+            await asyncio.sleep(2)  # past the first frames' catch-up
+            await page.eval(_PAGE_PROBE)
+            await asyncio.sleep(seconds)
+            values = [float(v) for v in await page.eval("window.g2g") if v < 10_000]
+            jitter = await page.eval(
+                """(async () => {
+                  const w = window.viewWatcher || window.playerWatcher;
+                  const stats = await w.session.pc.getStats();
+                  let out = null;
+                  stats.forEach((s) => { if (s.type === 'inbound-rtp' && s.kind === 'video' && s.jitterBufferEmittedCount)
+                    out = 1000 * s.jitterBufferDelay / s.jitterBufferEmittedCount; });
+                  return out;
+                })()"""
+            )
+            await page.close()
+            results[name] = {
+                "n": len(values),
+                "p50": _percentile(values, 0.5) if values else None,
+                "p99": _percentile(values, 0.99) if values else None,
+                "video_jitter_buffer_ms": jitter,
+            }
+    return results
+
+
+def browser_markdown(pages: dict[str, Any]) -> str:
+    lines = ["| page | shown p50 | shown p99 | video jitter buffer (mean) | frames |", "|---|---|---|---|---|"]
+    for name, r in pages.items():
+        p50 = f"{r['p50']:.0f} ms" if r["p50"] is not None else "–"
+        p99 = f"{r['p99']:.0f} ms" if r["p99"] is not None else "–"
+        jb = f"{r['video_jitter_buffer_ms']:.0f} ms" if r.get("video_jitter_buffer_ms") is not None else "–"
+        lines.append(f"| {name} | {p50} | {p99} | {jb} | {r['n']} |")
+    return "\n".join(lines)
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -317,10 +359,19 @@ def main(argv: list[str] | None = None) -> None:
         help="the viewer keeps aiortc's jitter buffer (a frame leaves with the next frame's first packet)",
     )
     parser.add_argument(
-        "--browser", action="store_true", help="also measure to the display time in headless Chromium's player page"
+        "--browser",
+        action="store_true",
+        help="publish audio too and measure to the display time in headless Chromium: player page, OBS view page with and without low latency, muted",
     )
     parser.add_argument("--json", action="store_true", help="print the raw figures as JSON")
     args = parser.parse_args(argv if argv is not None else [])
+    if args.browser:
+        from tests.webrtc.chromium import chromium_path
+
+        if chromium_path() is None:
+            print("glass_to_glass: error: --browser needs Chromium, which is not installed: apt install chromium "
+                  "(or make system-packages), or run without --browser.", file=sys.stderr)  # fmt: skip
+            raise SystemExit(2)
     result = asyncio.run(
         _run(args.size, args.seconds, args.viewers, marker_release=not args.stock_viewer, browser=args.browser)
     )
@@ -330,6 +381,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.json:
         print(json.dumps(result, indent=2))
     print(markdown(result))
+    if "browser" in result:
+        print()
+        print(browser_markdown(result["browser"]))
 
 
 if __name__ == "__main__":
