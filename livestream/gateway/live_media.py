@@ -19,8 +19,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import Any
+
+import av
 
 from pipelines.errors import InvalidRequestError
 
@@ -30,7 +34,9 @@ from ..ingest import Ingest, IngestError
 from ..media.audio_frames import aac_config_info, adts_to_raw
 from ..media.packets import OUTPUT_TIME_BASE, EncodedPacket
 from ..media.ts_demux import PesUnit, TsDemuxer
+from ..media.threads import run_in_thread
 from ..media.ts_mux import SEGMENT_START, TsMuxer
+from ..media.video_encoder import EncoderConfig, H264Encoder
 from ..rtmp.flv import CODED_FRAMES, SEQUENCE_START, AudioTag, FlvError, VideoTag, annexb_nals
 from ..rtmp.ingest import RtmpIngest
 from ..rtmp.push import RtmpPushSink, redact
@@ -42,7 +48,8 @@ from .config import GatewayConfig
 from .live import LiveError, LiveStream, LiveStreams, LocalWriter, read_segments, segment_chunks
 from .live_routes import call_auth_webhook
 
-__all__ = ["GatewayDirectory", "LiveMedia", "RelayedStream", "RtmpCopyIngest", "avc_parameter_sets", "settings_for"]
+__all__ = ["GatewayDirectory", "LiveMedia", "RelayedStream", "RtmpCopyIngest", "WhipEncoder", "avc_parameter_sets",
+           "settings_for"]
 
 log = logging.getLogger(__name__)
 
@@ -202,6 +209,9 @@ class RelayedStream:
         self.whep: WhepSink | None = None
         self.rtmp_outputs: list[RtmpPushSink] = []
         self.ingest: RtmpCopyIngest | None = None
+        self.whip: WhipEncoder | None = None
+        #: Hangs up the publisher when the stream ends under it (RTMP: close; WHIP: the hub).
+        self.stop_input: Callable[[], None] | None = None
         self._muxer = TsMuxer()
         self._input = LocalWriter(stream.input_channel)
         self.packets_in = 0
@@ -252,8 +262,8 @@ class RelayedStream:
                 for unit in demuxer.end_segment():
                     self._unit(unit)
         finally:
-            if self.ingest is not None:
-                self.ingest.stop()  # the stream ended under its publisher: hang up
+            if self.stop_input is not None:
+                self.stop_input()  # the stream ended under its publisher: hang up
             self.media.forget(self)
             await self.fanout.aclose(2.0)
 
@@ -292,12 +302,83 @@ class RelayedStream:
             "whep": self.whep.status() if self.whep is not None else None,
             "rtmp_outputs": [sink.status() for sink in self.rtmp_outputs],
             "ingest": self.ingest.status() if self.ingest is not None else None,
+            "whip": self.whip.status() if self.whip is not None else None,
         }
 
     async def aclose(self) -> None:
+        if self.whip is not None:
+            self.whip.end("gateway stopping")
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
+
+
+class WhipEncoder:
+    """A WHIP publisher's video into the stream's input. aiortc hands out decoded frames only,
+    so this is the one place the gateway encodes: once per stream, x264 zero latency (the
+    engine's `H264Encoder`) in a thread of its own; the queue keeps the newest 30 frames.
+    Audio is not relayed for WHIP publishers (the runner gets video only)."""
+
+    def __init__(self, relay: RelayedStream, *, max_frames: int = 30) -> None:
+        self.relay = relay
+        self.max_frames = max_frames
+        self._frames: deque[av.VideoFrame] = deque()
+        self._cond = threading.Condition()
+        self._ended = False
+        self._loop = asyncio.get_running_loop()
+        self._encoder = H264Encoder(EncoderConfig())
+        self.reason = ""
+        self.dropped = 0
+        self.done = run_in_thread(self._run, f"whip-encode-{relay.name[:16]}")
+        self.done.add_done_callback(self._finished)
+
+    def status(self) -> dict[str, Any]:
+        return {"frames": self._encoder.frames, "dropped": self.dropped, "queued": len(self._frames)}
+
+    # Publisher (the hub, on the loop)
+    def put_video(self, frame: av.VideoFrame) -> None:
+        with self._cond:
+            if self._ended:
+                return
+            if len(self._frames) >= self.max_frames:
+                self._frames.popleft()
+                self.dropped += 1
+            self._frames.append(frame)
+            self._cond.notify()
+
+    def put_audio(self, frame: av.AudioFrame) -> None:
+        """Not relayed (see the class docstring)."""
+
+    def end(self, reason: str, *, failed: bool = False) -> None:
+        self.reason = reason
+        with self._cond:
+            self._ended = True
+            self._cond.notify()
+
+    # encode thread
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._frames and not self._ended:
+                    self._cond.wait()  # idle wait for frames: `end` notifies it
+                frame = self._frames.popleft() if self._frames else None
+            if frame is None:
+                break
+            if frame.pts is None or frame.time_base is None:
+                continue
+            packets = self._encoder.encode(frame, round(frame.pts * frame.time_base * 90000))
+            if packets:
+                self._deliver(packets)
+        self._deliver(self._encoder.flush())
+
+    def _deliver(self, packets: list[EncodedPacket]) -> None:
+        for packet in packets:
+            with contextlib.suppress(RuntimeError):  # the loop is closing: the stream is gone
+                self._loop.call_soon_threadsafe(self.relay.put, packet)
+
+    def _finished(self, future: asyncio.Future[None]) -> None:
+        error = None if future.cancelled() or future.exception() is None else repr(future.exception())
+        self.relay.end_input(error)
 
 
 class GatewayDirectory:
@@ -319,7 +400,18 @@ class GatewayDirectory:
             await self.hub.close_viewers(sink.playback.video, "stream ended")
 
     async def publish(self, stream: str) -> Publisher:
-        raise InvalidRequestError("WHIP ingest at the gateway is not supported yet: publish RTMP, or MPEG-TS to /ai/trickle/")
+        if self.media is None:
+            raise SessionLimitError("The gateway is starting.")
+        relay = await self.media.begin(stream, "whip")
+        relay.whip = WhipEncoder(relay)
+        hub = self.hub
+
+        def stop() -> None:
+            if hub is not None:
+                hub.close_stream_soon(stream, "stream ended", kind="whip")
+
+        relay.stop_input = stop
+        return relay.whip
 
 
 class LiveMedia:
@@ -374,10 +466,22 @@ class LiveMedia:
             del self.relays[relay.name]
 
     async def start_direct(self, stream: str, ingest: Ingest) -> LiveStream:
-        """An RTMP publish accepted by the server: start the stream on a runner (the live auth
-        webhook, when set, may rename it, pick its pipeline, params and RTMP output)."""
+        """An RTMP publish accepted by the server: the stream starts on a runner."""
         if not isinstance(ingest, RtmpCopyIngest):
             raise InvalidRequestError(f"the gateway cannot relay a {ingest.name} input")
+        relay = await self.begin(stream, "rtmp")
+        relay.ingest = ingest
+        relay.stop_input = ingest.stop
+        ingest.on_packet = relay.put
+        ingest.on_end = relay.end_input
+        return relay.stream
+
+    async def begin(self, stream: str, source_type: str) -> RelayedStream:
+        """Start a directly published stream (RTMP, WHIP) on a runner; the live auth webhook,
+        when set, may refuse it or set its pipeline, params, stream id and RTMP output.
+
+        Raises `StreamBusyError` (already live), `InvalidRequestError` (refused) or
+        `SessionLimitError` (no runner took it), as the engine's `start_direct` does."""
         if self.live.get(stream) is not None:
             raise StreamBusyError(f"Stream {stream!r} is already being published.")
         pipeline, params, stream_id = self.config.live_pipeline, dict(self.settings.live_params), stream
@@ -385,7 +489,7 @@ class LiveMedia:
         if self.config.live_auth_webhook:
             base = self.trickle_base().removesuffix("/ai/trickle/")
             reply = await call_auth_webhook(self.live.http, self.config, {
-                "stream": stream, "stream_key": stream, "type": "rtmp", "query_params": "",
+                "stream": stream, "stream_key": stream, "type": source_type, "query_params": "",
                 "gateway_host": base.split("://", 1)[-1], "whep_url": f"{base}/live/{stream}/whep",
                 "status_url": f"{base}/live/{stream}/status", "update_url": f"{base}/live/video-to-video/{stream}/update",
             })  # fmt: skip
@@ -398,18 +502,15 @@ class LiveMedia:
             if isinstance(overrides, dict):
                 params = overrides
         try:
-            started = await self.live.start(stream, stream_id=stream_id, model_id=pipeline, params=params,
-                                            trickle_base=self.trickle_base())  # fmt: skip
+            await self.live.start(stream, stream_id=stream_id, model_id=pipeline, params=params,
+                                  trickle_base=self.trickle_base())  # fmt: skip
         except LiveError as exc:
             raise SessionLimitError(f"no runner took the stream: {exc.message}") from None
         relay = self.relay(stream)
         assert relay is not None
-        relay.ingest = ingest
-        ingest.on_packet = relay.put
-        ingest.on_end = relay.end_input
         if output:
             try:
                 relay.add_rtmp_output(output)
             except ValueError as exc:
                 log.warning("live %s: bad RTMP output URL: %s", stream, exc)
-        return started
+        return relay

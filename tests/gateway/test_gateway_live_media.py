@@ -1,9 +1,10 @@
-"""RTMP in, WHEP and RTMP out at the gateway, with real parts: the ffmpeg binary publishes RTMP
-to the gateway, two noop runner processes behind it, an aiortc WHEP viewer and an ffmpeg RTMP
-listener (the stream's RTMP output) read the processed output back.
+"""RTMP and WHIP in, WHEP and RTMP out at the gateway, with real parts: the ffmpeg binary
+publishes RTMP to the gateway, two noop runner processes behind it, an aiortc WHEP viewer and an
+ffmpeg RTMP listener (the stream's RTMP output) read the processed output back.
 
 Kill the serving runner: the WHEP viewer keeps receiving frames without reconnecting, and the
-RTMP output goes on in the same connection.
+RTMP output goes on in the same connection. Then an aiortc WHIP publisher's numbered frames come
+back, in order, to a WHEP viewer.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ from aiohttp import web
 
 from livestream.gateway import GatewayConfig, RunnerConfig, build_gateway_app
 from livestream.gateway.live_routes import LIVE_KEY, LIVE_MEDIA_KEY
-from livestream.webrtc.client import WhepClient
+from livestream.live.testsrc import read_number
+from livestream.webrtc.client import WhepClient, WhipClient
+from livestream.webrtc.testsrc import NumberedVideoTrack
 from test_gateway_live import free_port, start_runner, until, wait_idle
 
 pytestmark = pytest.mark.timeout(120)
@@ -101,6 +104,26 @@ async def test_rtmp_in_whep_and_rtmp_out_survive_a_swap(tmp_path: Path) -> None:
             await until(lambda: stream.ended is not None, timeout=20, what="stream end")
             assert stream.ended == "input ended" and stream.swaps == 1
             await asyncio.to_thread(listener.wait, 20)
+            # WHIP in (aiortc), WHEP out, on the runner left.
+            source = NumberedVideoTrack(128, 128, fps=30)
+            whip = await WhipClient.connect(http, f"{gw}/live/cam2/whip", source, codec="H264")
+            try:
+                await until(lambda: live.get("cam2") is not None, what="stream started by the WHIP publish")
+                viewer = await WhepClient.connect(http, f"{gw}/live/cam2/whep", codec="H264")
+                try:
+                    numbers: list[int] = []
+                    while len(numbers) < 20:
+                        frame = await asyncio.wait_for(viewer.video.recv(), 20)
+                        assert isinstance(frame, av.VideoFrame)
+                        numbers.append(read_number(frame.to_ndarray(format="rgb24")))
+                    assert numbers[-1] > numbers[0]  # frames of the publisher, in order
+                finally:
+                    await viewer.close()
+            finally:
+                await whip.close()
+            whip_stream = live.get("cam2")
+            if whip_stream is not None:
+                await until(lambda: whip_stream.ended is not None, timeout=20, what="WHIP stream end")
         with av.open(str(out_file)) as container:
             video = [f for f in container.decode(video=0)]
         assert len(video) >= 30 * 6 and (video[0].width, video[0].height) == (128, 128)
