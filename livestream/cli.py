@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, TypedDict
 from . import __version__
 from .errors import ConfigError
 from .gateway.cli import add_gateway_parser
-from .settings import Settings, env_bool, env_int, env_str, parse_default_models, parse_limits
+from .settings import Settings, env_bool, env_int, env_str, parse_default_models, parse_limits, parse_stream_limits
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -469,6 +469,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         default_models=parse_default_models(args.default_model),
         max_queue=args.max_queue,
         limits=parse_limits(args.limit),
+        stream_limits=parse_stream_limits(args.limit),
         load_retry_after=args.load_retry_after,
         max_live_sessions=max_live_sessions,
         trickle_autocreate=args.trickle_autocreate,
@@ -724,7 +725,7 @@ def _pipeline_line(name: str, why: str, requested: str) -> str:
     else:
         line += f" (--live-pipeline {requested})"
     if name == "color-filter":
-        line += "\n             color-filter's default look: hue turned 180 degrees, colours stronger (docs/rtmp.md); change it live on the watch page"
+        line += "\n             color-filter's default look: hue turned 180 degrees, colours stronger (docs/obs.md); change it live on the watch page"
     return line
 
 
