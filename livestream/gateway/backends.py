@@ -9,7 +9,8 @@ takes one step off every suspension (go-livepeer counts suspensions in refresh r
 go-livepeer orchestrators (`orchestrator.py`) are backends too: a round calls GetOrchestrator
 on one when its info is older than `orchestrator_refresh` or its auth token is due; its
 capabilities, warm models and prices come from that `OrchestratorInfo`. One that needs payments
-(on chain) is `needs payment`: listed, never selected. With `orchestrator_list` (a URL, as
+(on chain) is `needs payment`: listed, never selected, unless the gateway has a signer
+(`payments.py`), which then signs GetOrchestrator and pays it. With `orchestrator_list` (a URL, as
 go-livepeer's `-orchWebhookUrl`) the orchestrators it lists join, and those it no longer lists
 leave, at each fetch (every `orchestrator_list_refresh` seconds, in the discovery round).
 
@@ -32,8 +33,11 @@ from typing import Any, Literal
 import aiohttp
 from packaging.version import InvalidVersion, Version
 
+from ..payments.errors import PaymentError
+
 from .config import GatewayConfig, RunnerConfig, parse_orchestrator_url
 from .orchestrator import CertificateChanged, OrchestratorError, OrchestratorInfo, OrchestratorLink, Pins
+from .payments import Payments
 
 __all__ = ["Backend", "Discovery", "LatencyStat", "auth_headers"]
 
@@ -224,6 +228,8 @@ class Discovery:
         self.config = config
         self.session = session
         self.pins = Pins(config.state_dir / "pins.json" if config.state_dir is not None else None)
+        #: Payments to on-chain orchestrators; None without a signer.
+        self.payments = Payments.from_config(config, session)
         versions = dict(config.min_runner_versions)
         self.backends: list[Backend] = [Backend(config=r, min_versions=versions) for r in config.runners]
         for url in config.orchestrators:
@@ -285,8 +291,8 @@ class Discovery:
                 and time.time() - info.fetched < self.config.orchestrator_refresh):  # fmt: skip
             return
         try:
-            info = await backend.link.get_info()
-        except (OrchestratorError, OSError, asyncio.TimeoutError) as exc:
+            info = await backend.link.get_info(await self.payments.orchestrator_request() if self.payments else None)
+        except (OrchestratorError, OSError, asyncio.TimeoutError, PaymentError) as exc:
             reason = str(exc) or type(exc).__name__
             if backend.state != "down" or backend.last_error != reason:
                 log.log(logging.ERROR if isinstance(exc, CertificateChanged) else logging.WARNING,
@@ -296,7 +302,7 @@ class Discovery:
             backend.info = None
             backend.pipelines = None
             return
-        state: State = "needs payment" if info.needs_payment else "up"
+        state: State = "needs payment" if info.needs_payment and self.payments is None else "up"
         if backend.state != state:
             log.info("orchestrator %s is %s (%s)", backend.url, state, info.transcoder)
         backend.info = info

@@ -67,6 +67,15 @@ _FLAGS: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "live_auth_api_key": ("GATEWAY_LIVE_AUTH_API_KEY", str, "go-livepeer's -liveAIAuthApiKey (x-api-key and Authorization)"),
     "rtmp_port": ("GATEWAY_RTMP_PORT", int, "RTMP ingest port (rtmp://host:PORT/live/KEY), as livestream serve's; 0: any"),
     "rtmp_output": ("GATEWAY_RTMP_OUTPUT", str, "push every RTMP-published stream's output here ({stream} = its name)"),
+    "eth_keystore": ("GATEWAY_ETH_KEYSTORE", Path, "Ethereum keystore file: pay on-chain orchestrators with this key"),
+    "eth_password": ("GATEWAY_ETH_PASSWORD", str, "passphrase of --eth-keystore (prefer the environment variable)"),
+    "eth_rpc_url": ("GATEWAY_ETH_RPC_URL", str, "JSON-RPC URL of the chain the TicketBroker is on"),
+    "ticket_broker": ("GATEWAY_TICKET_BROKER", str, "TicketBroker address (default Arbitrum One's)"),
+    "rounds_manager": ("GATEWAY_ROUNDS_MANAGER", str, "RoundsManager address (default Arbitrum One's)"),
+    "remote_signer_url": ("GATEWAY_REMOTE_SIGNER_URL", str, "go-livepeer remote signer: pay with no key on the gateway"),
+    "max_ticket_ev": ("GATEWAY_MAX_TICKET_EV", int, "most EV of one ticket, wei (-maxTicketEV)"),
+    "max_total_ev": ("GATEWAY_MAX_TOTAL_EV", int, "most EV of one payment, wei (-maxTotalEV)"),
+    "deposit_multiplier": ("GATEWAY_DEPOSIT_MULTIPLIER", int, "face value at most deposit / this (-depositMultiplier)"),
 }
 
 

@@ -18,7 +18,10 @@ the HTTP job routes and result downloads check its SHA-256 fingerprint.
 Offchain orchestrators take jobs with no tickets but a valid auth token (HMAC of the
 orchestrator's per-process secret, 30 min): the token is fetched again once it is in its last
 tenth, or when the orchestrator refuses it (403). An orchestrator that advertises ticket
-params is on chain and needs payments (a later issue): it is listed, never selected.
+params is on chain and needs payments: without a signer (`gateway/payments.py`) it is listed,
+never selected; with one, GetOrchestrator carries the gateway's address and its signature of
+that address (EIP-55 hex, personal_sign), and each (pipeline, model) gets its own
+OrchestratorInfo fetched with those capabilities (its price and ticket params bound to it).
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ __all__ = [
     "OrchestratorInfo",
     "OrchestratorLink",
     "Pins",
+    "job_capabilities",
     "parse_orchestrator_url",
     "pb",
 ]
@@ -236,7 +240,7 @@ class OrchestratorInfo:
 
     @property
     def needs_payment(self) -> bool:
-        """On chain: it sends ticket params, so jobs need tickets (not done yet)."""
+        """On chain: it sends ticket params, so jobs need tickets (`gateway/payments.py`)."""
         return self.raw.HasField("ticket_params")
 
     @property
@@ -288,22 +292,27 @@ class OrchestratorInfo:
                 return _per_unit(by_model[key])
         return _per_unit(self.raw.price_info) if self.raw.HasField("price_info") else 0.0
 
-    def segment_header(self, pipeline: str, model_id: str) -> str:
+    def segment_header(self, pipeline: str, model_id: str, sig: bytes = b"") -> str:
         """`Livepeer-Segment`: SegData with the auth token. Offchain the signature stays empty
-        (go-livepeer's offchain orchestrator checks none); on chain it is the payments issue's."""
-        seg = pb.SegData(manifestId=self.raw.auth_token.session_id.encode(), seq=0, hash=_EMPTY_KECCAK)
+        (go-livepeer's offchain orchestrator checks none); on chain it is the sender's signature
+        of `wire.segment_credentials_hash(manifest_id, 0)`."""
+        seg = pb.SegData(manifestId=self.manifest_id.encode(), seq=0, hash=_EMPTY_KECCAK, sig=sig)
         seg.auth_token.CopyFrom(self.raw.auth_token)
-        cap = CAPABILITY_IDS.get(pipeline)
-        if cap is not None:
-            seg.capabilities.capacities[cap] = 1
-            if model_id:
-                seg.capabilities.constraints.PerCapability[cap].models[model_id].warm = False
+        if pipeline in CAPABILITY_IDS:
+            seg.capabilities.CopyFrom(job_capabilities(pipeline, model_id))
         return base64.b64encode(seg.SerializeToString()).decode()
 
-    def job_headers(self, pipeline: str, model_id: str) -> dict[str, str]:
+    @property
+    def manifest_id(self) -> str:
+        """SegData.manifestId: the auth token's session id."""
+        return str(self.raw.auth_token.session_id)
+
+    def job_headers(self, pipeline: str, model_id: str, payment: str = "", segment: str | None = None) -> dict[str, str]:
+        """Offchain: no tickets (an empty `Livepeer-Payment`); on chain `gateway/payments.py`
+        gives the payment and the signed segment."""
         return {
-            SEGMENT_HEADER: self.segment_header(pipeline, model_id),
-            PAYMENT_HEADER: "",  # offchain: no tickets (the payments issue fills it)
+            SEGMENT_HEADER: segment if segment is not None else self.segment_header(pipeline, model_id),
+            PAYMENT_HEADER: payment,
             "Authorization": AUTHORIZATION,
         }
 
@@ -315,6 +324,16 @@ class OrchestratorInfo:
             "auth_token_expires": int(self.expiration),
             "pipelines": {p: self.models(p) for p in self.pipelines()},
         }
+
+
+def job_capabilities(pipeline: str, model_id: str) -> pb.Capabilities:
+    """The capabilities of one job: the pipeline's capability, and the model as its constraint."""
+    caps = pb.Capabilities()
+    cap = CAPABILITY_IDS[pipeline]
+    caps.capacities[cap] = 1
+    if model_id:
+        caps.constraints.PerCapability[cap].models[model_id].warm = False
+    return caps
 
 
 def _bit(bitstring: Sequence[int], cap: int) -> bool:
@@ -365,21 +384,23 @@ class OrchestratorLink:
                 self._channel_pin = pin
             return OrchestratorStub(self._channel)
 
-    def _call(self, stub: OrchestratorStub) -> pb.OrchestratorInfo:
-        request = pb.OrchestratorRequest(ignoreCapacityCheck=True)  # offchain: no address, no sig
+    def _call(self, stub: OrchestratorStub, request: pb.OrchestratorRequest) -> pb.OrchestratorInfo:
         info: pb.OrchestratorInfo = stub.GetOrchestrator(request, timeout=self.timeout)
         return info
 
-    async def get_info(self) -> OrchestratorInfo:
-        """GetOrchestrator. With TLS the first call pins the certificate; later ones are checked
-        against it by gRPC itself, and a failed call tells a changed certificate from a down
-        orchestrator by looking at what it presents now."""
+    async def get_info(self, request: pb.OrchestratorRequest | None = None) -> OrchestratorInfo:
+        """GetOrchestrator (by default offchain's: no address, no sig, no capabilities). With
+        TLS the first call pins the certificate; later ones are checked against it by gRPC
+        itself, and a failed call tells a changed certificate from a down orchestrator by
+        looking at what it presents now."""
+        if request is None:
+            request = pb.OrchestratorRequest(ignoreCapacityCheck=True)
         pin = self.pins.get(self.host, self.port) if self.secure else None
         if self.secure and pin is None:
             pin = await self.pins.check(self.host, self.port, self.timeout)
         stub = self._stub(pin)
         try:
-            raw = await asyncio.to_thread(self._call, stub)
+            raw = await asyncio.to_thread(self._call, stub, request)
         except grpc.RpcError as exc:
             code = exc.code() if isinstance(exc, grpc.Call) else None
             detail = exc.details() if isinstance(exc, grpc.Call) else str(exc)

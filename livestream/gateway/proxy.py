@@ -32,6 +32,7 @@ from .backends import Backend, Discovery, auth_headers
 from .config import GatewayConfig
 from .metrics import GatewayMetrics
 from .orchestrator import OrchestratorError
+from .payments import PaymentFailed, Staged, UnitsError
 from .requests import Forwarded
 from .retry import ErrorKind, RetryBudget, TryError, classify
 from .selection import NoBackendError, Selector
@@ -116,11 +117,13 @@ class Proxy:
 
     # --- one try -----------------------------------------------------------------------------
 
-    async def _target(self, backend: Backend, fwd: Forwarded) -> tuple[str, dict[str, str], aiohttp.Fingerprint | bool]:
-        """Where a try goes, its headers, and its `ssl=` (an orchestrator's pinned certificate)."""
+    async def _target(self, backend: Backend, fwd: Forwarded
+                      ) -> tuple[str, dict[str, str], aiohttp.Fingerprint | bool, Staged | None]:  # fmt: skip
+        """Where a try goes, its headers, its `ssl=` (an orchestrator's pinned certificate) and,
+        to an on-chain orchestrator, its payment (`payments.py`)."""
         headers = {"Content-Type": fwd.content_type}
         if backend.link is None:
-            return backend.url + fwd.route.path, {**headers, **auth_headers(backend.config)}, True
+            return backend.url + fwd.route.path, {**headers, **auth_headers(backend.config)}, True, None
         await self.discovery.refresh_token(backend)
         info = backend.info
         if info is None or backend.state != "up":
@@ -129,7 +132,16 @@ class Proxy:
             ssl = await backend.link.job_ssl(info.transcoder)
         except (OrchestratorError, OSError, asyncio.TimeoutError) as exc:
             raise TryError(ErrorKind.FAILURE, f"orchestrator unreachable: {exc or type(exc).__name__}") from None
-        return info.transcoder + fwd.route.path, {**headers, **info.job_headers(fwd.route.pipeline, fwd.model_id)}, ssl
+        payments = self.discovery.payments
+        if info.needs_payment and payments is not None:
+            try:
+                staged = await payments.stage(backend.url, backend.link, fwd)
+            except UnitsError as exc:
+                raise TryError(ErrorKind.CLIENT, str(exc), 400) from None
+            except PaymentFailed as exc:
+                raise TryError(ErrorKind.NEXT, f"payment: {exc}") from None
+            return staged.transcoder + fwd.route.path, {**headers, **staged.headers}, ssl, staged
+        return info.transcoder + fwd.route.path, {**headers, **info.job_headers(fwd.route.pipeline, fwd.model_id)}, ssl, None
 
     async def _refused(self, backend: Backend, status: int) -> ErrorKind:
         """An orchestrator's 402/403: the token is fetched again and the try repeated; a token
@@ -145,12 +157,15 @@ class Proxy:
         route = fwd.route
         started = time.monotonic()
         backend.in_flight += 1
+        staged: Staged | None = None
         try:
-            url, headers, ssl = await self._target(backend, fwd)
+            url, headers, ssl, staged = await self._target(backend, fwd)
             async with self.session.post(url, data=fwd.body, headers=headers, ssl=ssl) as resp:
                 if resp.status != 200:
                     body = await resp.read()
                     text = body[:1000].decode("utf-8", "replace")
+                    if staged is not None:
+                        staged.settle(resp.status, text)
                     kind = classify(resp.status, text)
                     if backend.link is not None and resp.status in (402, 403):
                         kind = await self._refused(backend, resp.status)
@@ -158,6 +173,8 @@ class Proxy:
                         body = json.dumps({"detail": {"msg": text.strip()}}).encode()  # go-livepeer: plain text
                     raise TryError(kind, f"{backend.kind} answered {resp.status}: {_short(text)}",
                                    resp.status, body, "application/json" if backend.link else resp.content_type)  # fmt: skip
+                if staged is not None:
+                    staged.settle(200)
                 if route.kind == "llm" and resp.content_type == "text/event-stream":
                     if request is None:
                         raise TryError(ErrorKind.FAILURE, "runner streamed an answer that was asked as JSON")
@@ -171,6 +188,8 @@ class Proxy:
             raise TryError(ErrorKind.FAILURE, f"{backend.kind} unreachable: {exc or type(exc).__name__}") from None
         finally:
             backend.in_flight -= 1
+            if staged is not None:
+                staged.settle(None, "no answer")  # no-op once settled
         self._success(backend, fwd, started)
         return result
 

@@ -31,9 +31,11 @@ __all__ = [
     "SECP256K1_HALF_N",
     "LocalSigner",
     "Signer",
+    "message_hash",
     "personal_hash",
     "read_keystore",
     "recover_signer",
+    "verify_message",
     "verify_signature",
     "write_keystore",
 ]
@@ -44,6 +46,12 @@ _keys = KeyAPI()
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 SECP256K1_HALF_N = SECP256K1_N // 2
 _PREFIX = b"\x19Ethereum Signed Message:\n32"
+
+
+def message_hash(message: bytes) -> bytes:
+    """The EIP-191 hash of a message of any length (go-livepeer's `accounts.TextHash`): what
+    `sign_message` signs, e.g. the gateway's address as an EIP-55 string in GetOrchestrator."""
+    return bytes(keccak(b"\x19Ethereum Signed Message:\n" + str(len(message)).encode() + message))
 
 
 def personal_hash(digest: bytes) -> bytes:
@@ -83,7 +91,14 @@ class LocalSigner:
 
     def sign_hash(self, digest: bytes) -> bytes:
         # r ‖ s ‖ recid; libsecp256k1 always gives the low s.
-        sig = self._key.sign_recoverable(personal_hash(digest), hasher=None)
+        return self._sign(personal_hash(digest))
+
+    def sign_message(self, message: bytes) -> bytes:
+        """personal_sign over a message of any length (`message_hash`)."""
+        return self._sign(message_hash(message))
+
+    def _sign(self, hashed: bytes) -> bytes:
+        sig = self._key.sign_recoverable(hashed, hasher=None)
         return sig[:64] + bytes((sig[64] + 27,))
 
     def __repr__(self) -> str:
@@ -112,8 +127,9 @@ def write_keystore(path: str | os.PathLike[str], private_key: bytes, passphrase:
     return _keys.PrivateKey(private_key).public_key.to_canonical_address()
 
 
-def recover_signer(digest: bytes, sig: bytes) -> bytes:
-    """The address that signed `digest` with personal_sign; refuses malformed and high-s signatures."""
+def recover_signer(digest: bytes, sig: bytes, *, hashed: bytes | None = None) -> bytes:
+    """The address that signed `digest` with personal_sign (or, given `hashed`, that signed that
+    final hash, e.g. a `message_hash`); refuses malformed and high-s signatures."""
     if len(sig) != 65:
         raise InvalidSignature(f"invalid signature length {len(sig)} (want 65)")
     v = sig[64]
@@ -129,7 +145,7 @@ def recover_signer(digest: bytes, sig: bytes) -> bytes:
         raise InvalidSignature("invalid signature: r or s out of range")
     try:
         public_key = coincurve.PublicKey.from_signature_and_message(
-            sig[:64] + bytes((v,)), personal_hash(digest), hasher=None
+            sig[:64] + bytes((v,)), hashed if hashed is not None else personal_hash(digest), hasher=None
         ).format(compressed=False)
     except ValueError as exc:
         raise InvalidSignature(f"invalid signature: {exc}") from exc
@@ -141,5 +157,13 @@ def verify_signature(address: bytes, digest: bytes, sig: bytes) -> bool:
     """Whether `sig` is `address`'s low-s personal_sign over `digest`."""
     try:
         return recover_signer(digest, sig) == address
+    except InvalidSignature:
+        return False
+
+
+def verify_message(address: bytes, message: bytes, sig: bytes) -> bool:
+    """Whether `sig` is `address`'s low-s personal_sign over a message of any length."""
+    try:
+        return recover_signer(b"", sig, hashed=message_hash(message)) == address
     except InvalidSignature:
         return False

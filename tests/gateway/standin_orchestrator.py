@@ -11,12 +11,28 @@
   image-to-video as one mp4 URL, LLM streams without `data: [DONE]`.
 
 TLS: gRPC and HTTP on two ports with one self-signed certificate (go-livepeer shares one port).
+
+On chain with a `SharedChain` (part 1's local EVM, `tests/payments/evm_helpers.py`), as
+go-livepeer's orchestrator (`core/orchestrator.go`, `server/ai_http.go`): GetOrchestrator checks
+the sender's signature of its address and hands out ticket params (part 1's `Recipient`) bound
+to the price of the requested capabilities; each job's payment is checked ticket by ticket
+(refused: 400 with the error, e.g. "ticketparams expired"), credited per (sender,
+"<capability>_<model>"), the SegData signature checked (403), the price pinned at the first
+payment, the job refused with 400 "Insufficient balance" when the credit does not cover
+units × price (units counted here, from go-livepeer's `handleAIRequest`), and debited after the
+work; winning tickets are redeemed on the EVM at once. Without a chain, `on_chain` only makes
+GetOrchestrator advertise ticket params (a gateway without a signer lists it, never selects it).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import math
+import sys
+import threading
+from collections.abc import Callable
+from fractions import Fraction
 import datetime
 import hashlib
 import hmac
@@ -29,7 +45,7 @@ import time
 from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from aiohttp import web
@@ -40,9 +56,122 @@ from cryptography.x509.oid import NameOID
 from gateway_fleet import LoopThread, canned_answer, free_port, png
 
 from livestream.gateway.orchestrator import CAPABILITY_IDS
+from livestream.payments import Balances, InsufficientPayment, PaymentError, Price, Recipient, RecipientConfig, WinningTicket
+from livestream.payments.signing import verify_message, verify_signature
+from livestream.payments.wire import decode_header, params_to_proto, payment_from_proto, segment_credentials_hash
 from livestream.gateway.video import frames_to_mp4
 from livestream.lp_rpc import lp_rpc_pb2 as pb
 from livestream.lp_rpc.lp_rpc_pb2_grpc import OrchestratorServicer, add_OrchestratorServicer_to_server
+
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "payments"))  # part 1's evm_helpers
+from evm_helpers import ETH, SENDER_KEY, Chain, local_chain  # noqa: E402,F401  (re-exported for the tests)
+
+T = TypeVar("T")
+#: What a paid job debits after the work: (sender, manifest, fee).
+_DEBIT = web.RequestKey("debit", tuple)
+
+
+def _json_rpc(value: Any) -> Any:
+    """eth-tester's Python values as JSON-RPC's: numbers and bytes as 0x-hex."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        return hex(value)
+    if isinstance(value, (bytes, bytearray)):
+        return "0x" + bytes(value).hex()
+    if isinstance(value, dict):
+        return {k: _json_rpc(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_rpc(v) for v in value]
+    return value
+
+
+class SharedChain:
+    """Part 1's local EVM shared by the stand-in (called from its gRPC threads and its loop) and
+    the gateway (web3 over real HTTP JSON-RPC, `app()`): one lock around every use."""
+
+    def __init__(self, chain: Chain) -> None:
+        self.chain = chain
+        self.lock = threading.Lock()
+
+    def call(self, fn: Callable[[], T]) -> T:
+        with self.lock:
+            return fn()
+
+    def mine_blocks(self, blocks: int) -> None:
+        self.call(lambda: self.chain.tester.mine_blocks(blocks))
+
+    def balance(self, address: str) -> int:
+        return self.call(lambda: self.chain.balance(address))
+
+    async def _rpc(self, request: web.Request) -> web.Response:
+        msg = await request.json()
+        params = msg.get("params", [])
+        if msg["method"] in ("eth_call", "eth_estimateGas") and params and isinstance(params[0], dict):
+            params[0].setdefault("from", self.chain.w3.eth.accounts[0])  # a node defaults it
+        with self.lock:
+            answer = self.chain.w3.provider.make_request(msg["method"], params)
+        out: dict[str, Any] = {"jsonrpc": "2.0", "id": msg.get("id")}
+        if "error" in answer:
+            out["error"] = answer["error"]
+        else:
+            out["result"] = _json_rpc(answer.get("result"))
+        return web.json_response(out)
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/", self._rpc)
+        return app
+
+
+def _form(raw: bytes, content_type: str) -> dict[str, Any]:
+    """A multipart form: text fields as str, files as bytes."""
+    from email import policy
+    from email.parser import BytesParser
+
+    message = BytesParser(policy=policy.default).parsebytes(f"Content-Type: {content_type}\r\n\r\n".encode() + raw)
+    out: dict[str, Any] = {}
+    for part in message.iter_parts():  # type: ignore[attr-defined]
+        payload = part.get_payload(decode=True)
+        out[part.get_param("name", header="content-disposition")] = payload if part.get_filename() else payload.decode()
+    return out
+
+
+def _image_size(data: bytes) -> tuple[int, int]:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as img:
+        return img.size
+
+
+def orchestrator_units(pipeline: str, fields: dict[str, Any]) -> int:
+    """The units go-livepeer's orchestrator debits for a job (`handleAIRequest`), from the
+    request it parsed (JSON, or the multipart form: strings and file bytes)."""
+    def num(name: str, default: int) -> int:
+        value = fields.get(name)
+        return int(value) if value not in (None, "") else default
+
+    if pipeline == "text-to-image":
+        return num("height", 512) * num("width", 512) * num("num_images_per_prompt", 1)
+    if pipeline == "image-to-image":
+        w, h = _image_size(fields["image"])
+        return w * h * num("num_images_per_prompt", 1)
+    if pipeline == "image-to-video":
+        return num("height", 576) * num("width", 1024) * 25
+    if pipeline in ("upscale", "segment-anything-2", "image-to-text"):
+        w, h = _image_size(fields["image"])
+        return w * h
+    if pipeline == "audio-to-text":
+        import av
+
+        with av.open(io.BytesIO(fields["audio"])) as container:
+            return math.ceil(container.duration / av.time_base) * 1000
+    if pipeline == "llm":
+        return num("max_tokens", 0)
+    if pipeline == "text-to-speech":
+        return len(str(fields.get("text", "")).encode())
+    raise ValueError(pipeline)
 
 
 def self_signed(name: str = "localhost") -> tuple[bytes, bytes]:
@@ -84,12 +213,29 @@ class StandInOrchestrator:
     jobs: list[str] = field(default_factory=list)
     refusals: list[str] = field(default_factory=list)
     results: dict[str, tuple[bytes, str]] = field(default_factory=dict)
+    #: On chain: the EVM, the recipient's key, its ticket settings and the gas price its face
+    #: value follows; what it credited, debited and redeemed.
+    chain: SharedChain | None = None
+    recipient_config: RecipientConfig = field(default_factory=RecipientConfig)
+    gas_price: int = 1
+    balances: Balances = field(default_factory=Balances)
+    #: (sender, manifest) -> the price pinned at the first payment.
+    pinned: dict[tuple[bytes, str], Price] = field(default_factory=dict)
+    debits: list[tuple[str, Fraction]] = field(default_factory=list)
+    credited: Fraction = Fraction(0)
+    tickets: int = 0
+    redeemed: list[WinningTicket] = field(default_factory=list)
+    payment_errors: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.cert_pem, self.key_pem = self_signed()
         self._grpc: grpc.Server | None = None
         self._http: web.AppRunner | None = None
         self._loop: LoopThread | None = None
+        self.recipient: Recipient | None = None
+        if self.chain is not None:
+            address = bytes.fromhex(self.chain.chain.recipient_account.address[2:])
+            self.recipient = Recipient(address, config=self.recipient_config)
 
     @property
     def scheme(self) -> str:
@@ -157,7 +303,7 @@ class StandInOrchestrator:
     def token_for(self, session_id: str, expiration: int) -> bytes:
         return hmac.new(self.secret, session_id.encode() + _bigint_bytes(expiration), hashlib.sha256).digest()
 
-    def info(self) -> pb.OrchestratorInfo:
+    def info(self, request: pb.OrchestratorRequest | None = None) -> pb.OrchestratorInfo:
         self.grpc_calls += 1
         info = pb.OrchestratorInfo(transcoder=self.transcoder, price_info=pb.PriceInfo(pricePerUnit=0, pixelsPerUnit=1))
         for pipeline, models in self.models.items():
@@ -174,11 +320,29 @@ class StandInOrchestrator:
         expiration = int(time.time() + self.token_lifetime)
         info.auth_token.CopyFrom(pb.AuthToken(token=self.token_for(session_id, expiration), session_id=session_id,
                                               expiration=expiration))  # fmt: skip
-        if self.on_chain:
+        if self.on_chain and self.recipient is None:
             info.address = bytes(20)
             info.ticket_params.recipient = bytes(20)
             info.ticket_params.face_value = _bigint_bytes(10**15)
+        elif self.recipient is not None and self.chain is not None:
+            self._ticket_params(info, request or pb.OrchestratorRequest())
         return info
+
+    def _ticket_params(self, info: pb.OrchestratorInfo, request: pb.OrchestratorRequest) -> None:
+        """go-livepeer's `orchestratorInfoWithCaps`: the price of the requested capabilities
+        (`PriceInfoForCaps`: their sum), ticket params for the sender bound to it."""
+        assert self.recipient is not None and self.chain is not None
+        price = 0
+        if request.HasField("capabilities"):
+            caps = set(request.capabilities.capacities) | set(request.capabilities.constraints.PerCapability)
+            price = sum(self.prices.get(p, 0) for p, c in CAPABILITY_IDS.items() if c in caps)
+        info.price_info.CopyFrom(pb.PriceInfo(pricePerUnit=price, pixelsPerUnit=1))
+        client = self.chain.chain.client
+        l1_block, expiration = self.chain.call(lambda: (client.l1_block(), client.expiration_params()))
+        params = self.recipient.ticket_params(request.address or bytes(20), Price(price, 1), l1_block=l1_block,
+                                              expiration=expiration, gas_price=self.gas_price)  # fmt: skip
+        info.ticket_params.CopyFrom(params_to_proto(params, with_expiration=True))
+        info.address = self.recipient.address
 
     # --- the job routes -------------------------------------------------------------------
 
@@ -194,13 +358,13 @@ class StandInOrchestrator:
             return "missing Authorization: Livepeer-AI-Worker-1.0"
         if "Livepeer-Payment" not in request.headers:
             return "missing Livepeer-Payment"
-        if request.headers["Livepeer-Payment"] != "":  # offchain: the gateway pays nothing
+        if self.recipient is None and request.headers["Livepeer-Payment"] != "":  # offchain: the gateway pays nothing
             return "unexpected payment"
         try:
             seg = pb.SegData.FromString(base64.b64decode(request.headers["Livepeer-Segment"], validate=True))
         except (KeyError, ValueError, Exception):
             return "Could not verify segment creds: missing or bad Livepeer-Segment"
-        if seg.sig:
+        if seg.sig and self.recipient is None:
             return "unexpected signature offchain"
         token = seg.auth_token
         if not token.token or not hmac.compare_digest(token.token, self.token_for(token.session_id, token.expiration)):
@@ -225,7 +389,12 @@ class StandInOrchestrator:
             return web.Response(status=self.refuse[0], text=self.refuse[1] + "\n")
         raw = await request.read()
         body: dict[str, Any] = json.loads(raw) if request.content_type == "application/json" and raw else {}
+        if self.recipient is not None:
+            refused = await self._paid(request, pipeline, body)
+            if refused is not None:
+                return refused
         if pipeline == "llm" and body.get("stream"):
+            self._debit(request)
             return await self._stream(request)
         answer = canned_answer("/" + pipeline, body)
         if pipeline in ("text-to-image", "image-to-image", "upscale"):
@@ -235,7 +404,62 @@ class StandInOrchestrator:
         elif pipeline == "image-to-video":
             mp4 = await asyncio.to_thread(frames_to_mp4, [png((64, 48))] * 3, 7)
             answer = {"images": [{"url": self._store("mp4", mp4, "video/mp4"), "seed": 5, "nsfw": False}]}
+        self._debit(request)
         return web.json_response(answer)
+
+    async def _paid(self, request: web.Request, pipeline: str, body: dict[str, Any]) -> web.Response | None:
+        """On chain: the payment, the segment signature, the balance; the debit after the work
+        is the caller's (`_debit`). A refusal as go-livepeer's plain-text answer."""
+        assert self.recipient is not None and self.chain is not None
+        client = self.chain.chain.client
+        try:
+            payment = decode_header(request.headers["Livepeer-Payment"], pb.Payment)
+            assert isinstance(payment, pb.Payment)
+            batch = payment_from_proto(payment)
+        except PaymentError as exc:
+            return self._payment_refused(402, str(exc))
+        sender = bytes(payment.sender)
+        seg = pb.SegData.FromString(base64.b64decode(request.headers["Livepeer-Segment"]))
+        if len(sender) != 20 or not verify_signature(sender, segment_credentials_hash(seg.manifestId.decode(), seg.seq), seg.sig):
+            return self._payment_refused(403, "Could not verify segment creds: invalid segment signature")
+        fields = body or _form(await request.read(), request.headers.get("Content-Type", ""))
+        model = fields.get("model") if pipeline == "llm" else fields.get("model_id")
+        manifest = f"{CAPABILITY_IDS[pipeline]}_{model or ''}"
+        if (sender, manifest) not in self.pinned and payment.HasField("expected_price"):
+            self.pinned[sender, manifest] = Price(payment.expected_price.pricePerUnit, payment.expected_price.pixelsPerUnit or 1)
+        if batch is not None:
+            receipt = self.recipient.receive(batch, l1_block=self.chain.call(client.l1_block))
+            if receipt.rejected:
+                return self._payment_refused(400, str(receipt.rejected[0][1]))
+            self.balances.credit(sender, manifest, receipt.credited)
+            self.credited += receipt.credited
+            self.tickets += receipt.accepted
+            for winner in receipt.winners:
+                account = self.chain.chain.recipient_account
+                self.chain.call(lambda w=winner: client.redeem_winning_ticket(account, w))  # type: ignore[misc]
+                self.redeemed.append(winner)
+        price = self.pinned.get((sender, manifest), Price(0))
+        fee = Fraction(0)
+        if price.per_pixel > 0:
+            fee = orchestrator_units(pipeline, fields) * price.per_pixel
+            if self.balances.balance(sender, manifest) < fee:
+                return self._payment_refused(400, "Insufficient balance")
+        request[_DEBIT] = (sender, manifest, fee)
+        return None
+
+    def _payment_refused(self, status: int, text: str) -> web.Response:
+        self.payment_errors.append(text)
+        return web.Response(status=status, text=text + "\n")
+
+    def _debit(self, request: web.Request) -> None:
+        debit = request.get(_DEBIT)
+        if debit is not None and debit[2] > 0:
+            sender, manifest, fee = debit
+            try:
+                self.balances.charge(sender, manifest, fee)
+            except InsufficientPayment as exc:  # checked before the work: cannot happen
+                self.payment_errors.append(str(exc))
+            self.debits.append((manifest, fee))
 
     def _store(self, ext: str, data: bytes, content_type: str) -> str:
         key = f"{secrets.token_hex(4)}/{secrets.token_hex(4)}.{ext}"
@@ -265,8 +489,15 @@ class _Servicer(OrchestratorServicer):
         self.orch = orch
 
     def GetOrchestrator(self, request: pb.OrchestratorRequest, context: grpc.ServicerContext) -> pb.OrchestratorInfo:  # noqa: N802
-        if request.address or request.sig:  # offchain: no sender address, no signature expected
-            context.abort(grpc.StatusCode.PERMISSION_DENIED, "unexpected signature offchain")
+        if self.orch.recipient is None:
+            if request.address or request.sig:  # offchain: no sender address, no signature expected
+                context.abort(grpc.StatusCode.PERMISSION_DENIED, "unexpected signature offchain")
+        else:  # go-livepeer's VerifySig(address, address.Hex(), sig)
+            from eth_utils.address import to_checksum_address
+
+            if len(request.address) != 20 or not verify_message(request.address, to_checksum_address(request.address).encode(), request.sig):
+                context.abort(grpc.StatusCode.PERMISSION_DENIED, "Could not verify orchestrator request: invalid signature")
+            return self.orch.info(request)
         return self.orch.info()
 
 

@@ -1,0 +1,346 @@
+"""The gateway pays on-chain orchestrators for real: part 1's TicketBroker on a local EVM (read
+by the gateway over HTTP JSON-RPC), the stand-in orchestrator validating every ticket with
+part 1's recipient side and redeeming winners, fees in go-livepeer's units; and the same with
+go-livepeer's remote signer (a stand-in written here from `server/remote_signer.go`)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import math
+import time
+from collections.abc import Callable, Iterator
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from aiohttp import web
+from gateway_fleet import GwFactory, LoopThread, png
+from standin_orchestrator import ETH, SENDER_KEY, SharedChain, StandInOrchestrator, local_chain
+
+from livestream.gateway.orchestrator import CAPABILITY_IDS
+from livestream.gateway.payments import LIVE_FIRST_PAYMENT_SECONDS, LIVE_PIXELS_PER_SECOND, job_units
+from livestream.payments import LocalSigner, Price, RecipientConfig, Sender, TicketParamsExpired, write_keystore
+from livestream.payments.value import tickets_for_fee
+from livestream.payments.wire import encode_header, params_from_proto, payment_to_proto, pb, segment_credentials_hash
+
+#: Tickets of 1e12 wei EV and 4e12 face value: a quarter of them win, so a few jobs redeem some.
+RECIPIENT = RecipientConfig(ev=10**12, max_face_value=4 * 10**12)
+PRICES = {"text-to-image": 10**8, "llm": 10**9, "image-to-image": 3 * 10**7}
+SENDER = LocalSigner(SENDER_KEY)
+
+
+@pytest.fixture
+def shared(loop_thread: LoopThread) -> Iterator[tuple[SharedChain, str]]:
+    chain = local_chain()
+    chain.client.fund_deposit_and_reserve(chain.sender_account, ETH, ETH)
+    shared = SharedChain(chain)
+    url, srv = loop_thread.serve(shared.app())
+    yield shared, url
+    loop_thread.stop(srv)
+
+
+def _chain_fields(shared: tuple[SharedChain, str], **more: Any) -> dict[str, Any]:
+    chain, url = shared
+    return {"eth_rpc_url": url, "ticket_broker": chain.chain.client.broker.address,
+            "rounds_manager": chain.chain.client.rounds.address, "chain_refresh": 0.0, **more}  # fmt: skip
+
+
+@pytest.fixture
+def keystore(tmp_path: Path) -> Path:
+    path = tmp_path / "gateway-key.json"
+    write_keystore(path, SENDER_KEY, "pass phrase", iterations=2**4)
+    return path
+
+
+def _t2i(url: str, size: int = 64, images: int = 1) -> httpx.Response:
+    body = {"prompt": "x", "model_id": "m", "height": size, "width": size, "num_images_per_prompt": images}
+    return httpx.post(f"{url}/text-to-image", json=body, timeout=30)
+
+
+def _balances_match(orch: StandInOrchestrator, spend: Any, sender: bytes) -> None:
+    """The gateway's credit per manifest is the orchestrator's balance for this sender, exactly."""
+    manifests = {m for m, _ in orch.debits} | set(spend.credit)
+    assert manifests
+    for manifest in manifests:
+        assert spend.credit.get(manifest, Fraction(0)) == orch.balances.balance(sender, manifest), manifest
+
+
+def spend_credit(gw: Any) -> Fraction:
+    return Fraction(gw.discovery.payments.spend[gw.discovery.backends[0].url].credit["33_m"])
+
+
+def test_units_are_go_livepeers() -> None:
+    t2i = json.dumps({"prompt": "x", "height": 64, "width": 32, "num_images_per_prompt": 3}).encode()
+    assert job_units("text-to-image", "application/json", t2i) == 64 * 32 * 3
+    assert job_units("text-to-image", "application/json", b'{"prompt": "x"}') == 512 * 512
+    assert job_units("llm", "application/json", b'{"messages": []}') == 256
+    assert job_units("text-to-speech", "application/json", '{"text": "héllo"}'.encode()) == 6
+    from livestream.gateway.requests import encode_multipart
+    from livestream.api.schemas import UploadedFile
+
+    body, content_type = encode_multipart({"prompt": "x", "image": UploadedFile("a.png", "image/png", png((40, 30)))})
+    assert job_units("image-to-image", content_type, body) == 1200
+    assert job_units("upscale", content_type, body) == 1200
+    body, content_type = encode_multipart({"image": UploadedFile("a.png", "image/png", png((8, 8))), "height": "10", "width": "20"})
+    assert job_units("image-to-video", content_type, body) == 10 * 20 * 25
+    assert LIVE_PIXELS_PER_SECOND * LIVE_FIRST_PAYMENT_SECONDS == 1_658_880_000
+
+
+def test_batch_jobs_pay_the_orchestrator_exactly_the_fees(
+    shared: tuple[SharedChain, str], keystore: Path, orchs: Callable[..., StandInOrchestrator], make_gateway: GwFactory
+) -> None:
+    chain = shared[0]
+    orch = orchs(on_chain=True, chain=chain, recipient_config=RECIPIENT, prices=dict(PRICES))
+    url, gw = make_gateway([orch], eth_keystore=keystore, eth_password="pass phrase", **_chain_fields(shared))
+    (backend,) = gw.discovery.backends
+    assert backend.state == "up"  # on chain, and the gateway has a key: selectable
+    deposit_before = chain.call(lambda: chain.chain.client.sender_funds(SENDER.address)).deposit
+
+    sizes = [64, 64, 128, 64, 256, 64, 64, 128]
+    for size in sizes:
+        assert _t2i(url, size).status_code == 200
+    assert _t2i(url, 64, images=3).status_code == 200
+    llm = httpx.post(f"{url}/llm", json={"messages": [{"role": "user", "content": "hi"}], "model": "m", "max_tokens": 700})
+    assert llm.status_code == 200, llm.text
+    i2i = httpx.post(f"{url}/image-to-image", data={"prompt": "x", "model_id": "m"},
+                     files={"image": ("a.png", png((50, 40)), "image/png")})  # fmt: skip
+    assert i2i.status_code == 200, i2i.text
+
+    # The orchestrator debited units x price, units counted on its side as go-livepeer does.
+    t2i_fees = [Fraction(s * s * PRICES["text-to-image"]) for s in sizes] + [Fraction(64 * 64 * 3 * PRICES["text-to-image"])]
+    expected = [("27_m", f) for f in t2i_fees] + [("33_m", Fraction(700 * PRICES["llm"])),
+                                                   ("28_m", Fraction(50 * 40 * PRICES["image-to-image"]))]  # fmt: skip
+    assert orch.debits == expected and orch.payment_errors == [] and orch.refusals == []
+    spend = gw.discovery.payments.spend[orch.url]  # type: ignore[union-attr]
+    assert spend.fees == sum(f for _, f in expected)
+    assert spend.tickets == orch.tickets and spend.ev_sent == orch.credited
+    _balances_match(orch, spend, SENDER.address)
+    assert spend.failures == 0 and spend.payments == len(expected)
+
+    # Winners were redeemed on the chain from the gateway's deposit, face value each.
+    funds = chain.call(lambda: chain.chain.client.sender_funds(SENDER.address))
+    assert funds.deposit == deposit_before - len(orch.redeemed) * 4 * 10**12
+    assert all(chain.call(lambda w=w: chain.chain.client.is_used(w.ticket.hash())) for w in orch.redeemed)  # type: ignore[misc]
+
+    listed = httpx.get(f"{url}/backends").json()["backends"][0]
+    assert listed["state"] == "up" and listed["payments"]["tickets"] == orch.tickets
+    assert listed["payments"]["spent_wei"] == float(spend.fees) and listed["payments"]["failures"] == 0
+    metrics = httpx.get(f"{url}/metrics").text
+    assert f'livestream_gateway_payment_tickets{{orchestrator="{orch.url}"}} {float(orch.tickets)}' in metrics
+    assert f'livestream_gateway_payment_fees_wei{{orchestrator="{orch.url}"}}' in metrics
+
+
+def test_params_expiring_mid_stream_are_refreshed(
+    shared: tuple[SharedChain, str], keystore: Path, orchs: Callable[..., StandInOrchestrator], make_gateway: GwFactory
+) -> None:
+    chain = shared[0]
+    config = RecipientConfig(ev=10**12, max_face_value=4 * 10**12, params_validity_blocks=6)
+    orch = orchs(on_chain=True, chain=chain, recipient_config=config, prices=dict(PRICES))
+    # The gateway reads the chain at every payment: it sees the params expire and refreshes them.
+    url, gw = make_gateway([orch], eth_keystore=keystore, eth_password="pass phrase", **_chain_fields(shared))
+    spend = gw.discovery.payments.spend[orch.url]  # type: ignore[union-attr]
+    assert _t2i(url).status_code == 200
+    calls = orch.grpc_calls
+    chain.mine_blocks(5)  # expiration - latest block = 1: expired for a sender
+    assert _t2i(url).status_code == 200
+    assert spend.refreshes == 1 and orch.grpc_calls == calls + 1 and orch.payment_errors == []
+
+    # A gateway that reads the chain once a minute sends them after they expired: the
+    # orchestrator refuses "ticketparams expired", the gateway refreshes and tries again.
+    url2, gw2 = make_gateway([orch], eth_keystore=keystore, eth_password="pass phrase",
+                             **_chain_fields(shared, chain_refresh=60.0))  # fmt: skip
+    spend2 = gw2.discovery.payments.spend[orch.url]  # type: ignore[union-attr]
+    assert _t2i(url2).status_code == 200
+    chain.mine_blocks(8)
+    assert _t2i(url2).status_code == 200
+    assert any("ticketparams expired" in e for e in orch.payment_errors) and spend2.refreshes == 1
+    assert spend2.failures == 1  # the refused payment: its tickets were not credited, on either side
+    total = spend.credit["27_m"] + spend2.credit["27_m"]
+    assert total == orch.balances.balance(SENDER.address, "27_m")  # both gateways pay as one sender
+    assert [f for _, f in orch.debits] == [Fraction(64 * 64 * PRICES["text-to-image"])] * 4
+
+
+def test_a_short_balance_is_refused_with_go_livepeers_error(
+    shared: tuple[SharedChain, str], keystore: Path, orchs: Callable[..., StandInOrchestrator], make_gateway: GwFactory
+) -> None:
+    chain = shared[0]
+    config = RecipientConfig(ev=10**12, max_face_value=4 * 10**12, params_validity_blocks=4)
+    orch = orchs(on_chain=True, chain=chain, recipient_config=config, prices={"llm": 10**10})
+    url, gw = make_gateway([orch], eth_keystore=keystore, eth_password="pass phrase", **_chain_fields(shared))
+    body = {"messages": [{"role": "user", "content": "hi"}], "model": "m", "max_tokens": 150}
+    assert httpx.post(f"{url}/llm", json=body).status_code == 200  # price 1e10 pinned for this manifest
+    orch.prices["llm"] = 10**8  # new params quote a hundredth: the gateway pays that
+    chain.mine_blocks(4)
+    answers = [httpx.post(f"{url}/llm", json=body) for _ in range(3)]
+    refused = [a for a in answers if a.status_code != 200]
+    assert refused and "Insufficient balance" in refused[0].text and refused[0].status_code == 400
+    assert "Insufficient balance" in orch.payment_errors
+    # The orchestrator debits its pinned price, the gateway books the quoted one: they differ by
+    # exactly that on each job done at the new quote (the gap go-livepeer has too).
+    done = len(answers) - len(refused)
+    gap = spend_credit(gw) - orch.balances.balance(SENDER.address, "33_m")
+    assert gap == done * 150 * (10**10 - 10**8)
+
+
+def test_without_a_signer_on_chain_orchestrators_are_not_selected(
+    shared: tuple[SharedChain, str], orchs: Callable[..., StandInOrchestrator], make_gateway: GwFactory
+) -> None:
+    orch = orchs(on_chain=True, chain=shared[0], recipient_config=RECIPIENT, prices=dict(PRICES))
+    url, gw = make_gateway([orch])
+    assert gw.discovery.payments is None
+    assert _t2i(url).status_code == 503 and orch.jobs == []
+
+
+# --- go-livepeer's remote signer ---------------------------------------------------------------
+
+
+class StandInSigner:
+    """go-livepeer's remote signer (`server/remote_signer.go`), written from its contract: it
+    holds the key, bills `inPixels` (type "") or the time since the last call ("lv2v": 60 s
+    first), keeps the balance and nonce in a state it signs, answers 480/482 as go-livepeer."""
+
+    def __init__(self, shared: SharedChain) -> None:
+        self.shared = shared
+        self.sender = Sender(SENDER)
+        self.key = b"signer-state-key"
+        self.calls: list[dict[str, Any]] = []
+        self.no_tickets = 0
+
+    def _sign(self, state: bytes) -> bytes:
+        return hmac.new(self.key, state, hashlib.sha256).digest()
+
+    async def info_sig(self, request: web.Request) -> web.Response:
+        from eth_utils.address import to_checksum_address
+
+        address = to_checksum_address(SENDER.address)
+        return web.json_response({"address": address, "signature": "0x" + SENDER.sign_message(address.encode()).hex()})
+
+    async def payment(self, request: web.Request) -> web.Response:
+        req = await request.json()
+        self.calls.append(req)
+        info = pb.OrchestratorInfo.FromString(base64.b64decode(req["orchestrator"]))
+        price = Price(info.price_info.pricePerUnit, info.price_info.pixelsPerUnit)
+        if price.price_per_unit == 0:
+            return web.json_response({"error": {"message": "missing or zero priceInfo"}}, status=400)
+        params = params_from_proto(info.ticket_params, price)
+        state: dict[str, Any] = {"balance": "0", "last": 0.0}
+        if req.get("state"):
+            raw, sig = base64.b64decode(req["state"]["State"]), base64.b64decode(req["state"]["Sig"])
+            if not hmac.compare_digest(sig, self._sign(raw)):
+                return web.json_response({"error": {"message": "invalid sig"}}, status=400)
+            state = json.loads(raw)
+        client = self.shared.chain.client
+        l1_block, funds = self.shared.call(lambda: (client.l1_block(), client.sender_funds(SENDER.address)))
+        try:
+            self.sender.validate_params(params, l1_block=l1_block, funds=funds)
+        except TicketParamsExpired:
+            return web.json_response({"error": {"message": "refresh session for remote signer"}}, status=480,
+                                     headers={"Livepeer-Orchestrator-URL": info.transcoder})  # fmt: skip
+        now = time.time()
+        if req["type"] == "lv2v":
+            seconds = now - state["last"] if state["last"] else LIVE_FIRST_PAYMENT_SECONDS
+            units = int(LIVE_PIXELS_PER_SECOND * seconds)
+        else:
+            units = int(req["inPixels"])
+        fee = units * price.per_pixel
+        balance = Fraction(state["balance"])
+        count = tickets_for_fee(fee, params.expected_value, balance)
+        if count == 0:
+            self.no_tickets += 1
+            return web.json_response({"error": {"message": "no tickets"}}, status=482)
+        batch = self.sender.create_batch(params, price, count, l1_block=l1_block, funds=funds)
+        seg = pb.SegData(manifestId=req["ManifestID"].encode(), seq=0,
+                         sig=SENDER.sign_hash(segment_credentials_hash(req["ManifestID"], 0)))  # fmt: skip
+        seg.auth_token.CopyFrom(info.auth_token)
+        if req.get("capabilities"):
+            seg.capabilities.ParseFromString(base64.b64decode(req["capabilities"]))
+        new_state = json.dumps({"balance": str(balance + count * params.expected_value - fee), "last": now}).encode()
+        return web.json_response({
+            "payment": encode_header(payment_to_proto(batch)), "segCreds": encode_header(seg),
+            "state": {"State": base64.b64encode(new_state).decode(), "Sig": base64.b64encode(self._sign(new_state)).decode()},
+        })  # fmt: skip
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/sign-orchestrator-info", self.info_sig)
+        app.router.add_post("/generate-live-payment", self.payment)
+        return app
+
+
+def test_a_gateway_with_no_key_pays_through_the_remote_signer(
+    shared: tuple[SharedChain, str], loop_thread: LoopThread, orchs: Callable[..., StandInOrchestrator],
+    make_gateway: GwFactory,
+) -> None:  # fmt: skip
+    chain = shared[0]
+    signer = StandInSigner(chain)
+    signer_url, srv = loop_thread.serve(signer.app())
+    try:
+        config = RecipientConfig(ev=10**12, max_face_value=4 * 10**12, params_validity_blocks=6)
+        orch = orchs(on_chain=True, chain=chain, recipient_config=config, prices=dict(PRICES))
+        url, gw = make_gateway([orch], remote_signer_url=signer_url)  # no key, no chain URL
+        assert gw.discovery.backends[0].state == "up"
+        for size in (64, 64, 64, 256, 64):
+            assert _t2i(url, size).status_code == 200
+        chain.mine_blocks(5)  # the signer answers 480: new params, and the balance goes on
+        assert _t2i(url).status_code == 200
+        spend = gw.discovery.payments.spend[orch.url]  # type: ignore[union-attr]
+        fees = [Fraction(s * s * PRICES["text-to-image"]) for s in (64, 64, 64, 256, 64, 64)]
+        assert [f for _, f in orch.debits] == fees and orch.payment_errors == []
+        assert spend.fees == sum(fees) and spend.refreshes == 1 and spend.tickets == orch.tickets
+        _balances_match(orch, spend, SENDER.address)
+        assert signer.no_tickets >= 1  # credit covered some jobs: no tickets, the last credentials
+        assert all(c["type"] == "" and c["ManifestID"] for c in signer.calls)
+        assert {c["inPixels"] for c in signer.calls} <= {64 * 64, 256 * 256}
+        # The state's balance is the orchestrator's, once decoded.
+        last = json.loads(base64.b64decode(signer.calls[-1]["state"]["State"]))
+        assert math.isfinite(float(Fraction(last["balance"])))
+    finally:
+        loop_thread.stop(srv)
+
+
+def test_the_remote_signer_client_speaks_go_livepeers_contract(
+    shared: tuple[SharedChain, str], loop_thread: LoopThread, orchs: Callable[..., StandInOrchestrator]
+) -> None:
+    import aiohttp
+
+    from livestream.payments.remote_signer import RemoteSigner, RemoteSignerError
+
+    chain = shared[0]
+    signer = StandInSigner(chain)
+    signer_url, srv = loop_thread.serve(signer.app())
+    orch = orchs(on_chain=True, chain=chain, recipient_config=RECIPIENT, prices=dict(PRICES))
+    caps = pb.Capabilities()
+    caps.capacities[CAPABILITY_IDS["live-video-to-video"]] = 1
+    orch.prices["live-video-to-video"] = 1
+    info = orch.info(pb.OrchestratorRequest(address=SENDER.address, capabilities=caps))
+
+    async def run() -> None:
+        async with aiohttp.ClientSession() as session:
+            client = RemoteSigner(signer_url, session, {"Authorization": "Bearer x"})
+            address, sig = await client.orchestrator_info_sig()
+            assert address == SENDER.address and len(sig) == 65
+            first = await client.generate_payment(info, manifest_id="mid", job_type="lv2v", capabilities=caps)
+            payment = first.decoded()
+            ev = params_from_proto(info.ticket_params, Price(1)).expected_value
+            # 60 s of 1280x720x30 at 1 wei per unit, in 1e12-EV tickets.
+            assert len(payment.ticket_sender_params) == math.ceil(LIVE_PIXELS_PER_SECOND * 60 / ev)
+            # Moments later: a few ms of video, but credit below one EV buys one more ticket
+            # (go-livepeer's minimum credit is max(fee, EV)); the state carries the balance.
+            second = await client.generate_payment(info, manifest_id="mid", job_type="lv2v", state=first.state)
+            assert len(second.decoded().ticket_sender_params) == 1 and second.state != first.state
+            assert [c.get("state") for c in signer.calls[-2:]] == [None, first.state.to_json()]
+            with pytest.raises(RemoteSignerError, match="zero priceInfo"):
+                info0 = pb.OrchestratorInfo()
+                info0.CopyFrom(info)
+                info0.price_info.pricePerUnit = 0
+                await client.generate_payment(info0, manifest_id="mid", in_pixels=5)
+
+    try:
+        loop_thread.call(run())
+    finally:
+        loop_thread.stop(srv)
