@@ -7,6 +7,8 @@
     orchestrator.py  go-livepeer orchestrators: GetOrchestrator (gRPC, TLS pinned on first use),
                   OrchestratorInfo (capabilities, warm models, prices, auth token), job headers;
                   the protobufs are livestream/lp_rpc (go-livepeer's net/lp_rpc.proto)
+    payments.py   paying on-chain orchestrators: units per pipeline, sessions, credit, tickets
+                  (a local key or go-livepeer's remote signer), spend in /backends and /metrics
     selection.py  which runner gets a request
     retry.py      what a failed try means; the time budget
     proxy.py      the retry loop, one try, and shaping the answer (JSON, mp4, event streams)

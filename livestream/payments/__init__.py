@@ -10,9 +10,10 @@
     wire.py             Payment / TicketParams / PaymentResult / SegData protobufs and headers
                         (the messages: livestream/lp_rpc, go-livepeer's net/lp_rpc.proto)
     chain.py            TicketBroker and RoundsManager through web3.py, cached reads
+    remote_signer.py    go-livepeer's remote signer as a client (HTTP): a gateway with no key
     cli.py              `livestream payments ...` for the gateway operator
 
-Everything but `chain.py` and `cli.py` is sans-IO. See docs/payments.md.
+Everything but `chain.py`, `remote_signer.py` and `cli.py` is sans-IO. See docs/payments.md.
 """
 
 from __future__ import annotations
