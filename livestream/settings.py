@@ -10,7 +10,7 @@ from typing import overload
 
 from .errors import ConfigError
 
-__all__ = ["Settings", "WorkLimits", "env_bool", "env_int", "env_str", "parse_default_models", "parse_stream_keys"]
+__all__ = ["Settings", "StreamLimits", "WorkLimits", "env_bool", "env_int", "env_str", "parse_default_models", "parse_stream_keys"]
 
 
 _MiB = 1024 * 1024
@@ -50,26 +50,71 @@ class WorkLimits:
     decoded_pixels: int = 4096 * 4096
 
 
+@dataclass(frozen=True)
+class StreamLimits:
+    """What one streaming client may hold or send; over a limit is refused with a clear error.
+
+    Set with the same `--limit NAME=VALUE` (env `LIMITS`) as `WorkLimits`; `0` turns a limit
+    marked "0: off" off. The total of live sessions is `--max-live-sessions`. Documented in
+    docs/operations.md ("Limits").
+    """
+
+    #: Live sessions one client (remote address) may run at once (WHIP, live API); 0: off.
+    sessions_per_client: int = 0
+    #: Channels the engine's trickle server holds at once (more: 503 "Too many streams").
+    trickle_channels: int = 1000
+    #: Bytes of one trickle segment (more: 413, and the segment is closed).
+    trickle_segment_bytes: int = 64 * _MiB
+    #: The largest RTMP chunk size a publisher may set (Set Chunk Size over it: disconnected).
+    rtmp_chunk_size: int = 1 << 24
+    #: Bytes of one RTMP message (a 4K keyframe is well below); the bytes of unfinished messages
+    #: one connection may hold are at most twice this.
+    rtmp_message_bytes: int = 8 * _MiB
+    #: Bytes of one WHIP/WHEP SDP offer or trickle-ICE fragment (more: 413).
+    sdp_bytes: int = 64 * 1024
+    #: WHEP viewers of one stream at once (more: 503).
+    whep_viewers: int = 50
+    #: Requests per minute per API key (bearer token; else per remote address); 0: off.
+    api_rate: int = 0
+
+
 #: `--limit` names -> the `WorkLimits` field they set.
 LIMIT_NAMES: tuple[str, ...] = tuple(WorkLimits.__dataclass_fields__)
+#: `--limit` names -> the `StreamLimits` field they set.
+STREAM_LIMIT_NAMES: tuple[str, ...] = tuple(StreamLimits.__dataclass_fields__)
+#: Stream limits that may be 0 (off).
+_MAY_BE_OFF = frozenset({"sessions_per_client", "api_rate"})
 
 
 def parse_limits(items: list[str]) -> WorkLimits:
-    """`NAME=VALUE` items (`--limit`, env LIMITS) over the defaults."""
+    """`NAME=VALUE` items (`--limit`, env LIMITS) over the defaults (stream limit names are
+    accepted here and set on `parse_stream_limits`'s result)."""
+    values = _parse_limit_items(items)
+    return WorkLimits(**{k: v for k, v in values.items() if k in LIMIT_NAMES})  # type: ignore[arg-type]
+
+
+def parse_stream_limits(items: list[str]) -> StreamLimits:
+    """The `StreamLimits` that `NAME=VALUE` items (`--limit`, env LIMITS) set."""
+    values = _parse_limit_items(items)
+    return StreamLimits(**{k: int(v) for k, v in values.items() if k in STREAM_LIMIT_NAMES})
+
+
+def _parse_limit_items(items: list[str]) -> dict[str, int | float]:
+    names = LIMIT_NAMES + STREAM_LIMIT_NAMES
     values: dict[str, int | float] = {}
     for item in items:
         name, sep, value = item.partition("=")
         name = name.strip().replace("-", "_")
-        if not sep or name not in LIMIT_NAMES:
-            raise ConfigError(f"--limit expects NAME=VALUE with NAME one of {', '.join(LIMIT_NAMES)}; got {item!r}.")
+        if not sep or name not in names:
+            raise ConfigError(f"--limit expects NAME=VALUE with NAME one of {', '.join(names)}; got {item!r}.")
         try:
             number = float(value) if name == "audio_seconds" else int(value)
         except ValueError:
             raise ConfigError(f"--limit {name}: {value!r} is not a number.") from None
-        if number <= 0:
-            raise ConfigError(f"--limit {name} must be > 0, got {value}.")
+        if number < 0 or (number == 0 and name not in _MAY_BE_OFF):
+            raise ConfigError(f"--limit {name} must be > 0{' (or 0: off)' if name in _MAY_BE_OFF else ''}, got {value}.")
         values[name] = number
-    return WorkLimits(**values)  # type: ignore[arg-type]
+    return values
 
 
 @dataclass(frozen=True)
@@ -91,6 +136,8 @@ class Settings:
     max_queue: int = 8
     #: The most work one batch request may ask for.
     limits: WorkLimits = field(default_factory=WorkLimits)
+    #: What one streaming client may hold or send (sessions, trickle, RTMP, SDP, WHEP, rate).
+    stream_limits: StreamLimits = field(default_factory=StreamLimits)
     #: Seconds a model that failed to load is remembered (503 at once) before it is tried again.
     load_retry_after: float = 30.0
     #: Concurrent live sessions (None: 1 with --pipeline, else 4).

@@ -95,8 +95,14 @@ class _ChunkStream:
 class ChunkReader:
     """Reassembles messages from chunks (see the module docstring)."""
 
-    def __init__(self, chunk_size: int = 128) -> None:
+    def __init__(self, chunk_size: int = 128, *, max_chunk_size: int = MAX_CHUNK_SIZE, max_message_size: int = MAX_MESSAGE_SIZE) -> None:
         self.chunk_size = chunk_size
+        #: Limits (`--limit rtmp_chunk_size`, `rtmp_message_bytes`): a Set Chunk Size over the
+        #: first, a message over the second, or unfinished messages holding more than twice the
+        #: second (one per chunk stream) end the connection with a `ProtocolError`.
+        self.max_chunk_size = max_chunk_size
+        self.max_message_size = max_message_size
+        self._pending = 0
         self._buf = bytearray()
         self._streams: dict[int, _ChunkStream] = {}
         #: Every byte fed so far (for Acknowledgements).
@@ -173,10 +179,11 @@ class ChunkReader:
         if not starting and fmt < 3 and length != cs.length:
             # A new header mid-message with another length: the partial one is lost (ffmpeg).
             starting = True
+            self._pending -= cs.received
             cs.parts.clear()
             cs.received = 0
-        if starting and length > MAX_MESSAGE_SIZE:
-            raise ProtocolError(f"message of {length} bytes is over the {MAX_MESSAGE_SIZE}-byte limit")
+        if starting and length > self.max_message_size:
+            raise ProtocolError(f"message of {length} bytes is over the {self.max_message_size}-byte limit")
         size = min(self.chunk_size, length - cs.received) if length else 0
         if len(buf) < i + size:
             return 0
@@ -197,11 +204,15 @@ class ChunkReader:
         if size:
             cs.parts.append(bytes(buf[i : i + size]))
             cs.received += size
+            self._pending += size
         if cs.received >= length:
             payload = b"".join(cs.parts) if len(cs.parts) != 1 else cs.parts[0]
+            self._pending -= cs.received
             cs.parts = []
             cs.received = 0
             self._message(Message(type_id, stream_id, cs.timestamp, payload, csid), out)
+        elif self._pending > 2 * self.max_message_size:
+            raise ProtocolError(f"unfinished messages hold over {2 * self.max_message_size} bytes (over twice the message limit)")
         return i + size - pos
 
     def _message(self, msg: Message, out: list[Message]) -> None:
@@ -210,13 +221,14 @@ class ChunkReader:
             if len(msg.payload) < 4:
                 raise ProtocolError("short Set Chunk Size")
             size = int.from_bytes(msg.payload[:4], "big") & 0x7FFFFFFF
-            if not 1 <= size <= MAX_CHUNK_SIZE:
-                raise ProtocolError(f"chunk size {size} out of range")
+            if not 1 <= size <= self.max_chunk_size:
+                raise ProtocolError(f"chunk size {size} out of range (1 to {self.max_chunk_size})")
             self.chunk_size = size
         elif t == MSG_ABORT:
             if len(msg.payload) >= 4:
                 cs = self._streams.get(int.from_bytes(msg.payload[:4], "big"))
                 if cs is not None:
+                    self._pending -= cs.received
                     cs.parts, cs.received = [], 0
         elif t == MSG_AGGREGATE:
             out.extend(split_aggregate(msg))

@@ -113,8 +113,8 @@ def _control(type_id: int, payload: bytes) -> bytes:
 
 
 class _Connection:
-    def __init__(self) -> None:
-        self._reader = ChunkReader()
+    def __init__(self, reader: ChunkReader | None = None) -> None:
+        self._reader = reader or ChunkReader()
         self._out: list[bytes] = []
         self._handshake_buf = bytearray()
         self.handshake_done = False
@@ -177,8 +177,9 @@ class _Connection:
 class ServerConnection(_Connection):
     """One publisher's connection, server side (see the module docstring)."""
 
-    def __init__(self, *, now: float | None = None) -> None:
-        super().__init__()
+    def __init__(self, *, now: float | None = None, reader: ChunkReader | None = None) -> None:
+        """`reader`: a `ChunkReader` with the server's limits (default: the module's)."""
+        super().__init__(reader)
         self._epoch = time.time() if now is None else now
         self.app = ""
         self.tc_url = ""

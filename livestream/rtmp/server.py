@@ -36,6 +36,7 @@ from pipelines.errors import InvalidRequestError
 from ..errors import SessionLimitError, StreamBusyError
 from ..ingest import Ingest, IngestError, InputStalled
 from .auth import PublishRejected, authorize
+from .chunks import ChunkReader
 from .flv import FlvError, parse_audio, parse_video
 from .ingest import RtmpIngest
 from .protocol import Media, Metadata, ProtocolError, PublishRequested, ServerConnection, Unpublished
@@ -148,7 +149,8 @@ class _Connection:
         self.reader = reader
         self.writer = writer
         self.where = where
-        self.proto = ServerConnection()
+        limits = server.settings.stream_limits
+        self.proto = ServerConnection(reader=ChunkReader(max_chunk_size=limits.rtmp_chunk_size, max_message_size=limits.rtmp_message_bytes))
         self.ingest: RtmpIngest | None = None
         self.stream: str | None = None
         self._closing = False

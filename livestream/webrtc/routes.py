@@ -71,7 +71,11 @@ def _check_publish(request: web.Request, stream: str) -> None:
     if given:
         if token and secrets.compare_digest(given.encode(), token.encode()):
             return
-        if keys.get(given) == stream:
+        # Every key compared in constant time, none skipped at a match (no dict lookup on a secret).
+        matched = False
+        for key, name in keys.items():
+            matched |= secrets.compare_digest(given.encode(), key.encode()) and name == stream
+        if matched:
             return
     raise ApiError(401, "Publishing needs the engine's token or this stream's key as a bearer token.", {hdrs.WWW_AUTHENTICATE: "Bearer"})
 
@@ -80,10 +84,24 @@ async def _offer(request: web.Request) -> str:
     ctype = request.content_type
     if ctype != _SDP:
         raise ApiError(415, f"An SDP offer must be sent as {_SDP}, not {ctype or 'no content type'}.")
-    body = await request.text()
+    body = await _bounded_text(request, "SDP offer")
     if not body.strip():
         raise ApiError(400, "The body is empty: send an SDP offer.")
     return body
+
+
+async def _bounded_text(request: web.Request, what: str) -> str:
+    """The body as text, refused with 413 past `--limit sdp_bytes` (read no further than that)."""
+    limit = request.app[SETTINGS_KEY].stream_limits.sdp_bytes
+    too_big = ApiError(413, f"The {what} is over this server's limit of {limit} bytes (--limit sdp_bytes=N).")
+    if request.content_length is not None and request.content_length > limit:
+        raise too_big
+    data = bytearray()
+    while chunk := await request.content.read(65536):
+        data += chunk
+        if len(data) > limit:
+            raise too_big
+    return data.decode(request.charset or "utf-8", "replace")
 
 
 def _created(resource: Resource, answer: str, request: web.Request) -> web.Response:
@@ -135,8 +153,12 @@ async def whep_post(request: web.Request) -> web.Response:
     _check_token(request, required=_protect_playback(request))
     stream = request.match_info["stream"]
     offer = await _offer(request)
+    hub = request.app[WEBRTC_HUB_KEY]
+    viewers = request.app[SETTINGS_KEY].stream_limits.whep_viewers
+    if sum(1 for r in hub.resources(stream) if r.kind == "whep") >= viewers:
+        raise ApiError(503, f"The stream {stream!r} has {viewers} viewers, this server's limit (--limit whep_viewers=N).")
     with _offer_errors(stream):
-        resource, answer = await request.app[WEBRTC_HUB_KEY].play(stream, offer)
+        resource, answer = await hub.play(stream, offer)
     return _created(resource, answer, request)
 
 
@@ -186,7 +208,7 @@ async def resource_patch(request: web.Request) -> web.Response:
     if match is not None and match != "*" and match != resource.etag:
         raise ApiError(412, "If-Match does not match this session's ETag.")
     try:
-        frag = parse_sdpfrag(await request.text())
+        frag = parse_sdpfrag(await _bounded_text(request, "trickle-ICE fragment"))
         await request.app[WEBRTC_HUB_KEY].trickle(resource, frag)
     except OfferError as exc:
         raise ApiError(422, str(exc)) from None

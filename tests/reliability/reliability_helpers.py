@@ -7,6 +7,7 @@ folders are put on `sys.path` by this folder's conftest, so their helper modules
 from __future__ import annotations
 
 import os
+from types import ModuleType
 from typing import Any
 
 from hypothesis import strategies as st
@@ -68,3 +69,15 @@ def amf_values() -> st.SearchStrategy[Any]:
         lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(min_size=1, max_size=8), inner, max_size=4)),
         max_leaves=12,
     )
+
+
+def load_module(name: str, path: str) -> ModuleType:
+    """A test helper module of another folder, by path, under a name of its own."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parent.parent / path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
