@@ -4,7 +4,9 @@ For one (pipeline, model id), as a go-livepeer orchestrator would start the cont
 works out every model repository the pipeline loads (`plan`), downloads each into the model
 folder (`MODEL_DIR`, laid out as the Hugging Face cache, exactly as `hf download --cache-dir
 /models` does, so folders prepared for ai-runner work here too), with huggingface_hub's
-progress bars, then runs the pipeline's engine builder if it has one (`ENGINE_BUILDERS`).
+progress (`pipelines.progress`: a bar on a terminal, a log line every few seconds otherwise,
+bytes of all files together), then runs the pipeline's engine builder if it has one
+(`ENGINE_BUILDERS`), reported as a stage of its own with its elapsed time.
 
 - A local folder needs nothing: it is checked and left alone.
 - An id already in the cache is not fetched again when offline (`HF_HUB_OFFLINE=1`); one that
@@ -19,12 +21,14 @@ from __future__ import annotations
 import fnmatch
 import logging
 import posixpath
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ModelLoadError
 from .loading import _hub_unreachable, hf_offline, is_turbo_model
+from .progress import Progress
 
 __all__ = ["ENGINE_BUILDERS", "Artifact", "PrepareError", "PreparedArtifact", "plan", "prepare", "select_files"]
 
@@ -180,6 +184,7 @@ def prepare_artifact(
     variant: str | None = None,
     include: Sequence[str] = (),
     exclude: Sequence[str] = (),
+    progress: Progress | None = None,
 ) -> PreparedArtifact:
     """Make `artifact` available under `model_dir`; raises `PrepareError` with the reason."""
     from huggingface_hub import HfApi, snapshot_download
@@ -218,7 +223,11 @@ def prepare_artifact(
             allow = [f for f in allow if not any(fnmatch.fnmatch(f, p) for p in exclude)]
         log.info("downloading %s (%s)%s", artifact.repo_id, artifact.why, where)
         path = snapshot_download(
-            artifact.repo_id, cache_dir=cache_dir, allow_patterns=allow, ignore_patterns=list(exclude) or None
+            artifact.repo_id,
+            cache_dir=cache_dir,
+            allow_patterns=allow,
+            ignore_patterns=list(exclude) or None,
+            tqdm_class=progress.tqdm(f"download {artifact.repo_id}") if progress is not None else None,
         )
     except GatedRepoError:
         raise PrepareError(
@@ -241,14 +250,17 @@ def prepare(
     include: Sequence[str] = (),
     exclude: Sequence[str] = (),
     report: Callable[[str], None] = print,
+    progress: Progress | None = None,
 ) -> list[PreparedArtifact]:
     """Download every model of (pipeline, model_id) into `model_dir`, then build its engines.
 
     Raises `PrepareError` on the first required model that cannot be prepared; optional ones
-    (safety checker, LCM-LoRA) are reported and skipped.
+    (safety checker, LCM-LoRA) are reported and skipped. `progress` (default: a bar on stderr
+    when it is a terminal, log lines otherwise) follows the downloads and the engine build.
     """
     artifacts = plan(pipeline, model_id)
     label = f"{pipeline} {model_id}".strip()
+    progress = progress or Progress(f"prepare {label}", out=sys.stderr)
     if model_dir is not None:
         model_dir.mkdir(parents=True, exist_ok=True)
     if not artifacts:
@@ -257,7 +269,9 @@ def prepare(
     for i, artifact in enumerate(artifacts, 1):
         report(f"[{i}/{len(artifacts)}] {artifact.repo_id} ({artifact.why})")
         try:
-            item = prepare_artifact(artifact, model_dir, variant=variant, include=include, exclude=exclude)
+            item = prepare_artifact(
+                artifact, model_dir, variant=variant, include=include, exclude=exclude, progress=progress
+            )
         except PrepareError as exc:
             if not artifact.optional:
                 raise
@@ -270,7 +284,8 @@ def prepare(
     builder = ENGINE_BUILDERS.get(engine_key)
     if builder is not None:
         report(f"building engines for {label}")
-        builder(model_id, model_dir)
+        with progress.stage("build engines"):
+            builder(model_id, model_dir)
     elif pipeline == LIVE_TASK and artifacts:
         report(f"{label}: no TensorRT engines to build (this build runs the PyTorch backend)")
     return done

@@ -31,6 +31,7 @@ import numpy as np
 
 from pipelines.base import LiveParams, LivePipeline
 from pipelines.live import LivePipelineSpec
+from pipelines.progress import Progress
 
 from ..media.packets import OUTPUT_TIME_BASE
 from ..media.sizes import fit_size, resize_rgb
@@ -158,6 +159,8 @@ class PipelineStage:
         self.frames_failed = 0
         self.restart_count = 0
         self.last_restart_time: int | None = None
+        #: How far a load is (`pipelines.progress`): log lines, and the status's `loading` field.
+        self.progress = Progress(f"live {name}: {spec.name}")
 
     @property
     def max_batch(self) -> int:
@@ -215,11 +218,15 @@ class PipelineStage:
     def _new(self, params: LiveParams, size: tuple[int, int] | None) -> LivePipeline:
         """Pipeline thread: a fresh instance, loaded (and warmed for `size`)."""
         pipeline = self.spec.factory()
-        if not pipeline.passthrough:
-            import torch  # noqa: F401  (slow first import: here, not on the first frame)
-        pipeline.load(params)
+        if hasattr(pipeline, "progress"):
+            pipeline.progress = self.progress  # its long steps (download, compile) report as stages
+        with self.progress.stage("load"):
+            if not pipeline.passthrough:
+                import torch  # noqa: F401  (slow first import: here, not on the first frame)
+            pipeline.load(params)
         if size is not None:
-            pipeline.warm(*size)
+            with self.progress.stage("warm-up"):
+                pipeline.warm(*size)
         return pipeline
 
     def _close_pipeline(self) -> None:

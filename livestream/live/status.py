@@ -167,6 +167,8 @@ class SessionStatus:
             status["pipeline_status"] = pipeline_status
         # What the params run without, and why: [{"field", "message"}] (pipelines that say).
         status["warnings"] = list((pipeline_status or {}).get("warnings") or [])
+        # While the pipeline loads: {"stage", "progress" (0..1, or None when unknown), "elapsed_s"}.
+        status["loading"] = pipeline.progress.snapshot() if state == SessionState.LOADING else None
         if final:
             status["final"] = True
             status["end_reason"] = self.end_reason
