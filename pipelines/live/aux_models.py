@@ -10,6 +10,9 @@ Kinds loaded today: `safety` (the `use_safety_checker` classifier), `depth` (the
 `depth`/`depth_tensorrt` ControlNet preprocessors; `--task depth` writes a tiny one) and `pose`
 (`openpose`/`pose_tensorrt`: a transformers ViTPose; `--task pose`) and `hed` (the `hed`
 preprocessor: `ControlNetHED.pth` from a folder, a file or a Hub repo; `--task hed`),
+`person_detector` (the pose preprocessor's person boxes: a transformers object detector,
+RT-DETR by default; `--task person-detector`), `lineart` (the `lineart` preprocessor's
+`sk_model.pth`/`sk_model2.pth`; `--task lineart`),
 `ip_adapter`, `faceid` and `face_embedding` (the IP-Adapter, FaceID and FaceID's ArcFace ONNX;
 `--task ip-adapter`, `ip-adapter-faceid`, `face-embedding`) and `super_resolution` (the
 `realesrgan_trt` processing block; `--task super-resolution`).
@@ -33,6 +36,11 @@ AUX_MODEL_DEFAULTS: dict[str, str] = {
     "depth": "depth-anything/Depth-Anything-V2-Small-hf",
     "pose": "usyd-community/vitpose-base-simple",
     "hed": "lllyasviel/Annotators",
+    # The pose preprocessor's person boxes (ViTPose is top-down): RT-DETR, as transformers'
+    # ViTPose docs pair them; DETR/YOLOS ids load the same way.
+    "person_detector": "PekingU/rtdetr_r50vd_coco_o365",
+    # The `lineart` preprocessor's informative-drawings generator (sk_model.pth, sk_model2.pth).
+    "lineart": "lllyasviel/Annotators",
     "ip_adapter": "h94/IP-Adapter",
     "faceid": "h94/IP-Adapter-FaceID",
     # FaceID's face embedder: InsightFace buffalo_l's ArcFace ONNX (models/buffalo_l/w600k_r50.onnx).

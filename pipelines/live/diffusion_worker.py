@@ -59,6 +59,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from ..errors import InferenceError, InvalidRequestError
+from .preprocessor_batch import run_deferred
 
 if TYPE_CHECKING:
     import torch
@@ -145,6 +146,8 @@ class Job:
         image: `(1, 3, H, W)` in [-1, 1] on the model's device.
         state: the stream's state `step` advances.
         sequential: `use_denoising_batch=False`: all steps now, never batched with others.
+        deferred: work `begin` left for the tick to run batched across its jobs before the
+            step (`preprocessor_batch.Deferred`: depth/pose control images).
     """
 
     output: torch.Tensor | None = None
@@ -152,6 +155,7 @@ class Job:
     state: StreamState | None = None
     sequential: bool = False
     skipped: bool = False
+    deferred: list[Any] = field(default_factory=list)
 
     def group_key(self) -> tuple[Any, ...]:
         assert self.image is not None and self.state is not None
@@ -388,6 +392,9 @@ class DiffusionWorker:
         job = slot.begin(self.models, frame)
         if job.output is not None:
             return slot.end(job, job.output)
+        (error,) = run_deferred([job.deferred])
+        if error is not None:
+            raise error
         (out,) = self._compute([job])
         return slot.end(job, out)
 
@@ -540,6 +547,14 @@ class DiffusionWorker:
                 _resolve(pending.future, slot.end(job, job.output))
                 continue
             items.append(_Item(slot_id, slot, job, pending.future))
+        # Model-backed preprocessors of every stream, batched; a stream whose call failed is rejected.
+        errors = run_deferred([item.job.deferred for item in items])
+        for item, error in zip(items, errors, strict=True):
+            if error is not None:
+                self.frames_rejected += 1
+                self.last_error = repr(error)
+                _reject(item.future, error)
+        items = [item for item, error in zip(items, errors, strict=True) if error is None]
         groups: dict[tuple[Any, ...], list[_Item]] = {}
         for i, item in enumerate(items):
             key = ("sequential", i) if item.job.sequential else item.job.group_key()

@@ -25,12 +25,22 @@ Served (`SERVED`):
   (518, rounded to the patch size), ImageNet-normalised; its relative depth (larger = nearer)
   resized to the frame and min-max normalised, grey in 3 channels. Needs `models["depth"]`;
   without it, passthrough.
-- `openpose`, `pose_tensorrt`: the `pose` auxiliary model (transformers ViTPose, the whole
-  frame as the person box) drawn as an OpenPose skeleton (`preprocessor_pose`);
-  `confidence_threshold` (0.3) drops keypoints scored below it. Without the model, passthrough.
+- `openpose`, `pose_tensorrt`: the `pose` auxiliary model (transformers ViTPose) on the person
+  boxes of the `person_detector` auxiliary model (RT-DETR; the whole frame when it finds no one
+  or did not load), drawn as an OpenPose skeleton (`preprocessor_pose`, `preprocessor_person`);
+  `confidence_threshold` (0.3) drops keypoints scored below it, `person_threshold` (0.5) boxes.
+  Without the pose model, passthrough.
+- `lineart`: the informative-drawings line-art generator (the `lineart` auxiliary model:
+  `sk_model.pth`/`sk_model2.pth` of `lllyasviel/Annotators`, `preprocessor_lineart`), `coarse`
+  (true) and `detect_resolution` (512); `anime_style` is not served (its model is another
+  network) and runs the same generator. Without the model: `standard_lineart` (`FALLBACK`).
+
+Depth and pose run batched across the streams of a worker tick (`preprocessor_batch`): one
+model call for every stream that uses the same model.
 
 Model-backed preprocessors (`MODEL_BACKED`: name -> auxiliary kind) get their model from
-`models[kind]`; `load_model(kind, ...)` loads one (on the session's thread).
+`models[kind]`; `load_model(kind, ...)` loads one (on the session's thread); `model_kinds(name)`
+lists every kind a name uses (pose: its detector too).
 
 - `temporal_net_tensorrt`: `[previous input, optical-flow image]`, 6 channels, as TemporalNet2
   expects (OpenCV's DIS flow drawn as the Middlebury colour wheel; `preprocessor_flow`);
@@ -42,14 +52,15 @@ Model-backed preprocessors (`MODEL_BACKED`: name -> auxiliary kind) get their mo
   `lllyasviel/Annotators`, loaded into `preprocessor_hed.HEDNetwork`), controlnet_aux's soft
   edges, `safe` (true) quantised. Without the model, passthrough.
 
-Not served (`UNSERVED`, with why): line art, MediaPipe, `upscale` and `realesrgan_trt`
+Not served (`UNSERVED`, with why): MediaPipe, `upscale` and `realesrgan_trt`
 (change the size: not a control image). They run as `passthrough` and the pipeline reports the reason as a warning.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+import logging
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -59,7 +70,21 @@ from ..loading import resolve_model_source
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["MODEL_BACKED", "SERVED", "UNSERVED", "depth", "fit_channels", "load_model", "run", "served"]
+__all__ = [
+    "FALLBACK",
+    "MODEL_BACKED",
+    "SERVED",
+    "UNSERVED",
+    "depth",
+    "depth_batch",
+    "fit_channels",
+    "load_model",
+    "model_kinds",
+    "run",
+    "served",
+]
+
+log = logging.getLogger(__name__)
 
 SERVED = (
     "passthrough",
@@ -79,13 +104,14 @@ MODEL_BACKED: dict[str, str] = {
     "openpose": "pose",
     "pose_tensorrt": "pose",
     "hed": "hed",
+    "lineart": "lineart",
 }
+#: Auxiliary kinds a model-backed preprocessor also uses when they loaded (its own still optional).
+OPTIONAL_KINDS: dict[str, tuple[str, ...]] = {"pose": ("person_detector",)}
+#: What a model-backed preprocessor runs when its model is missing (default: passthrough).
+FALLBACK: dict[str, str] = {"lineart": "standard_lineart"}
 
 UNSERVED: dict[str, str] = {
-    "lineart": (
-        "line art: controlnet_aux's line-art model (a ResNet generator, sk_model.pth of lllyasviel/Annotators) "
-        "has no transformers/diffusers class and is not ported here; use standard_lineart"
-    ),
     "mediapipe_pose": "mediapipe is not installed (its OpenCV build does not import beside our torch)",
     "mediapipe_segmentation": "mediapipe is not installed (its OpenCV build does not import beside our torch)",
     "upscale": "an upscaler changes the image size: not a control image",
@@ -97,6 +123,12 @@ def served(name: str) -> bool:
     return name in SERVED
 
 
+def model_kinds(name: str) -> tuple[str, ...]:
+    """The auxiliary model kinds preprocessor `name` uses (empty for a plain-torch one)."""
+    kind = MODEL_BACKED.get(name)
+    return () if kind is None else (kind, *OPTIONAL_KINDS.get(kind, ()))
+
+
 def run(
     name: str, image: torch.Tensor, params: dict[str, Any], memory: dict[str, Any], models: Mapping[str, Any] | None = None
 ) -> torch.Tensor:
@@ -106,7 +138,12 @@ def run(
     if kind is not None:
         model = (models or {}).get(kind)
         if model is None:
-            return image
+            fallback = FALLBACK.get(name)
+            return image if fallback is None else run(fallback, image, params, memory, models)
+        if kind == "lineart":
+            from .preprocessor_lineart import lineart
+
+            return lineart(image, model, bool(params.get("coarse", True)), int(params.get("detect_resolution", 512)))
         if kind == "hed":
             from .preprocessor_hed import hed
 
@@ -114,7 +151,13 @@ def run(
         if kind == "pose":
             from .preprocessor_pose import pose
 
-            return pose(image, model, _clamp(params.get("confidence_threshold", 0.3), 0.0, 1.0))
+            return pose(
+                image,
+                model,
+                _clamp(params.get("confidence_threshold", 0.3), 0.0, 1.0),
+                (models or {}).get("person_detector"),
+                _clamp(params.get("person_threshold", 0.5), 0.0, 1.0),
+            )
         return depth(image, model, int(params.get("detect_resolution", 518)))
     if name == "canny":
         return canny(image, float(params.get("low_threshold", 100)), float(params.get("high_threshold", 200)))
@@ -273,20 +316,30 @@ _IMAGENET_STD = (0.229, 0.224, 0.225)
 def depth(image: torch.Tensor, model: Any, resolution: int) -> torch.Tensor:
     """Relative depth of `image` from a transformers depth-estimation model, as a grey control
     image in [0, 1] (nearer is brighter); see the module docstring."""
+    (out,) = depth_batch([image], model, resolution)
+    return out
+
+
+def depth_batch(images: Sequence[torch.Tensor], model: Any, resolution: int) -> list[torch.Tensor]:
+    """`depth` of each frame (any sizes), all in one model call: each is resized to the model's
+    square input first, so they stack."""
     import torch
     import torch.nn.functional as F
 
     patch = int(getattr(model.config, "patch_size", 14) or 14)
     size = max(patch, round(resolution / patch) * patch)
-    x = F.interpolate(image.float(), size=(size, size), mode="bilinear", align_corners=False)
+    x = torch.cat([F.interpolate(image.float(), size=(size, size), mode="bilinear", align_corners=False) for image in images])
     mean = torch.tensor(_IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
     std = torch.tensor(_IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
     param = next(model.parameters())
-    out = model(pixel_values=((x - mean) / std).to(param.dtype)).predicted_depth
-    d = F.interpolate(out.float().unsqueeze(1), size=tuple(image.shape[-2:]), mode="bilinear", align_corners=False)
-    low = d.amin(dim=(-2, -1), keepdim=True)
-    span = (d.amax(dim=(-2, -1), keepdim=True) - low).clamp_min(1e-6)
-    return ((d - low) / span).to(image.dtype).expand(-1, 3, -1, -1).contiguous()
+    out = model(pixel_values=((x - mean) / std).to(param.dtype)).predicted_depth.float()
+    result = []
+    for i, image in enumerate(images):
+        d = F.interpolate(out[i : i + 1].unsqueeze(1), size=tuple(image.shape[-2:]), mode="bilinear", align_corners=False)
+        low = d.amin(dim=(-2, -1), keepdim=True)
+        span = (d.amax(dim=(-2, -1), keepdim=True) - low).clamp_min(1e-6)
+        result.append(((d - low) / span).to(image.dtype).expand(-1, 3, -1, -1).contiguous())
+    return result
 
 
 def load_model(kind: str, model_id: str, *, model_dir: Path | None, device: torch.device, dtype: torch.dtype) -> Any:
@@ -305,11 +358,17 @@ def load_model(kind: str, model_id: str, *, model_dir: Path | None, device: torc
 
             file = hf_hub_download(source.model_id, CHECKPOINT, **source.from_pretrained_kwargs())
             return load_hed_model(Path(file), device=device, dtype=dtype)
+        if kind == "lineart":
+            return _load_lineart(model_id, model_dir=model_dir, device=device, dtype=dtype)
         source = resolve_model_source(model_id, model_dir, probe_file="config.json")
         if kind == "pose":
             from .preprocessor_pose import load_pose_model
 
             return load_pose_model(source.pretrained_name, source.from_pretrained_kwargs(), device=device, dtype=dtype)
+        if kind == "person_detector":
+            from .preprocessor_person import load_person_detector
+
+            return load_person_detector(source.pretrained_name, source.from_pretrained_kwargs(), device=device, dtype=dtype)
         if kind == "depth":
             from transformers import AutoModelForDepthEstimation
 
@@ -320,3 +379,26 @@ def load_model(kind: str, model_id: str, *, model_dir: Path | None, device: torc
     except (OSError, ValueError, KeyError, TypeError, RuntimeError, ImportError) as exc:
         raise ModelLoadError(str(exc)) from exc
     raise ModelLoadError(f"no preprocessor model of kind {kind!r}")
+
+
+def _load_lineart(model_id: str, *, model_dir: Path | None, device: torch.device, dtype: torch.dtype) -> Any:
+    """The line-art generators from a checkpoint file, a folder or a Hub repo holding
+    `sk_model.pth` (and optionally `sk_model2.pth`, the coarse one)."""
+    from .preprocessor_lineart import CHECKPOINT, COARSE_CHECKPOINT, load_lineart_model
+
+    given = Path(model_id).expanduser()
+    if given.is_file():
+        return load_lineart_model(given, given.with_name(COARSE_CHECKPOINT), device=device, dtype=dtype)
+    source = resolve_model_source(model_id, model_dir, probe_file=CHECKPOINT)
+    if source.path is not None:
+        return load_lineart_model(source.path / CHECKPOINT, source.path / COARSE_CHECKPOINT, device=device, dtype=dtype)
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    fine = Path(hf_hub_download(source.model_id, CHECKPOINT, **source.from_pretrained_kwargs()))
+    try:
+        coarse: Path | None = Path(hf_hub_download(source.model_id, COARSE_CHECKPOINT, **source.from_pretrained_kwargs()))
+    except EntryNotFoundError as exc:
+        log.warning("line-art model %s: no %s (%s): coarse runs the fine generator", model_id, COARSE_CHECKPOINT, exc)
+        coarse = None
+    return load_lineart_model(fine, coarse, device=device, dtype=dtype)

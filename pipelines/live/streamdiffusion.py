@@ -45,6 +45,8 @@ slot between ticks:
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import logging
 import time
@@ -59,7 +61,7 @@ from ..errors import ModelLoadError
 from ..loading import is_turbo_model, pick_device, resolve_model_source, torch_dtype_for
 from .aux_models import AuxModels
 from .controlnets import check_fit, load_controlnet
-from .preprocessors import MODEL_BACKED, UNSERVED, fit_channels
+from .preprocessors import FALLBACK, MODEL_BACKED, UNSERVED, fit_channels, model_kinds
 from .preprocessors import load_model as load_preprocessor_model
 from .preprocessors import run as run_preprocessor
 from .diffusion_worker import DiffusionWorker, Job, WorkerPool
@@ -394,16 +396,20 @@ class _StreamSlot:
         if state is None or state.latent_shape != shape:
             state = self._new_state(m, shape)
         self._advance_blend(state)
-        state.controls = self._controls(m, x)
+        deferred: list[Any] = []
+        state.controls = self._controls(m, x, deferred)
         state.ip = self._ip(m)
         state.bank = self._bank(m, state)
         state.latent_blocks = self._latent_blocks(state)
-        return Job(image=x, state=state, sequential=not p.use_denoising_batch)
+        return Job(image=x, state=state, sequential=not p.use_denoising_batch, deferred=deferred)
 
-    def _controls(self, m: _Models, x: torch.Tensor) -> list[Control]:
+    def _controls(self, m: _Models, x: torch.Tensor, deferred: list[Any]) -> list[Control]:
         """This frame's active ControlNets: enabled, scale not 0, loaded; each with its
-        preprocessor's control image (fitted to the ControlNet's own channel count)."""
+        preprocessor's control image (fitted to the ControlNet's own channel count). Depth and
+        pose go to `deferred` (`preprocessor_batch`: the tick runs them batched across streams
+        and fills their control image in)."""
         from .controlnets import Control
+        from .preprocessor_batch import Deferred, defer
 
         out: list[Control] = []
         image: torch.Tensor | None = None
@@ -422,8 +428,12 @@ class _StreamSlot:
             memory = self.cn_memory.setdefault(cn.model_id, {})
             if cn.preprocessor == "feedback":
                 memory["previous_output"] = self._previous_output(m, image)
-            control = run_preprocessor(cn.preprocessor, image, cn.preprocessor_params, memory, m.aux)
+            later = defer(cn.preprocessor, m.aux)
+            control = image if later else run_preprocessor(cn.preprocessor, image, cn.preprocessor_params, memory, m.aux)
             control = fit_channels(control, int(model.config.conditioning_channels))
+            if later:
+                fill = functools.partial(_fill_control, out, len(out), int(model.config.conditioning_channels), m.dtype)
+                deferred.append(Deferred(cn.preprocessor, image, cn.preprocessor_params, m.aux, fill))
             out.append(
                 Control(
                     cn.model_id, control.to(m.dtype), cn.conditioning_scale, cn.control_guidance_start, cn.control_guidance_end
@@ -839,7 +849,7 @@ class StreamDiffusionPipeline:
             else:
                 log.info("ControlNet %s loaded (%d control channels)", key, int(model.config.conditioning_channels))
             worker.call(_register_controlnet, worker, key, model, why)
-        kinds = {MODEL_BACKED[cn.preprocessor] for cn in params.controlnets if cn.enabled and cn.preprocessor in MODEL_BACKED}
+        kinds = {kind for cn in params.controlnets if cn.enabled for kind in model_kinds(cn.preprocessor)}
         for kind in sorted(kinds - m.aux.keys() - m.aux_errors.keys()):
             model_id = self.aux.id(kind)
             try:
@@ -877,7 +887,7 @@ class StreamDiffusionPipeline:
         m, worker = self._models, self._worker
         assert m is not None and worker is not None
         names = {p.type for block in (params.image_preprocessing, params.image_postprocessing) for p in enabled_processors(block)}
-        kinds = {MODEL_BACKED[n] for n in names if n in MODEL_BACKED} | ({"super_resolution"} if "realesrgan_trt" in names else set())
+        kinds = {kind for n in names for kind in model_kinds(n)} | ({"super_resolution"} if "realesrgan_trt" in names else set())
         for kind in sorted(kinds - m.aux.keys() - m.aux_errors.keys()):
             model_id = self.aux.id(kind)
             try:
@@ -1079,6 +1089,11 @@ def _register_ip(worker: DiffusionWorker, slot: _StreamSlot, key: str, weights: 
     return None
 
 
+def _fill_control(controls: list[Control], index: int, channels: int, dtype: torch.dtype, image: torch.Tensor) -> None:
+    """A deferred preprocessor's control image into `controls[index]` (`preprocessor_batch`)."""
+    controls[index] = dataclasses.replace(controls[index], image=fit_channels(image, channels).to(dtype))
+
+
 def _register_aux(worker: DiffusionWorker, kind: str, model: Any, why: str | None) -> None:
     m = _models_of(worker)
     if model is not None:
@@ -1122,7 +1137,7 @@ def _block_warnings(p: StreamDiffusionParams, m: _Models | None) -> dict[str, st
                 notes.append(f"{proc.type} is not available ({UNSERVED[proc.type]}): passthrough")
             kind = MODEL_BACKED.get(proc.type)
             if kind is not None and m is not None and kind in m.aux_errors:
-                notes.append(f"{proc.type}: {m.aux_errors[kind]}: passthrough")
+                notes.append(f"{proc.type}: {m.aux_errors[kind]}: {FALLBACK.get(proc.type, 'passthrough')}{' instead' if proc.type in FALLBACK else ''}")
         if notes:
             out[name] = "; ".join(notes)
     return out
@@ -1151,7 +1166,8 @@ def _controlnet_warnings(p: StreamDiffusionParams, m: _Models | None) -> str:
         kind = MODEL_BACKED.get(cn.preprocessor)
         aux_why = m.aux_errors.get(kind) if m is not None and kind is not None else None
         if aux_why is not None:
-            notes.append(f"{cn.model_id}: preprocessor {cn.preprocessor}: {aux_why}: its control image is the input frame (passthrough)")
+            instead = f"{FALLBACK[cn.preprocessor]} instead" if cn.preprocessor in FALLBACK else "its control image is the input frame (passthrough)"
+            notes.append(f"{cn.model_id}: preprocessor {cn.preprocessor}: {aux_why}: {instead}")
         if cn.preprocessor in UNSERVED:
             notes.append(
                 f"{cn.model_id}: preprocessor {cn.preprocessor} is not available ({UNSERVED[cn.preprocessor]}): "

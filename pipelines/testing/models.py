@@ -105,6 +105,18 @@ def _write_pose(out: Path) -> None:
     write_tiny_pose(out)
 
 
+def _write_person_detector(out: Path) -> None:
+    from .streamdiffusion import write_tiny_person_detector
+
+    write_tiny_person_detector(out)
+
+
+def _write_lineart(out: Path) -> None:
+    from .streamdiffusion import write_tiny_lineart
+
+    write_tiny_lineart(out)
+
+
 def _write_hed(out: Path) -> None:
     from pipelines.live.preprocessor_hed import write_hed_checkpoint
 
@@ -186,6 +198,10 @@ _BUILDERS: dict[str, Callable[[Path], None]] = {
     "pose": _write_pose,
     # The HED network (the `hed` preprocessor's ControlNetHED.pth) with widths 4-8.
     "hed": _write_hed,
+    # The pose preprocessor's person detector (an RT-DETR with a `person` class).
+    "person-detector": _write_person_detector,
+    # The `lineart` preprocessor's generator (sk_model.pth, sk_model2.pth) with base width 4.
+    "lineart": _write_lineart,
     # Auxiliary models of the live pipelines (`pipelines.live.aux_models`), by kind; the NSFW
     # classifier also under the name the issue and the reference's docs use.
     "safety": _write_safety,

@@ -215,6 +215,61 @@ def write_tiny_pose(out: Path) -> None:
     VitPoseForPoseEstimation(config).save_pretrained(out, safe_serialization=True)
 
 
+def write_tiny_person_detector(out: Path) -> None:
+    """The `person_detector` auxiliary model (the pose preprocessor's person boxes), shrunk: a
+    transformers RT-DETR (ResNet backbone, hybrid encoder, one decoder layer) of width 16 with
+    20 queries on a 64x64 input and two classes, `person` and `car`, with its
+    `preprocessor_config.json`. `livestream models tiny --task person-detector`."""
+    import json
+
+    import torch
+    from transformers import RTDetrConfig, RTDetrForObjectDetection, RTDetrResNetConfig
+
+    torch.manual_seed(13)
+    backbone = RTDetrResNetConfig(
+        embedding_size=8, hidden_sizes=[8, 16, 16, 16], depths=[1, 1, 1, 1], layer_type="basic", out_features=["stage2", "stage3", "stage4"]
+    )
+    config = RTDetrConfig(
+        backbone_config=backbone,
+        encoder_hidden_dim=16,
+        encoder_in_channels=[16, 16, 16],
+        feat_strides=[8, 16, 32],
+        encoder_ffn_dim=32,
+        encoder_attention_heads=2,
+        encoder_layers=1,
+        d_model=16,
+        decoder_in_channels=[16, 16, 16],
+        decoder_ffn_dim=32,
+        decoder_attention_heads=2,
+        decoder_layers=1,
+        decoder_n_points=2,
+        num_queries=20,
+        num_denoising=0,
+        anchor_image_size=None,
+        id2label={0: "person", 1: "car"},
+        label2id={"person": 0, "car": 1},
+    )
+    RTDetrForObjectDetection(config).save_pretrained(out, safe_serialization=True)
+    processor = {
+        "image_processor_type": "RTDetrImageProcessor",
+        "do_resize": True,
+        "size": {"height": 64, "width": 64},
+        "do_rescale": True,
+        "rescale_factor": 1 / 255,
+        "do_normalize": False,
+    }
+    (out / "preprocessor_config.json").write_text(json.dumps(processor, indent=2))
+
+
+def write_tiny_lineart(out: Path) -> None:
+    """The `lineart` auxiliary model: `sk_model.pth` and `sk_model2.pth` of the informative-drawings
+    generator (`preprocessor_lineart`), base width 4, 3 residual blocks, random weights.
+    `livestream models tiny --task lineart`."""
+    from pipelines.live.preprocessor_lineart import write_lineart_checkpoints
+
+    write_lineart_checkpoints(out, width=4, blocks=3, seed=21)
+
+
 #: `stabilityai/sd-turbo`'s UNet config (SD 2.1-base), for random-weight benchmarks on a GPU.
 SD_TURBO_UNET: dict[str, object] = dict(
     sample_size=64,

@@ -83,4 +83,4 @@ def test_size_changes_mid_stream_and_missing_models_warn(make_pipeline: Any, mon
     out = pipe.process(frames_of(1))
     assert tuple(out.shape[1:3]) == (128, 128) and float(out.float().std()) > 5 and pipe.reloads == 0
     message = {w["field"]: w["message"] for w in pipe.status()["warnings"]}["image_postprocessing"]
-    assert "bicubic x2 instead" in message and "lineart is not available" in message
+    assert "bicubic x2 instead" in message and "lineart: the lineart model" in message and "standard_lineart instead" in message
