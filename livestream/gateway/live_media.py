@@ -31,6 +31,7 @@ from pipelines.errors import InvalidRequestError
 from ..egress import SinkFanout
 from ..errors import SessionLimitError, StreamBusyError
 from ..ingest import Ingest, IngestError
+from ..live.auth_webhook import AuthRequest
 from ..media.audio_frames import aac_config_info, adts_to_raw
 from ..media.packets import OUTPUT_TIME_BASE, EncodedPacket
 from ..media.ts_demux import PesUnit, TsDemuxer
@@ -46,7 +47,7 @@ from ..webrtc.engine import WhepSink
 from ..webrtc.peers import Playback, Publisher, StreamNotFound, WebRTCHub
 from .config import GatewayConfig
 from .live import LiveError, LiveStream, LiveStreams, LocalWriter, read_segments, segment_chunks
-from .live_routes import call_auth_webhook
+from .live_routes import apply_auth_reply, call_auth_webhook
 
 __all__ = ["GatewayDirectory", "LiveMedia", "RelayedStream", "RtmpCopyIngest", "WhipEncoder", "avc_parameter_sets",
            "settings_for"]
@@ -488,19 +489,16 @@ class LiveMedia:
         output = self.config.rtmp_output.replace("{stream}", stream) if self.config.rtmp_output else ""
         if self.config.live_auth_webhook:
             base = self.trickle_base().removesuffix("/ai/trickle/")
-            reply = await call_auth_webhook(self.live.http, self.config, {
-                "stream": stream, "stream_key": stream, "type": source_type, "query_params": "",
-                "gateway_host": base.split("://", 1)[-1], "whep_url": f"{base}/live/{stream}/whep",
-                "status_url": f"{base}/live/{stream}/status", "update_url": f"{base}/live/video-to-video/{stream}/update",
-            })  # fmt: skip
+            reply = await call_auth_webhook(self.live.http, self.config, AuthRequest(
+                stream=stream, stream_key=stream, type=source_type, gateway_host=base.split("://", 1)[-1],
+                whep_url=f"{base}/live/{stream}/whep", status_url=f"{base}/live/{stream}/status",
+                update_url=f"{base}/live/video-to-video/{stream}/update",
+            ))  # fmt: skip
             if reply is None:
                 raise InvalidRequestError("live auth webhook refused the stream")
-            pipeline = str(reply.get("pipeline") or pipeline)
-            stream_id = str(reply.get("stream_id") or stream_id)
-            output = str(reply.get("rtmp_output_url") or output)
-            overrides = reply.get("pipeline_parameters")
-            if isinstance(overrides, dict):
-                params = overrides
+            pipeline, params = apply_auth_reply(reply, pipeline, params)
+            stream_id = reply.stream_id or stream_id
+            output = reply.rtmp_output_url or output
         try:
             await self.live.start(stream, stream_id=stream_id, model_id=pipeline, params=params,
                                   trickle_base=self.trickle_base())  # fmt: skip

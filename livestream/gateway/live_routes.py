@@ -23,13 +23,16 @@ from urllib.parse import parse_qs, quote
 import aiohttp
 from aiohttp import web
 
+from ..live.auth_webhook import AuthRefused, AuthReply, AuthRequest
+from ..live.auth_webhook import call_auth_webhook as shared_auth_webhook
+from ..rtmp.protocol import split_rtmp_url
 from .config import GatewayConfig
 from .live import LiveError, LiveStreams
 
 if TYPE_CHECKING:
     from .live_media import LiveMedia
 
-__all__ = ["LIVE_KEY", "LIVE_MEDIA_KEY", "add_live_routes", "call_auth_webhook"]
+__all__ = ["LIVE_KEY", "LIVE_MEDIA_KEY", "add_live_routes", "apply_auth_reply", "call_auth_webhook"]
 
 log = logging.getLogger(__name__)
 
@@ -45,26 +48,26 @@ def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": {"message": message}}, status=status, headers=_CORS)
 
 
-async def call_auth_webhook(http: aiohttp.ClientSession, config: GatewayConfig, body: dict[str, Any]) -> dict[str, Any] | None:
-    """go-livepeer's `-liveAIAuthWebhookUrl`: None when refused (any non-2xx), else the reply's
-    overrides (`rtmp_output_url`, `pipeline`, `pipeline_id`, `stream_id`, `pipeline_parameters`)."""
+async def call_auth_webhook(http: aiohttp.ClientSession, config: GatewayConfig, request: AuthRequest) -> AuthReply | None:
+    """`--live-auth-webhook` (go-livepeer's `-liveAIAuthWebhookUrl`, the shape shared with the
+    engine's RTMP auth: `live/auth_webhook.py`): None when refused, else its reply."""
     assert config.live_auth_webhook
-    key = config.live_auth_api_key or ""
-    headers = {"x-api-key": key, "Authorization": key}
     try:
-        async with http.post(config.live_auth_webhook, json=body, headers=headers,
-                             timeout=aiohttp.ClientTimeout(total=10)) as resp:  # fmt: skip
-            if not 200 <= resp.status < 300:
-                return None
-            text = await resp.text()
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        log.warning("live auth webhook failed: %r", exc)
+        return await shared_auth_webhook(http, config.live_auth_webhook, request, api_key=config.live_auth_api_key or "")
+    except AuthRefused as exc:
+        log.warning("live stream %s refused: %s", request.stream, exc)
         return None
-    try:
-        reply = json.loads(text) if text.strip() else {}
-    except ValueError:
-        return None
-    return reply if isinstance(reply, dict) else {}
+
+
+def apply_auth_reply(reply: AuthReply, pipeline: str, params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The reply's pipeline and params over the request's (`comfyui` params without `prompt`
+    are wrapped as `{prompt: ...}`, as go-livepeer does)."""
+    pipeline = reply.pipeline or pipeline
+    if reply.params is not None:
+        params = reply.params
+    if pipeline == "comfyui" and params and "prompt" not in params:
+        params = {"prompt": params}
+    return pipeline, params
 
 
 def _live(request: web.Request) -> LiveStreams:
@@ -111,21 +114,21 @@ async def _start(request: web.Request) -> web.StreamResponse:
         "status_url": f"{base}/live/video-to-video/{quote(stream_id or stream)}/status",
     }
     if config.live_auth_webhook:
-        reply = await call_auth_webhook(live.http, config, {
-            "stream": stream, "stream_key": query.get("streamKey", stream), "type": source_type,
-            "query_params": raw_query, "gateway_host": request.host, "whep_url": "",
-            "status_url": urls["status_url"], "update_url": urls["update_url"],
-        })  # fmt: skip
+        reply = await call_auth_webhook(live.http, config, AuthRequest(
+            stream=stream, stream_key=query.get("streamKey", stream), type=source_type, query_params=raw_query,
+            gateway_host=request.host, whep_url=f"{base}/live/{quote(stream)}/whep",
+            status_url=urls["status_url"], update_url=urls["update_url"],
+        ))  # fmt: skip
         if reply is None:
             return _error(403, "live auth webhook refused the stream")
-        pipeline = str(reply.get("pipeline") or pipeline)
-        stream_id = str(reply.get("stream_id") or stream_id)
-        rtmp_output = str(reply.get("rtmp_output_url") or rtmp_output)
-        overrides = reply.get("pipeline_parameters")
-        if isinstance(overrides, dict):
-            params = overrides
-        if pipeline == "comfyui" and params and "prompt" not in params:
-            params = {"prompt": params}
+        pipeline, params = apply_auth_reply(reply, pipeline, params)
+        stream_id = reply.stream_id or stream_id
+        rtmp_output = reply.rtmp_output_url or rtmp_output
+    if rtmp_output:
+        try:
+            split_rtmp_url(rtmp_output)
+        except ValueError as exc:
+            return _error(400, f"Invalid rtmpOutput: {exc}")
     trickle_base = config.live_trickle_url or f"{base}/ai/trickle/"
     if not trickle_base.endswith("/"):
         trickle_base += "/"
@@ -137,10 +140,7 @@ async def _start(request: web.Request) -> web.StreamResponse:
     if rtmp_output:
         relay = request.app[LIVE_MEDIA_KEY].relay(stream)
         if relay is not None:
-            try:
-                relay.add_rtmp_output(rtmp_output)
-            except ValueError as exc:
-                return _error(400, f"Invalid rtmpOutput: {exc}")
+            relay.add_rtmp_output(rtmp_output)
     body: dict[str, Any] = {"stream": stream, "stream_id": started.stream_id, **urls,
                             "runner": started.figures()["runner"], "rtmp_output_url": rtmp_output or None}  # fmt: skip
     return web.json_response(body, headers=_CORS)

@@ -6,9 +6,11 @@ any `?args`. With publish auth configured the key is a secret and the name is pu
 - `--stream-key NAME=SECRET` (repeatable): publishing with key `SECRET` (or `NAME?key=SECRET`)
   creates stream `NAME`, which is what `GET /live`, the output template and playback use; the
   secret never appears there. Any other key is refused.
-- `--rtmp-auth-webhook URL` (go-livepeer's `-authWebhookUrl`): we POST `{"url": "rtmp://host/app/key"}`;
-  a 2xx answer accepts, and a JSON `manifestID` (or `stream`) in it names the stream; any other
-  status refuses.
+- `--rtmp-auth-webhook URL`: the live auth webhook shape shared with the gateway
+  (`live/auth_webhook.py`: go-livepeer's `-liveAIAuthWebhookUrl` fields, plus the older
+  `{"url": "rtmp://host/app/key"}`); a 2xx answer accepts, a JSON `manifestID` (or `stream`) in
+  it names the stream, and its `pipeline_parameters`/`rtmp_output_url` preset the stream; any
+  other status refuses.
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ from __future__ import annotations
 import re
 import secrets
 from collections.abc import Mapping
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 
+from ..live.auth_webhook import AuthRefused, AuthReply, AuthRequest, call_auth_webhook
 from ..live.direct import valid_stream_name
 
 __all__ = ["PublishRejected", "authorize"]
@@ -28,6 +31,14 @@ __all__ = ["PublishRejected", "authorize"]
 
 class PublishRejected(Exception):
     """A publisher is refused; the message says why (logged, and sent as the status)."""
+
+
+def _split_query(publish_name: str) -> str:
+    return publish_name.partition("?")[2]
+
+
+def _host(tc_url: str) -> str:
+    return urlsplit(tc_url).netloc if tc_url else ""
 
 
 def _split(publish_name: str) -> tuple[str, dict[str, list[str]]]:
@@ -43,8 +54,10 @@ async def authorize(
     stream_keys: Mapping[str, str],
     webhook_url: str | None = None,
     http: aiohttp.ClientSession | None = None,
+    replies: list[AuthReply] | None = None,
 ) -> str:
-    """The stream name for a publish, or `PublishRejected`."""
+    """The stream name for a publish, or `PublishRejected`. The webhook's reply (its params,
+    pipeline, RTMP output) is appended to `replies` when given."""
     base, query = _split(publish_name)
     if not base:
         raise PublishRejected("empty stream key")
@@ -61,20 +74,16 @@ async def authorize(
         if http is None:
             raise PublishRejected("auth webhook unavailable")
         url = f"{tc_url.rstrip('/')}/{publish_name}" if tc_url else f"rtmp://localhost/{app}/{publish_name}"
+        request = AuthRequest(stream=base, stream_key=base, type="rtmp", query_params=_split_query(publish_name),
+                              gateway_host=_host(tc_url), url=url)  # fmt: skip
         try:
-            async with http.post(webhook_url, json={"url": url}, timeout=aiohttp.ClientTimeout(total=5)) as resp:
-                if resp.status // 100 != 2:
-                    raise PublishRejected(f"auth webhook refused the stream (HTTP {resp.status})")
-                try:
-                    info = await resp.json(content_type=None)
-                except ValueError:
-                    info = None
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise PublishRejected(f"auth webhook unreachable: {exc!r}") from None
-        if isinstance(info, dict):
-            named = info.get("manifestID") or info.get("stream")
-            if isinstance(named, str) and valid_stream_name(named):
-                return named
+            reply = await call_auth_webhook(http, webhook_url, request, timeout=5.0)
+        except AuthRefused as exc:
+            raise PublishRejected(str(exc)) from None
+        if replies is not None:
+            replies.append(reply)
+        if reply.name and valid_stream_name(reply.name):
+            return reply.name
     if not valid_stream_name(base):
         raise PublishRejected(f"bad stream name {base!r}: use letters, digits, '_', '-' or '.' (at most 128)")
     return base

@@ -35,6 +35,7 @@ from pipelines.errors import InvalidRequestError
 
 from ..errors import SessionLimitError, StreamBusyError
 from ..ingest import Ingest, IngestError, InputStalled
+from ..live.auth_webhook import AuthReply
 from .auth import PublishRejected, authorize
 from .chunks import ChunkReader
 from .flv import FlvError, parse_audio, parse_video
@@ -56,6 +57,20 @@ class DirectStarter(Protocol):
 log = logging.getLogger(__name__)
 
 _READ_SIZE = 256 * 1024
+
+
+async def _preset(manager: DirectStarter, name: str, replies: list[AuthReply]) -> None:
+    """The auth webhook's `pipeline_parameters` and `rtmp_output_url` become the stream's preset
+    (the engine's `POST /live/{stream}`), where the owner keeps presets."""
+    body: dict[str, object] = {}
+    for reply in replies:
+        if reply.params is not None:
+            body["params"] = reply.params
+        if reply.rtmp_output_url:
+            body["rtmp_output"] = reply.rtmp_output_url
+    configure = getattr(manager, "configure", None)
+    if body and configure is not None:
+        await configure(name, body)
 
 
 class RtmpServer:
@@ -273,6 +288,7 @@ class _Connection:
     async def _publish(self, event: PublishRequested) -> bool:
         server = self.server
         settings = server.settings
+        replies: list[AuthReply] = []
         try:
             name = await authorize(
                 event.name,
@@ -281,6 +297,7 @@ class _Connection:
                 stream_keys=settings.stream_keys,
                 webhook_url=settings.auth_webhook_url,
                 http=server._http,
+                replies=replies,
             )
         except PublishRejected as exc:
             server.rejected += 1
@@ -290,6 +307,7 @@ class _Connection:
         self.stream = name
         ingest = server.ingest_factory(name, self._stop_from_session)
         try:
+            await _preset(server.manager, name, replies)
             await server.manager.start_direct(name, ingest)
         except StreamBusyError as exc:
             server.rejected += 1

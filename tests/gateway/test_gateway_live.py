@@ -307,7 +307,7 @@ async def test_auth_webhook_sets_pipeline_params_and_refuses() -> None:
         if body["stream"] == "denied":
             return web.Response(status=401)
         return web.json_response({"pipeline": "noop", "stream_id": "sid-1", "pipeline_parameters": {"p": 1},
-                                  "rtmp_output_url": "rtmp://out/x"})  # fmt: skip
+                                  "rtmp_output_url": "rtmp://127.0.0.1:1/live/x"})  # fmt: skip
 
     hook_app = web.Application()
     hook_app.router.add_post("/auth", hook)
@@ -316,7 +316,7 @@ async def test_auth_webhook_sets_pipeline_params_and_refuses() -> None:
         async for gw, fakes, _app in fake_fleet(1, live_auth_webhook=hook_url + "/auth", live_auth_api_key="k"):
             async with aiohttp.ClientSession() as http:
                 body = await start_stream(http, gw, "ok", "pipeline=other&params={}")
-                assert body["stream_id"] == "sid-1" and body["rtmp_output_url"] == "rtmp://out/x"
+                assert body["stream_id"] == "sid-1" and body["rtmp_output_url"] == "rtmp://127.0.0.1:1/live/x"
                 assert fakes[0].starts[0]["model_id"] == "noop" and fakes[0].starts[0]["params"] == {"p": 1}
                 assert fakes[0].starts[0]["stream_id"] == "sid-1"
                 async with http.get(f"{gw}/live/video-to-video/sid-1/status") as resp:

@@ -10,6 +10,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from livestream.rtmp.auth import PublishRejected, authorize
+from livestream.live.auth_webhook import AuthReply
 
 KEYS = {"s3cret": "cam"}
 
@@ -37,6 +38,8 @@ async def test_auth_webhook() -> None:
         seen.append(body)
         if body["url"].endswith("/good"):
             return web.json_response({"manifestID": "named"})
+        if body["stream"] == "preset":  # go-livepeer's live reply shape
+            return web.json_response({"pipeline_parameters": {"prompt": "x"}, "rtmp_output_url": "rtmp://o/live/k"})
         if body["url"].endswith("/plain"):
             return web.Response(status=200)
         return web.Response(status=403)
@@ -48,9 +51,15 @@ async def test_auth_webhook() -> None:
         kw: dict[str, Any] = {"app": "live", "tc_url": "rtmp://h:1935/live", "stream_keys": {}, "webhook_url": url, "http": http}
         assert await authorize("good", **kw) == "named"
         assert await authorize("plain", **kw) == "plain"
+        replies: list[AuthReply] = []
+        assert await authorize("preset?key=1", **kw, replies=replies) == "preset"
+        assert replies[0].params == {"prompt": "x"} and replies[0].rtmp_output_url == "rtmp://o/live/k"
         with pytest.raises(PublishRejected, match="HTTP 403"):
             await authorize("bad", **kw)
-    assert seen[0] == {"url": "rtmp://h:1935/live/good"}
+    # One shape with the gateway's live auth webhook (go-livepeer's), the old `url` kept.
+    assert seen[0]["url"] == "rtmp://h:1935/live/good"
+    assert (seen[0]["stream"], seen[0]["type"], seen[0]["gateway_host"]) == ("good", "rtmp", "h:1935")
+    assert seen[2]["query_params"] == "key=1" and seen[2]["stream_key"] == "preset"
     with pytest.raises(PublishRejected, match="unreachable"):
         async with aiohttp.ClientSession() as http:
             await authorize("x", app="live", tc_url="", stream_keys={}, webhook_url=url, http=http)
