@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
@@ -10,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["BatchPipeline", "BatchPipelineClass", "LiveParams", "LivePipeline", "params_schema"]
+__all__ = ["BatchPipeline", "BatchPipelineClass", "LiveParams", "LivePipeline", "UpdatesInBackground", "params_schema"]
 
 
 @runtime_checkable
@@ -63,6 +64,9 @@ class LivePipeline(Protocol):
     Optional: `status() -> dict` (figures such as load and warm-up times); when a pipeline
     has it, the session's status events carry its result as `pipeline_status`. It is called
     from the event loop, so it must only read attributes, never touch the model.
+
+    Optional: `UpdatesInBackground`, for a pipeline whose `update_params` starts a slow change
+    (a model reload) and returns before it is done.
     """
 
     #: Name in the live pipeline registry (the request's `model_id`).
@@ -89,6 +93,23 @@ class LivePipeline(Protocol):
     def update_params(self, params: LiveParams) -> None: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class UpdatesInBackground(Protocol):
+    """A live pipeline whose `update_params` may start a slow change in the background (a model
+    reload) and return: the session keeps sending frames meanwhile, waits on the event loop
+    for `pending_update`, then calls `finish_update()` on the pipeline's thread."""
+
+    @property
+    def pending_update(self) -> Future[None] | None:
+        """Done when the background change is (either way); None when there is none."""
+        ...
+
+    def finish_update(self) -> None:
+        """Between two batches: complete the change, or raise why it failed (the last good
+        params stay)."""
+        ...
 
 
 def params_schema(model: type[LiveParams]) -> dict[str, Any]:

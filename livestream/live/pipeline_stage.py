@@ -29,7 +29,7 @@ from typing import Any
 import av
 import numpy as np
 
-from pipelines.base import LiveParams, LivePipeline
+from pipelines.base import LiveParams, LivePipeline, UpdatesInBackground
 from pipelines.live import LivePipelineSpec
 from pipelines.progress import Progress
 
@@ -315,6 +315,15 @@ class PipelineStage:
         pipeline = self._pipeline
         if pipeline is not None:
             await self._call(self.load_timeout, pipeline.update_params, params)
+            pending = pipeline.pending_update if isinstance(pipeline, UpdatesInBackground) else None
+            if pending is not None:  # a model loading in the background: frames go on meanwhile
+                waiting = asyncio.wrap_future(pending)
+                try:
+                    await asyncio.wait([waiting], timeout=self.load_timeout)
+                finally:
+                    waiting.cancel()
+                assert isinstance(pipeline, UpdatesInBackground)
+                await self._call(self.call_timeout, pipeline.finish_update)  # raises why it failed
         self._params = params
 
     def _target_size(self, frame: av.VideoFrame) -> tuple[int, int]:

@@ -25,9 +25,14 @@ slot between ticks:
   continue on the new steps; other length: the buffer is primed again from the next frame, so
   no blank frame), seed (new fixed noise), filter settings, skip_diffusion. They replace this
   session's slot only; the other sessions on the worker are untouched. Changing a model field
-  (`StreamDiffusionParams.reload_fields`) joins the worker of the new model first (loading it
-  if no session has) and leaves the old one only when that worked; on any failure the
-  pipeline keeps its last good params and the caller reports it.
+  (`StreamDiffusionParams.reload_fields`) joins the worker of the new model in the background
+  (`pipelines.live.background_reload`: loading it if no session has, and warming it up at the
+  stream's size) while the stream goes on: with `show_reloading_frame` it shows its last
+  output dimmed under a "loading" line, else the old model keeps restyling. The new model is
+  swapped in between two batches once it is ready (`pending_update`, `finish_update`: the
+  session's pipeline stage waits for the load on the event loop, not on the pipeline's
+  thread), and the old one left; param sets that arrive meanwhile wait (the latest wins). A
+  reload that fails keeps the last good params, and the session reports why.
 - **Warm-up.** `load` runs two frames at the params' size (or 512x512 on CUDA, 64x64 on the
   CPU) so the first real frame is fast; `warm(w, h)` does it again for a new size.
   `status()` reports load, warm-up and first-frame times and the worker's figures.
@@ -52,6 +57,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -60,6 +66,7 @@ from ..base import LiveParams
 from ..errors import ModelLoadError
 from ..loading import is_turbo_model, pick_device, resolve_model_source, torch_dtype_for
 from .aux_models import AuxModels
+from .background_reload import BackgroundLoad, reloading_frame
 from .controlnets import check_fit, load_controlnet
 from .preprocessors import FALLBACK, MODEL_BACKED, UNSERVED, fit_channels, model_kinds
 from .preprocessors import load_model as load_preprocessor_model
@@ -629,6 +636,10 @@ class _StreamSlot:
         state.uncond = blend([u0, u1], [1 - t, t], method=method)
 
 
+#: What joining a worker gives a session: the worker, its slot there, and the slot id.
+_Attached = tuple[DiffusionWorker, _StreamSlot, int]
+
+
 def _noise(m: _Models, params: StreamDiffusionParams, shape: tuple[int, ...]) -> torch.Tensor:
     from .stream_batch import make_noise
 
@@ -698,6 +709,10 @@ class StreamDiffusionPipeline:
         self._style_error: str | None = None
         self._style_cache: dict[str, Any] = {}
         self._ip_errors: dict[str, str] = {}
+        # a model reload in the background (see the module docstring)
+        self._reload: BackgroundLoad[_Attached] | None = None
+        self._reload_params: StreamDiffusionParams | None = None
+        self._last_output: torch.Tensor | None = None
 
     @property
     def _models(self) -> _Models | None:
@@ -731,7 +746,14 @@ class StreamDiffusionPipeline:
         afresh. Nothing here holds the worker for longer than one warm-up frame."""
         worker, slot = self._worker, self._slot
         assert worker is not None and slot is not None, "load() first"
-        if self._warmed != (width, height) and not slot.params.skip_diffusion:
+        self._warm_slot(worker, slot, width, height, self._warmed)
+        self._warmed = (width, height)
+
+    def _warm_slot(
+        self, worker: DiffusionWorker, slot: _StreamSlot, width: int, height: int, warmed: tuple[int, int] | None
+    ) -> None:
+        """`warm` for `slot` on `worker` (the current one, or a reload's in the background)."""
+        if warmed != (width, height) and not slot.params.skip_diffusion:
             started = time.monotonic()
             plan = worker.call(_compile_plan, worker, slot, width, height, self._pool.compile_streams)
             if plan is not None:
@@ -747,7 +769,6 @@ class StreamDiffusionPipeline:
                 worker.call(_warm_end, slot, saved)
             self.warmup_ms = (time.monotonic() - started) * 1000
             log.info("streamdiffusion warmed up at %dx%d in %.0f ms", width, height, self.warmup_ms)
-        self._warmed = (width, height)
         worker.call(slot.reset_stream)
 
     def process(self, frames: torch.Tensor) -> torch.Tensor:
@@ -755,6 +776,11 @@ class StreamDiffusionPipeline:
         a bad frame raises `InvalidFrameError` without reaching the batch."""
         import torch
 
+        p = self._reload_params or self.params
+        last = self._last_output
+        if self._reload is not None and p is not None and p.show_reloading_frame and last is not None:
+            shown = reloading_frame(last)
+            return shown.unsqueeze(0).expand(len(frames), *shown.shape).contiguous()
         worker = self._worker
         assert worker is not None, "load() first"
         started = time.monotonic()
@@ -766,6 +792,7 @@ class StreamDiffusionPipeline:
         p, classifier = self.params, self._classifier
         if p is not None and classifier is not None and p.use_safety_checker and not p.skip_diffusion:
             out = self._safety.apply(classifier, out, p.safety_checker_threshold)
+        self._last_output = out[-1]
         return out
 
     def update_params(self, params: LiveParams) -> None:
@@ -774,26 +801,69 @@ class StreamDiffusionPipeline:
         assert isinstance(params, StreamDiffusionParams)
         current, worker, slot = self.params, self._worker, self._slot
         assert current is not None and worker is not None and slot is not None, "load() first"
+        self._abandon_reload()  # a newer set replaces one still loading (the stage waits, normally)
         device = self.device
         moved = device is not None and worker_key(current, device, self.model_dir) != worker_key(params, device, self.model_dir)
         if moved or any(getattr(current, f) != getattr(params, f) for f in params.reload_fields):
-            new = self._attach(params)
-            old = (worker, self._slot_id)
-            self._worker, self._slot, self._slot_id = new
-            self.params = params
-            m = self._models
-            assert m is not None
-            self.device = m.device
-            self.reloads += 1
-            self._leave(*old)
-            size, self._warmed = self._warmed, None
-            if size is not None:
-                self.warm(*size)
-            self._sync_aux(params)
+            size = self._warmed
+
+            def load() -> _Attached:
+                new = self._attach(params)
+                try:
+                    if size is not None:
+                        self._warm_slot(new[0], new[1], *size, None)
+                except BaseException:
+                    self._leave(new[0], new[2])
+                    raise
+                return new
+
+            self._reload_params = params
+            self._reload = BackgroundLoad(f"sd-reload-{self._slot_id}", load, lambda new: self._leave(new[0], new[2]))
+            log.info("streamdiffusion: loading %s in the background (the stream goes on)", params.model_id)
             return
         worker.call(_apply_on_worker, worker, slot, params, False)
         self.params = params
         self._sync_aux(params)
+
+    @property
+    def pending_update(self) -> Future[None] | None:
+        """While a new model loads in the background: a future done when the load is (either
+        way); `finish_update()` then completes the change. None otherwise."""
+        reload = self._reload
+        return reload.finished if reload is not None else None
+
+    def finish_update(self) -> None:
+        """Between two batches, once `pending_update` is done: switch to the reloaded model and
+        leave the old one; or raise why the reload failed (the last good params stay)."""
+        reload, params = self._reload, self._reload_params
+        if reload is None or params is None:
+            return
+        self._reload, self._reload_params = None, None
+        if not reload.done:
+            reload.abandon(timeout=0.0)
+            raise TimeoutError(f"the model {params.model_id} did not load in time; the stream keeps its params")
+        new = reload.take()  # raises the load's error: the caller reports it
+        old = (self._worker, self._slot_id)
+        self._worker, self._slot, self._slot_id = new
+        self.params = params
+        m = self._models
+        assert m is not None
+        self.device = m.device
+        self.reloads += 1
+        if old[0] is not None:
+            self._leave(old[0], old[1])
+        self._sync_aux(params)
+        log.info("streamdiffusion: switched to %s", params.model_id)
+
+    def _abandon_reload(self) -> None:
+        reload, self._reload, self._reload_params = self._reload, None, None
+        if reload is not None:
+            reload.abandon(timeout=5.0)
+
+    @property
+    def reloading(self) -> bool:
+        """True while a new model loads in the background."""
+        return self._reload is not None
 
     @property
     def warnings(self) -> dict[str, str]:
@@ -952,6 +1022,7 @@ class StreamDiffusionPipeline:
             log.warning("ip_adapter: %s %s: running without it", key, why)
 
     def close(self) -> None:
+        self._abandon_reload()
         worker, self._worker = self._worker, None
         if worker is not None:
             self._leave(worker, self._slot_id)
@@ -980,6 +1051,7 @@ class StreamDiffusionPipeline:
             "frames": self.frames,
             "frames_skipped": slot.filter.skipped if slot else 0,
             "reloads": self.reloads,
+            "reloading": self._reload is not None,
             "worker": worker.status() if worker else None,
             "safety_checker": {
                 "model": self.aux.id("safety") if p is not None and p.use_safety_checker else None,
@@ -1002,7 +1074,7 @@ class StreamDiffusionPipeline:
 
     # --- worker -----------------------------------------------------------------------------
 
-    def _attach(self, params: StreamDiffusionParams) -> tuple[DiffusionWorker, _StreamSlot, int]:
+    def _attach(self, params: StreamDiffusionParams) -> _Attached:
         """Join the worker of `params`' model (loading it if no session has); the new slot
         has `params` applied. Raises (and holds nothing) on failure."""
         device = pick_device(self._device_request)

@@ -205,7 +205,11 @@ class StreamDiffusionParams(LiveParams):
         description="Diffusion model: Hugging Face id or local folder (SD 1.5, SD 2.1 or sd-turbo family).",
     )
     show_reloading_frame: bool = Field(
-        default=True, description="Accepted for ai-runner clients; a reload here draws no overlay."
+        default=True,
+        description=(
+            "While a new model loads (a reload), show the last output dimmed under a \"loading\" line; "
+            "when false, the old model keeps restyling until the new one is ready."
+        ),
     )
     prompt: str | WeightedPrompts = Field(
         default="flowers", description="Prompt, or a weighted list of [prompt, weight] pairs blended together."

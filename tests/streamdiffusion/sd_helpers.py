@@ -13,3 +13,13 @@ def frames_of(seed: int, count: int = 1, size: int = 64) -> Any:
     ramp = torch.linspace(0, 255, size).view(1, 1, size, 1).expand(count, size, size, 3)
     noise = torch.randint(0, 80, (count, size, size, 3), generator=gen)
     return (ramp * 0.7 + noise).clamp(0, 255).to(torch.uint8)
+
+
+def apply_params(pipe: Any, params: Any, timeout: float = 120.0) -> None:
+    """`pipe.update_params(params)` as the session's pipeline stage applies it: a change that
+    loads a model in the background is waited for, then finished (raising why it failed)."""
+    pipe.update_params(params)
+    pending = pipe.pending_update
+    if pending is not None:
+        pending.result(timeout)
+        pipe.finish_update()

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import torch
-from sd_helpers import frames_of
+from sd_helpers import apply_params, frames_of
 
 from pipelines.live.diffusion_worker import (
     DiffusionWorker,
@@ -269,7 +269,7 @@ def test_pool_shares_one_worker_per_model_and_stops_it_with_the_last_session(ope
     worker = a._worker
     assert worker is not None
     assert b.params is not None
-    b.update_params(b.params.model_copy(update={"use_tiny_vae": False}))  # moves to c's worker
+    apply_params(b, b.params.model_copy(update={"use_tiny_vae": False}))  # moves to c's worker
     assert b._worker is c._worker and b.status()["reloads"] == 1 and worker.sessions == 1
     a.close()
     assert worker.failed is False and len(pool.workers()) == 1 and not worker._thread.is_alive()

@@ -19,7 +19,7 @@ from pipelines.live.ip_adapter import WEIGHT_TYPES, layer_weights
 from pipelines.live.streamdiffusion_features import fetch_style_image
 from pipelines.live.streamdiffusion_params import IPAdapterConfig
 
-from sd_helpers import frames_of
+from sd_helpers import apply_params, frames_of
 
 # --- weight types --------------------------------------------------------------------------
 
@@ -304,7 +304,7 @@ def test_faceid_through_an_arcface_onnx_and_its_own_worker(make_pipeline: Any, t
     face.update_params(face.params.model_copy(update={"ip_adapter_style_image_url": BLUE}))
     assert float((_run(face) - red).abs().mean()) > 0.5
     # type is a reload (FaceID's LoRA belongs to its own model); without a face model: a warning
-    face.update_params(face.params.model_copy(update={"ip_adapter": face.params.ip_adapter.model_copy(update={"type": "regular"})}))
+    apply_params(face, face.params.model_copy(update={"ip_adapter": face.params.ip_adapter.model_copy(update={"type": "regular"})}))
     assert face.reloads == 1
     monkeypatch.setenv("AUX_MODELS", f"faceid={root / 'adapter'},face_embedding=/nonexistent/arcface")
     none = make_pipeline(**base, **_ip(type="faceid"), ip_adapter_style_image_url=RED)

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import torch
-from sd_helpers import frames_of
+from sd_helpers import apply_params, frames_of
 
 from pipelines.errors import ModelLoadError
 from pipelines.live import default_live_registry
@@ -140,7 +140,7 @@ def test_bad_update_keeps_last_good_params(make_pipeline: Any, tmp_path: Path) -
     before = pipe.process(frame)
     good = pipe.params
     with pytest.raises(ModelLoadError):
-        pipe.update_params(good.model_copy(update={"model_id": str(tmp_path / "missing")}))
+        apply_params(pipe, good.model_copy(update={"model_id": str(tmp_path / "missing")}))
     assert pipe.params is good
     _not_blank(pipe.process(frame)[0])
     assert pipe.process(frame).shape == before.shape
@@ -155,7 +155,7 @@ def test_bad_update_keeps_last_good_params(make_pipeline: Any, tmp_path: Path) -
 def test_model_change_reloads_and_size_change_rewarms(make_pipeline: Any, tiny_sd_dir: Path) -> None:
     pipe = make_pipeline(prompt="a cat")
     pipe.process(frames_of(6))
-    pipe.update_params(pipe.params.model_copy(update={"use_tiny_vae": False}))
+    apply_params(pipe, pipe.params.model_copy(update={"use_tiny_vae": False}))
     assert pipe.status()["reloads"] == 1 and pipe.status()["vae"] == "full"
     _not_blank(pipe.process(frames_of(6))[0])
     pipe.warm(96, 64)
