@@ -219,13 +219,13 @@ class Mp4Writer:
         if fmt is None:
             log.warning("recording %s: audio codec %s cannot go into MP4; recording video only", self.path, first.codec)
             return None
-        sample = first.data
+        sample = first.data * 4  # a demuxer probe looks for frames in a row
         config = first.extradata
         if first.codec == "aac":
             if first.adts:
                 _, config = adts_to_raw(first.data)
             elif config is not None:
-                sample = adts_header(config, len(first.data)) + first.data
+                sample = (adts_header(config, len(first.data)) + first.data) * 4
             else:
                 log.warning("recording %s: raw AAC without its config; recording video only", self.path)
                 return None

@@ -7,16 +7,25 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+import av
+import numpy as np
 import pytest
 from aiohttp.test_utils import TestClient
 from conftest import EngineFactory
 from live_helpers import wait_for
 
+from livestream.cli import build_parser, settings_from_args
 from livestream.egress import PacketSink
-from livestream.egress.recording import Recording, RecordingError, RecordingSink, Recordings
+from livestream.errors import ConfigError
+from livestream.egress.recording import Mp4Writer, Recording, RecordingError, RecordingSink, Recordings
+from livestream.live.testsrc import draw_frame
+from livestream.media.audio_frames import adts_header
+from livestream.media.packets import EncodedPacket
+from livestream.media.video_encoder import EncoderConfig, H264Encoder
 from livestream.live import LIVE_MANAGER_KEY
 from livestream.protocols import RTMP_SERVER_KEY
 from livestream.settings import Settings
@@ -209,3 +218,95 @@ def test_recordings_folder_that_cannot_be_made_is_a_clear_error(tmp_path: Path) 
     with pytest.raises(RecordingError, match="Cannot create the recordings folder") as caught:
         Recordings(blocker / "recs").start(NotStarted())
     assert str(blocker / "recs") in str(caught.value)
+
+
+def _video_packets(frames: int, size: tuple[int, int] = (96, 64)) -> list[EncodedPacket]:
+    encoder = H264Encoder(EncoderConfig())
+    out: list[EncodedPacket] = []
+    for i in range(frames):
+        frame = av.VideoFrame.from_ndarray(draw_frame(i, *size), format="rgb24")
+        out += encoder.encode(frame, 3000 * i + 900_000) or []  # a stream that does not start at 0
+    return out + encoder.flush()
+
+
+def _audio_packets(codec: str, seconds: float, *, adts: bool = False) -> list[EncodedPacket]:
+    """Real encoded audio as an ingest hands it over when it copies the input's codec."""
+    ctx = av.CodecContext.create(codec, "w")
+    assert isinstance(ctx, av.AudioCodecContext)
+    ctx.sample_rate, ctx.layout, ctx.format = 48000, "stereo", "fltp" if codec == "aac" else "s16"
+    ctx.time_base = Fraction(1, 48000)
+    ctx.open()
+    out: list[EncodedPacket] = []
+    samples = ctx.frame_size or 1152
+    t = 0
+    while t < seconds * 48000:
+        tone = (np.sin(np.arange(t, t + samples) * 2 * np.pi * 440 / 48000) * 0.3).astype(np.float32)
+        data = np.stack([tone, tone]) if codec == "aac" else (np.stack([tone, tone]).T.reshape(1, -1) * 32767).astype(np.int16)
+        frame = av.AudioFrame.from_ndarray(data, format=ctx.format.name, layout="stereo")
+        frame.sample_rate, frame.pts, frame.time_base = 48000, t, Fraction(1, 48000)
+        for packet in ctx.encode(frame):
+            assert packet.pts is not None
+            pts = packet.pts * 90000 // 48000 + 900_000
+            payload = bytes(packet)
+            if adts:
+                payload = adts_header(bytes(ctx.extradata or b""), len(payload)) + payload
+            out.append(
+                EncodedPacket(
+                    "audio", codec, payload, pts, pts, Fraction(1, 90000), sample_rate=48000, channels=2,
+                    extradata=None if adts else bytes(ctx.extradata or b"") or None, adts=adts,
+                    duration=samples * 90000 // 48000,
+                )
+            )  # fmt: skip
+        t += samples
+    return out
+
+
+def _interleave(video: list[EncodedPacket], audio: list[EncodedPacket]) -> list[EncodedPacket]:
+    """As the encode stage releases them: each audio packet right after the video reaching its time."""
+    return sorted(video + audio, key=lambda p: (p.dts, p.kind == "audio"))
+
+
+# MPEG audio in MP4 has one object type for layers 1-3: FFmpeg reads an MP2 track back as "mp3".
+@pytest.mark.parametrize(("codec", "adts", "expected"), [("aac", True, "aac"), ("mp2", False, "mp3")])
+async def test_copied_input_audio_is_recorded_as_it_is(tmp_path: Path, codec: str, adts: bool, expected: str) -> None:
+    """ADTS AAC (an MPEG-TS input's, copied) is stored raw with its config; MP2 as it is."""
+    path = tmp_path / f"{codec}.mp4"
+    writer = Mp4Writer(path)
+    writer.write(_interleave(_video_packets(60), _audio_packets(codec, 2.0, adts=adts)))
+    writer.close()
+    probe = await _probe(path)
+    streams = {s["codec_type"]: s for s in probe["streams"]}
+    assert streams["video"]["codec_name"] == "h264" and int(streams["video"]["nb_read_frames"]) == 60
+    assert streams["audio"]["codec_name"] == expected and int(streams["audio"]["nb_read_frames"]) > 50
+    assert abs(float(probe["format"]["duration"]) - 2.0) < 0.15
+    rc, _, err = await _run(FFMPEG, "-v", "error", "-i", str(path), "-f", "null", "-")
+    assert rc == 0 and not err, err
+
+
+async def test_video_only_and_a_short_recording_still_make_a_file(tmp_path: Path) -> None:
+    """No audio within a second: the file is video only. Stopped before that: still written."""
+    long, short = tmp_path / "long.mp4", tmp_path / "short.mp4"
+    video = _video_packets(45)
+    writer = Mp4Writer(long)
+    writer.write(video)
+    writer.close()
+    writer = Mp4Writer(short)
+    writer.write(video[:10])
+    writer.close()
+    for path, frames in ((long, 45), (short, 10)):
+        probe = await _probe(path)
+        assert [(s["codec_type"], int(s["nb_read_frames"])) for s in probe["streams"]] == [("video", frames)]
+
+
+def test_record_flag_and_env(tmp_path: Path) -> None:
+    def settings(env: dict[str, str], *argv: str) -> Settings:
+        return settings_from_args(build_parser(env).parse_args(["serve", *argv]))
+
+    plain = settings({})
+    assert plain.record_direct is False and plain.recordings_dir is None
+    flagged = settings({}, "--record", str(tmp_path))
+    assert flagged.record_direct is True and flagged.recordings_dir == tmp_path
+    assert settings({"RECORD_DIR": str(tmp_path)}).record_direct is True
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match="not a folder"):
+        settings({}, "--record", str(tmp_path / "file"))
