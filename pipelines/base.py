@@ -65,6 +65,11 @@ class LivePipeline(Protocol):
     has it, the session's status events carry its result as `pipeline_status`. It is called
     from the event loop, so it must only read attributes, never touch the model.
 
+    Optional: a `progress` attribute (`pipelines.progress.Progress | None`, None on the class):
+    the engine sets it before `load`, and long steps report through it as stages (`with
+    self.progress.stage("compile", total=n) as stage: ... stage.advance()`); the session logs
+    them and its status shows the current one as `loading`.
+
     Optional: `UpdatesInBackground`, for a pipeline whose `update_params` starts a slow change
     (a model reload) and returns before it is done.
     """
