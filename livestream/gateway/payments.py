@@ -68,6 +68,8 @@ from .requests import Forwarded
 __all__ = [
     "LIVE_FIRST_PAYMENT_SECONDS",
     "LIVE_PIXELS_PER_SECOND",
+    "LIVE_UNITS_PER_SECOND",
+    "LiveSessionPayment",
     "PaymentFailed",
     "Payments",
     "PaymentsCollector",
@@ -541,3 +543,211 @@ class PaymentsCollector(Collector):
             families["refreshes"].add_metric([url], float(s.refreshes))
             families["failures"].add_metric([url], float(s.failures))
         yield from families.values()
+
+
+# --- live: per-session payments -------------------------------------------------------------
+
+#: Units per wall-clock second by a live runner's price unit (go-livepeer `NewLivePaymentProcessor`).
+LIVE_UNITS_PER_SECOND = {"720p-pixel-seconds": LIVE_PIXELS_PER_SECOND, "seconds": 1}
+
+
+class LiveSessionPayment:
+    """Pays one live session, as go-livepeer's gateway does: the first payment covers
+    `LIVE_FIRST_PAYMENT_SECONDS` of the unit's per-second rate (a "fixed" unit: 1 unit, once),
+    each later one the wall-clock time since the previous, at the OrchestratorInfo's price.
+    Credit is per (orchestrator, manifest) in `Payments.spend`; a `PaymentResult` answered by
+    the orchestrator brings new ticket params (`refreshed`).
+
+    It is also the live-runner client's payer (`liverunner.client.SessionPayer`): `address`,
+    `first(challenge)` for the 402 challenge, `top_up()` and `refreshed(body)`. Params that
+    expired before a top-up (no payment for a while) are fetched again with go-livepeer's
+    `POST {orchestrator}/refresh-payment {sender, manifest_id}` (with `http`), once.
+    """
+
+    def __init__(self, payments: Payments, unit: str = "720p-pixel-seconds",
+                 clock: Callable[[], float] = time.monotonic, http: aiohttp.ClientSession | None = None) -> None:  # fmt: skip
+        if unit not in LIVE_UNITS_PER_SECOND and unit != "fixed":
+            raise ValueError(f"unknown live price unit {unit!r}")
+        self.payments = payments
+        self.unit = unit
+        self.clock = clock
+        self.info: pb.OrchestratorInfo | None = None
+        self.manifest_id = ""
+        self.url = ""
+        self.last: float | None = None
+        self.paid_seconds = 0.0
+        self.http = http
+        self._session: _Session | None = None
+
+    @property
+    def address(self) -> str:
+        return self.payments.address
+
+    def _use(self, info: pb.OrchestratorInfo) -> None:
+        try:
+            price = Price(info.price_info.pricePerUnit, info.price_info.pixelsPerUnit or 1)
+            params = params_from_proto(info.ticket_params, price)
+        except (ValueError, PaymentError) as exc:
+            raise PaymentFailed(f"orchestrator's ticket params are invalid: {exc}") from None
+        self.info = info
+        old = self._session
+        self._session = _Session(OrchestratorInfo(info), params, price)
+        if old is not None:
+            self._session.signer_state, self._session.seg_creds = old.signer_state, old.seg_creds
+
+    async def first(self, challenge: dict[str, Any]) -> dict[str, str]:
+        """The live runner's 402 challenge (`payment_params`: b64 OrchestratorInfo,
+        `manifest_id`): the first payment's headers."""
+        import base64
+        import binascii
+
+        try:
+            info = pb.OrchestratorInfo.FromString(base64.b64decode(str(challenge["payment_params"]), validate=True))
+            manifest_id = str(challenge["manifest_id"])
+        except (KeyError, TypeError, binascii.Error, ValueError) as exc:
+            raise PaymentFailed(f"unusable 402 challenge: {exc!r}") from None
+        return await self.start(info, manifest_id, str(challenge.get("orchestrator") or info.transcoder))
+
+    async def start(self, info: pb.OrchestratorInfo, manifest_id: str, url: str = "") -> dict[str, str]:
+        """The first payment of a session with this OrchestratorInfo and manifest."""
+        self.manifest_id = manifest_id
+        self.url = url or info.transcoder
+        self.last = None
+        self._use(info)
+        return await self.top_up()
+
+    def refreshed(self, body: bytes) -> None:
+        """The orchestrator's answer to a payment (`PaymentResult{info}`): its new params."""
+        try:
+            result = pb.PaymentResult.FromString(body)
+        except Exception as exc:  # protobuf's DecodeError: keep the params we have
+            log.warning("payment result from %s unreadable: %s", self.url, exc)
+            return
+        if result.HasField("info") and result.info.HasField("ticket_params"):
+            self._use(result.info)
+
+    def units_due(self, now: float) -> tuple[int, float]:
+        """(units, seconds) the next payment covers."""
+        if self.unit == "fixed":
+            return (1, 0.0) if self.last is None else (0, 0.0)
+        seconds = LIVE_FIRST_PAYMENT_SECONDS if self.last is None else max(now - self.last, 0.0)
+        return int(LIVE_UNITS_PER_SECOND[self.unit] * seconds), seconds
+
+    async def top_up(self) -> dict[str, str]:
+        """The headers of the next payment (`Livepeer-Payment`, `Livepeer-Segment`)."""
+        if self._session is None or self.info is None:
+            raise PaymentFailed("live payment: no session started")
+        now = self.clock()
+        units, seconds = self.units_due(now)
+        sess = self._session
+        fee = units * sess.price.per_pixel
+        payments = self.payments
+        manifest = self.manifest_id
+        spend = payments.spend[self.url]
+        try:
+            try:
+                headers = await self._local(sess, fee) if payments.sender is not None else await self._remote(sess, units)
+            except (TicketParamsExpired, RefreshSession) as exc:
+                log.info("live payment to %s: %s: refreshing the params", self.url, exc)
+                sess = await self._refresh()
+                fee = units * sess.price.per_pixel
+                headers = await self._local(sess, fee) if payments.sender is not None else await self._remote(sess, units)
+        except (TicketParamsExpired, RefreshSession) as exc:
+            spend.failures += 1
+            spend.last_error = str(exc)
+            raise PaymentFailed(f"{exc} (after a refresh)") from None
+        except PaymentFailed as exc:
+            spend.failures += 1
+            spend.last_error = str(exc)
+            raise
+        self.last = now
+        self.paid_seconds += seconds
+        spend.fees += fee
+        spend.payments += 1
+        log.debug("live payment to %s for %s: %d units (%.1f s)", self.url, manifest, units, seconds)
+        return headers
+
+    async def _local(self, sess: _Session, fee: Fraction) -> dict[str, str]:
+        payments = self.payments
+        assert payments.sender is not None and payments.signer is not None and payments.chain is not None
+        try:
+            l1_block = await payments.chain.l1_block()
+            funds = await payments.chain.funds()
+            payments.sender.validate_params(sess.params, l1_block=l1_block, funds=funds)
+        except TicketParamsExpired:
+            raise
+        except TicketParamsError as exc:
+            raise PaymentFailed(str(exc)) from None
+        except PaymentError as exc:
+            raise PaymentFailed(f"chain: {exc}") from None
+        spend = payments.spend[self.url]
+        credit = spend.credit.pop(self.manifest_id, Fraction(0))
+        try:
+            count = tickets_for_fee(fee, sess.params.expected_value, credit) if fee > 0 else 0
+            batch = payments.sender.create_batch(sess.params, sess.price, count, l1_block=l1_block, funds=funds)
+        except TicketParamsError as exc:
+            spend.credit[self.manifest_id] += credit
+            raise PaymentFailed(str(exc)) from None
+        sent = count * sess.params.expected_value
+        spend.credit[self.manifest_id] += credit + sent - fee
+        spend.tickets += count
+        spend.ev_sent += sent
+        return self._headers(encode_header(payment_to_proto(batch)),
+                             payments.signer.sign_hash(segment_credentials_hash(self.manifest_id, 0)))  # fmt: skip
+
+    async def _remote(self, sess: _Session, units: int) -> dict[str, str]:
+        payments = self.payments
+        assert payments.remote is not None and self.info is not None
+        job_type = {"720p-pixel-seconds": "lv2v", "seconds": "live"}.get(self.unit, "")
+        try:
+            remote = await payments.remote.generate_payment(self.info, manifest_id=self.manifest_id, state=sess.signer_state,
+                                                            job_type=job_type, in_pixels=0 if job_type else units)  # fmt: skip
+        except NoTicketsNeeded:
+            address, _ = await payments.remote.orchestrator_info_sig()
+            empty = pb.Payment(sender=address, expected_price=self.info.price_info)
+            return {"Livepeer-Payment": encode_header(empty), "Livepeer-Segment": sess.seg_creds}
+        except RefreshSession:
+            raise
+        except RemoteSignerError as exc:
+            raise PaymentFailed(str(exc)) from None
+        sess.signer_state, sess.seg_creds = remote.state, remote.seg_creds
+        count = len(remote.decoded().ticket_sender_params)
+        spend = payments.spend[self.url]
+        spend.tickets += count
+        spend.ev_sent += count * sess.params.expected_value
+        return {"Livepeer-Payment": remote.payment, "Livepeer-Segment": remote.seg_creds}
+
+    async def _refresh(self) -> _Session:
+        """`POST {orchestrator}/refresh-payment {sender, manifest_id}`: new payment params."""
+        import base64
+        import binascii
+
+        if self.http is None:
+            raise PaymentFailed("live payment: params expired and no HTTP session to refresh them")
+        url = self.url.rstrip("/") + "/refresh-payment"
+        address = self.address
+        if not address and self.payments.remote is not None:
+            address = to_checksum_address((await self.payments.remote.orchestrator_info_sig())[0])
+        try:
+            async with self.http.post(url, json={"sender": address, "manifest_id": self.manifest_id},
+                                      timeout=aiohttp.ClientTimeout(total=10)) as resp:  # fmt: skip
+                text = await resp.text()
+                if resp.status != 200:
+                    raise PaymentFailed(f"refresh-payment answered {resp.status}: {text.strip()[:200]}")
+                data = json.loads(text)
+            info = pb.OrchestratorInfo.FromString(base64.b64decode(str(data["payment_params"]), validate=True))
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise PaymentFailed(f"refresh-payment: {exc or type(exc).__name__}") from None
+        except (KeyError, TypeError, ValueError, binascii.Error) as exc:
+            raise PaymentFailed(f"refresh-payment: unusable answer: {exc!r}") from None
+        self.payments.spend[self.url].refreshes += 1
+        self._use(info)
+        assert self._session is not None
+        return self._session
+
+    def _headers(self, payment: str, sig: bytes) -> dict[str, str]:
+        assert self.info is not None
+        seg = pb.SegData(manifestId=self.manifest_id.encode(), seq=0, sig=sig,
+                         hash=bytes.fromhex("c5d2460186f7233c927e7db2dcc703c0e500b653ca82273b7bfad8045d85a470"))  # fmt: skip
+        seg.auth_token.CopyFrom(self.info.auth_token)
+        return {"Livepeer-Payment": payment, "Livepeer-Segment": encode_header(seg)}

@@ -344,3 +344,169 @@ def test_the_remote_signer_client_speaks_go_livepeers_contract(
         loop_thread.call(run())
     finally:
         loop_thread.stop(srv)
+
+
+# --- live: the live-runner 402 flow and per-second top-ups ---------------------------------------
+
+
+class PaidLiveRunners:
+    """go-livepeer's client-facing live-runner routes on chain (§3.6), for one persistent runner
+    `r1` priced in `unit`: the 402 challenge to `Livepeer-Payer-Address`, the first payment
+    (SegData.manifestId must be the challenge's manifest: else 403), top-ups at
+    `/session/{sid}/payment` answered with `PaymentResult{info}` (fresh params), and `meter()`
+    as the orchestrator's metering loop (releases the session on insufficient balance)."""
+
+    def __init__(self, shared: SharedChain, price: int, unit: str, config: RecipientConfig) -> None:
+        from livestream.payments import Balances, Recipient
+
+        self.shared = shared
+        self.price = price
+        self.unit = unit
+        self.recipient = Recipient(bytes.fromhex(shared.chain.recipient_account.address[2:]), config=config)
+        self.balances = Balances()
+        self.url = ""
+        self.sessions: dict[str, bytes] = {}  # session id -> payer
+        self.released: list[str] = []
+        self.payments = 0
+        self.params_seen: set[bytes] = set()
+
+    def _info(self, sender: bytes, manifest: str) -> pb.OrchestratorInfo:
+        client = self.shared.chain.client
+        l1_block, expiration = self.shared.call(lambda: (client.l1_block(), client.expiration_params()))
+        params = self.recipient.ticket_params(sender, Price(self.price, 1), l1_block=l1_block, expiration=expiration,
+                                              gas_price=1)  # fmt: skip
+        from livestream.payments.wire import params_to_proto
+
+        info = pb.OrchestratorInfo(transcoder=self.url, address=self.recipient.address,
+                                   price_info=pb.PriceInfo(pricePerUnit=self.price, pixelsPerUnit=1))  # fmt: skip
+        info.ticket_params.CopyFrom(params_to_proto(params, with_expiration=True))
+        info.auth_token.CopyFrom(pb.AuthToken(token=b"t", session_id=manifest, expiration=int(time.time()) + 1800))
+        return info
+
+    def _receive(self, request: web.Request, manifest: str) -> web.Response | None:
+        from livestream.payments.wire import decode_header, payment_from_proto
+
+        payment = decode_header(request.headers["Livepeer-Payment"], pb.Payment)
+        seg = decode_header(request.headers["Livepeer-Segment"], pb.SegData)
+        assert isinstance(payment, pb.Payment) and isinstance(seg, pb.SegData)
+        if seg.manifestId.decode() != manifest:
+            return web.Response(status=403, text="manifest mismatch")
+        batch = payment_from_proto(payment)
+        if batch is not None:
+            self.params_seen.add(batch.params.recipient_rand_hash)
+            receipt = self.recipient.receive(batch, l1_block=self.shared.call(self.shared.chain.client.l1_block))
+            if receipt.rejected:
+                return web.Response(status=400, text=str(receipt.rejected[0][1]))
+            self.balances.credit(bytes(payment.sender), manifest, receipt.credited)
+        self.payments += 1
+        return None
+
+    async def reserve(self, request: web.Request) -> web.Response:
+        if "Livepeer-Payment" not in request.headers:
+            payer = request.headers.get("Livepeer-Payer-Address", "")
+            try:
+                sender = bytes.fromhex(payer.removeprefix("0x"))
+                assert len(sender) == 20
+            except (ValueError, AssertionError):
+                return web.json_response({"error": {"message": "invalid live runner payment signer address"}}, status=402)
+            manifest = "session_" + base64.b32encode(hashlib.sha256(sender + str(time.time()).encode()).digest()[:5]).decode().lower()
+            info = self._info(sender, manifest)
+            return web.json_response({"payment_params": base64.b64encode(info.SerializeToString()).decode(),
+                                      "orchestrator": self.url, "manifest_id": manifest,
+                                      "payment_url": f"{self.url}/apps/r1/session/{manifest}/payment"}, status=402)  # fmt: skip
+        seg = pb.SegData.FromString(base64.b64decode(request.headers["Livepeer-Segment"]))
+        manifest = seg.auth_token.session_id
+        refused = self._receive(request, manifest)
+        if refused is not None:
+            return refused
+        payment = pb.Payment.FromString(base64.b64decode(request.headers["Livepeer-Payment"]))
+        self.sessions[manifest] = bytes(payment.sender)
+        return web.json_response({"session_id": manifest, "app_url": f"{self.url}/apps/r1/session/{manifest}/app",
+                                  "control_url": f"{self.url}/apps/r1/session/{manifest}"})  # fmt: skip
+
+    async def top_up(self, request: web.Request) -> web.Response:
+        sid = request.match_info["sid"]
+        if sid not in self.sessions:
+            return web.Response(status=404, text="session not found")
+        refused = self._receive(request, sid)
+        if refused is not None:
+            return refused
+        result = pb.PaymentResult(info=self._info(self.sessions[sid], sid))
+        return web.Response(body=result.SerializeToString(), content_type="application/octet-stream")
+
+    async def refresh(self, request: web.Request) -> web.Response:
+        """`POST /refresh-payment {sender, manifest_id}`: fresh payment params for a session."""
+        body = await request.json()
+        sender = bytes.fromhex(str(body["sender"]).removeprefix("0x"))
+        if self.sessions.get(body["manifest_id"]) != sender:
+            return web.Response(status=409, text="no session for this sender and manifest")
+        info = self._info(sender, body["manifest_id"])
+        return web.json_response({"payment_params": base64.b64encode(info.SerializeToString()).decode(),
+                                  "orchestrator": self.url, "manifest_id": body["manifest_id"]})  # fmt: skip
+
+    def meter(self, sid: str, seconds: int) -> bool:
+        """Debit `seconds` of the unit's rate; False (and the session released) when short."""
+        per_second = LIVE_PIXELS_PER_SECOND if self.unit == "720p-pixel-seconds" else 1
+        try:
+            self.balances.charge(self.sessions[sid], sid, seconds * per_second * self.price)
+        except Exception:
+            self.released.append(sid)
+            del self.sessions[sid]
+            return False
+        return True
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/apps/r1/session", self.reserve)
+        app.router.add_post("/apps/r1/session/{sid}/payment", self.top_up)
+        app.router.add_post("/refresh-payment", self.refresh)
+        return app
+
+
+def test_a_live_runner_session_is_paid_per_second_through_the_402_flow(
+    shared: tuple[SharedChain, str], keystore: Path, loop_thread: LoopThread
+) -> None:
+    import aiohttp
+
+    from livestream.gateway import GatewayConfig
+    from livestream.gateway.payments import LiveSessionPayment, Payments
+    from livestream.liverunner.client import LiveRunnerClient
+
+    chain = shared[0]
+    config = RecipientConfig(ev=10**12, max_face_value=4 * 10**12, params_validity_blocks=6)
+    orch = PaidLiveRunners(chain, price=2_000, unit="720p-pixel-seconds", config=config)
+    orch.url, srv = loop_thread.serve(orch.app())
+    now = [1000.0]
+
+    async def run() -> None:
+        async with aiohttp.ClientSession() as http:
+            payments = Payments.from_config(GatewayConfig(eth_keystore=keystore, eth_password="pass phrase",
+                                                          **_chain_fields(shared)), http)  # fmt: skip
+            assert payments is not None
+            payer = LiveSessionPayment(payments, "720p-pixel-seconds", clock=lambda: now[0], http=http)
+            session = await LiveRunnerClient(orch.url, http).reserve("r1", payer)
+            sid = session.session_id
+            assert sid.startswith("session_") and orch.sessions[sid] == SENDER.address
+            spend = payments.spend[orch.url]
+            # 60 s paid up front; the orchestrator meters as time goes, the gateway tops up.
+            for _ in range(3):
+                now[0] += 5
+                assert orch.meter(sid, 5)
+                await session.pay()
+            chain.mine_blocks(5)  # the last params expire: the next top-up fetches new ones first
+            now[0] += 5
+            assert orch.meter(sid, 5)
+            await session.pay()
+            assert payer.paid_seconds == 60 + 4 * 5 and len(orch.params_seen) >= 2 and spend.refreshes == 1
+            # Both sides agree: the gateway's credit is the orchestrator's balance once it has
+            # metered the same seconds the gateway paid for.
+            assert orch.meter(sid, 60)
+            assert spend.credit[sid] == orch.balances.balance(SENDER.address, sid)
+            assert spend.fees == 80 * LIVE_PIXELS_PER_SECOND * 2_000 and spend.failures == 0
+            # No more top-ups: the orchestrator runs out of credit within a minute and releases it.
+            assert not all(orch.meter(sid, 5) for _ in range(12)) and orch.released == [sid]
+
+    try:
+        loop_thread.call(run())
+    finally:
+        loop_thread.stop(srv)
