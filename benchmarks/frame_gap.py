@@ -9,15 +9,24 @@ the new size). A's frame gaps (time between two of its outputs) are recorded thr
 - `gap_ms_alone_p50`: A's median gap before B starts;
 - `gap_ms_max_during_start`: A's largest gap while B's `load` runs (the stall, if any);
 - `gap_ms_both_p50`: A's median gap once both streams run (one tick now carries both);
-- `b_load_ms`: how long B's `load` took.
+- `b_load_ms`: how long B's `load` took;
+- `a_error`: what stopped A, if something did (a frame past `--frame-timeout`).
 
     .venv/bin/python -m benchmarks frame_gap
     .venv/bin/python benchmarks/frame_gap.py --backends eager,compile --json
 
-`--model tiny` (default) writes the tiny random-weight sd-turbo-family model to a temporary
-folder. The compile backend uses `LIVESTREAM_TORCH_COMPILER` (`--compiler`, default
-`aot_eager`: Inductor's C++ build takes minutes per graph on a small CPU; the stall it would
-cause is the same, only longer) and compiles ahead for `--compile-streams` stream counts.
+`--backends` (each one a run with its own pool and, for Inductor, an empty Inductor cache):
+
+- `eager`: no compile; B's start is its warm-up frames;
+- `compile`: `torch.compile` with the dynamo backend `--compiler` (default `aot_eager`: no
+  code generation, and no on-disk cache) compiled on B's thread;
+- `inductor`: `torch.compile` with Inductor, compiled on B's thread (`precompile` off): the
+  GIL convoy;
+- `inductor-child`: the same, with the engine's default `precompile`: a child process compiles
+  first into Inductor's cache (`pipelines.live.precompile`), B's thread then loads from it.
+
+The compile backends compile ahead for `--compile-streams` stream counts. `--model tiny`
+(default) writes the tiny random-weight sd-turbo-family model to a temporary folder.
 """
 
 from __future__ import annotations
@@ -45,13 +54,31 @@ def _frames(count: int, size: int, seed: int) -> Any:
     return torch.randint(0, 256, (count, size, size, 3), generator=gen, dtype=torch.uint8)
 
 
-def _run(args: argparse.Namespace, model: str, backend: str) -> dict[str, Any]:
+def _run(args: argparse.Namespace, model: str, backend: str, cache_dir: Path) -> dict[str, Any]:
+    import torch
+    from torch._inductor.runtime.cache_dir_utils import temporary_cache_dir
+
+    torch._dynamo.reset()
+    compiler = {"compile": args.compiler, "inductor": "inductor", "inductor-child": "inductor"}.get(backend)
+    if compiler is not None:
+        os.environ["LIVESTREAM_TORCH_COMPILER"] = compiler
+    cache_dir.mkdir(parents=True)
+    with temporary_cache_dir(str(cache_dir)):  # each run starts with an empty Inductor cache
+        return _measure(args, model, backend, compiler is not None)
+
+
+def _measure(args: argparse.Namespace, model: str, backend: str, compiled: bool) -> dict[str, Any]:
     from pipelines.live.diffusion_worker import WorkerPool
     from pipelines.live.streamdiffusion import StreamDiffusionPipeline
     from pipelines.live.streamdiffusion_params import StreamDiffusionParams
 
-    acceleration: Literal["none", "compile"] = "compile" if backend == "compile" else "none"
-    pool = WorkerPool(compile_streams=tuple(args.compile_streams))
+    acceleration: Literal["none", "compile"] = "compile" if compiled else "none"
+    pool = WorkerPool(
+        compile_streams=tuple(args.compile_streams),
+        precompile=backend == "inductor-child",
+        frame_timeout_s=args.frame_timeout,
+        call_timeout_s=args.frame_timeout,
+    )
 
     def params(size: int, seed: int) -> StreamDiffusionParams:
         return StreamDiffusionParams(
@@ -72,13 +99,18 @@ def _run(args: argparse.Namespace, model: str, backend: str) -> dict[str, Any]:
     frames_b = _frames(16, args.second_size, 2)
     done_at: list[float] = []
     stop = threading.Event()
+    a_error: list[str] = []
 
     def drive_a() -> None:
         i = 0
-        while not stop.is_set():
-            a.process(frames_a[i % len(frames_a)][None])
+        try:
+            while not stop.is_set():
+                a.process(frames_a[i % len(frames_a)][None])
+                done_at.append(time.monotonic())
+                i += 1
+        except Exception as exc:  # reported in the row
+            a_error.append(f"{type(exc).__name__}: {exc}")
             done_at.append(time.monotonic())
-            i += 1
 
     thread = threading.Thread(target=drive_a, name="frame-gap-a")
     thread.start()
@@ -93,7 +125,7 @@ def _run(args: argparse.Namespace, model: str, backend: str) -> dict[str, Any]:
             b.process(frames_b[0][None])
     finally:
         stop.set()
-        thread.join(60)
+        thread.join(args.frame_timeout + 60)
         b.close()
         a.close()
         pool.close()
@@ -114,23 +146,26 @@ def _run(args: argparse.Namespace, model: str, backend: str) -> dict[str, Any]:
         "gap_ms_max_during_start": round(max(during), 1),
         "gap_ms_both_p50": round(statistics.median(both), 1) if both else None,
         "b_load_ms": round((b_end - b_start) * 1000, 1),
+        "b_precompile_ms": None if b.precompile_ms is None else round(b.precompile_ms, 1),
+        "b_compile_cache": b.compile_cache,
+        "a_error": a_error[0] if a_error else None,
     }
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="tiny", help="'tiny' (random weights, written to a temp folder) or a folder")
-    parser.add_argument("--backends", default="eager,compile")
+    parser.add_argument("--backends", default="eager,compile,inductor,inductor-child")
     parser.add_argument("--size", type=int, default=64, help="stream A's frame size")
     parser.add_argument("--second-size", type=int, default=96, help="stream B's frame size (a new size: warm-up)")
     parser.add_argument("--lead", type=float, default=1.5, help="seconds A runs alone first")
     parser.add_argument("--tail", type=float, default=1.0, help="seconds both run after B started")
     parser.add_argument("--compiler", default="aot_eager", help="LIVESTREAM_TORCH_COMPILER for the compile backend")
     parser.add_argument("--compile-streams", type=lambda s: [int(x) for x in s.split(",")], default=[1, 2])
+    parser.add_argument("--frame-timeout", type=float, default=900.0, help="the pool's frame/call bound (a stall is measured, not failed)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(list(argv) if argv is not None else [])
-    os.environ.setdefault("LIVESTREAM_TORCH_COMPILER", args.compiler)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 
@@ -143,17 +178,23 @@ def main(argv: Sequence[str] | None = None) -> None:
 
             model = str(Path(tmp) / "tiny-streamdiffusion")
             write_tiny_model("streamdiffusion", Path(model))
-        for backend in args.backends.split(","):
-            results.append(_run(args, model, backend))
-    report = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "torch_threads": args.threads, "results": results}
+        for i, backend in enumerate(args.backends.split(",")):
+            results.append(_run(args, model, backend, Path(tmp) / f"inductor-cache-{i}"))
+    report = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "load_average": os.getloadavg(),
+        "torch_threads": args.threads,
+        "results": results,
+    }
     if args.json:
         print(json.dumps(report))
         return
-    print(f"{'backend':8} {'A size':>6} {'B size':>6} {'alone p50':>10} {'max during B start':>19} {'both p50':>9} {'B load':>8}")
+    print(f"{'backend':15} {'A size':>6} {'B size':>6} {'alone p50':>10} {'max during B start':>19} {'both p50':>9} {'B load':>8}")
     for r in results:
         print(
-            f"{r['backend']:8} {r['size']:>6} {r['second_size']:>6} {r['gap_ms_alone_p50']:>8} ms"
+            f"{r['backend']:15} {r['size']:>6} {r['second_size']:>6} {r['gap_ms_alone_p50']:>8} ms"
             f" {r['gap_ms_max_during_start']:>16} ms {r['gap_ms_both_p50']:>6} ms {r['b_load_ms']:>5} ms"
+            + (f"  (A stopped: {r['a_error']})" if r["a_error"] else "")
         )
 
 

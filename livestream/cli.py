@@ -20,7 +20,17 @@ from typing import TYPE_CHECKING, TypedDict
 from . import __version__
 from .errors import ConfigError
 from .gateway.cli import add_gateway_parser
-from .settings import Settings, env_bool, env_int, env_str, parse_default_models, parse_limits, parse_stream_limits
+from .settings import (
+    Settings,
+    WorkLimits,
+    env_bool,
+    env_int,
+    env_str,
+    hardware_work_limits,
+    parse_default_models,
+    parse_limits,
+    parse_stream_limits,
+)
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -468,7 +478,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         cors_origins=tuple(args.cors_origin),
         default_models=parse_default_models(args.default_model),
         max_queue=args.max_queue,
-        limits=parse_limits(args.limit),
+        limits=parse_limits(args.limit, base=_hardware_limits()),
         stream_limits=parse_stream_limits(args.limit),
         load_retry_after=args.load_retry_after,
         max_live_sessions=max_live_sessions,
@@ -683,7 +693,8 @@ def _print_ready(app: web.Application, settings: Settings) -> None:
     manager = app[LIVE_MANAGER_KEY]
     lines.append(_pipeline_line(manager.direct_pipeline, manager.direct_pipeline_reason, settings.live_pipeline))
     name = next(iter(settings.stream_keys.values()), "mystream")
-    key = next(iter(settings.stream_keys), "mystream")
+    # The banner goes to the process's output (a container's log): never the secret itself.
+    key = f"<{name}'s --stream-key secret>" if settings.stream_keys else "mystream"
     push = f"rtmp://{host}:{rtmp.port}/live"
     lines += [
         f"  push:      {push}/{key}   (OBS: Settings > Stream > Service Custom, Server {push}, Stream Key {key})",
@@ -732,6 +743,7 @@ def _pipeline_line(name: str, why: str, requested: str) -> str:
 def _serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
+    from .api.access_log import RedactedAccessLogger
     from .app import build_app
 
     settings = settings_from_args(args)
@@ -759,6 +771,7 @@ def _serve(args: argparse.Namespace) -> int:
         shutdown_timeout=SHUTDOWN_TIMEOUT_S,
         print=lambda _: _print_ready(app, settings),  # called once every listener is up
         ssl_context=ssl_context,
+        access_log_class=RedactedAccessLogger,
     )
     _exit_if_jobs_linger(EXIT_GRACE_S)
     return 0
@@ -800,6 +813,8 @@ def _trickle_server(args: argparse.Namespace) -> int:
     from trickle.errors import TrickleConfigError
     from trickle.server import TrickleServerConfig, create_trickle_app
 
+    from .api.access_log import RedactedAccessLogger
+
     try:
         config = TrickleServerConfig(
             autocreate=args.autocreate,
@@ -814,7 +829,10 @@ def _trickle_server(args: argparse.Namespace) -> int:
     ssl_context = _ssl_context(Settings(tls_cert=args.tls_cert, tls_key=args.tls_key))
     scheme = "https" if ssl_context is not None else "http"
     log.info("trickle server on %s://%s:%d%s", scheme, args.host, args.port, args.base_path)
-    web.run_app(app, host=args.host, port=args.port, shutdown_timeout=5, print=None, ssl_context=ssl_context)
+    web.run_app(
+        app, host=args.host, port=args.port, shutdown_timeout=5, print=None, ssl_context=ssl_context,
+        access_log_class=RedactedAccessLogger,
+    )
     return 0
 
 
@@ -864,6 +882,16 @@ def _run_prepare(
             return 1
     print("models ready", flush=True)
     return 0
+
+
+def _hardware_limits() -> WorkLimits:
+    """The work limits' defaults for this machine (`--limit` overrides them one by one)."""
+    from .api.hardware import smallest_gpu_memory
+
+    profile, limits = hardware_work_limits(smallest_gpu_memory())
+    log.info("work limits for %s: pixels %d, steps %d, images %d, video_frames %d, llm_tokens %d (--limit NAME=VALUE)",
+             profile, limits.pixels, limits.steps, limits.images, limits.video_frames, limits.llm_tokens)  # fmt: skip
+    return limits
 
 
 def _models_tiny(args: argparse.Namespace) -> int:

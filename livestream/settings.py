@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -10,7 +11,7 @@ from typing import overload
 
 from .errors import ConfigError
 
-__all__ = ["Settings", "StreamLimits", "WorkLimits", "env_bool", "env_int", "env_str", "parse_default_models", "parse_stream_keys"]
+__all__ = ["Settings", "StreamLimits", "WorkLimits", "hardware_work_limits", "env_bool", "env_int", "env_str", "parse_default_models", "parse_stream_keys"]
 
 
 _MiB = 1024 * 1024
@@ -20,10 +21,10 @@ _MiB = 1024 * 1024
 class WorkLimits:
     """The most work one batch request may ask for; over a limit answers 400 (413 for bytes).
 
-    Set with `--limit NAME=VALUE` (repeatable; env `LIMITS`, comma-separated). The defaults fit
-    one GPU of 16-24 GB running go-livepeer's default models (SDXL-Turbo at 1024x1024, SVD-XT's
-    25 frames, Whisper large on an hour of audio); on a CPU-only machine lower `pixels` and
-    `steps` (docs/api.md, "Limits").
+    Set with `--limit NAME=VALUE` (repeatable; env `LIMITS`, comma-separated). These field
+    defaults fit one GPU of 16-24 GB running go-livepeer's default models (SDXL-Turbo at
+    1024x1024, SVD-XT's 25 frames, Whisper large on an hour of audio); `livestream serve` starts
+    from `hardware_work_limits`, the profile of the machine it runs on (docs/api.md, "Limits").
     """
 
     #: Output pixels (width x height) of text-to-image, image-to-video; input pixels of image-to-image.
@@ -78,6 +79,32 @@ class StreamLimits:
     api_rate: int = 0
 
 
+_GiB = 1024 * _MiB
+
+#: No GPU: a quarter of the GPU profile's worst case (half the pixels, half the images), short
+#: videos, ten minutes of audio and short LLM answers. Steps stay at 100: the routes' own
+#: defaults (50 for text-to-image, 100 for image-to-image) must pass.
+CPU_WORK_LIMITS = WorkLimits(
+    pixels=1024 * 1024, side=1024, images=2, video_frames=14, audio_seconds=600.0, llm_tokens=1024, tts_chars=2000
+)
+#: A GPU under 12 GiB (8-10 GB cards): SDXL at 1024x1024, two images at most, short videos.
+SMALL_GPU_WORK_LIMITS = WorkLimits(pixels=1024 * 1024, side=1536, images=2, video_frames=14, llm_tokens=2048)
+#: 40 GiB and more (A100/H100 class): more images and tokens per request.
+LARGE_GPU_WORK_LIMITS = WorkLimits(images=8, llm_tokens=8192)
+
+
+def hardware_work_limits(gpu_memory_bytes: int | None) -> tuple[str, WorkLimits]:
+    """The default work limits for a machine whose smallest GPU has `gpu_memory_bytes` (None:
+    no GPU), and the profile's name for the log."""
+    if gpu_memory_bytes is None:
+        return "CPU only", CPU_WORK_LIMITS
+    if gpu_memory_bytes < 12 * _GiB:
+        return "GPU under 12 GiB", SMALL_GPU_WORK_LIMITS
+    if gpu_memory_bytes >= 40 * _GiB:
+        return "GPU of 40 GiB or more", LARGE_GPU_WORK_LIMITS
+    return "GPU of 12-40 GiB", WorkLimits()
+
+
 #: `--limit` names -> the `WorkLimits` field they set.
 LIMIT_NAMES: tuple[str, ...] = tuple(WorkLimits.__dataclass_fields__)
 #: `--limit` names -> the `StreamLimits` field they set.
@@ -86,11 +113,11 @@ STREAM_LIMIT_NAMES: tuple[str, ...] = tuple(StreamLimits.__dataclass_fields__)
 _MAY_BE_OFF = frozenset({"sessions_per_client", "api_rate"})
 
 
-def parse_limits(items: list[str]) -> WorkLimits:
-    """`NAME=VALUE` items (`--limit`, env LIMITS) over the defaults (stream limit names are
-    accepted here and set on `parse_stream_limits`'s result)."""
+def parse_limits(items: list[str], base: WorkLimits | None = None) -> WorkLimits:
+    """`NAME=VALUE` items (`--limit`, env LIMITS) over `base` (default: the field defaults;
+    stream limit names are accepted here and set on `parse_stream_limits`'s result)."""
     values = _parse_limit_items(items)
-    return WorkLimits(**{k: v for k, v in values.items() if k in LIMIT_NAMES})  # type: ignore[arg-type]
+    return dataclasses.replace(base or WorkLimits(), **{k: v for k, v in values.items() if k in LIMIT_NAMES})  # type: ignore[arg-type]
 
 
 def parse_stream_limits(items: list[str]) -> StreamLimits:

@@ -14,7 +14,7 @@ from typing import Any
 
 from .schemas import GPUComputeInfo, GPUUtilizationInfo
 
-__all__ = ["HardwareInfo"]
+__all__ = ["HardwareInfo", "smallest_gpu_memory"]
 
 log = logging.getLogger(__name__)
 
@@ -110,3 +110,14 @@ class HardwareInfo:
                     log.debug("NVML shutdown failed: %s", exc)
                 self._nvml = None
             self._probed = False
+
+
+def smallest_gpu_memory() -> int | None:
+    """Bytes of memory of this machine's smallest GPU (NVML, or torch if already imported);
+    None without a GPU. Blocks briefly (NVML's init): call it at start-up."""
+    info = HardwareInfo()
+    try:
+        devices = info._devices()
+    finally:
+        info.close()
+    return min((int(d["memory_total"]) for d in devices.values()), default=None)

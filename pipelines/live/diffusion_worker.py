@@ -91,6 +91,8 @@ DEFAULT_FRAME_INTERVAL_S = 1 / 30
 DEFAULT_FRAME_TIMEOUT_S = 30.0
 DEFAULT_CALL_TIMEOUT_S = 300.0
 DEFAULT_LOAD_TIMEOUT_S = 900.0
+#: Longest one compile child may run (`pipelines.live.precompile`), then it is killed.
+DEFAULT_PRECOMPILE_TIMEOUT_S = 1800.0
 MAX_FRAME_SIDE = 2048
 
 
@@ -697,12 +699,18 @@ class WorkerPool:
         frame_timeout_s: float = DEFAULT_FRAME_TIMEOUT_S,
         call_timeout_s: float = DEFAULT_CALL_TIMEOUT_S,
         load_timeout_s: float = DEFAULT_LOAD_TIMEOUT_S,
+        precompile: bool = True,
+        precompile_timeout_s: float = DEFAULT_PRECOMPILE_TIMEOUT_S,
     ) -> None:
         self.frame_interval_s = frame_interval_s
         #: The bounds each worker gets (`DiffusionWorker`).
         self.timeouts = {"frame_timeout_s": frame_timeout_s, "call_timeout_s": call_timeout_s, "load_timeout_s": load_timeout_s}
         #: Stream counts a compiled backend compiles ahead for (the batch sizes in use).
         self.compile_streams = compile_streams
+        #: Inductor compiles for a new size run in a child process first (`precompile`), each
+        #: bounded by `precompile_timeout_s`: the running streams never wait on the GIL for them.
+        self.precompile = precompile
+        self.precompile_timeout_s = precompile_timeout_s
         self._lock = threading.Lock()
         self._entries: dict[str, _Entry] = {}
 

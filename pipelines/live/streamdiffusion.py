@@ -36,16 +36,19 @@ slot between ticks:
 - **Warm-up.** `load` runs two frames at the params' size (or 512x512 on CUDA, 64x64 on the
   CPU) so the first real frame is fast; `warm(w, h)` does it again for a new size.
   `status()` reports load, warm-up and first-frame times and the worker's figures.
-- **A new session never stalls the running ones.** Its setup runs on its own (pipeline)
-  thread or in slices between the worker's ticks: the compile backend's ahead-of-time
-  compile for a new size (`prepare`, seconds to minutes) runs on the session's thread, off
-  the tick path (dynamo's code cache is shared by threads, so the worker's next call at that
-  shape finds the compiled graph); each warm-up frame and the params are separate worker
-  calls, and the worker runs a tick between two calls whenever frames are pending. CUDA
-  graphs (`reduce-overhead`) are thread-bound: torch's cudagraph trees keep one tree per
-  thread, so the graphs captured during an off-thread `prepare` are not the worker's; the
-  worker captures its own on its first run at the shape, which the warm-up frames (on the
-  worker, sliced) do: a capture costs a frame or two, not a compile.
+- **A new session never stalls the running ones.** Its setup runs in a child process, on
+  its own (pipeline) thread, or in slices between the worker's ticks. With Inductor the
+  compile for a new size runs first in a child process (`pipelines.live.precompile`: its own
+  GIL, bounded, killed by `close`), which leaves the compiled graphs in Inductor's on-disk
+  caches; the compile backend's `prepare` then runs on the session's thread, off the tick
+  path, and loads them (dynamo's tracing is what is left of it; dynamo's code cache is shared
+  by threads, so the worker's next call at that shape finds the compiled graph). Each warm-up
+  frame and the params are separate worker calls, and the worker runs a tick between two
+  calls whenever frames are pending. CUDA graphs (`reduce-overhead`) are per process and
+  thread-bound: torch's cudagraph trees keep one tree per thread, so neither the child's nor
+  an off-thread `prepare`'s graphs are the worker's; the worker captures its own on its first
+  run at the shape, which the warm-up frames (on the worker, sliced, after the cache is warm)
+  do: a capture costs a frame or two, not a compile.
 """
 
 from __future__ import annotations
@@ -72,6 +75,7 @@ from .preprocessors import FALLBACK, MODEL_BACKED, UNSERVED, fit_channels, model
 from .preprocessors import load_model as load_preprocessor_model
 from .preprocessors import run as run_preprocessor
 from .diffusion_worker import DiffusionWorker, Job, WorkerPool
+from .precompile import PrecompileCancelled, PrecompileError, PrecompileJob, Precompiler, cache_counters, inductor_cache_dir
 from .safety_checker import NsfwClassifier, SafetyFilter, load_classifier
 from .similarity_filter import SimilarityFilter
 from .streamdiffusion_folders import tiny_vae_id
@@ -693,6 +697,11 @@ class StreamDiffusionPipeline:
         self._slot: _StreamSlot | None = None
         self._slot_id = 0
         self._warmed: tuple[int, int] | None = None
+        #: Compiles for a new size in a child process (killed by `close`).
+        self._precompiler = Precompiler(self._pool.precompile_timeout_s)
+        self.precompile_ms: float | None = None
+        #: Inductor's FX graph / AOTAutograd cache hits and misses of the last compile after a child.
+        self.compile_cache: dict[str, int] | None = None
         # figures for status()
         self._load_started = 0.0
         self.load_ms: float | None = None
@@ -758,7 +767,12 @@ class StreamDiffusionPipeline:
             plan = worker.call(_compile_plan, worker, slot, width, height, self._pool.compile_streams)
             if plan is not None:
                 backend, shapes, dtype = plan
+                before = self._precompile(backend, shapes, slot.params)  # a child process fills Inductor's caches
                 backend.prepare(shapes, dtype)  # this (the session's) thread: off the tick path
+                if before is not None:
+                    after = cache_counters()
+                    self.compile_cache = {k: after[k] - before[k] for k in after}
+                    log.info("streamdiffusion: compile caches after the child: %s", self.compile_cache)
                 worker.call(_mark_warmed, worker, width, height)
             saved = worker.call(_warm_begin, slot)
             try:
@@ -770,6 +784,39 @@ class StreamDiffusionPipeline:
             self.warmup_ms = (time.monotonic() - started) * 1000
             log.info("streamdiffusion warmed up at %dx%d in %.0f ms", width, height, self.warmup_ms)
         worker.call(slot.reset_stream)
+
+    def _precompile(
+        self, backend: Any, shapes: list[tuple[str, tuple[tuple[int, ...], ...]]], params: StreamDiffusionParams
+    ) -> dict[str, int] | None:
+        """Inductor only: compile `shapes` in a child process first, so the `prepare` that follows
+        on this thread loads compiled graphs from Inductor's caches instead of building them
+        while holding the GIL the worker needs (`pipelines.live.precompile`). A child that fails
+        is logged and this thread compiles by itself. Returns the cache counters before, or None
+        when no child ran."""
+        import torch
+
+        device = getattr(backend, "device", None)
+        if not self._pool.precompile or getattr(backend, "compiler", None) != "inductor" or device is None:
+            return None
+        job = PrecompileJob(
+            params=params,
+            model_dir=None if self.model_dir is None else str(self.model_dir),
+            device=str(device),
+            shapes=tuple(shapes),
+            cache_dir=inductor_cache_dir(),
+            threads=torch.get_num_threads(),
+        )
+        before = cache_counters()
+        try:
+            seconds = self._precompiler.run(job)
+        except PrecompileCancelled:
+            raise
+        except PrecompileError as exc:
+            log.warning("streamdiffusion: compiling in a child process failed (%s); compiling here instead", exc)
+            return None
+        self.precompile_ms = seconds * 1000
+        log.info("streamdiffusion: %d graph(s) compiled in a child process in %.1f s", len(shapes), seconds)
+        return before
 
     def process(self, frames: torch.Tensor) -> torch.Tensor:
         """Each frame through the shared worker (batched with the other sessions' frames);
@@ -1022,6 +1069,7 @@ class StreamDiffusionPipeline:
             log.warning("ip_adapter: %s %s: running without it", key, why)
 
     def close(self) -> None:
+        self._precompiler.cancel()
         self._abandon_reload()
         worker, self._worker = self._worker, None
         if worker is not None:
@@ -1046,6 +1094,8 @@ class StreamDiffusionPipeline:
             "unet_batch": s.unet_rows() if s else None,
             "load_ms": _round(self.load_ms),
             "warmup_ms": _round(self.warmup_ms),
+            "precompile_ms": _round(self.precompile_ms),
+            "compile_cache": self.compile_cache,
             "first_frame_ms": _round(self.first_frame_ms),
             "time_to_first_frame_ms": _round(self.time_to_first_frame_ms),
             "frames": self.frames,

@@ -91,3 +91,26 @@ def test_pipeline_without_model_is_an_error() -> None:
 def test_bad_environment_value_is_a_clear_error() -> None:
     with pytest.raises(ConfigError, match="PORT"):
         build_parser({"PORT": "eighty"})
+
+
+def test_work_limit_defaults_follow_the_hardware() -> None:
+    from livestream.settings import WorkLimits, hardware_work_limits
+
+    gib = 1024**3
+    cpu, small, mid, large = (hardware_work_limits(m)[1] for m in (None, 8 * gib, 24 * gib, 80 * gib))
+    assert mid == WorkLimits()
+    assert cpu.pixels < mid.pixels and cpu.images < mid.images and cpu.video_frames < mid.video_frames
+    assert small.pixels < mid.pixels and large.images > mid.images and large.llm_tokens > mid.llm_tokens
+    # every profile accepts the routes' own defaults (1024x576, 50-100 steps, one image)
+    for limits in (cpu, small, mid, large):
+        assert limits.pixels >= 1024 * 576 and limits.side >= 1024 and limits.steps >= 100 and limits.images >= 1
+
+
+def test_limit_flags_override_the_hardware_profile() -> None:
+    from livestream.api.hardware import smallest_gpu_memory
+    from livestream.settings import hardware_work_limits
+
+    settings = settings_from_args(build_parser().parse_args(["serve", "--limit", "steps=7"]))
+    profile = hardware_work_limits(smallest_gpu_memory())[1]  # this machine's (no GPU here: the CPU one)
+    assert settings.limits.steps == 7
+    assert (settings.limits.pixels, settings.limits.images) == (profile.pixels, profile.images)
