@@ -433,6 +433,28 @@ def _check_webhook(url: str, timeout: float = 3.0) -> None:
         ) from None
 
 
+def _check_ports_free(host: str, ports: list[int | None]) -> None:
+    """Bind each port once, as the servers will, before anything starts: a taken port is then
+    one clear error (`_os_error_line`) rather than a failure halfway through start-up."""
+    import errno
+    import socket
+
+    for port in ports:
+        if not port:
+            continue
+        for family, kind, proto, _, address in socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE):
+            with socket.socket(family, kind, proto) as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as asyncio's servers do
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                try:
+                    sock.bind(address)
+                except OSError as exc:
+                    if exc.errno == errno.EADDRINUSE:
+                        raise OSError(errno.EADDRINUSE, f"address ('{address[0]}', {port}) is in use") from None
+                    raise
+
+
 def _aux_models(entries: list[str]) -> dict[str, str]:
     from pipelines.live.aux_models import parse_aux_models
 
@@ -753,6 +775,7 @@ def _serve(args: argparse.Namespace) -> int:
         return _run_prepare([(settings.pipeline, settings.model_id or "")], settings.model_dir, None, [], [])
     if settings.auth_webhook_url and settings.rtmp_port is not None:
         _check_webhook(settings.auth_webhook_url)
+    _check_ports_free(settings.host, [settings.port, settings.rtmp_port, getattr(settings, "rtmps_port", None)])
     app = build_app(settings)
     from pipelines.registry import BATCH_TASKS
 

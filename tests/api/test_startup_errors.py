@@ -11,9 +11,11 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+ROOT = Path(__file__).resolve().parents[2]
 ENV = {k: v for k, v in os.environ.items() if k not in ("LOG_LEVEL", "DEBUG", "PORT", "RTMP_PORT", "LIVE_PARAMS", "LIVE_PIPELINE")}
 ENV["CUDA_VISIBLE_DEVICES"] = ""  # the ready banner below is the CPU one on any machine
 
@@ -49,9 +51,16 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tuple[l
             "webhook": [*serve, "--rtmp-auth-webhook", f"http://127.0.0.1:{closed}/auth"],
             "debug": ["--debug", "serve", "--live-params", "[1"],
         }
+        commands = {name: _command(*args) for name, args in cases.items()}
+        # A benchmark that needs Chromium, on a PATH without it.
+        cases["no chromium"] = ["glass_to_glass", "--browser"]
+        commands["no chromium"] = [sys.executable, "-m", "benchmarks", *cases["no chromium"]]
+        envs = {name: ENV for name in cases} | {"no chromium": ENV | {"PATH": str(not_a_model)}}
         procs = {
-            name: subprocess.Popen(_command(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
-            for name, args in cases.items()
+            name: subprocess.Popen(
+                command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=envs[name], cwd=ROOT
+            )
+            for name, command in commands.items()
         }
         done = {}
         for name, proc in procs.items():
@@ -100,6 +109,15 @@ def test_bad_live_params(runs) -> None:
 def test_a_webhook_that_refuses_connections(runs) -> None:
     line = _one_line(runs["webhook"][1])
     assert "webhook" in line and "refuses connections" in line and "--rtmp-auth-webhook" in line
+
+
+def test_a_benchmark_without_chromium(runs) -> None:
+    result = runs["no chromium"][1]
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "glass_to_glass: error: --browser needs Chromium, which is not installed: apt install chromium "
+        "(or make system-packages), or run without --browser."
+    ]
 
 
 def test_debug_adds_the_traceback(runs) -> None:
