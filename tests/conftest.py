@@ -23,6 +23,15 @@ def _hf_offline() -> Iterator[None]:
         yield
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _url_guard_allows_loopback() -> Iterator[None]:
+    # The tests' RTMP push targets and style-image servers listen on 127.0.0.1: allowed here by
+    # the operator's setting (pipelines/url_guard.py); the guard's own tests pass a `UrlPolicy`.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LIVESTREAM_URL_ALLOW_PRIVATE", "1")
+        yield
+
+
 @pytest.fixture
 def one_torch_thread() -> Iterator[None]:
     """torch on one intra-op thread for the test: the tiny models gain nothing from more, and on a

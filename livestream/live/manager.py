@@ -25,6 +25,7 @@ import aiohttp
 from pipelines.errors import InvalidRequestError
 from pipelines.live import LivePipelineRegistry, LivePipelineSpec, default_live_registry
 from pipelines.live.aux_models import AuxModels
+from pipelines.url_guard import UrlRefusedError, check_url
 
 from ..egress import PacketSink
 from ..egress.recording import RecordingError, Recordings
@@ -301,6 +302,13 @@ class SessionManager:
             not isinstance(rtmp_output, str) or (rtmp_output and not rtmp_output.startswith("rtmp://"))
         ):
             raise InvalidRequestError(f'`rtmp_output` must be an rtmp:// URL, "" or null, got {rtmp_output!r}.')
+        if rtmp_output:
+            # A client names where the engine pushes: the URL guard decides (private and
+            # loopback targets refused unless the operator allows them).
+            try:
+                await asyncio.to_thread(check_url, rtmp_output, schemes=("rtmp", "rtmps"))
+            except UrlRefusedError as exc:
+                raise InvalidRequestError(f"`rtmp_output` refused: {exc}.") from None
         session = self._sessions.get(stream)
         spec = session.spec if session is not None else self.registry.get(self.direct_pipeline)
         preset = self._presets.get(stream) or DirectPreset()
