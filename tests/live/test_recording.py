@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+from collections.abc import Awaitable, Callable
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -15,22 +16,23 @@ import av
 import numpy as np
 import pytest
 from aiohttp.test_utils import TestClient
-from conftest import EngineFactory
 from live_helpers import wait_for
 
 from livestream.cli import build_parser, settings_from_args
 from livestream.egress import PacketSink
-from livestream.errors import ConfigError
 from livestream.egress.recording import Mp4Writer, Recording, RecordingError, RecordingSink, Recordings
+from livestream.errors import ConfigError
+from livestream.live import LIVE_MANAGER_KEY
 from livestream.live.testsrc import draw_frame
 from livestream.media.audio_frames import adts_header
 from livestream.media.packets import EncodedPacket
 from livestream.media.video_encoder import EncoderConfig, H264Encoder
-from livestream.live import LIVE_MANAGER_KEY
 from livestream.protocols import RTMP_SERVER_KEY
 from livestream.settings import Settings
 
 FFMPEG = shutil.which("ffmpeg") or "/usr/bin/ffmpeg"
+#: The `engine_factory` fixture (tests/live/conftest.py).
+EngineFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
 FFPROBE = shutil.which("ffprobe") or "/usr/bin/ffprobe"
 FPS = 30
 
