@@ -328,6 +328,8 @@ class RecordingSink(QueuedSink):
             self._failed(exc)
         finally:
             recording = self.recording
+            if recording.error is None and self.writer.video_packets == 0:
+                recording.error = "nothing was recorded: the stream sent no video keyframe while recording"
             if recording.ended is None:
                 recording.ended = _now_ms()
             log.info("recording %s ended (%s)", recording.path, recording.error or "ok")
@@ -403,7 +405,7 @@ class Recordings:
         seen = {r.path for r in known}
         prefix = f"{_UNSAFE.sub('_', stream).strip('.') or 'stream'}-"
         try:
-            entries = sorted(self.folder.glob(f"{glob_escape(prefix)}*.mp4"))
+            entries = sorted(self.folder.glob(f"{_glob_escape(prefix)}*.mp4"))
         except OSError as exc:
             log.warning("cannot list the recordings folder %s: %s", self.folder, exc)
             entries = []
@@ -423,6 +425,6 @@ class Recordings:
         return next((r for r in self.list(stream) if r.name == name), None)
 
 
-def glob_escape(text: str) -> str:
+def _glob_escape(text: str) -> str:
     """`text` with glob's special characters taken literally."""
     return re.sub(r"([*?\[])", r"[\1]", text)
