@@ -133,3 +133,17 @@ def test_rtmps_port_follows_the_tls_flags(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="--rtmps-port 1937 needs --tls-cert and --tls-key"):
         settings("--rtmps-port", "1937")
     assert settings_from_args(build_parser({"RTMPS_PORT": "2000"}).parse_args(["serve", *tls])).rtmps_port == 2000
+
+
+async def test_a_client_that_never_starts_tls_is_dropped(
+    rtmps_engine: tuple[TestClient[Any, Any], RtmpServer, RtmpServer],
+) -> None:
+    """The TLS handshake is bounded by the idle timeout (3 s here): a silent socket is closed."""
+    _, _, rtmps = rtmps_engine
+    reader, writer = await asyncio.open_connection("127.0.0.1", rtmps.port)
+    try:
+        async with asyncio.timeout(20):
+            assert await reader.read() == b""
+    finally:
+        writer.close()
+        await writer.wait_closed()
