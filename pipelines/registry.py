@@ -43,6 +43,7 @@ from .errors import (
     PipelineError,
     PipelineNotAvailableError,
 )
+from .progress import Progress
 from .threads import DaemonThreadPool
 
 __all__ = ["BATCH_TASKS", "DEFAULT_MODEL_IDS", "IMPLEMENTATIONS", "Health", "PipelineFactory", "PipelineRegistry"]
@@ -140,6 +141,7 @@ class PipelineRegistry:
         factories: task -> factory, replacing the built-in `IMPLEMENTATIONS` (tests, plug-ins).
         load_retry_after: seconds a failed load is remembered before a request tries again.
         close_timeout_s: how long `aclose` waits for running jobs' threads to return.
+        progress_interval: seconds between the log lines of a load still running (`pipelines.progress`).
     """
 
     def __init__(
@@ -152,6 +154,7 @@ class PipelineRegistry:
         factories: Mapping[str, PipelineFactory] | None = None,
         load_retry_after: float = 30.0,
         close_timeout_s: float = 5.0,
+        progress_interval: float = 5.0,
     ) -> None:
         if max_queue < 0:
             raise ValueError(f"max_queue must be >= 0, got {max_queue}.")
@@ -160,6 +163,7 @@ class PipelineRegistry:
         self._pinned = pinned
         self._max_queue = max_queue
         self._load_retry_after = load_retry_after
+        self._progress_interval = progress_interval
         #: Cancellation flags of the jobs running in threads now.
         self._running: set[threading.Event] = set()
         if factories is None:
@@ -458,7 +462,12 @@ class PipelineRegistry:
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:
-            pipeline = await asyncio.wrap_future(self._executor.submit(factory, slot.model_id, self._model_dir))
+            # A download or a big load logs how long it has run every few seconds (HF's own bars
+            # show on a terminal only).
+            progress = Progress(f"{slot.task} {slot.model_id}", interval=self._progress_interval)
+            pipeline = await asyncio.wrap_future(
+                self._executor.submit(_load_in_stage, progress, factory, slot.model_id, self._model_dir)
+            )
         except ModelLoadError as exc:
             log.error("could not load %s model %s: %s", slot.task, slot.model_id, exc)
             # The same words for every route: which model, then why.
@@ -487,6 +496,11 @@ class PipelineRegistry:
         slot.load = None  # the next request after `load_retry_after` tries again
         slot.failure = error
         slot.failed_at = time.monotonic()
+
+
+def _load_in_stage(progress: Progress, factory: PipelineFactory, model_id: str, model_dir: Path | None) -> Any:
+    with progress.stage("load"):
+        return factory(model_id, model_dir)
 
 
 def _names_no_model(exc: BaseException) -> bool:

@@ -3,13 +3,16 @@ snapshot a live session's status carries."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 import threading
+from pathlib import Path
 
 import pytest
 
 from pipelines.progress import Progress
+from pipelines.registry import PipelineRegistry
 
 
 class FakeClock:
@@ -112,3 +115,35 @@ def test_huggingface_hub_byte_bar_feeds_a_stage() -> None:
     files.close()
     snapshot = progress.snapshot()
     assert snapshot is not None and snapshot["progress"] == 1.0
+
+
+async def test_a_model_load_logs_while_it_runs(caplog: pytest.LogCaptureFixture) -> None:
+    """A batch model load (a download, on a server without a terminal) is not silent."""
+    caplog.set_level(logging.INFO, logger="pipelines.progress")
+    gate, logged = threading.Event(), threading.Event()
+
+    class Watch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.getMessage().startswith("text-to-image some/model: load: "):
+                logged.set()
+
+    def slow_factory(model_id: str, model_dir: Path | None) -> str:
+        assert gate.wait(20), "the test never released the load"
+        return f"pipeline of {model_id}"
+
+    watch = Watch()
+    logging.getLogger("pipelines.progress").addHandler(watch)
+    registry = PipelineRegistry(
+        model_dir=None, default_models={}, pinned=None, max_queue=1,
+        factories={"text-to-image": slow_factory}, progress_interval=0.05,
+    )  # fmt: skip
+    try:
+        job = asyncio.create_task(registry.run("text-to-image", "some/model", lambda pipeline: str(pipeline)))
+        assert await asyncio.to_thread(logged.wait, 20)
+        gate.set()
+        assert await job == "pipeline of some/model"
+    finally:
+        gate.set()
+        logging.getLogger("pipelines.progress").removeHandler(watch)
+        await registry.aclose()
+    assert any("load done in" in r.getMessage() for r in caplog.records)
