@@ -70,6 +70,14 @@ def _balances_match(orch: StandInOrchestrator, spend: Any, sender: bytes) -> Non
         assert spend.credit.get(manifest, Fraction(0)) == orch.balances.balance(sender, manifest), manifest
 
 
+def _blocks_left(shared: tuple[SharedChain, str], gw: Any, pipeline: str = "text-to-image") -> int:
+    """Blocks until the gateway's params for `pipeline` expire (winning tickets redeemed on the
+    chain move it on too, so tests count from the params, not from a fixed number)."""
+    (sess,) = [v for k, v in gw.discovery.payments._sessions.items() if k[1] == pipeline]
+    chain = shared[0]
+    return int(sess.params.expiration_block - chain.call(chain.chain.client.l1_block))
+
+
 def spend_credit(gw: Any) -> Fraction:
     return Fraction(gw.discovery.payments.spend[gw.discovery.backends[0].url].credit["33_m"])
 
@@ -139,14 +147,14 @@ def test_params_expiring_mid_stream_are_refreshed(
     shared: tuple[SharedChain, str], keystore: Path, orchs: Callable[..., StandInOrchestrator], make_gateway: GwFactory
 ) -> None:
     chain = shared[0]
-    config = RecipientConfig(ev=10**12, max_face_value=4 * 10**12, params_validity_blocks=6)
+    config = RecipientConfig(ev=10**12, max_face_value=4 * 10**12, params_validity_blocks=20)
     orch = orchs(on_chain=True, chain=chain, recipient_config=config, prices=dict(PRICES))
     # The gateway reads the chain at every payment: it sees the params expire and refreshes them.
     url, gw = make_gateway([orch], eth_keystore=keystore, eth_password="pass phrase", **_chain_fields(shared))
     spend = gw.discovery.payments.spend[orch.url]  # type: ignore[union-attr]
     assert _t2i(url).status_code == 200
     calls = orch.grpc_calls
-    chain.mine_blocks(5)  # expiration - latest block = 1: expired for a sender
+    chain.mine_blocks(_blocks_left(shared, gw) - 1)  # expiration - latest block = 1: expired for a sender
     assert _t2i(url).status_code == 200
     assert spend.refreshes == 1 and orch.grpc_calls == calls + 1 and orch.payment_errors == []
 
@@ -156,7 +164,7 @@ def test_params_expiring_mid_stream_are_refreshed(
                              **_chain_fields(shared, chain_refresh=60.0))  # fmt: skip
     spend2 = gw2.discovery.payments.spend[orch.url]  # type: ignore[union-attr]
     assert _t2i(url2).status_code == 200
-    chain.mine_blocks(8)
+    chain.mine_blocks(_blocks_left(shared, gw2))  # expired for the orchestrator too
     assert _t2i(url2).status_code == 200
     assert any("ticketparams expired" in e for e in orch.payment_errors) and spend2.refreshes == 1
     assert spend2.failures == 1  # the refused payment: its tickets were not credited, on either side
@@ -280,13 +288,13 @@ def test_a_gateway_with_no_key_pays_through_the_remote_signer(
     signer = StandInSigner(chain)
     signer_url, srv = loop_thread.serve(signer.app())
     try:
-        config = RecipientConfig(ev=10**12, max_face_value=4 * 10**12, params_validity_blocks=6)
+        config = RecipientConfig(ev=10**12, max_face_value=4 * 10**12, params_validity_blocks=30)
         orch = orchs(on_chain=True, chain=chain, recipient_config=config, prices=dict(PRICES))
         url, gw = make_gateway([orch], remote_signer_url=signer_url)  # no key, no chain URL
         assert gw.discovery.backends[0].state == "up"
         for size in (64, 64, 64, 256, 64):
             assert _t2i(url, size).status_code == 200
-        chain.mine_blocks(5)  # the signer answers 480: new params, and the balance goes on
+        chain.mine_blocks(_blocks_left(shared, gw) - 1)  # the signer answers 480: new params, the balance goes on
         assert _t2i(url).status_code == 200
         spend = gw.discovery.payments.spend[orch.url]  # type: ignore[union-attr]
         fees = [Fraction(s * s * PRICES["text-to-image"]) for s in (64, 64, 64, 256, 64, 64)]
