@@ -62,6 +62,8 @@ DEFAULT_RECORDINGS_DIR = Path("recordings")
 MP4_FLAGS = "frag_keyframe+empty_moov+default_base_moof"
 #: How long (90 kHz ticks) a file waits after its first keyframe for audio to show up.
 AUDIO_WAIT = 90_000
+#: One frame at 30 fps (90 kHz ticks): the gap left where the input's clock jumps back.
+_FRAME_TICKS = 3000
 #: Packets written per worker-thread call at most.
 _BATCH = 64
 #: Demuxer names for the copied audio codecs (a template stream is probed from one frame).
@@ -145,6 +147,11 @@ class Mp4Writer:
         self._audio: Stream | None = None
         self._audio_adts = False
         self._origin: int | None = None
+        #: Added to every timestamp after the input's clock jumped (see `_mux`).
+        self._shift = 0
+        self._last_dts: dict[str, int] = {}
+        #: Packets left out because their time went backwards (a clock jump's stragglers).
+        self.out_of_order = 0
         self._held: list[EncodedPacket] = []
         self._closed = False
         self.video_packets = 0
@@ -244,11 +251,25 @@ class Mp4Writer:
     def _mux(self, packet: EncodedPacket) -> None:
         assert self._out is not None and self._origin is not None
         stream = self._video if packet.kind == "video" else self._audio
-        pts, dts = packet.pts - self._origin, packet.dts - self._origin
-        if stream is None or dts < 0:
-            if packet.kind == "audio":
-                self.audio_skipped += 1
+        if stream is None:
+            self.audio_skipped += 1
             return
+        offset = self._shift - self._origin
+        last = self._last_dts.get(packet.kind)
+        if last is not None and packet.dts + offset <= last:
+            if not (packet.kind == "video" and packet.keyframe):
+                self.out_of_order += 1
+                return
+            # The encoder restarted on a new input clock (a new source behind the same stream):
+            # the file goes on one frame after its last one instead of going back in time.
+            self._shift += last + _FRAME_TICKS - (packet.dts + offset)
+            offset = self._shift - self._origin
+            log.info("recording %s: the stream's clock jumped back; timestamps continue", self.path)
+        pts, dts = packet.pts + offset, packet.dts + offset
+        if dts < 0:
+            self.audio_skipped += 1  # audio from before the first keyframe
+            return
+        self._last_dts[packet.kind] = dts
         data = packet.data
         if packet.kind == "audio" and self._audio_adts:
             data, _ = adts_to_raw(data)
@@ -315,16 +336,17 @@ class RecordingSink(QueuedSink):
                         break
                     batch.append(more)
                 await asyncio.to_thread(self.writer.write, batch)
-        except (OSError, av.FFmpegError) as exc:
+        except Exception as exc:  # disk full, file gone, a packet the muxer refuses: this recording ends
+            log.debug("recording %s failed", self.recording.path, exc_info=True)
             self._failed(exc)
         finally:
             await self._close()
 
     async def _close(self) -> None:
         try:
-            # Not cancellable half-way: the worker finishes the file whatever happens here.
-            await asyncio.shield(asyncio.to_thread(self.writer.close))
-        except (OSError, av.FFmpegError) as exc:
+            # Cancelled here, the worker thread still finishes the file (it holds the lock).
+            await asyncio.to_thread(self.writer.close)
+        except Exception as exc:
             self._failed(exc)
         finally:
             recording = self.recording

@@ -312,3 +312,18 @@ def test_record_flag_and_env(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
     with pytest.raises(ConfigError, match="not a folder"):
         settings({}, "--record", str(tmp_path / "file"))
+
+
+async def test_a_clock_that_jumps_back_continues_the_file(tmp_path: Path) -> None:
+    """A new source behind the same stream restarts the encoder on its own clock: the file
+    keeps every frame, in order, instead of ending on a timestamp that goes back."""
+    path = tmp_path / "jump.mp4"
+    first, second = _video_packets(30), _video_packets(30)  # both start at the same time
+    writer = Mp4Writer(path)
+    writer.write(first + second)
+    writer.close()
+    probe = await _probe(path)
+    assert int(probe["streams"][0]["nb_read_frames"]) == 60
+    assert abs(float(probe["format"]["duration"]) - 2.0) < 0.15
+    rc, _, err = await _run(FFMPEG, "-v", "error", "-i", str(path), "-f", "null", "-")
+    assert rc == 0 and not err, err
