@@ -143,6 +143,9 @@ class GatewayConfig:
     #: WebRTC (WHEP playback at the gateway): STUN/TURN URLs and host candidate addresses.
     ice_servers: tuple[str, ...] = ()
     webrtc_hosts: tuple[str, ...] = ()
+    #: go-livepeer orchestrators with Live Runners (gateway/live.py): a live stream no runner of
+    #: ours takes is reserved on one of their `live-video-to-video[/{model}]` apps (offchain).
+    live_runner_orchestrators: tuple[str, ...] = ()
 
     def price_cap(self, pipeline: str, model_id: str) -> float | None:
         caps = self.max_prices

@@ -37,15 +37,17 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 
-from trickle import Channel, TrickleServer
+from trickle import Channel, SegmentWriter, TrickleError, TricklePublisher, TrickleServer, TrickleSubscriber
 from trickle.segment import SegmentBuffer
 
+from ..liverunner.client import DiscoveredRunner, LiveRunnerClient, LiveRunnerClientError, ReservedSession
+
 from .backends import Backend, Discovery, auth_headers
-from .config import GatewayConfig
+from .config import GatewayConfig, RunnerConfig
 from .selection import NoBackendError, Selector
 
 __all__ = ["LiveError", "LiveStream", "LiveStreams", "read_segments", "segment_chunks"]
@@ -138,6 +140,114 @@ class LocalWriter:
         self.end()
 
 
+class Writer(Protocol):
+    """Segments into a trickle channel: `LocalWriter` (the gateway's own) or `RemoteWriter`."""
+
+    def begin(self) -> None: ...
+
+    def write(self, data: bytes) -> None: ...
+
+    def end(self) -> None: ...
+
+    def send(self, data: bytes) -> None: ...
+
+    async def aclose(self) -> None:
+        """The channel ends (the reader sees its end); the writer is done."""
+
+
+class LocalChannelWriter(LocalWriter):
+    """A `LocalWriter` that owns its channel: `aclose` closes it."""
+
+    def __init__(self, server: TrickleServer, channel: Channel) -> None:
+        super().__init__(channel)
+        self.server = server
+
+    async def aclose(self) -> None:
+        self.end()
+        self.server.close_channel(self.channel.name)
+
+
+class RemoteWriter:
+    """The `LocalWriter` calls over a channel elsewhere (a live runner's orchestrator hosts it):
+    they are queued in order and one task publishes them with a `TricklePublisher`. A channel
+    that fails is logged and its writes dropped (the watchdog then swaps the runner)."""
+
+    def __init__(self, url: str, mime_type: str, http: aiohttp.ClientSession) -> None:
+        self.url = url
+        self._ops: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
+        self._task = asyncio.create_task(self._run(mime_type, http), name=f"live-remote-{url[-24:]}")
+        self.failed: str | None = None
+
+    def begin(self) -> None:
+        self._ops.put_nowait(("begin", b""))
+
+    def write(self, data: bytes) -> None:
+        self._ops.put_nowait(("write", data))
+
+    def end(self) -> None:
+        self._ops.put_nowait(("end", b""))
+
+    def send(self, data: bytes) -> None:
+        self.begin()
+        self.write(data)
+        self.end()
+
+    async def aclose(self, timeout: float = 2.0) -> None:
+        """Publish what is queued (for at most `timeout` s), then DELETE the channel."""
+        self._ops.put_nowait(("close", b""))
+        done, _ = await asyncio.wait([self._task], timeout=timeout)
+        if not done:
+            self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+    async def _run(self, mime_type: str, http: aiohttp.ClientSession) -> None:
+        try:
+            async with TricklePublisher(self.url, mime_type, session=http) as publisher:
+                async with contextlib.AsyncExitStack() as stack:
+                    segment: SegmentWriter | None = None
+                    while True:
+                        op, data = await self._ops.get()  # idle wait: `aclose` queues "close"
+                        if op == "close":
+                            return
+                        if op in ("begin", "end") and segment is not None:
+                            await stack.aclose()
+                            segment = None
+                        if op == "begin" or (op == "write" and segment is None):
+                            segment = await stack.enter_async_context(publisher.segment())
+                        if op == "write":
+                            assert segment is not None
+                            await segment.write(data)
+        except TrickleError as exc:
+            self.failed = str(exc)
+            log.warning("live: channel %s failed: %s", self.url, exc)
+
+
+SegmentSource = Callable[[], AsyncIterator[AsyncIterator[bytes]]]
+
+
+def local_source(channel: Channel) -> SegmentSource:
+    async def segments() -> AsyncIterator[AsyncIterator[bytes]]:
+        async for segment in read_segments(channel, start=0):
+            yield segment_chunks(segment)
+
+    return segments
+
+
+def remote_source(url: str, http: aiohttp.ClientSession) -> SegmentSource:
+    """A channel elsewhere, from its first segment until it ends (a failed read ends it too)."""
+
+    async def segments() -> AsyncIterator[AsyncIterator[bytes]]:
+        try:
+            async with TrickleSubscriber(url, start_seq=0, session=http) as subscriber:
+                async for segment in subscriber:
+                    yield segment
+        except TrickleError as exc:
+            log.warning("live: channel %s ended: %s", url, exc)
+
+    return segments
+
+
 # --- one runner serving a stream -----------------------------------------------------------
 
 
@@ -146,10 +256,12 @@ class Attempt:
     backend: Backend
     mid: str
     started: float
-    input: LocalWriter
-    control: LocalWriter
-    out_channel: Channel
-    events_channel: Channel
+    input: Writer
+    control: Writer
+    output: SegmentSource
+    events: SegmentSource
+    #: A live runner's session on an orchestrator (None: one of our runners).
+    session: ReservedSession | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     last_output: float | None = None
     last_event: float = 0.0
@@ -157,6 +269,12 @@ class Attempt:
     health_failures: int = 0
     errors: deque[float] = field(default_factory=deque)
     stopped: bool = False
+
+
+def _serves(runner: DiscoveredRunner, model_id: str) -> bool:
+    """A live runner's app is `live-video-to-video[/{model}]` (the engine registers it so)."""
+    app, _, model = runner.app.partition("/")
+    return app == PIPELINE and (not model_id or not model or model == model_id)
 
 
 class LiveStream:
@@ -209,6 +327,8 @@ class LiveStream:
             try:
                 backend = self.streams.selector.pick(candidates, PIPELINE, self.model_id, exclude=tried)
             except NoBackendError as exc:
+                if cfg.live_runner_orchestrators:
+                    return await self._start_on_live_runner(exclude={b.url for b in tried})
                 raise LiveError(503, f"{exc} ({last})" if tried else str(exc)) from None
             tried.append(backend)
             try:
@@ -218,6 +338,54 @@ class LiveStream:
                 log.warning("live %s: start on %s failed: %s", self.name, backend.url, exc)
                 backend.suspend(cfg.live_suspension_penalty, f"live start failed: {exc}")
         raise LiveError(503, f"no runner took the stream ({last})")
+
+    async def _start_on_live_runner(self, exclude: set[str]) -> Attempt:
+        """No runner of ours took it: a go-livepeer Live Runner (`--live-runner-orchestrator`),
+        reserved through the orchestrator's discovery (`liverunner/client.py`, offchain). Its app
+        (`POST stream/start` through the orchestrator's proxy) answers with the session's four
+        channels, hosted by the orchestrator; the relays publish and subscribe to them over HTTP."""
+        http = self.streams.http
+        last = "no live runner"
+        for orchestrator in self.streams.config.live_runner_orchestrators:
+            client = LiveRunnerClient(orchestrator, http)
+            try:
+                async with asyncio.timeout(START_TIMEOUT):
+                    found = await client.discovery()
+            except (LiveRunnerClientError, TimeoutError) as exc:
+                last = f"{orchestrator}: discovery: {exc}"
+                continue
+            for runner in found:
+                if runner.url in exclude or not _serves(runner, self.model_id):
+                    continue
+                try:
+                    return await self._reserve_on(client, runner)
+                except (LiveRunnerClientError, TimeoutError, KeyError, TypeError) as exc:
+                    last = f"{runner.url}: {exc!r}"
+                    log.warning("live %s: live runner %s refused: %s", self.name, runner.url, exc)
+        raise LiveError(503, f"no runner or live runner took the stream ({last})")
+
+    async def _reserve_on(self, client: LiveRunnerClient, runner: DiscoveredRunner) -> Attempt:
+        async with asyncio.timeout(START_TIMEOUT):
+            session = await client.reserve(runner)
+        try:
+            async with asyncio.timeout(START_TIMEOUT):
+                urls = await session.call("POST", "stream/start", {"params": self.params})
+            http = self.streams.http
+            attempt = Attempt(
+                backend=Backend(RunnerConfig(runner.url)), mid=f"{self.name}-{session.session_id}", started=time.monotonic(),
+                input=RemoteWriter(str(urls["input_url"]), "video/MP2T", http),
+                control=RemoteWriter(str(urls["control_url"]), "application/json", http),
+                output=remote_source(str(urls["output_url"]), http), events=remote_source(str(urls["events_url"]), http),
+                session=session,
+            )  # fmt: skip
+        except BaseException:
+            with contextlib.suppress(LiveRunnerClientError, TimeoutError):
+                async with asyncio.timeout(START_TIMEOUT):
+                    await session.stop()
+            raise
+        attempt.last_event = attempt.started
+        self._run_attempt(attempt)
+        return attempt
 
     async def _start_on(self, backend: Backend) -> Attempt:
         server = self.streams.server
@@ -230,9 +398,9 @@ class LiveStream:
         }
         made = {key: server.create_channel(name, mime) for key, (name, mime) in channels.items()}
         attempt = Attempt(
-            backend=backend, mid=mid, started=time.monotonic(), input=LocalWriter(made["subscribe_url"]),
-            control=LocalWriter(made["control_url"]), out_channel=made["publish_url"],
-            events_channel=made["events_url"],
+            backend=backend, mid=mid, started=time.monotonic(), input=LocalChannelWriter(server, made["subscribe_url"]),
+            control=LocalChannelWriter(server, made["control_url"]), output=local_source(made["publish_url"]),
+            events=local_source(made["events_url"]),
         )  # fmt: skip
         attempt.last_event = attempt.started
         body: dict[str, Any] = {key: self.trickle_base + name for key, (name, _) in channels.items()}
@@ -249,15 +417,19 @@ class LiveStream:
             for name, _ in channels.values():
                 server.close_channel(name)
             raise
-        backend.in_flight += 1
+        self._run_attempt(attempt)
+        return attempt
+
+    def _run_attempt(self, attempt: Attempt) -> None:
+        mid = attempt.mid
+        attempt.backend.in_flight += 1
         attempt.tasks = [
             asyncio.create_task(self._relay_output(attempt), name=f"live-out-{mid}"),
             asyncio.create_task(self._read_events(attempt), name=f"live-events-{mid}"),
             asyncio.create_task(self._keepalive(attempt), name=f"live-keepalive-{mid}"),
             asyncio.create_task(self._watch(attempt), name=f"live-watch-{mid}"),
         ]
-        log.info("live %s: started on %s (%s)", self.name, backend.url, mid)
-        return attempt
+        log.info("live %s: started on %s (%s)", self.name, attempt.backend.url, mid)
 
     async def _stop_attempt(self, attempt: Attempt) -> None:
         if attempt.stopped:
@@ -272,8 +444,17 @@ class LiveStream:
             if task is not current:
                 with contextlib.suppress(BaseException):
                     await task
-        for suffix in ("", "-out", "-control", "-events"):
-            self.streams.server.close_channel(attempt.mid + suffix)
+        await attempt.input.aclose()
+        await attempt.control.aclose()
+        if attempt.session is not None:
+            try:
+                async with asyncio.timeout(START_TIMEOUT):
+                    await attempt.session.stop()
+            except (LiveRunnerClientError, TimeoutError) as exc:
+                log.warning("live %s: stopping live runner session %s: %s", self.name, attempt.session.session_id, exc)
+        else:
+            for suffix in ("-out", "-events"):
+                self.streams.server.close_channel(attempt.mid + suffix)
 
     async def failover(self, attempt: Attempt, reason: str) -> None:
         """Swap `attempt`'s runner for another one, within go-livepeer's limits."""
@@ -371,17 +552,16 @@ class LiveStream:
         # The input is over: the runner drains, its output ends, and so does the stream.
         attempt = self.attempt
         if attempt is not None and not attempt.stopped:
-            attempt.input.end()
-            self.streams.server.close_channel(attempt.mid)
-            self.streams.server.close_channel(attempt.mid + "-control")
+            await attempt.input.aclose()
+            await attempt.control.aclose()
         else:
             await self.finish("input ended")
 
     async def _relay_output(self, attempt: Attempt) -> None:
-        async for segment in read_segments(attempt.out_channel, start=0):
+        async for chunks in attempt.output():
             wrote = False
             try:
-                async for chunk in segment_chunks(segment):
+                async for chunk in chunks:
                     if not wrote:
                         self.output.begin()
                         wrote = True
@@ -400,8 +580,8 @@ class LiveStream:
 
     async def _read_events(self, attempt: Attempt) -> None:
         storm = self.streams.config.live_error_storm
-        async for segment in read_segments(attempt.events_channel, start=0):
-            data = b"".join([c async for c in segment_chunks(segment)])
+        async for chunks in attempt.events():
+            data = b"".join([c async for c in chunks])
             if not data:
                 continue
             attempt.last_event = time.monotonic()
@@ -446,12 +626,20 @@ class LiveStream:
             if now - attempt.last_event > EVENT_GAP:
                 self._spawn_failover(attempt, "timeout waiting for events")
                 return
-            try:
-                async with http.get(attempt.backend.url + "/health", timeout=timeout,
-                                    headers=auth_headers(attempt.backend.config)) as resp:  # fmt: skip
-                    ok = resp.status == 200
-            except (aiohttp.ClientError, TimeoutError):
-                ok = False
+            if attempt.session is not None:  # a live runner: its app, through the orchestrator's proxy
+                try:
+                    async with asyncio.timeout(timeout.total or 1.0):
+                        await attempt.session.call("GET", "stream/status")
+                    ok = True
+                except (LiveRunnerClientError, TimeoutError):
+                    ok = False
+            else:
+                try:
+                    async with http.get(attempt.backend.url + "/health", timeout=timeout,
+                                        headers=auth_headers(attempt.backend.config)) as resp:  # fmt: skip
+                        ok = resp.status == 200
+                except (aiohttp.ClientError, TimeoutError):
+                    ok = False
             attempt.health_failures = 0 if ok else attempt.health_failures + 1
             if attempt.health_failures >= 2:
                 self._spawn_failover(attempt, "runner health check failed")
