@@ -720,6 +720,7 @@ def _print_ready(app: web.Application, settings: Settings) -> None:
     push = f"rtmp://{host}:{rtmp.port}/live"
     lines += [
         f"  push:      {push}/{key}   (OBS: Settings > Stream > Service Custom, Server {push}, Stream Key {key})",
+        *([f"  push TLS:  rtmps://{host}:{settings.rtmps_port}/live/{key}"] if settings.rtmps_port else []),
         f"  watch:     {base}/live/{name}",
         f"  OBS view:  {base}/live/{name}/view   (a Browser Source; docs/obs.md)",
     ]
