@@ -115,6 +115,8 @@ def add_gateway_parser(commands: Any, env: Mapping[str, str] | None = None) -> a
                    help="STUN/TURN URL for WHEP viewers; repeatable (env GATEWAY_ICE_SERVERS, comma-separated)")  # fmt: skip
     p.add_argument("--webrtc-host", action="append", default=None, metavar="ADDR",
                    help="address offered as a WebRTC host candidate; repeatable (env GATEWAY_WEBRTC_HOSTS, comma-separated)")  # fmt: skip
+    p.add_argument("--live-runner-orchestrator", action="append", default=None, metavar="URL",
+                   help="go-livepeer orchestrator with Live Runners, for live streams no runner takes; repeatable (env GATEWAY_LIVE_RUNNER_ORCHESTRATORS, comma-separated)")  # fmt: skip
     for name, (var, parse, text) in _FLAGS.items():
         p.add_argument(_flag(name), type=parse, default=None, help=f"{text} (env {var}); default {_DEFAULTS[name]}")
     p.set_defaults(handler=_run, gateway_env=env)
@@ -159,10 +161,10 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = N
     stream_keys = args.stream_key or _env_list(env, "GATEWAY_STREAM_KEYS")
     if stream_keys:
         values["stream_keys"] = parse_stream_keys(stream_keys)
-    for name in ("ice_servers", "webrtc_hosts"):
+    for name in ("ice_servers", "webrtc_hosts", "live_runner_orchestrators"):
         items = getattr(args, name[:-1]) or _env_list(env, "GATEWAY_" + name.upper())
         if items:
-            values[name] = tuple(items)
+            values[name] = tuple(i.rstrip("/") for i in items)
     prices = args.max_price or _env_list(env, "GATEWAY_MAX_PRICES")
     if prices:
         values["max_prices"] = parse_price_caps(prices)
@@ -172,7 +174,7 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = N
         if value is not None:
             values[name] = value
     config = GatewayConfig(**values)
-    if not config.runners and not config.orchestrators and not config.orchestrator_list:
+    if not (config.runners or config.orchestrators or config.orchestrator_list or config.live_runner_orchestrators):
         raise ConfigError("no backends: give --runner URL, --orchestrator URL or --orchestrator-list URL "
                           "(or GATEWAY_RUNNERS, GATEWAY_ORCHESTRATORS, GATEWAY_ORCHESTRATOR_LIST, or in --config)")  # fmt: skip
     for url in config.orchestrators:
