@@ -44,14 +44,20 @@ class BackendError(ModelLoadError):
 
 
 class CompiledBackend(TorchBackend):
-    """`TorchBackend` with the UNet, VAE encoder and VAE decoder through `torch.compile`."""
+    """`TorchBackend` with the UNet, VAE encoder and VAE decoder through `torch.compile`.
+
+    `eager` is the backend whose calls are compiled (default `TorchBackend`; an `SDXLBackend`
+    for SDXL: its packed-embedding split and added text/time embeddings compile with the UNet);
+    its `unet_with_residuals` (ControlNets, hooks) and `split_embeds` are used as they are."""
 
     name = "compile"
 
-    def __init__(self, unet: Any, vae: Any, device: torch.device) -> None:
+    def __init__(self, unet: Any, vae: Any, device: torch.device, eager: TorchBackend | None = None) -> None:
         import torch
 
         super().__init__(unet, vae)
+        #: SDXL's packed embeddings -> (hidden states, added_cond_kwargs); None for SD 1.5/2.1.
+        self.split_embeds: Callable[..., Any] | None = getattr(eager, "split_embeds", None)
         self.device = device
         self.cuda_graphs = device.type == "cuda"
         raise_recompile_limit(_RECOMPILE_LIMIT)
@@ -59,7 +65,8 @@ class CompiledBackend(TorchBackend):
         if self.compiler != "inductor":
             self.cuda_graphs = False
         mode = "reduce-overhead" if self.cuda_graphs else None
-        eager = TorchBackend(unet, vae)
+        eager = eager if eager is not None else TorchBackend(unet, vae)
+        self._eager = eager
         self._unet_c = torch.compile(eager.unet, dynamic=False, mode=mode, backend=self.compiler)
         self._encode_c = torch.compile(eager.encode, dynamic=False, mode=mode, backend=self.compiler)
         self._decode_c = torch.compile(eager.decode, dynamic=False, mode=mode, backend=self.compiler)
@@ -89,6 +96,10 @@ class CompiledBackend(TorchBackend):
 
     def unet(self, sample: torch.Tensor, timesteps: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor:
         return self._run("unet", self._unet_c, sample, timesteps, embeds)
+
+    def unet_with_residuals(self, sample: torch.Tensor, timesteps: torch.Tensor, embeds: torch.Tensor, **extra: Any) -> torch.Tensor:
+        """The eager backend's (ControlNet residuals and hook inputs run the eager UNet)."""
+        return self._eager.unet_with_residuals(sample, timesteps, embeds, **extra)
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         return self._run("encode", self._encode_c, images)
@@ -129,13 +140,14 @@ class CompiledBackend(TorchBackend):
             log.info("compile backend: %d/%d %s %s done in %.1f s", i, len(todo), what, dims[0], time.monotonic() - started)
 
 
-def make_backend(name: str, unet: Any, vae: Any, device: torch.device) -> DenoiseBackend:
-    """The backend called `name` (`BACKENDS`); raises `BackendError` for an unknown one."""
+def make_backend(name: str, unet: Any, vae: Any, device: torch.device, eager: TorchBackend | None = None) -> DenoiseBackend:
+    """The backend called `name` (`BACKENDS`) over `eager` (default `TorchBackend(unet, vae)`;
+    an `SDXLBackend` for SDXL); raises `BackendError` for an unknown one."""
     if name == "eager":
-        return TorchBackend(unet, vae)
+        return eager if eager is not None else TorchBackend(unet, vae)
     if name == "compile":
         try:
-            return CompiledBackend(unet, vae, device)
+            return CompiledBackend(unet, vae, device, eager)
         except Exception as exc:
             raise BackendError(f"the compile backend is not available: {exc!r}") from exc
     raise BackendError(f"unknown backend {name!r}; available: {', '.join(BACKENDS)}")

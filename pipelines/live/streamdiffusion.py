@@ -288,9 +288,8 @@ def load_models(params: StreamDiffusionParams, *, model_dir: Path | None, device
         warnings["acceleration"] = "TensorRT engines are not built for SDXL here: running eager PyTorch"
         backend = None
     if xl and backend is None:
-        if backend_name != "eager" and "acceleration" not in warnings:
-            warnings["acceleration"] = f"the {backend_name} backend is not built for SDXL yet: running eager PyTorch"
-        backend = SDXLBackend(pipe.unet, pipe.vae, latent_factor=64 // int(probe.shape[-1]))
+        xl_eager = SDXLBackend(pipe.unet, pipe.vae, latent_factor=64 // int(probe.shape[-1]))
+        backend = make_backend(backend_name, pipe.unet, pipe.vae, device, eager=xl_eager)
     if backend is None:
         backend = make_backend(backend_name, pipe.unet, pipe.vae, device)
     return _Models(
