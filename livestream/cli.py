@@ -405,13 +405,19 @@ def _check_live_params(pipeline: str, params: dict[str, object], model_dir: Path
         known = ", ".join(spec.name for spec in registry)
         raise ConfigError(f"--live-pipeline {pipeline} is not a live pipeline; choose one of: {known}.")
     try:
-        registry.get(pipeline).params_model.model_validate(params)
+        validated = registry.get(pipeline).params_model.model_validate(params)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "(the object)"
         raise ConfigError(
             f"--live-params: {where}: {first['msg']} (for the {pipeline} pipeline; GET /live/pipelines lists its params)."
         ) from None
+    model_id = getattr(validated, "model_id", None)
+    if isinstance(model_id, str) and model_id:
+        try:
+            _check_model_folder(model_id, model_dir)
+        except ConfigError as exc:
+            raise ConfigError(f"--live-params model_id: {str(exc).removeprefix('--model-id ')}") from None
 
 
 def _check_webhook(url: str, timeout: float = 3.0) -> None:

@@ -4,6 +4,7 @@ and no traceback (unless --debug); and, when all is well, the URLs a newcomer ne
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -46,6 +47,10 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tuple[l
             "http port": [*serve, "--port", str(busy), "--rtmp-port", "0"],
             "rtmp port": [*serve, "--port", str(_free_port()), "--rtmp-port", str(busy)],
             "model folder": [*serve, "--pipeline", "text-to-image", "--model-id", str(not_a_model)],
+            "live model folder": [
+                *serve, "--rtmp-port", "0", "--live-pipeline", "streamdiffusion",
+                "--live-params", json.dumps({"model_id": str(not_a_model)}),
+            ],  # fmt: skip
             "live params json": [*serve, "--live-params", "{prompt: fox}"],
             "live params value": [*serve, "--live-pipeline", "color-filter", "--live-params", '{"saturation": 9}'],
             "webhook": [*serve, "--rtmp-auth-webhook", f"http://127.0.0.1:{closed}/auth"],
@@ -98,6 +103,8 @@ def test_a_folder_that_is_not_a_model(runs) -> None:
     line = _one_line(result)
     assert result.returncode == 2
     assert "not a model folder" in line and args[-1] in line
+    line = _one_line(runs["live model folder"][1])
+    assert line.startswith("livestream: error: --live-params model_id: ") and "not a model folder" in line
 
 
 def test_bad_live_params(runs) -> None:
