@@ -39,6 +39,7 @@ ALLOWED: dict[tuple[str, str, str], str] = {
     ("livestream/api/routes.py", "_until_disconnected", "task.result"): _DONE,
     ("livestream/api/routes.py", "_until_disconnected", "asyncio.wait"): _CANCELLED,
     ("livestream/egress/__init__.py", "QueuedSink.get", "self._ready.wait"): _IDLE_TASK + "; the sink's aclose(timeout) cancels consume()",
+    ("livestream/egress/trickle.py", "TrickleSink._take", "self._ready.wait"): _IDLE_TASK + "; the sink's aclose(timeout) cancels consume()",
     ("livestream/ingest/trickle.py", "TrickleIngest.run", "asyncio.wait"): (
         "the reader lasts as long as the input: every segment read runs under asyncio.timeout(idle timeout); stop/abort cancel it"
     ),

@@ -24,7 +24,8 @@ Writing a sink (the interface the RTMP push and WHEP viewers code against):
     await session.detach_sink(sink)          # stops its task; the others go on
 
 Rules:
-- `put()` is called from the encode thread and never blocks. A sink's queue holds at most
+- `put()` (or `put_batch()`: one frame's packets, video then the audio it released, with one
+  wake-up of the loop) is called from the encode thread and never blocks. A sink's queue holds at most
   `max_packets`; when it is full the sink drops packets until the next video keyframe (so a
   decoder downstream never sees a broken GOP) and counts them in `dropped`. A slow or dead
   sink therefore never stalls the encoder or the other sinks.
@@ -65,6 +66,11 @@ class PacketSink:
         """Encode thread: take a packet. Must never block."""
         raise NotImplementedError
 
+    def put_batch(self, packets: list[EncodedPacket]) -> None:
+        """Encode thread: take one frame's packets, in order (a sink may wake its task once)."""
+        for packet in packets:
+            self.put(packet)
+
     def end(self) -> None:
         """Any thread: no more packets will come."""
         raise NotImplementedError
@@ -100,25 +106,33 @@ class QueuedSink(PacketSink):
     # --- producer side (encode thread) ----------------------------------------------------
 
     def put(self, packet: EncodedPacket) -> None:
+        self.put_batch([packet])
+
+    def put_batch(self, packets: list[EncodedPacket]) -> None:
         with self._lock:
             if self._ended:
                 return
-            self.received += 1
-            if self._skipping:
-                if not (packet.kind == "video" and packet.keyframe):
-                    self.dropped += 1
-                    return
-                self._skipping = False
-            if len(self._items) >= self.max_packets:
-                # Full: drop what is queued and everything up to the next keyframe.
-                self.dropped += len(self._items) + 1
-                self._items.clear()
-                self._skipping = True
-                return
-            self._items.append(packet)
+            for packet in packets:
+                self._add(packet)
             wake, self._waiting = self._waiting, False
         if wake:
             self._wake()
+
+    def _add(self, packet: EncodedPacket) -> None:
+        """Under the lock: queue one packet, or drop it (see the module docstring's rules)."""
+        self.received += 1
+        if self._skipping:
+            if not (packet.kind == "video" and packet.keyframe):
+                self.dropped += 1
+                return
+            self._skipping = False
+        if len(self._items) >= self.max_packets:
+            # Full: drop what is queued and everything up to the next keyframe.
+            self.dropped += len(self._items) + 1
+            self._items.clear()
+            self._skipping = True
+            return
+        self._items.append(packet)
 
     def end(self) -> None:
         with self._lock:
@@ -233,6 +247,12 @@ class SinkFanout:
     def put(self, packet: EncodedPacket) -> None:
         for sink in self._sinks:
             sink.put(packet)
+
+    def put_batch(self, packets: list[EncodedPacket]) -> None:
+        """One frame's packets (video, then the audio it released) to every sink at once."""
+        if packets:
+            for sink in self._sinks:
+                sink.put_batch(packets)
 
     def end(self) -> None:
         self._ended = True

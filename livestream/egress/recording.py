@@ -42,7 +42,7 @@ from av.stream import Stream
 
 from ..media.audio_frames import adts_header, adts_to_raw
 from ..media.packets import OUTPUT_TIME_BASE, EncodedPacket
-from . import PacketSink, QueuedSink
+from . import PacketSink, QueuedSink, SinkFanout
 
 __all__ = [
     "DEFAULT_RECORDINGS_DIR",
@@ -79,6 +79,9 @@ class _Attachable(Protocol):
     """What a recording needs of a session (`livestream.live.session.Session`)."""
 
     stream_id: str
+    @property
+    def ingest(self) -> object:
+        """Its input (`livestream.ingest.Ingest`); one with `input_sinks` can record the input too."""
 
     def attach_sink(self, sink: PacketSink) -> None: ...
 
@@ -100,6 +103,8 @@ class Recording:
     ended: int | None = None
     #: Why the recording ended early (a write error), if it did.
     error: str | None = None
+    #: "output" (the processed stream) or "input" (the publisher's stream as sent).
+    source: str = "output"
 
     @property
     def name(self) -> str:
@@ -116,6 +121,7 @@ class Recording:
             size = 0
         return {
             "stream": self.stream,
+            "source": self.source,
             "name": self.name,
             "path": str(self.path),
             "bytes": size,
@@ -367,21 +373,27 @@ class RecordingSink(QueuedSink):
 
 
 class Recordings:
-    """An engine's recordings: the folder, the live ones per stream, and what was written."""
+    """An engine's recordings: the folder, the live ones per stream, and what was written.
+
+    A stream's input can be recorded as well (`start(..., input=True)`) when its ingest hands
+    over the publisher's encoded stream as it is: an ingest with `input_sinks`, a `SinkFanout`
+    (RTMP: `livestream.rtmp.input_tap`). That file is `{stream}-{UTC time}-input.mp4`, starts at
+    the publisher's next keyframe and is a remux too.
+    """
 
     def __init__(self, folder: Path | None = None) -> None:
         self.folder = (folder or DEFAULT_RECORDINGS_DIR).expanduser().resolve()
-        self._active: dict[str, RecordingSink] = {}
+        #: stream -> its live recordings: the output's, then the input's if asked for.
+        self._active: dict[str, list[tuple[RecordingSink, SinkFanout | None]]] = {}
         self._done: dict[str, list[Recording]] = {}
 
-    def active(self, stream: str) -> Recording | None:
-        sink = self._active.get(stream)
-        return sink.recording if sink is not None else None
+    def active(self, stream: str) -> list[Recording]:
+        return [sink.recording for sink, _ in self._active.get(stream, [])]
 
-    def path_for(self, stream: str) -> Path:
-        """A new file name: `{stream}-{UTC time}.mp4`, made unique."""
+    def path_for(self, stream: str, source: str = "output") -> Path:
+        """A new file name: `{stream}-{UTC time}.mp4` (`-input` before `.mp4` for the input), made unique."""
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-        base = f"{_UNSAFE.sub('_', stream).strip('.') or 'stream'}-{stamp}"
+        base = f"{_file_prefix(stream)}{stamp}{'-input' if source == 'input' else ''}"
         path = self.folder / f"{base}.mp4"
         n = 1
         while path.exists():
@@ -389,62 +401,89 @@ class Recordings:
             path = self.folder / f"{base}-{n}.mp4"
         return path
 
-    def start(self, session: _Attachable) -> Recording:
-        """Start recording a running session; raises `RecordingError`."""
+    def start(self, session: _Attachable, *, input: bool = False) -> list[Recording]:
+        """Start recording a running session (and its input); raises `RecordingError`."""
         stream = session.stream_id
-        if stream in self._active:
-            raise RecordingError(f"Stream {stream!r} is already being recorded to {self._active[stream].recording.path}.")
+        active = self._active.get(stream)
+        if active:
+            raise RecordingError(f"Stream {stream!r} is already being recorded to {active[0][0].recording.path}.")
+        taps = getattr(session.ingest, "input_sinks", None) if input else None
+        if input and not isinstance(taps, SinkFanout):
+            kind = getattr(session.ingest, "name", "this")
+            raise RecordingError(f"The {kind} input of {stream!r} cannot be recorded as sent (RTMP and RTMPS inputs can).")
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise RecordingError(f"Cannot create the recordings folder {self.folder}: {exc.strerror or exc}.") from None
         if not os.access(self.folder, os.W_OK | os.X_OK):
             raise RecordingError(f"The recordings folder {self.folder} is not writable.")
-        recording = Recording(stream, self.path_for(stream))
-        sink = RecordingSink(recording, on_end=self._ended)
-        self._active[stream] = sink
-        self._done.setdefault(stream, []).append(recording)
-        session.attach_sink(sink)
-        log.info("recording stream %s to %s", stream, recording.path)
-        return recording
+        entries: list[tuple[RecordingSink, SinkFanout | None]] = []
+        for source, fanout in (("output", None), ("input", taps)) if input else (("output", None),):
+            recording = Recording(stream, self.path_for(stream, source), source=source)
+            sink = RecordingSink(recording, on_end=self._ended)
+            entries.append((sink, fanout))
+            self._done.setdefault(stream, []).append(recording)
+        self._active[stream] = entries
+        for sink, fanout in entries:
+            if fanout is None:
+                session.attach_sink(sink)
+            else:
+                fanout.attach(sink)
+            log.info("recording the %s of stream %s to %s", sink.recording.source, stream, sink.recording.path)
+        return [sink.recording for sink, _ in entries]
 
-    async def stop(self, session: _Attachable, timeout: float = 5.0) -> Recording | None:
-        """Stop recording `session` (the file is finished); None when it was not recording."""
-        sink = self._active.pop(session.stream_id, None)
-        if sink is None:
-            return None
-        await session.detach_sink(sink, timeout)
-        return sink.recording
+    async def stop(self, session: _Attachable, timeout: float = 5.0) -> list[Recording]:
+        """Stop recording `session` (the files are finished); [] when it was not recording."""
+        entries = self._active.pop(session.stream_id, [])
+        for sink, fanout in entries:
+            if fanout is None:
+                await session.detach_sink(sink, timeout)
+            else:
+                await fanout.detach(sink, timeout)
+        return [sink.recording for sink, _ in entries]
 
     def _ended(self, recording: Recording) -> None:
-        sink = self._active.get(recording.stream)
-        if sink is not None and sink.recording is recording:
+        """A recording ended by itself (its stream ended, a write error): the others go on."""
+        entries = self._active.get(recording.stream)
+        if entries is None:
+            return
+        left = [(sink, fanout) for sink, fanout in entries if sink.recording is not recording]
+        if left:
+            self._active[recording.stream] = left
+        else:
             del self._active[recording.stream]
 
     def list(self, stream: str) -> list[Recording]:
         """This engine's recordings of `stream`, and older `{stream}-*.mp4` files in the folder."""
         known = list(self._done.get(stream, []))
         seen = {r.path for r in known}
-        prefix = f"{_UNSAFE.sub('_', stream).strip('.') or 'stream'}-"
+        prefix = _file_prefix(stream)
         try:
             entries = sorted(self.folder.glob(f"{_glob_escape(prefix)}*.mp4"))
         except OSError as exc:
             log.warning("cannot list the recordings folder %s: %s", self.folder, exc)
             entries = []
         for path in entries:
-            if path in seen or not re.fullmatch(re.escape(prefix) + r"\d{8}T\d{6}Z(-\d+)?\.mp4", path.name):
+            match = re.fullmatch(re.escape(prefix) + r"\d{8}T\d{6}Z(-input)?(-\d+)?\.mp4", path.name)
+            if path in seen or match is None:
                 continue
             try:
                 stat = path.stat()
             except OSError:
                 continue
-            known.append(Recording(stream, path, started=int(stat.st_ctime * 1000), ended=int(stat.st_mtime * 1000)))
-        known.sort(key=lambda r: r.started)
+            source = "input" if match.group(1) else "output"
+            started, ended = int(stat.st_ctime * 1000), int(stat.st_mtime * 1000)
+            known.append(Recording(stream, path, started=started, ended=ended, source=source))
+        known.sort(key=lambda r: (r.started, r.source != "output"))
         return known
 
     def find(self, stream: str, name: str) -> Recording | None:
         """The recording of `stream` whose file is called `name` (never a path outside the folder)."""
         return next((r for r in self.list(stream) if r.name == name), None)
+
+
+def _file_prefix(stream: str) -> str:
+    return f"{_UNSAFE.sub('_', stream).strip('.') or 'stream'}-"
 
 
 def _glob_escape(text: str) -> str:

@@ -128,8 +128,11 @@ class TrickleIngest(Ingest):
             self.segments += 1
             loop = asyncio.get_running_loop()
             try:
-                # One deadline per segment, pushed on at every chunk (cheaper than a timer per chunk).
-                async with asyncio.timeout(timeout) as deadline:
+                # One deadline per segment, pushed on by the first chunk a quarter of the timeout
+                # after the last push, to 1.25 timeouts ahead: it fires after between one and
+                # 1.25 timeouts without bytes (a reschedule per chunk costs a heap push each).
+                pushed = loop.time()
+                async with asyncio.timeout(timeout * 1.25) as deadline:
                     async for chunk in segment:
                         target.on_input()
                         pipe.write(chunk)
@@ -141,7 +144,10 @@ class TrickleIngest(Ingest):
                                 raise IngestError(
                                     f"the decoder took no input for {timeout:g} s; ending the stream"
                                 ) from None
-                        deadline.reschedule(loop.time() + timeout)
+                        now = loop.time()
+                        if now - pushed >= timeout / 4:
+                            pushed = now
+                            deadline.reschedule(now + timeout * 1.25)
             except TrickleClientError as exc:
                 target.report_error(f"input segment {segment.seq} cut short: {exc}")
             finally:

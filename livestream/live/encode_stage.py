@@ -63,6 +63,9 @@ class EncodeStage:
         self._queued = 0
         self._cond = threading.Condition()
         self._closed = False
+        #: A batch is being encoded (by the thread, or by `encode_here` on its caller's thread).
+        self._busy = False
+        self._loop_thread: int | None = None
         self._thread = threading.Thread(target=self._main, name=f"live-encode-{name[:16]}", daemon=True)
         self._finished: asyncio.Future[None] | None = None
         self._busy_since: float | None = None
@@ -98,6 +101,7 @@ class EncodeStage:
 
     def start(self) -> None:
         self._finished = asyncio.get_running_loop().create_future()
+        self._loop_thread = threading.get_ident()
         self._thread.start()
 
     def submit(self, frames: list[ProcessedFrame]) -> None:
@@ -113,6 +117,34 @@ class EncodeStage:
                 self._queued -= len(old)
                 self.frames_dropped += len(old)
             self._cond.notify()
+
+    def encode_here(self, frames: list[ProcessedFrame]) -> None:
+        """Encode `frames` on the calling thread (the decoder's, for a pass-through pipeline:
+        no thread hop, and the frame is still in that core's cache) when the encode thread is
+        idle with nothing queued; otherwise queue them (`submit`). Never runs beside the thread,
+        nor on the loop's thread (a WHIP ingest puts its frames from the loop)."""
+        if threading.get_ident() == self._loop_thread:
+            self.submit(frames)
+            return
+        with self._cond:
+            here = not (self._closed or self._jobs or self._busy or self.failure is not None)
+            if here:
+                self._busy = True
+        if not here:
+            self.submit(frames)
+            return
+        self._busy_since = time.monotonic()
+        try:
+            self._encode(frames)
+        except Exception as exc:  # a codec failed: the session sees `failure` and ends
+            log.exception("encode failed")
+            self.failure = f"encoder failed: {type(exc).__name__}: {exc}"
+        finally:
+            self._busy_since = None
+            with self._cond:
+                self._busy = False
+                if self._jobs:
+                    self._cond.notify()
 
     async def finish(self, timeout: float) -> None:
         """The stream ended: encode what is queued, flush the encoders (pending audio
@@ -144,13 +176,14 @@ class EncodeStage:
         try:
             while True:
                 with self._cond:
-                    while not self._jobs and not self._closed:
-                        self._cond.wait()  # woken by submit, finish or close
+                    while (not self._jobs or self._busy) and not self._closed:
+                        self._cond.wait()  # woken by submit, finish, close or encode_here
                     if self._closed:
                         return
                     job = self._jobs.popleft()
                     if job is not None:
                         self._queued -= len(job)
+                    self._busy = True  # for good after the flush: nothing is encoded after it
                 if job is None:
                     self._flush()
                     return
@@ -159,6 +192,8 @@ class EncodeStage:
                     self._encode(job)
                 finally:
                     self._busy_since = None
+                    with self._cond:
+                        self._busy = False
         except Exception as exc:  # a codec failed: the session sees `failure` and ends
             log.exception("encode thread failed")
             self.failure = f"encoder failed: {type(exc).__name__}: {exc}"
@@ -177,15 +212,14 @@ class EncodeStage:
             future.get_loop().call_soon_threadsafe(done)
 
     def _encode(self, frames: list[ProcessedFrame]) -> None:
-        put = self._fanout.put
+        put = self._fanout.put_batch
         for out in frames:
             packets = self.video.encode(out.frame, out.pts)
             if packets is None:
                 continue
-            for packet in packets:
-                put(packet)
-            for packet in self._release_audio(out.pts):
-                put(packet)
+            if self._pending:
+                packets += self._release_audio(out.pts)
+            put(packets)  # one hand-off (and loop wake-up) per frame, its audio included
             done = time.monotonic()
             self.latency.add(done - out.arrival)
             self.frames_out += 1
@@ -209,14 +243,11 @@ class EncodeStage:
         return out
 
     def _flush(self) -> None:
-        put = self._fanout.put
-        for packet in self.video.flush():
-            put(packet)
+        packets = self.video.flush()
         with self._lock:
             items = list(self._pending)
             self._pending.clear()
         for item in items:
-            for packet in self.audio.encode(item):
-                put(packet)
-        for packet in self.audio.flush():
-            put(packet)
+            packets += self.audio.encode(item)
+        packets += self.audio.flush()
+        self._fanout.put_batch(packets)

@@ -5,6 +5,12 @@ The queue holds at most `max_frames` frames and at most `max_lag` seconds of str
 (newest pts minus oldest pts). A segment that arrives in one burst fits whole, so nothing is
 lost while the pipeline keeps up on average; a pipeline that is slower than the input loses
 its oldest frames, which keeps latency bounded (live video favours latency over completeness).
+
+A `direct` hand-off skips the loop: while the consumer waits with nothing queued (so nothing it
+took is still on its way), `put` offers the frame to `direct(item)` (the session's pass-through
+path: encoded at once on the decoder's thread, or handed to the encode thread); a frame it
+takes never enters the queue. One thread puts (the ingest's). Frames keep their order: once one is queued, the next ones queue behind it until
+the consumer has caught up and waits again.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import asyncio
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 
@@ -42,7 +49,14 @@ class InputFrame:
 class FrameQueue:
     """Thread-safe producer side, asyncio consumer side; counts what it drops."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, *, max_frames: int = 64, max_lag: float = 1.0) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        max_frames: int = 64,
+        max_lag: float = 1.0,
+        direct: Callable[[InputFrame], bool] | None = None,
+    ) -> None:
         if max_frames < 1:
             raise ValueError(f"max_frames must be >= 1, got {max_frames}")
         self._loop = loop
@@ -55,7 +69,10 @@ class FrameQueue:
         #: The consumer waits for a wake-up (set and cleared under the lock): producers wake
         #: the loop once per wait, not once per frame (each wake-up is a syscall).
         self._waiting = False
+        self._direct = direct
         self.put_count = 0
+        #: Frames `direct` took (never queued).
+        self.direct_count = 0
         self.dropped = 0
 
     def __len__(self) -> int:
@@ -70,8 +87,17 @@ class FrameQueue:
         with self._lock:
             if self._closed:
                 return
-            self._items.append(item)
             self.put_count += 1
+            direct = self._direct if self._waiting and not self._items else None
+        # Outside the lock (a direct hand-off may encode): the consumer is idle and only a put
+        # or close wakes it, so nothing can overtake this frame meanwhile.
+        if direct is not None and direct(item):
+            self.direct_count += 1
+            return
+        with self._lock:
+            if self._closed:
+                return
+            self._items.append(item)
             newest = item.seconds
             while len(self._items) > self.max_frames or (
                 len(self._items) > 1 and newest - self._items[0].seconds > self.max_lag

@@ -57,6 +57,13 @@ class ProcessedFrame:
     arrival: float
 
 
+def _output_pts(item: InputFrame) -> int:
+    """The frame's pts on the output's 90 kHz clock (no Fraction arithmetic when it is on it)."""
+    if item.time_base == OUTPUT_TIME_BASE:
+        return item.pts
+    return round(item.pts * item.time_base / OUTPUT_TIME_BASE)
+
+
 _Job = tuple[Callable[..., Any], tuple[Any, ...], "Future[Any]"]
 
 
@@ -368,6 +375,18 @@ class PipelineStage:
                 await self._restart(exc)
         return outputs
 
+    def passthrough(self, item: InputFrame) -> ProcessedFrame | None:
+        """Any thread: `item` as its output when the pipeline passes frames through unchanged at
+        their size (and has seen that size), so it can skip the loop; else None."""
+        pipeline, frame = self._pipeline, item.frame
+        if pipeline is None or not pipeline.passthrough or self._stuck:
+            return None
+        size = (frame.width, frame.height)
+        if size != self.size or self._target_size(frame) != size:
+            return None
+        self.latency.add(0.0)
+        return ProcessedFrame(frame, _output_pts(item), item.arrival)
+
     def _job(self, size: tuple[int, int], items: list[InputFrame]) -> list[ProcessedFrame]:
         """Pipeline thread: resize, convert, process, convert back."""
         pipeline = self._pipeline
@@ -400,8 +419,7 @@ class PipelineStage:
         outputs = []
         for item, frame in zip(items, frames, strict=True):
             self.latency.add(elapsed)
-            pts = round(item.pts * item.time_base / OUTPUT_TIME_BASE)
-            outputs.append(ProcessedFrame(frame, pts, item.arrival))
+            outputs.append(ProcessedFrame(frame, _output_pts(item), item.arrival))
         return outputs
 
     async def _restart(self, exc: Exception) -> None:

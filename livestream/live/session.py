@@ -107,7 +107,7 @@ class Session:
         loop = self._loop = asyncio.get_running_loop()
         self._encode.start()
         self._queue = self.figures.queue = FrameQueue(
-            loop, max_frames=self.config.max_queue_frames, max_lag=self.config.max_queue_lag
+            loop, max_frames=self.config.max_queue_frames, max_lag=self.config.max_queue_lag, direct=self._direct
         )
         if self.request.publish_url:
             trickle = TrickleSink(
@@ -289,6 +289,18 @@ class Session:
         self.figures.frames_in += 1
         self.figures.input_fps.tick()
         self._queue.put(InputFrame(frame, frame.pts, frame.time_base, time.monotonic() if arrival is None else arrival))
+
+    def _direct(self, item: InputFrame) -> bool:
+        """Decode thread, while the queue is idle: a pass-through frame is encoded there and
+        then (no loop or thread hop); False leaves it to the queue (and `_process_frames`)."""
+        encode = self._encode
+        if encode.failure is not None or encode.stuck_for() > self.config.pipeline_call_timeout:
+            return False
+        out = self._pipeline.passthrough(item)
+        if out is None:
+            return False
+        encode.encode_here([out])
+        return True
 
     def put_audio(self, item: av.AudioFrame | EncodedPacket) -> None:
         self._encode.push_audio(item)

@@ -247,6 +247,8 @@ class SegmentDecoder:
         self._clock = AudioClock()
         self._audio: dict[int, _AudioTrack] = {}
         self._video: av.VideoCodecContext | None = None
+        #: The previous segment's decoder, drained and reset: reused when the codec is the same.
+        self._spare: av.VideoCodecContext | None = None
         self._errors = 0
         self.segments = 0
         self.bad_segments = 0
@@ -277,6 +279,11 @@ class SegmentDecoder:
         video, self._video = self._video, None
         if video is not None:
             self._emit_video(video, None)
+            # Drained; reset and kept for the next segment (a fresh decoder each segment costs
+            # its buffer pools, zeroed page by page). One that failed is not reused.
+            if not self._errors:
+                video.flush_buffers()
+                self._spare = video
         if not any(s.kind == "video" for s in demuxer.streams.values()) or (video is None and not audio_seen):
             self.bad_segments += 1
             what = "no video stream" if demuxer.streams else "not decodable MPEG-TS"
@@ -294,6 +301,10 @@ class SegmentDecoder:
 
     def _unit(self, unit: PesUnit, audio_seen: set[int]) -> None:
         if unit.stream.kind == "video":
+            if self._video is None and self._spare is not None:
+                spare, self._spare = self._spare, None
+                if spare.name == unit.stream.codec:
+                    self._video = spare
             if self._video is None:
                 try:
                     self._video = av.CodecContext.create(unit.stream.codec, "r")  # type: ignore[assignment]
