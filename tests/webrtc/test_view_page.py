@@ -153,6 +153,19 @@ async def test_player_controls_come_from_each_pipelines_params_schema() -> None:
             page = await browser.open(f"{base}/live/nothing")
             await page.wait_for("window.playerState && playerState.view === 'offline'", timeout=20)
             assert "Offline" in await page.eval("document.getElementById('state').textContent")
+            # Loading and error states, as the status reports them (set and shown in one go:
+            # the page's own poll would replace the status a second later).
+            shown = await page.eval(
+                """(() => {
+                  const out = [];
+                  playerState.status = {state: 'LOADING', loading: {stage: 'loading the UNet', progress: 0.42, elapsed_s: 3}};
+                  showState(); out.push(document.getElementById('state').textContent);
+                  playerState.status = {state: 'ERROR', inference_status: {last_error: 'CUDA out of memory'}};
+                  showState(); out.push(document.getElementById('state').textContent);
+                  return out;
+                })()"""
+            )
+            assert shown == ["Loading: loading model … 42% (loading the UNet, 3 s)", "Error: CUDA out of memory"]
             # The engine's ICE servers, read from the Link headers before the offer.
             servers = await page.eval("iceServersFor('/live/nothing/whep')")
             assert servers == [{"urls": "turn:127.0.0.1:3478", "username": "user", "credential": "secret"}]
