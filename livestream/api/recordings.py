@@ -1,7 +1,8 @@
 """Recording a live stream (`livestream.egress.recording`): start, stop, list, download.
 
-    POST   /live/{stream}/record              start recording the running stream (201 + the recording)
-    DELETE /live/{stream}/record              stop; answers the finished recording
+    POST   /live/{stream}/record              start recording the running stream (201 + the recording);
+                                              {"input": true} (or ?input=1) records the input as sent too
+    DELETE /live/{stream}/record              stop; answers the finished recording(s)
     GET    /live/{stream}/recordings          [{"path", "url", "bytes", "started", "ended", ...}]
     GET    /live/{stream}/recordings/{name}   the MP4 file (also while it is being written)
 
@@ -33,6 +34,30 @@ def _entry(request: web.Request, recording: Recording) -> dict[str, Any]:
     return {"url": str(request.url.origin().join(path))} | recording.info()
 
 
+def _answer(request: web.Request, recordings: list[Recording]) -> dict[str, Any]:
+    """The output's recording, with the input's under `input` when there is one."""
+    output = next(r for r in recordings if r.source == "output")
+    entry = _entry(request, output)
+    for recording in recordings:
+        if recording.source == "input":
+            entry["input"] = _entry(request, recording)
+    return entry
+
+
+async def _wants_input(request: web.Request) -> bool:
+    if request.query.get("input", "").lower() in ("1", "true", "yes"):
+        return True
+    if not request.can_read_body:
+        return False
+    try:
+        body = await request.json()
+    except ValueError:
+        raise ApiError(400, 'The body must be empty or a JSON object like {"input": true}.') from None
+    if not isinstance(body, dict) or set(body) - {"input"} or not isinstance(body.get("input", False), bool):
+        raise ApiError(400, 'The body must be empty or a JSON object like {"input": true}.')
+    return bool(body.get("input", False))
+
+
 @routes.post("/live/{stream}/record")
 async def start_recording(request: web.Request) -> web.Response:
     manager = _manager(request)
@@ -41,10 +66,10 @@ async def start_recording(request: web.Request) -> web.Response:
     if session is None:
         raise ApiError(404, f"No live stream {stream!r}: recording starts on a running stream.")
     try:
-        recording = manager.recordings.start(session)
+        recordings = manager.recordings.start(session, input=await _wants_input(request))
     except RecordingError as exc:
         raise ApiError(409, str(exc)) from None
-    return _json(_entry(request, recording), status=201)
+    return _json(_answer(request, recordings), status=201)
 
 
 @routes.delete("/live/{stream}/record")
@@ -52,10 +77,10 @@ async def stop_recording(request: web.Request) -> web.Response:
     manager = _manager(request)
     stream = request.match_info["stream"]
     session = manager.get(stream)
-    recording = await manager.recordings.stop(session) if session is not None else None
-    if recording is None:
+    recordings = await manager.recordings.stop(session) if session is not None else []
+    if not recordings:
         raise ApiError(404, f"Stream {stream!r} is not being recorded.")
-    return _json(_entry(request, recording))
+    return _json(_answer(request, recordings))
 
 
 @routes.get("/live/{stream}/recordings")

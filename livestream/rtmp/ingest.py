@@ -27,6 +27,7 @@ from ..media.audio_frames import aac_config_info
 from ..media.packets import OUTPUT_TIME_BASE, AudioSource, EncodedPacket
 from ..media.threads import run_in_thread
 from .flv import CODED_FRAMES, SEQUENCE_END, SEQUENCE_START, AudioTag, VideoTag
+from .input_tap import InputTap
 
 __all__ = ["RtmpIngest"]
 
@@ -70,6 +71,9 @@ class RtmpIngest(Ingest):
         self.last_video_ms: int | None = None
         self.last_audio_ms: int | None = None
         self._audio_rate, self._audio_channels = 48000, 2
+        #: The publisher's encoded stream as sent, for input recordings (`input_tap.py`).
+        self.input = InputTap(stream)
+        self.input_sinks = self.input.sinks
 
     def status(self) -> dict[str, object]:
         return {
@@ -88,6 +92,8 @@ class RtmpIngest(Ingest):
 
     def put(self, tag: VideoTag | AudioTag, timestamp: int, arrival: float) -> None:
         size = len(tag.data)
+        if not self._ended:
+            self.input.put(tag, timestamp)  # the same loop sets `_ended` (end/fail): no race
         with self._cond:
             if self._ended:
                 return
@@ -107,6 +113,7 @@ class RtmpIngest(Ingest):
         with self._cond:
             self._ended = True
             self._cond.notify()
+        self.input.end()
 
     def fail(self, error: IngestError) -> None:
         with self._cond:
@@ -114,6 +121,7 @@ class RtmpIngest(Ingest):
                 self._error = error
             self._ended = True
             self._cond.notify()
+        self.input.end()
 
     # --- Ingest ---------------------------------------------------------------------------
 

@@ -139,7 +139,8 @@ async def test_record_every_stream_gives_a_playable_mp4_even_cut_short(
 
 
 async def test_record_api_starts_stops_and_lists(engine_factory: EngineFactory, tmp_path: Path) -> None:
-    """POST starts (201; 409 twice), DELETE stops (the file is finished at once), GET lists it."""
+    """POST starts (201; 409 twice), DELETE stops (the files are finished at once), GET lists
+    them: the processed output, and with {"input": true} the publisher's stream as sent."""
     client, port = await _engine(engine_factory, tmp_path)
     assert (await client.post("/live/cam/record")).status == 404  # not live yet
     publisher = asyncio.create_task(_run(*_publish_args(f"rtmp://127.0.0.1:{port}/live/cam", 3, realtime=True)))
@@ -150,30 +151,37 @@ async def test_record_api_starts_stops_and_lists(engine_factory: EngineFactory, 
         return session is not None and session.frames_out > 0
 
     await wait_for(producing)
-    resp = await client.post("/live/cam/record")
+    resp = await client.post("/live/cam/record", json={"input": True})
     assert resp.status == 201, await resp.text()
     started = await resp.json()
-    assert started["ended"] is None and started["recording"] is True
+    assert started["ended"] is None and started["recording"] is True and started["source"] == "output"
+    assert started["input"]["source"] == "input" and started["input"]["path"].endswith("-input.mp4")
     again = await client.post("/live/cam/record")
     assert again.status == 409 and "already being recorded" in (await again.json())["detail"]["msg"]
     session = manager.get("cam")
     assert session is not None
-    await wait_for(lambda: session.frames_out > 30)  # about a second more is recorded
+    recorded_from = session.frames_out
+    input_file = Path(started["input"]["path"])
+    # 1.5 s more, and the input file begun (at the publisher's next keyframe, within 1 s).
+    await wait_for(lambda: session.frames_out > recorded_from + 45 and input_file.exists())
     resp = await client.delete("/live/cam/record")
     assert resp.status == 200, await resp.text()
     stopped = await resp.json()
     assert stopped["path"] == started["path"] and stopped["ended"] is not None and stopped["bytes"] > 0
     assert (await client.delete("/live/cam/record")).status == 404
-    probe = await _probe(Path(stopped["path"]))
-    kinds = {s["codec_type"]: s["codec_name"] for s in probe["streams"]}
-    assert kinds == {"video": "h264", "audio": "aac"}
-    assert 0.5 < float(probe["format"]["duration"]) < 4.5
+    assert stopped["input"]["path"] == str(input_file) and stopped["input"]["ended"] is not None
+    for path in (Path(stopped["path"]), input_file):
+        probe = await _probe(path)
+        streams = {s["codec_type"]: s for s in probe["streams"]}
+        assert {k: s["codec_name"] for k, s in streams.items()} == {"video": "h264", "audio": "aac"}
+        assert (streams["video"]["width"], streams["video"]["height"]) == (128, 128)
+        assert 0.3 < float(probe["format"]["duration"]) < 4.5
     rc, _, err = await publisher
     assert rc == 0, err
     status = await _final_status(client, "cam")
     assert status["error"] is None
     listing = await (await client.get("/live/cam/recordings")).json()
-    assert [e["path"] for e in listing] == [started["path"]]
+    assert [(e["path"], e["source"]) for e in listing] == [(started["path"], "output"), (str(input_file), "input")]
     assert (await client.get("/live/other/recordings")).status == 200
     missing = await client.get("/live/cam/recordings/nope.mp4")
     assert missing.status == 404
@@ -327,3 +335,20 @@ async def test_a_clock_that_jumps_back_continues_the_file(tmp_path: Path) -> Non
     assert abs(float(probe["format"]["duration"]) - 2.0) < 0.15
     rc, _, err = await _run(FFMPEG, "-v", "error", "-i", str(path), "-f", "null", "-")
     assert rc == 0 and not err, err
+
+
+def test_an_input_that_is_decoded_on_arrival_cannot_be_recorded_as_sent(tmp_path: Path) -> None:
+    class TrickleLike:
+        stream_id = "cam"
+        ingest = type("TrickleIngest", (), {"name": "trickle"})()
+
+        def attach_sink(self, sink: PacketSink) -> None:
+            raise AssertionError("nothing is attached when the input cannot be recorded")
+
+        async def detach_sink(self, sink: PacketSink, timeout: float = 0.0) -> None:
+            raise AssertionError("unreachable")
+
+    recordings = Recordings(tmp_path)
+    with pytest.raises(RecordingError, match="The trickle input of 'cam' cannot be recorded as sent"):
+        recordings.start(TrickleLike(), input=True)
+    assert recordings.active("cam") == [] and recordings.list("cam") == []
