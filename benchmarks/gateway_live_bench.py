@@ -13,6 +13,13 @@ bytes' arrival is the hop. CPU: this process's CPU seconds per wall second while
 (gateway + the publisher and both readers, so an upper bound for the gateway alone).
 
     python -m benchmarks gateway_live_bench [--rounds 3] [--health-interval 0.25]
+    python -m benchmarks gateway_live_bench --media [--seconds 20]
+
+`--media`: the gateway's per-stream work for RTMP in and WHEP/RTMP out (`live_media.py`), in
+this process and without network: FLV tags → `RtmpCopyIngest` (Annex B) → `TsMuxer` → segments
+→ `TsDemuxer` → packets with their keyframe flags, for N seconds of 30 fps H.264 + AAC. The
+baseline, measured in the same run on the same packets, is what the gateway would spend if it
+transcoded instead of copying: decode (PyAV) and re-encode (x264 superfast, zero latency).
 """
 
 from __future__ import annotations
@@ -27,12 +34,24 @@ import subprocess
 import sys
 import tempfile
 import time
+from fractions import Fraction
 from pathlib import Path
 
 import aiohttp
 from aiohttp import web
 
+import av
+from av.stream import Stream
+import numpy as np
+
 from livestream.gateway import GatewayConfig, RunnerConfig, build_gateway_app
+from livestream.gateway.live_media import RtmpCopyIngest
+from livestream.live.testsrc import draw_frame
+from livestream.media.packets import EncodedPacket
+from livestream.media.ts_demux import TsDemuxer
+from livestream.media.ts_mux import SEGMENT_START, TsMuxer
+from livestream.media.video_encoder import EncoderConfig, H264Encoder
+from livestream.rtmp.flv import CODED_FRAMES, SEQUENCE_START, AudioTag, VideoTag, annexb_nals, avc_config, avcc_from_nals
 from livestream.gateway.live_routes import LIVE_KEY
 from livestream.live.testsrc import make_ts_segments
 from trickle import TricklePublisher, TrickleSubscriber
@@ -166,11 +185,106 @@ async def _main(args: argparse.Namespace) -> None:
     print(f"CPU of gateway + publisher + 2 readers, 1 stream: {cpu * 100:.1f}% of a core")
 
 
+def _flv_tags(seconds: int) -> tuple[list[tuple[VideoTag | AudioTag, int]], list[av.Packet[Stream]]]:
+    """`seconds` of 256x144 30 fps H.264 (1 s GOP) and 48 kHz AAC as FLV tags (the publisher's
+    view), and the H.264 packets themselves (for the transcode baseline)."""
+    video = av.CodecContext.create("libx264", "w")
+    assert isinstance(video, av.VideoCodecContext)
+    video.width, video.height, video.pix_fmt = 256, 144, "yuv420p"
+    video.time_base, video.framerate = Fraction(1, 1000), Fraction(30)
+    video.options = {"preset": "superfast", "tune": "zerolatency", "g": "30", "bf": "0"}
+    audio = av.CodecContext.create("aac", "w")
+    assert isinstance(audio, av.AudioCodecContext)
+    audio.sample_rate, audio.layout, audio.format, audio.time_base = 48000, "stereo", "fltp", Fraction(1, 48000)
+    tags: list[tuple[VideoTag | AudioTag, int]] = []
+    packets: list[av.Packet[Stream]] = []
+    config_sent = False
+    for i in range(30 * seconds):
+        frame = av.VideoFrame.from_ndarray(draw_frame(i, 256, 144), format="rgb24").reformat(format="yuv420p")
+        frame.pts, frame.time_base = round(i * 1000 / 30), Fraction(1, 1000)
+        for packet in video.encode(frame):
+            nals = annexb_nals(bytes(packet))
+            if not config_sent:
+                sps = next(n for n in nals if n[0] & 0x1F == 7)
+                pps = next(n for n in nals if n[0] & 0x1F == 8)
+                tags.append((VideoTag("h264", SEQUENCE_START, True, 0, avc_config(sps, pps)), 0))
+                config_sent = True
+            body = avcc_from_nals([n for n in nals if n[0] & 0x1F not in (7, 8, 9)])
+            tags.append((VideoTag("h264", CODED_FRAMES, packet.is_keyframe, 0, body), int(packet.pts or 0)))
+            packets.append(packet)
+    tags.insert(1, (AudioTag("aac", True, audio.extradata or b"\x11\x90"), 0))
+    for k in range(seconds * 48000 // 1024):
+        samples = av.AudioFrame.from_ndarray(np.zeros((2, 1024), dtype=np.float32), format="fltp", layout="stereo")
+        samples.sample_rate, samples.pts = 48000, k * 1024
+        for packet in audio.encode(samples):
+            ms = round(k * 1024 * 1000 / 48000)
+            tags.append((AudioTag("aac", False, bytes(packet)), ms))
+    tags.sort(key=lambda item: item[1])
+    return tags, packets
+
+
+def _copy_path(tags: list[tuple[VideoTag | AudioTag, int]]) -> tuple[float, int, int]:
+    """CPU seconds of the gateway's copy path over `tags`; packets out and keyframes seen."""
+    muxer, out, keys = TsMuxer(), 0, 0
+    segments: list[list[bytes]] = []
+    ingest = RtmpCopyIngest("bench", lambda: None)
+
+    def mux(packet: EncodedPacket) -> None:
+        for chunk in muxer.mux(packet):
+            if chunk is SEGMENT_START:
+                segments.append([])
+            elif segments:
+                segments[-1].append(chunk)
+
+    ingest.on_packet = mux
+    start = time.process_time()
+    for tag, ms in tags:
+        ingest.put(tag, ms, 0.0)
+    for segment in segments:  # the output side: demux, keyframe scan (as RelayedStream._unit)
+        demuxer = TsDemuxer()
+        units = [u for chunk in segment for u in demuxer.feed(chunk)] + demuxer.end_segment()
+        for unit in units:
+            out += 1
+            if unit.stream.kind == "video" and any(n and n[0] & 0x1F == 5 for n in annexb_nals(unit.payload)):
+                keys += 1
+    return time.process_time() - start, out, keys
+
+
+def _transcode(packets: list[av.Packet[Stream]]) -> float:
+    """CPU seconds to decode and re-encode the video (the baseline the copy path avoids)."""
+    decoder = av.CodecContext.create("h264", "r")
+    encoder = H264Encoder(EncoderConfig())
+    start = time.process_time()
+    for packet in packets:
+        for frame in decoder.decode(packet):
+            encoder.encode(frame, round(float((frame.pts or 0) * Fraction(1, 1000)) * 90000))
+    encoder.flush()
+    return time.process_time() - start
+
+
+def _media(seconds: int) -> None:
+    tags, packets = _flv_tags(seconds)
+    copy_cpu, out, keys = _copy_path(tags)
+    transcode_cpu = _transcode(packets)
+    print(f"RTMP copy path: {seconds} s of 256x144 30 fps H.264 + AAC ({len(tags)} tags, {out} packets out, {keys} keyframes)")
+    print(f"  copy (FLV -> TS -> packets): {copy_cpu * 1000:.1f} ms CPU = {100 * copy_cpu / seconds:.2f} % of a core per stream"
+          f" -> about {seconds / copy_cpu:.0f} streams per core")
+    print(f"  transcode baseline (decode + x264): {transcode_cpu * 1000:.1f} ms CPU = {100 * transcode_cpu / seconds:.2f} % of a core"
+          f" -> copy is {transcode_cpu / copy_cpu:.1f}x cheaper")
+    print(f"  load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--health-interval", type=float, default=0.25)
-    asyncio.run(_main(parser.parse_args(argv)))
+    parser.add_argument("--media", action="store_true", help="the RTMP copy path's CPU per stream instead")
+    parser.add_argument("--seconds", type=int, default=20)
+    args = parser.parse_args(argv)
+    if args.media:
+        _media(args.seconds)
+        return
+    asyncio.run(_main(args))
 
 
 if __name__ == "__main__":
