@@ -115,7 +115,7 @@ async def test_failover_keeps_the_viewer_and_the_params(tmp_path: Path) -> None:
         async with aiohttp.ClientSession() as http:
             await asyncio.gather(*(wait_idle(http, r) for r in runners))
             config = GatewayConfig(runners=tuple(RunnerConfig(r.url) for r in runners), refresh_interval=60.0,
-                                   random_share=0.0, live_health_interval=0.25)  # fmt: skip
+                                   random_share=0.0, live_health_interval=0.5)  # fmt: skip
             app = build_gateway_app(config)
             gw, gw_runner = await serve(app)
             live = app[LIVE_KEY]
@@ -124,7 +124,7 @@ async def test_failover_keeps_the_viewer_and_the_params(tmp_path: Path) -> None:
             assert stream is not None and started["runner"] in [r.url for r in runners]
             viewer = Viewer()
             view_task = asyncio.create_task(viewer.run(http, started["subscribe_url"]))
-            segments = make_ts_segments(frames=30 * 12, width=128, height=128, audio=False)
+            segments = make_ts_segments(frames=30 * 24, width=128, height=128, audio=False)  # outlasts the checks
             swapped_at: list[float] = []
 
             async def publish() -> None:

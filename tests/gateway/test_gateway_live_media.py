@@ -62,7 +62,7 @@ async def test_rtmp_in_whep_and_rtmp_out_survive_a_swap(tmp_path: Path) -> None:
             port = free_port()
             config = GatewayConfig(
                 runners=tuple(RunnerConfig(r.url) for r in runners), refresh_interval=60.0, random_share=0.0,
-                live_health_interval=0.25, port=port, live_trickle_url=f"http://127.0.0.1:{port}/ai/trickle/",
+                live_health_interval=0.5, port=port, live_trickle_url=f"http://127.0.0.1:{port}/ai/trickle/",
                 rtmp_port=0, rtmp_output=f"rtmp://127.0.0.1:{out_port}/live/out",
             )  # fmt: skip
             app = build_gateway_app(config)

@@ -69,7 +69,7 @@ async def live_runner(standin: StandinOrchestrator) -> AsyncIterator[str]:
 
 async def test_stream_on_a_live_runner(standin: StandinOrchestrator, live_runner: str) -> None:
     await until(lambda: any(r.ready for r in standin.runners.values()), what="live runner registered")
-    config = GatewayConfig(runners=(), refresh_interval=60.0, live_health_interval=0.25,
+    config = GatewayConfig(runners=(), refresh_interval=60.0, live_health_interval=0.5,
                            live_runner_orchestrators=(standin.base,))  # fmt: skip
     app = build_gateway_app(config)
     gw, gw_runner = await serve(app)
@@ -82,7 +82,7 @@ async def test_stream_on_a_live_runner(standin: StandinOrchestrator, live_runner
             session_id = stream.attempt.session.session_id
             viewer = Viewer()
             view_task = asyncio.create_task(viewer.run(http, started["subscribe_url"]))
-            segments = make_ts_segments(frames=30 * 10, width=128, height=128, audio=False)
+            segments = make_ts_segments(frames=30 * 20, width=128, height=128, audio=False)
 
             async def publish() -> None:
                 async with TricklePublisher(started["publish_url"], "video/mp2t", session=http) as pub:
@@ -102,7 +102,8 @@ async def test_stream_on_a_live_runner(standin: StandinOrchestrator, live_runner
                 status = await resp.json()
             assert status["gateway_status"]["runner"] == started["runner"] and status["gateway_status"]["swaps"] == 0
             # The input ends: the stream ends and the live runner's session is released.
-            await asyncio.wait_for(pub_task, 30)
+            pub_task.cancel()  # the publisher's close() DELETEs the input channel
+            await asyncio.gather(pub_task, return_exceptions=True)
             await until(lambda: stream.ended is not None, what="stream end")
             await asyncio.wait_for(view_task, 15)
             assert stream.ended == "input ended"
