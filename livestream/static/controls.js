@@ -167,8 +167,9 @@ function jsonControl(name, value, onChange) {
 
 // One param's control; `onChange(value)` gets its whole new value.
 function paramControl(name, schema, value, onChange, params, root) {
-  const kind = controlKind(schema, root, value);
   const { s } = simplifySchema(schema, root);
+  if (value === undefined && s.default !== undefined) value = s.default;  // a field the value leaves out
+  const kind = controlKind(schema, root, value);
   let control;
   if (kind === "checkbox") {
     control = el("input", { type: "checkbox", name, checked: !!value });
