@@ -153,3 +153,27 @@ async def serve_on(app: web.Application, port: int) -> tuple[str, web.AppRunner]
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     return f"http://127.0.0.1:{port}", runner
+
+
+async def test_playback_is_public_and_publishing_needs_a_key() -> None:
+    """With `--api-key`, as the engine without `--protect-playback`: the player page, its script
+    and WHEP are open; WHIP and the live routes need the key."""
+    app = build_gateway_app(GatewayConfig(runners=(), refresh_interval=60.0, api_keys=("k",)))
+    gw, gw_runner = await serve_on(app, free_port())
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{gw}/live/cam") as resp:
+                assert resp.status == 200 and "html" in resp.content_type
+            async with http.get(f"{gw}/webrtc/webrtc.js") as resp:
+                assert resp.status == 200
+            offer = {"Content-Type": "application/sdp"}
+            async with http.post(f"{gw}/live/cam/whep", data="v=0\r\n", headers=offer) as resp:
+                assert resp.status != 401  # refused for what it is (a bad offer), not for the key
+            async with http.post(f"{gw}/live/cam/whip", data="v=0\r\n", headers=offer) as resp:
+                assert resp.status == 401
+            async with http.get(f"{gw}/live/cam/status") as resp:
+                assert resp.status == 401
+            async with http.post(f"{gw}/live/cam/whip", data="v=0\r\n", headers={**offer, "Authorization": "Bearer k"}) as resp:
+                assert resp.status == 400  # past the key: the offer itself is refused
+    finally:
+        await gw_runner.cleanup()
