@@ -134,6 +134,9 @@ class GatewayConfig:
     deposit_multiplier: int = 1
     #: Seconds the latest L1 block and the sender's funds are cached between chain reads.
     chain_refresh: float = 5.0
+    #: Seconds between two top-ups of a paid live-runner session (the SDK: 3; go-livepeer
+    #: meters every 5).
+    live_payment_interval: float = 3.0
     #: RTMP ingest at the gateway (gateway/live_media.py), as `livestream serve`'s: the port
     #: (None: off; 0: any free port), stream keys (secret -> stream name), and an RTMP URL every
     #: RTMP-published stream's output is pushed to (`{stream}` replaced by its name).

@@ -48,6 +48,7 @@ from ..liverunner.client import DiscoveredRunner, LiveRunnerClient, LiveRunnerCl
 
 from .backends import Backend, Discovery, auth_headers
 from .config import GatewayConfig, RunnerConfig
+from .payments import PaymentFailed, live_payer
 from .selection import NoBackendError, Selector
 
 __all__ = ["LiveError", "LiveStream", "LiveStreams", "read_segments", "segment_chunks"]
@@ -359,14 +360,16 @@ class LiveStream:
                     continue
                 try:
                     return await self._reserve_on(client, runner)
-                except (LiveRunnerClientError, TimeoutError, KeyError, TypeError) as exc:
+                except (LiveRunnerClientError, PaymentFailed, TimeoutError, KeyError, TypeError) as exc:
                     last = f"{runner.url}: {exc!r}"
                     log.warning("live %s: live runner %s refused: %s", self.name, runner.url, exc)
         raise LiveError(503, f"no runner or live runner took the stream ({last})")
 
     async def _reserve_on(self, client: LiveRunnerClient, runner: DiscoveredRunner) -> Attempt:
+        # On chain (the gateway has a signer, the runner a price): the 402 flow (payments.py).
+        payer = live_payer(self.streams.discovery.payments, runner.raw.get("price_info"), self.streams.http)
         async with asyncio.timeout(START_TIMEOUT):
-            session = await client.reserve(runner)
+            session = await client.reserve(runner, payer)
         try:
             async with asyncio.timeout(START_TIMEOUT):
                 urls = await session.call("POST", "stream/start", {"params": self.params})
@@ -429,6 +432,8 @@ class LiveStream:
             asyncio.create_task(self._keepalive(attempt), name=f"live-keepalive-{mid}"),
             asyncio.create_task(self._watch(attempt), name=f"live-watch-{mid}"),
         ]
+        if attempt.session is not None and attempt.session.payer is not None:
+            attempt.tasks.append(asyncio.create_task(self._pay(attempt), name=f"live-pay-{mid}"))
         log.info("live %s: started on %s (%s)", self.name, attempt.backend.url, mid)
 
     async def _stop_attempt(self, attempt: Attempt) -> None:
@@ -602,6 +607,18 @@ class LiveStream:
                     attempt.errors.popleft()
                 if storm and len(attempt.errors) >= storm:
                     self._spawn_failover(attempt, f"{len(attempt.errors)} error/restart events in 30 s")
+
+    async def _pay(self, attempt: Attempt) -> None:
+        """Top up a paid live-runner session every `live_payment_interval` (payments.py); a
+        failed top-up is logged, and the orchestrator's release shows in the watchdog."""
+        assert attempt.session is not None
+        while True:
+            await asyncio.sleep(self.streams.config.live_payment_interval)
+            try:
+                async with asyncio.timeout(START_TIMEOUT):
+                    await attempt.session.pay()
+            except (LiveRunnerClientError, PaymentFailed, TimeoutError) as exc:
+                log.warning("live %s: payment to %s failed: %s", self.name, attempt.backend.url, exc)
 
     async def _keepalive(self, attempt: Attempt) -> None:
         interval = self.streams.config.live_keepalive_interval

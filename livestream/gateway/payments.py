@@ -76,6 +76,7 @@ __all__ = [
     "Staged",
     "UnitsError",
     "job_units",
+    "live_payer",
 ]
 
 log = logging.getLogger(__name__)
@@ -546,6 +547,19 @@ class PaymentsCollector(Collector):
 
 
 # --- live: per-session payments -------------------------------------------------------------
+
+
+def live_payer(payments: Payments | None, runner_price: Any, http: aiohttp.ClientSession) -> LiveSessionPayment | None:
+    """The payer of a live-runner session (its discovery entry's `price_info`), or None when
+    the gateway has no signer or the runner has no price (offchain or free: no 402)."""
+    if payments is None or not isinstance(runner_price, dict):
+        return None
+    unit = str(runner_price.get("unit") or "")
+    if unit not in LIVE_UNITS_PER_SECOND and unit != "fixed":
+        log.warning("live runner price unit %r unknown: paying as 720p-pixel-seconds", unit)
+        unit = "720p-pixel-seconds"
+    return LiveSessionPayment(payments, unit, http=http)
+
 
 #: Units per wall-clock second by a live runner's price unit (go-livepeer `NewLivePaymentProcessor`).
 LIVE_UNITS_PER_SECOND = {"720p-pixel-seconds": LIVE_PIXELS_PER_SECOND, "seconds": 1}

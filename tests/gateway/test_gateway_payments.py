@@ -463,11 +463,41 @@ class PaidLiveRunners:
             return False
         return True
 
+    async def discovery(self, request: web.Request) -> web.Response:
+        runner = {"url": f"{self.url}/apps/r1/session", "app": "live-video-to-video/m", "mode": "persistent",
+                  "capacity": 4, "capacity_used": 0, "capacity_available": 4,
+                  "price_info": {"price": str(self.price), "currency": "wei", "unit": self.unit}}  # fmt: skip
+        return web.json_response([{"address": self.url, "runners": [runner]}])
+
+    async def app_call(self, request: web.Request) -> web.Response:
+        """The runner app behind the proxy: `stream/start` gives the session's channels (on
+        this orchestrator's trickle server), `stream/status` says it runs."""
+        sid = request.match_info["sid"]
+        if sid not in self.sessions:
+            return web.Response(status=404, text="session not found")
+        if request.match_info["path"] == "stream/start":
+            names = {"input_url": sid, "output_url": f"{sid}-out", "control_url": f"{sid}-control", "events_url": f"{sid}-events"}
+            for name in names.values():
+                self.trickle.create_channel(name, "application/json" if "-c" in name or "-e" in name else "video/MP2T")
+            return web.json_response({key: f"{self.url}/ai/trickle/{name}" for key, name in names.items()})
+        return web.json_response({"state": "ONLINE"})
+
+    async def stop(self, request: web.Request) -> web.Response:
+        self.sessions.pop(request.match_info["sid"], None)
+        return web.Response(status=204)
+
     def app(self) -> web.Application:
+        from trickle import TrickleServer, TrickleServerConfig
+
         app = web.Application()
+        app.router.add_get("/discovery", self.discovery)
         app.router.add_post("/apps/r1/session", self.reserve)
         app.router.add_post("/apps/r1/session/{sid}/payment", self.top_up)
+        app.router.add_post("/apps/r1/session/{sid}/stop", self.stop)
+        app.router.add_route("*", "/apps/r1/session/{sid}/app/{path:.*}", self.app_call)
         app.router.add_post("/refresh-payment", self.refresh)
+        self.trickle = TrickleServer(TrickleServerConfig())
+        self.trickle.setup(app, "/ai/trickle/")
         return app
 
 
@@ -516,5 +546,38 @@ def test_a_live_runner_session_is_paid_per_second_through_the_402_flow(
 
     try:
         loop_thread.call(run())
+    finally:
+        loop_thread.stop(srv)
+
+
+def test_the_gateways_live_relay_pays_a_live_runner_session(
+    shared: tuple[SharedChain, str], keystore: Path, loop_thread: LoopThread, make_gateway: GwFactory
+) -> None:
+    """A stream no runner of ours takes goes to a priced live runner: the relay answers the 402
+    challenge and tops the session up every `live_payment_interval` while the stream runs."""
+    chain = shared[0]
+    orch = PaidLiveRunners(chain, price=2_000, unit="720p-pixel-seconds", config=RECIPIENT)
+    orch.url, srv = loop_thread.serve(orch.app())
+    try:
+        url, gw = make_gateway([], eth_keystore=keystore, eth_password="pass phrase", live_payment_interval=0.2,
+                               live_runner_orchestrators=(orch.url,), live_start_timeout=60.0,
+                               **_chain_fields(shared))  # fmt: skip
+        form = {"source_id": "s1", "source_type": "rtmpconn", "query": ""}
+        started = httpx.post(f"{url}/live/video-to-video/paid/start", data=form, timeout=30)
+        assert started.status_code == 200, started.text
+        (sid,) = orch.sessions
+        deadline = time.monotonic() + 20
+        while orch.payments < 4 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert orch.payments >= 4  # the first payment and top-ups
+        spend = gw.discovery.payments.spend[orch.url]  # type: ignore[union-attr]
+        assert spend.failures == 0 and spend.payments >= 4
+        # Nothing metered yet: the orchestrator holds every ticket's EV, the gateway that minus
+        # the seconds it has paid for (60 up front, then the time between top-ups).
+        async def books() -> tuple[Fraction, Fraction, Fraction]:  # read on the loop: no top-up in between
+            return orch.balances.balance(SENDER.address, sid), spend.credit[sid], spend.fees
+
+        held, credit, fees = loop_thread.call(books())
+        assert held - credit == fees and fees >= 60 * LIVE_PIXELS_PER_SECOND * 2_000
     finally:
         loop_thread.stop(srv)
