@@ -53,6 +53,7 @@ slot between ticks:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -60,6 +61,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,6 +70,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from ..base import LiveParams
 from ..errors import ModelLoadError
 from ..loading import is_turbo_model, pick_device, resolve_model_source, torch_dtype_for
+from ..progress import Progress, Stage
 from .aux_models import AuxModels
 from .background_reload import BackgroundLoad, reloading_frame
 from .controlnets import check_fit, load_controlnet
@@ -676,6 +679,9 @@ class StreamDiffusionPipeline:
     params_model: ClassVar[type[LiveParams]] = StreamDiffusionParams
     max_batch: ClassVar[int] = 1
     passthrough: ClassVar[bool] = False
+    #: Set by the engine before `load` (`pipelines.progress`): model load, compile and warm-up
+    #: report as stages (the session's status shows them as `loading`).
+    progress: Progress | None = None
 
     def __init__(
         self,
@@ -738,7 +744,8 @@ class StreamDiffusionPipeline:
     def load(self, params: LiveParams) -> None:
         assert isinstance(params, StreamDiffusionParams)
         self._load_started = time.monotonic()
-        self._worker, self._slot, self._slot_id = self._attach(params)
+        with self._stage("load model"):
+            self._worker, self._slot, self._slot_id = self._attach(params)
         self.params = params
         m = self._models
         assert m is not None
@@ -766,8 +773,9 @@ class StreamDiffusionPipeline:
             plan = worker.call(_compile_plan, worker, slot, width, height, self._pool.compile_streams)
             if plan is not None:
                 backend, shapes, dtype = plan
-                before = self._precompile(backend, shapes, slot.params)  # a child process fills Inductor's caches
-                backend.prepare(shapes, dtype)  # this (the session's) thread: off the tick path
+                with self._stage("compile"):
+                    before = self._precompile(backend, shapes, slot.params)  # a child process fills Inductor's caches
+                    backend.prepare(shapes, dtype)  # this (the session's) thread: off the tick path
                 if before is not None:
                     after = cache_counters()
                     self.compile_cache = {k: after[k] - before[k] for k in after}
@@ -776,13 +784,20 @@ class StreamDiffusionPipeline:
             saved = worker.call(_warm_begin, slot)
             try:
                 dummy = _dummy_frame(width, height)
-                for _ in range(_WARM_FRAMES):
-                    worker.call(worker.run_alone, slot, dummy)  # one frame per call: ticks between
+                with self._stage("warm-up", total=_WARM_FRAMES) as stage:
+                    for _ in range(_WARM_FRAMES):
+                        worker.call(worker.run_alone, slot, dummy)  # one frame per call: ticks between
+                        if stage is not None:
+                            stage.advance()
             finally:
                 worker.call(_warm_end, slot, saved)
             self.warmup_ms = (time.monotonic() - started) * 1000
             log.info("streamdiffusion warmed up at %dx%d in %.0f ms", width, height, self.warmup_ms)
         worker.call(slot.reset_stream)
+
+    def _stage(self, name: str, total: int | None = None) -> AbstractContextManager[Stage | None]:
+        """A stage of `progress` when the engine gave one, else nothing."""
+        return self.progress.stage(name, total) if self.progress is not None else contextlib.nullcontext()
 
     def _precompile(
         self, backend: Any, shapes: list[tuple[str, tuple[tuple[int, ...], ...]]], params: StreamDiffusionParams
