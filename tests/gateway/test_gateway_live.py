@@ -109,6 +109,8 @@ class Viewer:
 
 
 async def test_failover_keeps_the_viewer_and_the_params(tmp_path: Path) -> None:
+    # Made before any stream starts (encoding blocks this loop): outlasts the checks.
+    segments = make_ts_segments(frames=30 * 24, width=128, height=128, audio=False)
     runners = [start_runner(tmp_path, "r0"), start_runner(tmp_path, "r1")]
     gw_runner: web.AppRunner | None = None
     try:
@@ -124,7 +126,6 @@ async def test_failover_keeps_the_viewer_and_the_params(tmp_path: Path) -> None:
             assert stream is not None and started["runner"] in [r.url for r in runners]
             viewer = Viewer()
             view_task = asyncio.create_task(viewer.run(http, started["subscribe_url"]))
-            segments = make_ts_segments(frames=30 * 24, width=128, height=128, audio=False)  # outlasts the checks
             swapped_at: list[float] = []
 
             async def publish() -> None:

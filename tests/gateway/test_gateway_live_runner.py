@@ -68,6 +68,7 @@ async def live_runner(standin: StandinOrchestrator) -> AsyncIterator[str]:
 
 
 async def test_stream_on_a_live_runner(standin: StandinOrchestrator, live_runner: str) -> None:
+    segments = make_ts_segments(frames=30 * 20, width=128, height=128, audio=False)  # before the clock runs
     await until(lambda: any(r.ready for r in standin.runners.values()), what="live runner registered")
     config = GatewayConfig(runners=(), refresh_interval=60.0, live_health_interval=0.5,
                            live_runner_orchestrators=(standin.base,))  # fmt: skip
@@ -82,7 +83,6 @@ async def test_stream_on_a_live_runner(standin: StandinOrchestrator, live_runner
             session_id = stream.attempt.session.session_id
             viewer = Viewer()
             view_task = asyncio.create_task(viewer.run(http, started["subscribe_url"]))
-            segments = make_ts_segments(frames=30 * 20, width=128, height=128, audio=False)
 
             async def publish() -> None:
                 async with TricklePublisher(started["publish_url"], "video/mp2t", session=http) as pub:
