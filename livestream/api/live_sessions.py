@@ -1,6 +1,7 @@
 """The live session API (`livestream.live`): list, pipelines, status, params patch, stop.
 
     GET    /live                    active sessions (a short status each)
+    GET    /live/openapi.json       this API's OpenAPI document (`live_openapi`), open as /openapi.json
     GET    /live/pipelines          live pipelines and their params JSON schema
     GET    /live/{stream}/status    full status (also for a recently ended stream)
     POST   /live/{stream}           a direct stream's params and rtmp_output, before or while it publishes
@@ -19,9 +20,11 @@ from aiohttp import hdrs, web
 from pipelines.base import params_schema
 from pipelines.errors import InvalidRequestError
 
+from .. import __version__
 from ..live.control import ControlError
 from ..live.manager import SessionManager
 from .errors import ApiError
+from .live_openapi import build_live_openapi
 from ..keys import SETTINGS_KEY
 from ..live import LIVE_MANAGER_KEY
 
@@ -42,6 +45,11 @@ def _manager(request: web.Request) -> SessionManager:
         if scheme.lower() != "bearer" or not secrets.compare_digest(credentials.encode(), token.encode()):
             raise ApiError(401, "Invalid bearer token.", {hdrs.WWW_AUTHENTICATE: "Bearer"})
     return request.app[LIVE_MANAGER_KEY]
+
+
+@routes.get("/live/openapi.json")
+async def live_openapi(request: web.Request) -> web.Response:
+    return _json(build_live_openapi(__version__))
 
 
 @routes.get("/live")

@@ -31,6 +31,8 @@ from pipelines.testing import write_tiny_model  # noqa: E402
 
 #: Generated requests per operation: 16 operations x this stays within about a minute on 2 cores.
 MAX_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "25"))
+#: The same for the live API and the gateway (their cases are cheaper or repeat the runner's).
+FEWER_EXAMPLES = max(5, MAX_EXAMPLES * 3 // 5)
 
 #: Tiny models are cheap, but not at any size: outputs up to 64x64, a step or two.
 FUZZ_LIMITS = ["pixels=4096", "side=64", "upscale_pixels=256", "steps=2", "images=2", "llm_tokens=16",
@@ -44,13 +46,20 @@ TASKS = ("text-to-image", "image-to-video", "upscale", "llm", "audio-to-text", "
 
 
 @pytest.fixture(scope="module")
-def fuzz_server(tmp_path_factory: pytest.TempPathFactory, tiny_t2i_dir: Path) -> Iterator[str]:
+def fuzz_models(tmp_path_factory: pytest.TempPathFactory, tiny_t2i_dir: Path) -> dict[str, Path]:
+    """A tiny model folder for every batch task (the fuzz server's `--default-model`s)."""
     models = tmp_path_factory.mktemp("fuzz-models")
     defaults = {"text-to-image": tiny_t2i_dir, "image-to-image": tiny_t2i_dir}
     for task in TASKS:
         if task not in defaults:
             write_tiny_model(task, models / task)
             defaults[task] = models / task
+    return defaults
+
+
+@pytest.fixture(scope="module")
+def fuzz_server(tmp_path_factory: pytest.TempPathFactory, fuzz_models: dict[str, Path]) -> Iterator[str]:
+    defaults = fuzz_models
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -91,15 +100,17 @@ def _is_busy(response: Any) -> bool:
     return response.status_code == 503 and any(w in msg for w in ("busy", "limit", "sessions"))
 
 
-def _check(case: Any, stats: dict[str, list[int]]) -> None:
+def _check(case: Any, stats: dict[str, list[int]], models: dict[str, Path] | None = None) -> None:
+    case.headers = {**(case.headers or {}), "Authorization": f"Bearer {TOKEN}"}  # open routes ignore it
     if case.operation.method.upper() == "POST":
-        case.headers = {**(case.headers or {}), "Authorization": f"Bearer {TOKEN}"}
         if isinstance(case.body, dict):
             # A generated model id names no model: 503 (cannot be loaded), tested elsewhere;
-            # here every request runs the server's tiny default model.
+            # here every request runs the server's tiny model for the task (its default, or
+            # named: the gateway requires a model id).
+            model = str(models[case.path.strip("/")]) if models and case.path.strip("/") in models else ""
             for key in ("model_id", "model"):
                 if isinstance(case.body.get(key), str):
-                    case.body[key] = ""
+                    case.body[key] = model
     response = case.call(timeout=30)
     stats.setdefault(f"{case.method} {case.path}", []).append(response.status_code)
     assert response.status_code < 500 or _is_busy(response), (
@@ -118,28 +129,91 @@ def _check(case: Any, stats: dict[str, list[int]]) -> None:
     )
 
 
-def test_api_fuzz(fuzz_server: str) -> None:
-    """Each operation: `MAX_EXAMPLES` positive and `MAX_EXAMPLES` negative generated requests.
+def _fuzz(
+    document_url: str, *, min_operations: int, models: dict[str, Path] | None = None, examples: int = MAX_EXAMPLES
+) -> dict[str, tuple[int, list[int]]]:
+    """Each operation of the document: `examples` positive and `examples` negative generated
+    requests through `_check`; returns (cases, statuses) per operation.
 
     (schemathesis's pytest plugin does not run under pytest 9 yet, so the operations are
     driven here with hypothesis directly; a failing example is shrunk and reported as usual.)
     """
-    api = schemathesis.openapi.from_url(fuzz_server + "/openapi.json")
+    api = schemathesis.openapi.from_url(document_url)
     stats: dict[str, list[int]] = {}
     operations = [result.ok() for result in api.get_all_operations()]
-    assert len(operations) >= 14
+    assert len(operations) >= min_operations
     for operation in operations:
         for mode in (schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE):
 
-            @settings(max_examples=MAX_EXAMPLES, deadline=None, derandomize=True, database=None,
+            @settings(max_examples=examples, deadline=None, derandomize=True, database=None,
                       suppress_health_check=list(HealthCheck))  # fmt: skip
             @given(case=operation.as_strategy(generation_mode=mode))
             def run(case: Any) -> None:
-                _check(case, stats)
+                _check(case, stats, models)
 
             try:
                 run()
             except Unsatisfiable:  # no invalid request exists (a GET without parameters)
                 assert mode is schemathesis.GenerationMode.NEGATIVE
     summary = {op: (len(codes), sorted(set(codes))) for op, codes in sorted(stats.items())}
-    print("\nfuzz cases per operation (count, statuses):\n" + "\n".join(f"  {k}: {v}" for k, v in summary.items()))
+    print(f"\n{document_url}: fuzz cases per operation (count, statuses):\n"
+          + "\n".join(f"  {k}: {v}" for k, v in summary.items()))  # fmt: skip
+    return summary
+
+
+@pytest.mark.timeout(600)  # hundreds of requests: minutes on busy shared cores
+def test_api_fuzz(fuzz_server: str) -> None:
+    """The runner API (ai-runner's routes and our additions), against its /openapi.json."""
+    _fuzz(fuzz_server + "/openapi.json", min_operations=14)
+
+
+@pytest.mark.timeout(600)  # hundreds of requests: minutes on busy shared cores
+def test_live_api_fuzz(fuzz_server: str) -> None:
+    """The live session API (sessions, params, direct streams, recordings), against
+    /live/openapi.json; the fuzzed stream names name no running stream (404) or configure
+    direct streams that never publish."""
+    summary = _fuzz(fuzz_server + "/live/openapi.json", min_operations=10, examples=FEWER_EXAMPLES)
+    assert summary["GET /live/pipelines"][1] == [200]
+
+
+@pytest.fixture(scope="module")
+def fuzz_gateway(fuzz_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`livestream gateway` in front of the fuzz server (its token in the gateway's config),
+    with the same bearer key on the gateway's own routes."""
+    folder = tmp_path_factory.mktemp("fuzz-gateway")
+    config = folder / "gateway.json"
+    config.write_text(json.dumps({"runners": [{"url": fuzz_server, "token": TOKEN}]}))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    args = [sys.executable, "-m", "livestream", "gateway", "--host", "127.0.0.1", "--port", str(port),
+            "--config", str(config), "--api-key", TOKEN]  # fmt: skip
+    log = folder / "gateway.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(url + "/health", timeout=1).read()
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+                time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        text = log.read_text()
+        assert "Traceback" not in text, text[-4000:]
+
+
+@pytest.mark.timeout(600)  # hundreds of requests: minutes on busy shared cores
+def test_gateway_api_fuzz(fuzz_gateway: str, fuzz_models: dict[str, Path]) -> None:
+    """The gateway API (what Livepeer's SDK calls), against the gateway's /openapi.json, relayed
+    to a runner with a tiny model for every task (named in each request)."""
+    summary = _fuzz(fuzz_gateway + "/openapi.json", min_operations=10, models=fuzz_models, examples=FEWER_EXAMPLES)
+    # relayed and answered by the runner, not only refused at the gateway (most generated
+    # requests are over the runner's small fuzz limits: 400)
+    assert sum(200 in statuses for _, statuses in summary.values()) >= 3, summary
