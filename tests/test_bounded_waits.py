@@ -40,6 +40,9 @@ ALLOWED: dict[tuple[str, str, str], str] = {
     ("livestream/api/routes.py", "_until_disconnected", "asyncio.wait"): _CANCELLED,
     ("livestream/egress/__init__.py", "QueuedSink.get", "self._ready.wait"): _IDLE_TASK + "; the sink's aclose(timeout) cancels consume()",
     ("livestream/egress/trickle.py", "TrickleSink._take", "self._ready.wait"): _IDLE_TASK + "; the sink's aclose(timeout) cancels consume()",
+    ("livestream/egress/trickle.py", "TrickleSink._take", "self._ready.wait"): _IDLE_TASK + "; the sink's aclose(timeout) cancels consume()",
+    ("livestream/gateway/live.py", "RemoteWriter._run", "self._ops.get"): _IDLE_TASK + " (aclose queues 'close', then cancels after its bound)",
+    ("livestream/gateway/live_media.py", "WhipEncoder._run", "self._cond.wait"): _IDLE_THREAD + " (end)",
     ("livestream/ingest/trickle.py", "TrickleIngest.run", "asyncio.wait"): (
         "the reader lasts as long as the input: every segment read runs under asyncio.timeout(idle timeout); stop/abort cancel it"
     ),

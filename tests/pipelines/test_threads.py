@@ -32,15 +32,19 @@ def test_registry_with_a_stuck_job_lets_the_process_exit() -> None:
         from pipelines.registry import PipelineRegistry
 
         logging.basicConfig(level=logging.WARNING)
-        forever = threading.Event()
+        forever, running = threading.Event(), threading.Event()
+
+        def stuck(pipeline):
+            running.set()
+            forever.wait()  # a model call that never returns
 
         async def main():
             registry = PipelineRegistry(
                 model_dir=None, default_models={}, pinned=None, max_queue=0,
                 factories={"text-to-image": lambda model_id, model_dir: object()}, close_timeout_s=0.2,
             )
-            job = asyncio.ensure_future(registry.run("text-to-image", "m", lambda p: forever.wait()))
-            while not any(t.name.startswith("pipeline_") for t in threading.enumerate()):
+            job = asyncio.ensure_future(registry.run("text-to-image", "m", stuck))
+            while not running.is_set():
                 await asyncio.sleep(0.01)
             await registry.aclose()
             job.cancel()
