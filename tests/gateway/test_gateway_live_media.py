@@ -4,7 +4,7 @@ ffmpeg RTMP listener (the stream's RTMP output) read the processed output back.
 
 Kill the serving runner: the WHEP viewer keeps receiving frames without reconnecting, and the
 RTMP output goes on in the same connection. Then an aiortc WHIP publisher's numbered frames come
-back, in order, to a WHEP viewer.
+back, in order, to a WHEP viewer, and the engine's player page plays it in headless Chromium.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import asyncio
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -27,6 +28,9 @@ from livestream.live.testsrc import read_number
 from livestream.webrtc.client import WhepClient, WhipClient
 from livestream.webrtc.testsrc import NumberedVideoTrack
 from test_gateway_live import free_port, start_runner, until, wait_idle
+
+sys.path.insert(0, str(Path(__file__).parents[1]))
+from webrtc.chromium import Browser, chromium_path  # noqa: E402
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -119,6 +123,12 @@ async def test_rtmp_in_whep_and_rtmp_out_survive_a_swap(tmp_path: Path) -> None:
                     assert numbers[-1] > numbers[0]  # frames of the publisher, in order
                 finally:
                     await viewer.close()
+                # The engine's player page, served by the gateway, in headless Chromium.
+                if chromium_path() is not None:
+                    async with Browser() as browser:
+                        player = await browser.open(f"{gw}/live/cam2")
+                        await player.wait_for("window.playerState && playerState.frames > 5", timeout=30)
+                        await player.close()
             finally:
                 await whip.close()
             whip_stream = live.get("cam2")
@@ -127,6 +137,8 @@ async def test_rtmp_in_whep_and_rtmp_out_survive_a_swap(tmp_path: Path) -> None:
         with av.open(str(out_file)) as container:
             video = [f for f in container.decode(video=0)]
         assert len(video) >= 30 * 6 and (video[0].width, video[0].height) == (128, 128)
+        if chromium_path() is None:
+            pytest.skip("the player page in Chromium not checked: Debian's chromium is not installed")
     finally:
         if publisher is not None and publisher.returncode is None:
             publisher.kill()
