@@ -25,7 +25,9 @@ the new size). A's frame gaps (time between two of its outputs) are recorded thr
 - `inductor-child`: the same, with the engine's default `precompile`: a child process compiles
   first into Inductor's cache (`pipelines.live.precompile`), B's thread then loads from it.
 
-The compile backends compile ahead for `--compile-streams` stream counts. `--model tiny`
+The Inductor runs start from a copy of one cache holding stream A's size only (compiled once
+before the runs), so B's size is a cold compile in each. The compile backends compile ahead
+for `--compile-streams` stream counts. `--model tiny`
 (default) writes the tiny random-weight sd-turbo-family model to a temporary folder.
 """
 
@@ -35,6 +37,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -54,7 +57,7 @@ def _frames(count: int, size: int, seed: int) -> Any:
     return torch.randint(0, 256, (count, size, size, 3), generator=gen, dtype=torch.uint8)
 
 
-def _run(args: argparse.Namespace, model: str, backend: str, cache_dir: Path) -> dict[str, Any]:
+def _run(args: argparse.Namespace, model: str, backend: str, cache_dir: Path, seed: Path | None) -> dict[str, Any]:
     import torch
     from torch._inductor.runtime.cache_dir_utils import temporary_cache_dir
 
@@ -62,15 +65,54 @@ def _run(args: argparse.Namespace, model: str, backend: str, cache_dir: Path) ->
     compiler = {"compile": args.compiler, "inductor": "inductor", "inductor-child": "inductor"}.get(backend)
     if compiler is not None:
         os.environ["LIVESTREAM_TORCH_COMPILER"] = compiler
-    cache_dir.mkdir(parents=True)
-    with temporary_cache_dir(str(cache_dir)):  # each run starts with an empty Inductor cache
+    if seed is not None and compiler == "inductor":
+        shutil.copytree(seed, cache_dir)  # A's graphs only: B's size is not in it
+    else:
+        cache_dir.mkdir(parents=True)
+    with temporary_cache_dir(str(cache_dir)):  # each run starts without B's graphs
         return _measure(args, model, backend, compiler is not None)
+
+
+def _seed_inductor_cache(args: argparse.Namespace, model: str, cache_dir: Path) -> None:
+    """Compile stream A's size once into `cache_dir` (each Inductor run starts from a copy)."""
+    import torch
+    from torch._inductor.runtime.cache_dir_utils import temporary_cache_dir
+
+    from pipelines.live.diffusion_worker import WorkerPool
+    from pipelines.live.streamdiffusion import StreamDiffusionPipeline
+
+    torch._dynamo.reset()
+    os.environ["LIVESTREAM_TORCH_COMPILER"] = "inductor"
+    cache_dir.mkdir(parents=True)
+    pool = WorkerPool(compile_streams=tuple(args.compile_streams), precompile=False)
+    pipe = StreamDiffusionPipeline(device="cpu", pool=pool)
+    with temporary_cache_dir(str(cache_dir)):
+        try:
+            pipe.load(_params(model, args.size, 1, "compile"))
+        finally:
+            pipe.close()
+            pool.close()
+
+
+def _params(model: str, size: int, seed: int, acceleration: Literal["none", "compile"]) -> Any:
+    from pipelines.live.streamdiffusion_params import StreamDiffusionParams
+
+    return StreamDiffusionParams(
+        model_id=model,
+        prompt=f"stream {seed}",
+        seed=seed,
+        t_index_list=[20, 35],
+        cfg_type="self",
+        guidance_scale=1.4,
+        width=size,
+        height=size,
+        acceleration=acceleration,
+    )
 
 
 def _measure(args: argparse.Namespace, model: str, backend: str, compiled: bool) -> dict[str, Any]:
     from pipelines.live.diffusion_worker import WorkerPool
     from pipelines.live.streamdiffusion import StreamDiffusionPipeline
-    from pipelines.live.streamdiffusion_params import StreamDiffusionParams
 
     acceleration: Literal["none", "compile"] = "compile" if compiled else "none"
     pool = WorkerPool(
@@ -80,18 +122,8 @@ def _measure(args: argparse.Namespace, model: str, backend: str, compiled: bool)
         call_timeout_s=args.frame_timeout,
     )
 
-    def params(size: int, seed: int) -> StreamDiffusionParams:
-        return StreamDiffusionParams(
-            model_id=model,
-            prompt=f"stream {seed}",
-            seed=seed,
-            t_index_list=[20, 35],
-            cfg_type="self",
-            guidance_scale=1.4,
-            width=size,
-            height=size,
-            acceleration=acceleration,
-        )
+    def params(size: int, seed: int) -> Any:
+        return _params(model, size, seed, acceleration)
 
     a = StreamDiffusionPipeline(device="cpu", pool=pool)
     a.load(params(args.size, 1))
@@ -178,8 +210,13 @@ def main(argv: Sequence[str] | None = None) -> None:
 
             model = str(Path(tmp) / "tiny-streamdiffusion")
             write_tiny_model("streamdiffusion", Path(model))
-        for i, backend in enumerate(args.backends.split(",")):
-            results.append(_run(args, model, backend, Path(tmp) / f"inductor-cache-{i}"))
+        backends = args.backends.split(",")
+        seed = Path(tmp) / "inductor-seed" if any(b.startswith("inductor") for b in backends) else None
+        if seed is not None:
+            _seed_inductor_cache(args, model, seed)
+        for i, backend in enumerate(backends):
+            results.append(_run(args, model, backend, Path(tmp) / f"inductor-cache-{i}", seed))
+            print(json.dumps(results[-1]), file=sys.stderr, flush=True)  # a row as soon as it is measured
     report = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "load_average": os.getloadavg(),
