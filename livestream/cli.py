@@ -396,10 +396,17 @@ def _check_live_params(pipeline: str, params: dict[str, object], model_dir: Path
 
     from pipelines.live import default_live_registry
 
-    from .live.direct import AUTO
+    from .live.direct import AUTO, CPU_PIPELINE
 
+    note = ""
     if pipeline == AUTO:
-        return
+        if not params:
+            return
+        import torch
+
+        if torch.cuda.is_available():
+            return  # auto decides at start-up (weights present?): checked when a stream starts
+        pipeline, note = CPU_PIPELINE, ", which --live-pipeline auto runs without a CUDA GPU; name another with --live-pipeline"
     registry = default_live_registry(model_dir)
     if pipeline not in registry:
         known = ", ".join(spec.name for spec in registry)
@@ -410,7 +417,7 @@ def _check_live_params(pipeline: str, params: dict[str, object], model_dir: Path
         first = exc.errors()[0]
         where = ".".join(str(part) for part in first["loc"]) or "(the object)"
         raise ConfigError(
-            f"--live-params: {where}: {first['msg']} (for the {pipeline} pipeline; GET /live/pipelines lists its params)."
+            f"--live-params: {where}: {first['msg']} (for the {pipeline} pipeline{note}; GET /live/pipelines lists its params)."
         ) from None
     model_id = getattr(validated, "model_id", None)
     if isinstance(model_id, str) and model_id:

@@ -53,6 +53,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tuple[l
             ],  # fmt: skip
             "live params json": [*serve, "--live-params", "{prompt: fox}"],
             "live params value": [*serve, "--live-pipeline", "color-filter", "--live-params", '{"saturation": 9}'],
+            "live params auto": [*serve, "--live-params", '{"prompt": "a fox"}'],  # auto is color-filter (ENV)
             "webhook": [*serve, "--rtmp-auth-webhook", f"http://127.0.0.1:{closed}/auth"],
             "debug": ["--debug", "serve", "--live-params", "[1"],
         }
@@ -111,6 +112,10 @@ def test_bad_live_params(runs) -> None:
     assert "--live-params is not valid JSON" in _one_line(runs["live params json"][1])
     line = _one_line(runs["live params value"][1])
     assert "--live-params: saturation" in line and "color-filter" in line
+    # Diffusion's params where auto runs color-filter (no CUDA GPU): said at start-up, not at
+    # every publish.
+    line = _one_line(runs["live params auto"][1])
+    assert "--live-params: prompt" in line and "--live-pipeline auto runs without a CUDA GPU" in line
 
 
 def test_a_webhook_that_refuses_connections(runs) -> None:
