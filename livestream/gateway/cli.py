@@ -76,6 +76,8 @@ _FLAGS: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "max_ticket_ev": ("GATEWAY_MAX_TICKET_EV", int, "most EV of one ticket, wei (-maxTicketEV)"),
     "max_total_ev": ("GATEWAY_MAX_TOTAL_EV", int, "most EV of one payment, wei (-maxTotalEV)"),
     "deposit_multiplier": ("GATEWAY_DEPOSIT_MULTIPLIER", int, "face value at most deposit / this (-depositMultiplier)"),
+    "chain_refresh": ("GATEWAY_CHAIN_REFRESH", float, "seconds the L1 block and the sender's deposit/reserve are cached"),
+    "live_payment_interval": ("GATEWAY_LIVE_PAYMENT_INTERVAL", float, "seconds between top-ups of a paid live-runner session"),
 }
 
 

@@ -572,7 +572,7 @@ class LiveSessionPayment:
     Credit is per (orchestrator, manifest) in `Payments.spend`; a `PaymentResult` answered by
     the orchestrator brings new ticket params (`refreshed`).
 
-    It is also the live-runner client's payer (`liverunner.client.SessionPayer`): `address`,
+    It is also the live-runner client's payer (`liverunner.client.SessionPayer`): `payer_address()`,
     `first(challenge)` for the 402 challenge, `top_up()` and `refreshed(body)`. Params that
     expired before a top-up (no payment for a while) are fetched again with go-livepeer's
     `POST {orchestrator}/refresh-payment {sender, manifest_id}` (with `http`), once.
@@ -593,8 +593,13 @@ class LiveSessionPayment:
         self.http = http
         self._session: _Session | None = None
 
-    @property
-    def address(self) -> str:
+    async def payer_address(self) -> str:
+        """The paying address: the key's, or the remote signer's."""
+        if self.payments.remote is not None:
+            try:
+                return to_checksum_address((await self.payments.remote.orchestrator_info_sig())[0])
+            except RemoteSignerError as exc:
+                raise PaymentFailed(str(exc)) from None
         return self.payments.address
 
     def _use(self, info: pb.OrchestratorInfo) -> None:
@@ -660,12 +665,12 @@ class LiveSessionPayment:
         spend = payments.spend[self.url]
         try:
             try:
-                headers = await self._local(sess, fee) if payments.sender is not None else await self._remote(sess, units)
+                headers = await self._local(sess, fee) if payments.sender is not None else await self._remote(sess, units, fee)
             except (TicketParamsExpired, RefreshSession) as exc:
                 log.info("live payment to %s: %s: refreshing the params", self.url, exc)
                 sess = await self._refresh()
                 fee = units * sess.price.per_pixel
-                headers = await self._local(sess, fee) if payments.sender is not None else await self._remote(sess, units)
+                headers = await self._local(sess, fee) if payments.sender is not None else await self._remote(sess, units, fee)
         except (TicketParamsExpired, RefreshSession) as exc:
             spend.failures += 1
             spend.last_error = str(exc)
@@ -709,7 +714,9 @@ class LiveSessionPayment:
         return self._headers(encode_header(payment_to_proto(batch)),
                              payments.signer.sign_hash(segment_credentials_hash(self.manifest_id, 0)))  # fmt: skip
 
-    async def _remote(self, sess: _Session, units: int) -> dict[str, str]:
+    async def _remote(self, sess: _Session, units: int, fee: Fraction) -> dict[str, str]:
+        """The remote signer bills by its own clock (lv2v: time since its state's last update):
+        the gateway books `fee` by its clock, an estimate of the signer's."""
         payments = self.payments
         assert payments.remote is not None and self.info is not None
         job_type = {"720p-pixel-seconds": "lv2v", "seconds": "live"}.get(self.unit, "")
@@ -719,6 +726,7 @@ class LiveSessionPayment:
         except NoTicketsNeeded:
             address, _ = await payments.remote.orchestrator_info_sig()
             empty = pb.Payment(sender=address, expected_price=self.info.price_info)
+            payments.spend[self.url].credit[self.manifest_id] -= fee
             return {"Livepeer-Payment": encode_header(empty), "Livepeer-Segment": sess.seg_creds}
         except RefreshSession:
             raise
@@ -727,8 +735,10 @@ class LiveSessionPayment:
         sess.signer_state, sess.seg_creds = remote.state, remote.seg_creds
         count = len(remote.decoded().ticket_sender_params)
         spend = payments.spend[self.url]
+        sent = count * sess.params.expected_value
         spend.tickets += count
-        spend.ev_sent += count * sess.params.expected_value
+        spend.ev_sent += sent
+        spend.credit[self.manifest_id] += sent - fee
         return {"Livepeer-Payment": remote.payment, "Livepeer-Segment": remote.seg_creds}
 
     async def _refresh(self) -> _Session:
@@ -739,9 +749,7 @@ class LiveSessionPayment:
         if self.http is None:
             raise PaymentFailed("live payment: params expired and no HTTP session to refresh them")
         url = self.url.rstrip("/") + "/refresh-payment"
-        address = self.address
-        if not address and self.payments.remote is not None:
-            address = to_checksum_address((await self.payments.remote.orchestrator_info_sig())[0])
+        address = await self.payer_address()
         try:
             async with self.http.post(url, json={"sender": address, "manifest_id": self.manifest_id},
                                       timeout=aiohttp.ClientTimeout(total=10)) as resp:  # fmt: skip

@@ -27,13 +27,14 @@ __all__ = ["DiscoveredRunner", "LiveRunnerClient", "LiveRunnerClientError", "Res
 
 class SessionPayer(Protocol):
     """Pays a session on an on-chain orchestrator (§3.6, the 402 flow); the gateway's is
-    `gateway.payments.LiveSessionPayment`. `first` answers the 402 challenge (JSON
+    `gateway.payments.LiveSessionPayment`. `payer_address` is the address that pays; `first` answers the 402 challenge (JSON
     `{payment_params, manifest_id, orchestrator, payment_url}`) with the headers to retry with
     (`Livepeer-Payment`, `Livepeer-Segment`); `top_up` gives the next payment's headers;
     `refreshed` takes the orchestrator's `PaymentResult` (new ticket params)."""
 
-    @property
-    def address(self) -> str: ...
+    async def payer_address(self) -> str:
+        """`Livepeer-Payer-Address`: 0x and 40 hex digits."""
+        ...
 
     async def first(self, challenge: dict[str, Any]) -> dict[str, str]: ...
 
@@ -151,7 +152,7 @@ async def _paid_reserve(http: aiohttp.ClientSession, url: str, payer: SessionPay
     """The 402 flow: the challenge, then the same call with the first payment."""
     try:
         # Offchain, or a runner with no price: the session comes at once.
-        return await _request(http, "POST", url, None, {"Livepeer-Payer-Address": payer.address})
+        return await _request(http, "POST", url, None, {"Livepeer-Payer-Address": await payer.payer_address()})
     except LiveRunnerClientError as exc:
         if exc.status != 402:
             raise

@@ -581,3 +581,42 @@ def test_the_gateways_live_relay_pays_a_live_runner_session(
         assert held - credit == fees and fees >= 60 * LIVE_PIXELS_PER_SECOND * 2_000
     finally:
         loop_thread.stop(srv)
+
+
+def test_a_live_runner_session_paid_through_the_remote_signer(
+    shared: tuple[SharedChain, str], loop_thread: LoopThread
+) -> None:
+    import aiohttp
+
+    from livestream.gateway import GatewayConfig
+    from livestream.gateway.payments import LiveSessionPayment, Payments
+    from livestream.liverunner.client import LiveRunnerClient
+
+    chain = shared[0]
+    signer = StandInSigner(chain)
+    signer_url, signer_srv = loop_thread.serve(signer.app())
+    orch = PaidLiveRunners(chain, price=2_000, unit="720p-pixel-seconds", config=RECIPIENT)
+    orch.url, srv = loop_thread.serve(orch.app())
+
+    async def run() -> None:
+        async with aiohttp.ClientSession() as http:
+            payments = Payments.from_config(GatewayConfig(remote_signer_url=signer_url), http)
+            assert payments is not None and payments.signer is None
+            payer = LiveSessionPayment(payments, "720p-pixel-seconds", http=http)
+            session = await LiveRunnerClient(orch.url, http).reserve("r1", payer)
+            assert orch.sessions[session.session_id] == SENDER.address  # the signer's address pays
+            await session.pay()
+            await session.pay()
+            assert [c["type"] for c in signer.calls] == ["lv2v"] * 3
+            assert [c["ManifestID"] for c in signer.calls] == [session.session_id] * 3
+            assert signer.calls[0].get("state") is None and all(c.get("state") for c in signer.calls[1:])
+            # 60 s up front (the signer's first lv2v call), then the time since: credited on chain terms.
+            spend = payments.spend[orch.url]
+            assert orch.payments == 3 and spend.failures == 0
+            assert spend.ev_sent == orch.balances.balance(SENDER.address, session.session_id)
+
+    try:
+        loop_thread.call(run())
+    finally:
+        loop_thread.stop(srv)
+        loop_thread.stop(signer_srv)
