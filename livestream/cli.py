@@ -997,6 +997,8 @@ def _os_error_line(exc: OSError, args: argparse.Namespace) -> str:
         flags = [flag for field, flag in _PORT_FLAGS.items() if port is not None and getattr(args, field, None) == port]
         if port is not None and port == 1935 and getattr(args, "rtmp_port", None) is None:
             flags.append(_PORT_FLAGS["rtmp_port"])
+        if getattr(args, "command", None) != "serve":  # the env names above are serve's
+            flags = [flag.split(" (")[0] for flag in flags]
         where = f"port {port}" if port is not None else "a port"
         hint = f"choose another with {' or '.join(flags)}" if flags else "choose another port"
         return f"{where} is in use (another program listens on it, perhaps another livestream); stop it or {hint}."
