@@ -143,6 +143,15 @@ class Progress:
             self._draw(stage, force=True)
         return stage
 
+    def close(self) -> None:
+        """The work is over or abandoned (a load stuck past its bound): its current stage's
+        heartbeat stops, without a final line. Idempotent."""
+        stage = self._stage
+        if stage is not None:
+            with self._lock:
+                stage.finished = True
+            stage._stop_heartbeat()
+
     def snapshot(self) -> dict[str, Any] | None:
         """The current stage for a status field: `{"stage", "progress" (0..1 or None), "elapsed_s"}`."""
         stage = self._stage

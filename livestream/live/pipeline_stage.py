@@ -254,6 +254,7 @@ class PipelineStage:
             if self._closed:
                 return
             self._closed = True
+        self.progress.close()  # a load left behind stops logging that it is still loading
         thread = self._thread
         closing: Future[Any] | None = None
         if not self._stuck:

@@ -147,3 +147,13 @@ async def test_a_model_load_logs_while_it_runs(caplog: pytest.LogCaptureFixture)
         logging.getLogger("pipelines.progress").removeHandler(watch)
         await registry.aclose()
     assert any("load done in" in r.getMessage() for r in caplog.records)
+
+
+def test_close_stops_a_stage_left_running() -> None:
+    """A load abandoned past its bound: closing the progress ends its heartbeat thread."""
+    progress = Progress("live cam: slow", interval=0.05)
+    stage = progress.stage("load").__enter__()
+    assert stage._heartbeat is not None and stage._heartbeat.is_alive()
+    progress.close()
+    assert not stage._heartbeat.is_alive()
+    progress.close()
