@@ -16,6 +16,7 @@ from .api.rate_limit import RateLimiter, rate_limit_middleware
 from .api.recordings import add_recording_routes
 from .keys import SETTINGS_KEY
 from .live import setup_live
+from .live.client_limits import CLIENT_SESSIONS_KEY, ClientSessions
 from .liverunner import setup_live_runner
 from .protocols import OUTPUT_SINKS, setup_protocols
 from .settings import Settings
@@ -33,6 +34,7 @@ def build_app(settings: Settings) -> web.Application:
     middlewares: list[Middleware] = [rate_limit_middleware(RateLimiter(limits.api_rate))] if limits.api_rate else []
     app = web.Application(client_max_size=1024**2 * 64, middlewares=middlewares)
     app[SETTINGS_KEY] = settings
+    app[CLIENT_SESSIONS_KEY] = ClientSessions(limits.sessions_per_client)
     app.cleanup_ctx.append(_default_executor)  # first in, last out: the others' to_thread calls
     # Engine code creates channels in-process through `app[trickle.TRICKLE_SERVER_KEY]`.
     trickle_config = TrickleServerConfig(

@@ -28,6 +28,7 @@ from pipelines.errors import InvalidRequestError, ModelMismatchError
 from ..errors import SessionLimitError
 from ..keys import REGISTRY_KEY
 from ..live import LIVE_MANAGER_KEY
+from ..live.client_limits import CLIENT_SESSIONS_KEY
 from ..settings import Settings, WorkLimits
 from . import schemas as s
 from .bodies import BodyLimits, read_json_body, read_multipart_body
@@ -393,10 +394,16 @@ class RunnerApi:
 
     async def live_video_to_video(self, request: web.Request, params: s.LiveVideoToVideoParams) -> web.StreamResponse:
         self._check_model(LIVE_TASK, params.model_id)
+        manager = request.app[LIVE_MANAGER_KEY]
+        clients = request.app.get(CLIENT_SESSIONS_KEY)
         try:
-            session = await request.app[LIVE_MANAGER_KEY].start(**params.model_dump())
+            if clients is not None:
+                clients.check("live", request.remote or "", lambda stream: manager.get(stream) is not None)
+            session = await manager.start(**params.model_dump())
         except SessionLimitError as exc:
             raise ApiError(503, str(exc)) from None
+        if clients is not None:
+            clients.add("live", request.remote or "", session.stream_id)
         # As ai-runner: the URLs are empty (the orchestrator sets them); plus the session id.
         body = s.LiveVideoToVideoResponse(subscribe_url="", publish_url="", control_url="").model_dump()
         body["stream_id"] = session.stream_id

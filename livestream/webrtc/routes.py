@@ -29,6 +29,7 @@ from pipelines.errors import InvalidRequestError
 from ..api.errors import ApiError
 from ..errors import SessionLimitError, StreamBusyError
 from ..keys import SETTINGS_KEY
+from ..live.client_limits import CLIENT_SESSIONS_KEY
 from ..live.direct import valid_stream_name
 from .peers import Resource, StreamNotFound, WebRTCHub
 from .sdp import OfferError, parse_sdpfrag
@@ -184,8 +185,14 @@ async def whip_post(request: web.Request) -> web.Response:
         raise ApiError(400, f"Invalid stream name {stream!r}: use letters, digits, '_', '-' and '.' (at most 128).")
     _check_publish(request, stream)
     offer = await _offer(request)
+    hub = request.app[WEBRTC_HUB_KEY]
+    clients = request.app.get(CLIENT_SESSIONS_KEY)
     with _offer_errors(stream):
-        resource, answer = await request.app[WEBRTC_HUB_KEY].publish(stream, offer)
+        if clients is not None:
+            clients.check("whip", request.remote or "", lambda s: any(r.kind == "whip" for r in hub.resources(s)))
+        resource, answer = await hub.publish(stream, offer)
+    if clients is not None:
+        clients.add("whip", request.remote or "", stream)
     return _created(resource, answer, request)
 
 

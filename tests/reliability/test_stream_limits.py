@@ -196,3 +196,32 @@ async def test_whep_viewers_per_stream(whep: tuple[str, _Streams]) -> None:
                 await first.close()
     finally:
         source.stop()
+
+
+async def test_live_sessions_per_client(orchestrator: str) -> None:
+    settings = Settings(host="127.0.0.1", port=0, max_live_sessions=4, stream_limits=StreamLimits(sessions_per_client=1))
+    client: TestClient[Any, Any] = TestClient(TestServer(build_app(settings)))
+    await client.start_server()
+    try:
+        async with aiohttp.ClientSession() as http:
+            for name in ("a", "b", "c"):
+                async with http.post(f"{orchestrator}{name}") as resp:  # inputs that wait for segments
+                    assert resp.status == 200
+
+        async def start(name: str) -> tuple[int, str]:
+            resp = await client.post("/live-video-to-video", json={
+                "subscribe_url": f"{orchestrator}{name}", "publish_url": f"{orchestrator}{name}-out",
+                "model_id": "noop", "stream_id": name,
+            })  # fmt: skip
+            return resp.status, await resp.text()
+
+        assert (await start("a"))[0] == 200
+        status, text = await start("b")
+        assert status == 503 and "sessions_per_client" in text
+        assert (await client.delete("/live/a")).status == 200
+        async with asyncio.timeout(20):
+            while (await start("c"))[0] != 200:  # once `a` has ended, the client may start another
+                await asyncio.sleep(0.1)
+        await client.delete("/live/c")
+    finally:
+        await client.close()
