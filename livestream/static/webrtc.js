@@ -161,6 +161,9 @@ async function whep(url, video, { token = "", audio = true, audioElement = null,
 function watchStream({ stream, video, audioElement = null, token = "", audio = true, lowLatency = false, state, onState = () => {}, stallSeconds = 4 }) {
   const url = `/live/${encodeURIComponent(stream)}/whep`;
   let session = null, stopped = false, timer = null, lastFrames = -1, stalledFor = 0, backoff = 500;
+  // A stream that is up but sends nothing (its pipeline still loading a model) is retried less
+  // and less often: 4, 8, 16, 30 s; frames reset it.
+  let stallLimit = stallSeconds;
   state.connects = 0;
   const report = (kind, text) => {
     state.view = kind;
@@ -214,7 +217,9 @@ function watchStream({ stream, video, audioElement = null, token = "", audio = t
       if (state.view !== "playing") report("playing", "");
       lastFrames = state.frames;
       stalledFor = 0;
-    } else if ((stalledFor += 1) >= stallSeconds && session.pc.connectionState !== "connecting") {
+      stallLimit = stallSeconds;
+    } else if ((stalledFor += 1) >= stallLimit && session.pc.connectionState !== "connecting") {
+      stallLimit = Math.min(stallLimit * 2, 30);
       report("connecting", "no frames; reconnecting…");
       connect();
     }
