@@ -263,6 +263,8 @@ class Attempt:
     events: SegmentSource
     #: A live runner's session on an orchestrator (None: one of our runners).
     session: ReservedSession | None = None
+    #: An orchestrator's channels: the HTTP session pinned to its certificate (closed with the attempt).
+    remote_http: aiohttp.ClientSession | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     last_output: float | None = None
     last_event: float = 0.0
@@ -328,9 +330,13 @@ class LiveStream:
             try:
                 backend = self.streams.selector.pick(candidates, PIPELINE, self.model_id, exclude=tried)
             except NoBackendError as exc:
-                if cfg.live_runner_orchestrators:
+                orchestrator = self._pick_orchestrator(candidates, tried)
+                if orchestrator is not None:
+                    backend = orchestrator
+                elif cfg.live_runner_orchestrators:
                     return await self._start_on_live_runner(exclude={b.url for b in tried})
-                raise LiveError(503, f"{exc} ({last})" if tried else str(exc)) from None
+                else:
+                    raise LiveError(503, f"{exc} ({last})" if tried else str(exc)) from None
             tried.append(backend)
             try:
                 return await self._start_on(backend)
@@ -339,6 +345,19 @@ class LiveStream:
                 log.warning("live %s: start on %s failed: %s", self.name, backend.url, exc)
                 backend.suspend(cfg.live_suspension_penalty, f"live start failed: {exc}")
         raise LiveError(503, f"no runner took the stream ({last})")
+
+    def _pick_orchestrator(self, candidates: list[Backend], tried: list[Backend]) -> Backend | None:
+        """After our runners: an orchestrator (up, not tried) that advertises the live capability
+        and the stream's model (any model when the stream names none), the least busy first."""
+        found = []
+        for backend in candidates:
+            info = backend.info
+            if info is None or backend in tried or backend.state != "up":
+                continue
+            models = info.models(PIPELINE)
+            if models is not None and (not self.model_id or not models or self.model_id in models):
+                found.append(backend)
+        return min(found, key=lambda b: (b.suspended, b.in_flight), default=None)
 
     async def _start_on_live_runner(self, exclude: set[str]) -> Attempt:
         """No runner of ours took it: a go-livepeer Live Runner (`--live-runner-orchestrator`),
@@ -390,7 +409,45 @@ class LiveStream:
         self._run_attempt(attempt)
         return attempt
 
+    async def _start_on_orchestrator(self, backend: Backend) -> Attempt:
+        """go-livepeer's live start on an orchestrator (offchain): `POST {transcoder}/live-video-to-video`
+        `{model_id, params, gateway_request_id, stream_id}` with the job headers, 5 s; the
+        orchestrator hosts the four channels and answers their URLs (`publish_url` takes the input,
+        `subscribe_url` gives the output), reached with its pinned certificate."""
+        assert backend.link is not None
+        await self.streams.discovery.refresh_token(backend)
+        info = backend.info
+        if info is None or backend.state != "up":
+            raise LiveError(503, f"orchestrator unavailable: {backend.last_error or backend.state}")
+        if info.needs_payment:
+            raise LiveError(503, "on-chain orchestrators are not paid for live streams yet")
+        ssl = await backend.link.job_ssl(info.transcoder)
+        body = {"model_id": self.model_id, "params": self.params, "gateway_request_id": self.request_id,
+                "stream_id": self.stream_id}  # fmt: skip
+        headers = {"Content-Type": "application/json", **info.job_headers(PIPELINE, self.model_id)}
+        async with self.streams.http.post(info.transcoder + "/" + PIPELINE, json=body, headers=headers, ssl=ssl,
+                                          timeout=aiohttp.ClientTimeout(total=START_TIMEOUT)) as resp:  # fmt: skip
+            if resp.status != 200:
+                raise LiveError(resp.status, f"answered {resp.status}: {(await resp.text())[:200]}")
+            urls = await resp.json()
+        try:
+            names = ("publish_url", "subscribe_url", "control_url", "events_url")
+            publish, subscribe, control, events = (str(urls[k]) for k in names)
+        except (KeyError, TypeError):
+            raise LiveError(502, f"unexpected live start answer {urls!r:.200}") from None
+        http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ssl))
+        attempt = Attempt(
+            backend=backend, mid=str(urls.get("manifest_id") or secrets.token_hex(4)), started=time.monotonic(),
+            input=RemoteWriter(publish, "video/MP2T", http), control=RemoteWriter(control, "application/json", http),
+            output=remote_source(subscribe, http), events=remote_source(events, http), remote_http=http,
+        )  # fmt: skip
+        attempt.last_event = attempt.started
+        self._run_attempt(attempt)
+        return attempt
+
     async def _start_on(self, backend: Backend) -> Attempt:
+        if backend.link is not None:
+            return await self._start_on_orchestrator(backend)
         server = self.streams.server
         mid = f"{self.name}-{secrets.token_hex(4)}"
         channels = {
@@ -451,13 +508,15 @@ class LiveStream:
                     await task
         await attempt.input.aclose()
         await attempt.control.aclose()
+        if attempt.remote_http is not None:
+            await attempt.remote_http.close()
         if attempt.session is not None:
             try:
                 async with asyncio.timeout(START_TIMEOUT):
                     await attempt.session.stop()
             except (LiveRunnerClientError, TimeoutError) as exc:
                 log.warning("live %s: stopping live runner session %s: %s", self.name, attempt.session.session_id, exc)
-        else:
+        elif attempt.remote_http is None:
             for suffix in ("-out", "-events"):
                 self.streams.server.close_channel(attempt.mid + suffix)
 
@@ -643,6 +702,8 @@ class LiveStream:
             if now - attempt.last_event > EVENT_GAP:
                 self._spawn_failover(attempt, "timeout waiting for events")
                 return
+            if attempt.remote_http is not None:
+                continue  # an orchestrator: no health route; output and event timeouts (as go-livepeer)
             if attempt.session is not None:  # a live runner: its app, through the orchestrator's proxy
                 try:
                     async with asyncio.timeout(timeout.total or 1.0):

@@ -1,0 +1,133 @@
+"""Live streams on a go-livepeer orchestrator through the gateway (offchain): the stand-in
+orchestrator of the batch tests (gRPC discovery, TLS pinned on first use, job credentials),
+given go-livepeer's live start route here, with a real noop runner process behind it.
+
+The orchestrator hosts the four trickle channels (on its TLS port, as go-livepeer does) and
+starts its runner on them; the gateway publishes the input to the orchestrator's `publish_url`
+and relays its `subscribe_url` to the gateway's own viewer channel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import signal
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from gateway_fleet import LoopThread
+from livestream.gateway import GatewayConfig, build_gateway_app
+from livestream.gateway.live_routes import LIVE_KEY
+from livestream.live.testsrc import decode_ts, make_ts_segments
+from standin_orchestrator import StandInOrchestrator
+from test_gateway_live import Viewer, serve, start_runner, start_stream, until, wait_idle
+from trickle import TricklePublisher, TrickleServer, TrickleServerConfig
+
+pytestmark = pytest.mark.timeout(120)
+
+PIPELINE = "live-video-to-video"
+
+
+@dataclass
+class LiveStandIn(StandInOrchestrator):
+    """The stand-in with go-livepeer's `POST /live-video-to-video` (reference §4.2): credentials
+    checked as for a job, four channels made on its own trickle server, its runner started on
+    them with the runner contract, the public URLs answered."""
+
+    runner_url: str = ""
+    live_starts: list[dict[str, Any]] = field(default_factory=list)
+
+    def app(self) -> web.Application:
+        app = super().app()
+        self.trickle = TrickleServer(TrickleServerConfig())
+        self.trickle.setup(app, "/ai/trickle/")
+        # Before the stand-in's `/{pipeline}` catch-all: resources match in the order added.
+        resource = app.router.add_resource("/" + PIPELINE)
+        resource.add_route("POST", self._live)
+        app.router._resources.insert(0, app.router._resources.pop())
+        return app
+
+    async def _live(self, request: web.Request) -> web.Response:
+        reason = self._check_credentials(request, PIPELINE)
+        if reason is not None:
+            return web.Response(status=403, text=reason + "\n")
+        body = await request.json()
+        self.live_starts.append(body)
+        mid = secrets.token_hex(6)
+        names = {"subscribe_url": mid, "publish_url": f"{mid}-out", "control_url": f"{mid}-control",
+                 "events_url": f"{mid}-events"}  # fmt: skip
+        for key, name in names.items():
+            self.trickle.create_channel(name, "application/json" if "control" in key or "events" in key else "video/MP2T")
+        base = f"{self.transcoder}/ai/trickle/"
+        start = {key: base + name for key, name in names.items()}
+        start.update(model_id=body["model_id"], params=body.get("params") or {}, stream_id=body.get("stream_id", ""),
+                     gateway_request_id=body.get("gateway_request_id", ""), manifest_id=mid)  # fmt: skip
+        async with aiohttp.ClientSession() as http:
+            async with http.post(self.runner_url + "/" + PIPELINE, json=start) as resp:
+                if resp.status != 200:
+                    return web.Response(status=500, text=await resp.text())
+        # The gateway's view: it publishes to the runner's input and subscribes to its output.
+        return web.json_response({"publish_url": base + mid, "subscribe_url": base + f"{mid}-out",
+                                  "control_url": base + f"{mid}-control", "events_url": base + f"{mid}-events",
+                                  "manifest_id": mid})  # fmt: skip
+
+
+async def test_stream_on_an_orchestrator(tmp_path: Path) -> None:
+    segments = make_ts_segments(frames=30 * 20, width=128, height=128, audio=False)  # before the clock runs
+    runner = start_runner(tmp_path, "r0")
+    loop = LoopThread()
+    orch: LiveStandIn | None = None
+    gw_runner: web.AppRunner | None = None
+    try:
+        async with aiohttp.ClientSession() as http:
+            await wait_idle(http, runner)
+            orch = LiveStandIn(models={PIPELINE: {"noop": True}}, runner_url=runner.url).start(loop)
+            config = GatewayConfig(runners=(), orchestrators=(orch.url,), refresh_interval=60.0,
+                                   live_health_interval=0.5)  # fmt: skip
+            app = build_gateway_app(config)
+            gw, gw_runner = await serve(app)
+            started = await start_stream(http, gw, "oc", 'pipeline=noop&params={"width": 96, "height": 96}')
+            assert started["runner"] == orch.url
+            assert orch.live_starts[0]["model_id"] == "noop" and orch.live_starts[0]["params"] == {"width": 96, "height": 96}
+            stream = app[LIVE_KEY].get("oc")
+            assert stream is not None
+            viewer = Viewer()
+            view_task = asyncio.create_task(viewer.run(http, started["subscribe_url"]))
+
+            async def publish() -> None:
+                async with TricklePublisher(started["publish_url"], "video/mp2t", session=http) as pub:
+                    for seg in segments:  # about real time: one 1 s segment a second
+                        async with pub.segment() as w:
+                            await w.write(seg)
+                        await asyncio.sleep(1.0)
+
+            pub_task = asyncio.create_task(publish())
+            await until(lambda: bool(viewer.segments), what="first output")
+            assert decode_ts(viewer.segments[0][1])[0][0].shape == (96, 96, 3)
+            async with http.post(f"{gw}/live/video-to-video/oc/update", data=json.dumps({"width": 64, "height": 64})) as resp:
+                assert resp.status == 200
+            await until(lambda: decode_ts(viewer.segments[-1][1])[0][-1].shape == (64, 64, 3), what="update applied")
+            pub_task.cancel()  # the publisher's close() DELETEs the input channel
+            await asyncio.gather(pub_task, return_exceptions=True)
+            await until(lambda: stream.ended is not None, what="stream end")
+            await asyncio.wait_for(view_task, 15)
+            assert stream.ended == "input ended" and stream.swaps == 0
+    finally:
+        if gw_runner is not None:
+            await gw_runner.cleanup()
+        if orch is not None:
+            orch.stop()
+        loop.close()
+        if runner.proc.poll() is None:
+            runner.proc.send_signal(signal.SIGINT)
+        try:
+            runner.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            runner.proc.kill()
