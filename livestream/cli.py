@@ -376,6 +376,8 @@ def _check_model_folder(model_id: str, model_dir: Path | None) -> None:
     path = Path(model_id).expanduser()
     looks_like_path = path.is_absolute() or model_id.startswith((".", "~")) or model_id.count("/") > 1
     candidates = [path] + ([model_dir / model_id] if model_dir is not None and not path.is_absolute() else [])
+    if any(c.is_file() for c in candidates):
+        return  # a single-file model: the pipeline says whether it takes one
     folder = next((c for c in candidates if c.is_dir()), None)
     if folder is None:
         if looks_like_path:
