@@ -18,7 +18,8 @@
     auth.py       bearer keys
     metrics.py    /metrics per runner and per live stream
     live.py       live streams: the gateway hosts the trickle channels, starts runners as an
-                  orchestrator does, relays input/output/params/events, fails over
+                  orchestrator does (or go-livepeer orchestrators and Live Runners, whose own
+                  channels it relays over HTTP), relays input/output/params/events, fails over
     live_routes.py  go-livepeer's live routes (start, update, status) and live auth webhook
     live_media.py RTMP ingest, WHEP playback, RTMP output at the gateway: the engine's RTMP server,
                   WebRTC hub and sinks, fed packet by packet (FLV ⇄ MPEG-TS, no decode)

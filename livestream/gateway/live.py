@@ -17,6 +17,13 @@ The runner is started with `POST {runner}/live-video-to-video` exactly as an orc
 in-process on the channels' segment buffers (no decode, no extra HTTP hop): a chunk the runner
 POSTs is readable by viewers at once.
 
+When no runner of ours takes a stream, a go-livepeer orchestrator advertising the live
+capability is started as go-livepeer's gateway does (`POST {transcoder}/live-video-to-video`
+with the job headers), then a go-livepeer Live Runner (`live_runner_orchestrators`, through
+`liverunner/client.py`). Those host the four channels themselves: the attempt then publishes
+with `RemoteWriter` and reads with `remote_source` (HTTP trickle) instead of the in-process
+buffers; the viewer channel `{stream}-out` stays the gateway's own either way.
+
 Failover: a watchdog per attempt swaps the runner when it dies (its `/health` fails twice in a
 row, probed every `live_health_interval`), when no output segment came for `live_output_timeout`
 (`live_start_timeout` for the first), when no event came for 30 s, or on an error storm. The new
