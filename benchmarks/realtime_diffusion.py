@@ -20,6 +20,12 @@ them alike.
 "aggregate_fps", "per_stream_fps", "latency_ms_p50", "latency_ms_p99"}, ...]}` (and
 `controlnets` per row with `--controlnets 0,1,2`: that many tiny ControlNets per stream, with
 the canny, soft_edge and blur preprocessors, preprocessing included in the timing).
+`--preprocessors models` gives those ControlNets the model-backed preprocessors instead (depth
+(Depth Anything V2), openpose (ViTPose on RT-DETR person boxes) and lineart (the
+informative-drawings generator), tiny random-weight models); `--batching on,off` adds, for each
+such row, one with depth and pose run per stream inside its `begin` (as before
+`preprocessor_batch`) beside the batched one (one model call per worker tick for all streams):
+the row's `mode` says `batched` or `per-stream`.
 `--baselines` adds part 1's single-stream reference rows (sequential steps, full CFG,
 diffusers' img2img per frame; eager).
 
@@ -153,13 +159,51 @@ def _pipeline_row(args: argparse.Namespace, model: str, frames: Any, label: str,
 
 #: The ControlNets a `--controlnets N` row uses, in order: (preprocessor, conditioning_scale).
 CONTROLNET_PLAN = [("canny", 0.8), ("soft_edge", 0.5), ("blur", 0.3)]
+#: `--preprocessors models`: the model-backed ones, with detect resolutions for 64-pixel frames.
+MODEL_PLAN = [("depth", 0.8), ("openpose", 0.5), ("lineart", 0.3)]
+MODEL_PARAMS: dict[str, dict[str, Any]] = {"depth": {"detect_resolution": 112}, "lineart": {"detect_resolution": 128}}
+
+
+def _tiny_aux(root: Path) -> Any:
+    """Tiny depth, pose, person-detector and lineart models under `root`, as an `AuxModels`."""
+    from pipelines.live.aux_models import AuxModels
+    from pipelines.testing import write_tiny_model
+
+    kinds = {"depth": "depth", "pose": "pose", "person_detector": "person-detector", "lineart": "lineart"}
+    for task in kinds.values():
+        write_tiny_model(task, root / task)
+    return AuxModels({kind: str(root / task) for kind, task in kinds.items()})
+
+
+class _Unbatched:
+    """While active, model-backed preprocessors run per stream in `begin` (nothing deferred to
+    the tick): `preprocessor_batch.BATCHED` emptied for the row's own run, then restored."""
+
+    def __enter__(self) -> None:
+        from pipelines.live import preprocessor_batch
+
+        self.saved = preprocessor_batch.BATCHED
+        preprocessor_batch.BATCHED = frozenset()
+
+    def __exit__(self, *exc: object) -> None:
+        from pipelines.live import preprocessor_batch
+
+        preprocessor_batch.BATCHED = self.saved
 
 
 def _worker_row(
-    args: argparse.Namespace, model: str, frames: Any, streams: int, backend: str, controlnets: Sequence[str] = ()
+    args: argparse.Namespace,
+    model: str,
+    frames: Any,
+    streams: int,
+    backend: str,
+    controlnets: Sequence[str] = (),
+    aux: Any = None,
+    batched: bool = True,
 ) -> _Row:
     """N sessions on one worker (a pool of the row's own, compiled ahead for 1..N streams:
     ticks batch whichever sessions are ready), each driven by a thread of its own."""
+    import contextlib
     import threading
 
     from pipelines.live.diffusion_worker import WorkerPool
@@ -170,7 +214,8 @@ def _worker_row(
     pipes = []
     started = time.perf_counter()
     for k in range(streams):
-        pipe = StreamDiffusionPipeline(device=args.device, pool=pool)
+        pipe = StreamDiffusionPipeline(device=args.device, pool=pool, aux=aux)
+        plan = MODEL_PLAN if aux is not None else CONTROLNET_PLAN
         params = StreamDiffusionParams(
             model_id=model,
             prompt=f"{PROMPT} {k}",
@@ -182,20 +227,27 @@ def _worker_row(
             height=args.size,
             acceleration="compile" if backend == "compile" else "none",
             controlnets=[
-                {"model_id": cn, "preprocessor": pre, "conditioning_scale": scale}
-                for cn, (pre, scale) in zip(controlnets, CONTROLNET_PLAN, strict=False)
+                {"model_id": cn, "preprocessor": pre, "conditioning_scale": scale, "preprocessor_params": MODEL_PARAMS.get(pre, {})}
+                for cn, (pre, scale) in zip(controlnets, plan, strict=False)
             ],
         )
         pipe.load(params)
         pipes.append(pipe)
     status = pipes[0].status()
     assert status["backend"] == backend, status  # never a silent fallback
+    assert "controlnets" not in {w["field"] for w in status["warnings"]}, status["warnings"]  # every preprocessor served
     m = pipes[0]._models
+    names = "+".join(pre for pre, _ in plan[: len(controlnets)])
+    mode = f"streamdiffusion + {len(controlnets)} ControlNet(s) ({names})" if controlnets else "streamdiffusion"
+    if controlnets and aux is not None:
+        mode += ", batched" if batched else ", per-stream"
     meta = {
         "streams": streams,
         "backend": backend,
         "controlnets": len(controlnets),
-        "mode": f"streamdiffusion + {len(controlnets)} ControlNet(s)" if controlnets else "streamdiffusion",
+        "preprocessors": names,
+        "batched": batched,
+        "mode": mode,
         "unet_rows": streams * _unet_rows(params),
         "unet_calls_per_frame": 1,
         "lag_frames": len(args.t_index_list) - 1,
@@ -217,12 +269,13 @@ def _worker_row(
                 errors.append(exc)
 
         threads = [threading.Thread(target=drive, args=(k,)) for k in range(streams)]
-        t0 = time.perf_counter()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        wall = time.perf_counter() - t0
+        with contextlib.nullcontext() if batched else _Unbatched():
+            t0 = time.perf_counter()
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            wall = time.perf_counter() - t0
         if errors:
             raise errors[0]
         return [x for lat in latencies for x in lat], wall
@@ -311,6 +364,13 @@ def _parser() -> argparse.ArgumentParser:
         help="comma-separated ControlNet folders or ids for the --controlnets rows instead of the tiny ones "
         "(e.g. a full-size ControlNet for --model sd-turbo-arch)",
     )
+    p.add_argument(
+        "--preprocessors",
+        default="plain",
+        choices=["plain", "models"],
+        help="the --controlnets rows' preprocessors: plain (canny, soft_edge, blur) or models (depth, openpose, lineart; tiny models)",
+    )
+    p.add_argument("--batching", default="on", help="with --preprocessors models: on, off or on,off (per-stream preprocessor model calls)")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (0: torch's default)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     return p
@@ -360,11 +420,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for i in range(min(max(counts), len(CONTROLNET_PLAN))):
                 cn_dirs.append(str(Path(tmp) / f"controlnet-{i}"))
                 write_tiny_controlnet(Path(cn_dirs[-1]), seed=6 + i)
+        aux = _tiny_aux(Path(tmp) / "aux") if args.preprocessors == "models" and max(counts) > 0 else None
+        batching = [v.strip() == "on" for v in str(args.batching).split(",")] if aux is not None else [True]
         rows = []
         for backend in backends:
             for n in streams:
                 for count in counts:
-                    rows.append(_worker_row(args, model, frames, n, backend, cn_dirs[:count]))
+                    for batched in batching if count else [True]:
+                        rows.append(_worker_row(args, model, frames, n, backend, cn_dirs[:count], aux if count else None, batched))
         if args.baselines:
             rows.append(_pipeline_row(args, model, frames, "streamdiffusion-sequential", use_denoising_batch=False))
             if args.cfg_type != "full":
@@ -417,12 +480,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def _json(report: dict[str, Any]) -> dict[str, Any]:
     """The `--json` object: device, model and the six figures per row, nothing else."""
     with_cn = any(r.get("controlnets") for r in report["results"])
+    # `preprocessors` and `batched` only when rows compare batched and per-stream preprocessor models
+    keys = ("preprocessors", "batched") if any(not r.get("batched", True) for r in report["results"]) else ()
     return {
         "device": report["device"],
         "model": report["model"],
         # `controlnets` only when a row has some (the six figures otherwise, as before)
         "results": [
-            {k: r[k] for k in (*_JSON_KEYS, "controlnets") if k != "controlnets" or with_cn} for r in report["results"]
+            {k: r[k] for k in (*_JSON_KEYS, "controlnets", *keys) if k != "controlnets" or with_cn} for r in report["results"]
         ],
     }
 
