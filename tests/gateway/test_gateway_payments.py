@@ -34,8 +34,9 @@ PRICES = {"text-to-image": 10**8, "llm": 10**9, "image-to-image": 3 * 10**7}
 SENDER = LocalSigner(SENDER_KEY)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def shared(loop_thread: LoopThread) -> Iterator[tuple[SharedChain, str]]:
+    """One chain for the module (tests count from what they read: deposits, params' expiry)."""
     chain = local_chain()
     chain.client.fund_deposit_and_reserve(chain.sender_account, ETH, ETH)
     shared = SharedChain(chain)
