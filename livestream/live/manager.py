@@ -25,6 +25,7 @@ import aiohttp
 from pipelines.errors import InvalidRequestError
 from pipelines.live import LivePipelineRegistry, LivePipelineSpec, default_live_registry
 from pipelines.live.aux_models import AuxModels
+from pipelines.progress import Progress
 from pipelines.url_guard import UrlRefusedError, check_url
 
 from ..egress import PacketSink
@@ -121,15 +122,19 @@ class SessionManager:
         try:
             spec = self.registry.get(self.pipeline_name(""))
             done: Future[None] = Future()
+            progress = Progress(f"live pipeline {spec.name} (preload)")
 
             def _load() -> None:
                 try:
                     pipeline = spec.factory()
+                    if hasattr(pipeline, "progress"):  # its load, compile and warm-up, logged as they go
+                        pipeline.progress = progress
                     if not pipeline.passthrough:
                         import torch  # noqa: F401  (seconds on first import: before IDLE, not in the first stream)
                     try:
                         pipeline.load(spec.params_model())
                     finally:
+                        progress.close()
                         pipeline.close()
                 except BaseException as exc:  # handed to the awaiting task
                     _settle(done, exc)
