@@ -4,7 +4,9 @@ given go-livepeer's live start route here, with a real noop runner process behin
 
 The orchestrator hosts the four trickle channels (on its TLS port, as go-livepeer does) and
 starts its runner on them; the gateway publishes the input to the orchestrator's `publish_url`
-and relays its `subscribe_url` to the gateway's own viewer channel.
+and relays its `subscribe_url` to the gateway's own viewer channel. Two orchestrators, one
+runner each: the serving one's runner is killed, and the stream moves to the other with its
+current params while the viewer's subscription goes on.
 """
 
 from __future__ import annotations
@@ -79,23 +81,24 @@ class LiveStandIn(StandInOrchestrator):
                                   "manifest_id": mid})  # fmt: skip
 
 
-async def test_stream_on_an_orchestrator(tmp_path: Path) -> None:
-    segments = make_ts_segments(frames=30 * 20, width=128, height=128, audio=False)  # before the clock runs
-    runner = start_runner(tmp_path, "r0")
+async def test_stream_on_orchestrators_with_failover(tmp_path: Path) -> None:
+    segments = make_ts_segments(frames=30 * 24, width=128, height=128, audio=False)  # before the clock runs
+    runners = [start_runner(tmp_path, "r0"), start_runner(tmp_path, "r1")]
     loop = LoopThread()
-    orch: LiveStandIn | None = None
+    orchs: list[LiveStandIn] = []
     gw_runner: web.AppRunner | None = None
     try:
         async with aiohttp.ClientSession() as http:
-            await wait_idle(http, runner)
-            orch = LiveStandIn(models={PIPELINE: {"noop": True}}, runner_url=runner.url).start(loop)
-            config = GatewayConfig(runners=(), orchestrators=(orch.url,), refresh_interval=60.0,
-                                   live_health_interval=0.5)  # fmt: skip
+            await asyncio.gather(*(wait_idle(http, r) for r in runners))
+            orchs = [LiveStandIn(models={PIPELINE: {"noop": True}}, runner_url=r.url).start(loop) for r in runners]
+            # No health route on an orchestrator: a dead one is found by its missing output.
+            config = GatewayConfig(runners=(), orchestrators=tuple(o.url for o in orchs), refresh_interval=60.0,
+                                   live_output_timeout=3.0)  # fmt: skip
             app = build_gateway_app(config)
             gw, gw_runner = await serve(app)
             started = await start_stream(http, gw, "oc", 'pipeline=noop&params={"width": 96, "height": 96}')
-            assert started["runner"] == orch.url
-            assert orch.live_starts[0]["model_id"] == "noop" and orch.live_starts[0]["params"] == {"width": 96, "height": 96}
+            first = next(o for o in orchs if o.url == started["runner"])
+            assert first.live_starts[0]["model_id"] == "noop" and first.live_starts[0]["params"]["width"] == 96
             stream = app[LIVE_KEY].get("oc")
             assert stream is not None
             viewer = Viewer()
@@ -114,20 +117,31 @@ async def test_stream_on_an_orchestrator(tmp_path: Path) -> None:
             async with http.post(f"{gw}/live/video-to-video/oc/update", data=json.dumps({"width": 64, "height": 64})) as resp:
                 assert resp.status == 200
             await until(lambda: decode_ts(viewer.segments[-1][1])[0][-1].shape == (64, 64, 3), what="update applied")
+            # The first orchestrator's runner dies: the stream moves to the other orchestrator,
+            # started with the current params, and the same viewer subscription goes on.
+            runners[orchs.index(first)].proc.send_signal(signal.SIGKILL)
+            await until(lambda: stream.swaps == 1, what="swap")
+            other = next(o for o in orchs if o is not first)
+            assert other.live_starts[0]["params"] == {"width": 64, "height": 64}
+            count = len(viewer.segments)
+            await until(lambda: len(viewer.segments) > count, what="output after the swap")
+            assert decode_ts(viewer.segments[-1][1])[0][-1].shape == (64, 64, 3)
             pub_task.cancel()  # the publisher's close() DELETEs the input channel
             await asyncio.gather(pub_task, return_exceptions=True)
             await until(lambda: stream.ended is not None, what="stream end")
             await asyncio.wait_for(view_task, 15)
-            assert stream.ended == "input ended" and stream.swaps == 0
+            assert stream.ended == "input ended" and stream.swaps == 1
     finally:
         if gw_runner is not None:
             await gw_runner.cleanup()
-        if orch is not None:
+        for orch in orchs:
             orch.stop()
         loop.close()
-        if runner.proc.poll() is None:
-            runner.proc.send_signal(signal.SIGINT)
-        try:
-            runner.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            runner.proc.kill()
+        for r in runners:
+            if r.proc.poll() is None:
+                r.proc.send_signal(signal.SIGINT)
+        for r in runners:
+            try:
+                r.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                r.proc.kill()
