@@ -464,15 +464,17 @@ class Recordings:
             log.warning("cannot list the recordings folder %s: %s", self.folder, exc)
             entries = []
         for path in entries:
-            match = re.fullmatch(re.escape(prefix) + r"\d{8}T\d{6}Z(-input)?(-\d+)?\.mp4", path.name)
+            match = re.fullmatch(re.escape(prefix) + r"(\d{8}T\d{6}Z)(-input)?(-\d+)?\.mp4", path.name)
             if path in seen or match is None:
                 continue
             try:
                 stat = path.stat()
             except OSError:
                 continue
-            source = "input" if match.group(1) else "output"
-            started, ended = int(stat.st_ctime * 1000), int(stat.st_mtime * 1000)
+            source = "input" if match.group(2) else "output"
+            # The start is in the name (UTC, to the second); the end is the last write.
+            stamp = datetime.strptime(match.group(1), "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
+            started, ended = int(stamp.timestamp() * 1000), int(stat.st_mtime * 1000)
             known.append(Recording(stream, path, started=started, ended=ended, source=source))
         known.sort(key=lambda r: (r.started, r.source != "output"))
         return known

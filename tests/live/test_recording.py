@@ -352,3 +352,19 @@ def test_an_input_that_is_decoded_on_arrival_cannot_be_recorded_as_sent(tmp_path
     with pytest.raises(RecordingError, match="The trickle input of 'cam' cannot be recorded as sent"):
         recordings.start(TrickleLike(), input=True)
     assert recordings.active("cam") == [] and recordings.list("cam") == []
+
+
+def test_files_of_an_earlier_run_are_listed(tmp_path: Path) -> None:
+    """A restarted engine lists what the folder holds for the stream (and nothing else)."""
+    for name in ("cam-20261206T112200Z.mp4", "cam-20261206T112200Z-input.mp4", "cam-20261206T120000Z-2.mp4",
+                 "cam-notes.mp4", "camera-20261206T112200Z.mp4", "cam-20261206T112200Z.mkv"):  # fmt: skip
+        (tmp_path / name).write_bytes(b"x" * 10)
+    listing = Recordings(tmp_path).list("cam")
+    assert [(r.name, r.source) for r in listing] == [
+        ("cam-20261206T112200Z.mp4", "output"),
+        ("cam-20261206T112200Z-input.mp4", "input"),
+        ("cam-20261206T120000Z-2.mp4", "output"),
+    ]
+    first = listing[0].info()
+    assert first["started"] == 1796556120000 and first["bytes"] == 10 and first["path"] == str(tmp_path / listing[0].name)
+    assert Recordings(tmp_path).find("cam", "../cam-20261206T112200Z.mp4") is None
