@@ -2,7 +2,8 @@
 
 Open without a key: `/health`, `/openapi.json`, stored media (`/stream/...`, whose ids are
 random and unguessable, so a browser can fetch a video URL as it is), the live channels, and live
-playback (the player page `GET /live/{stream}`, its script, WHEP). WHIP and the live routes need a key.
+playback (the player page `GET /live/{stream}`, the view page `GET /live/{stream}/view`, their
+scripts, WHEP). WHIP and the live routes need a key.
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ _OPEN_PATHS = frozenset({"/health", "/openapi.json"})
 #: `/ai/trickle/`: the live channels (runner-facing ones have random names, as an orchestrator's);
 #: `/webrtc/`: the player page's script.
 _OPEN_PREFIXES = ("/stream/", "/ai/trickle/", "/webrtc/")
-#: Playback is public, as the engine's without `--protect-playback`: the player page and WHEP
-#: (`POST /live/{stream}/whep`, its resource's PATCH and DELETE by their unguessable URL).
-_OPEN_PLAYBACK = re.compile(r"^/live/[^/]+(/whep(/[^/]+)?)?$")
+#: Playback is public, as the engine's without `--protect-playback`: the player page, the OBS
+#: view page (`/view`: OBS's Browser Source sends no key) and WHEP (`POST /live/{stream}/whep`,
+#: its resource's PATCH and DELETE by their unguessable URL).
+_OPEN_PLAYBACK = re.compile(r"^/live/[^/]+(/view|/whep(/[^/]+)?)?$")
 
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _Middleware = Callable[[web.Request, _Handler], Awaitable[web.StreamResponse]]
