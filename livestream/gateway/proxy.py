@@ -137,7 +137,7 @@ class Proxy:
             try:
                 staged = await payments.stage(backend.url, backend.link, fwd)
             except UnitsError as exc:
-                raise TryError(ErrorKind.CLIENT, str(exc), 400) from None
+                raise TryError(ErrorKind.CLIENT, str(exc), 400, json.dumps({"detail": {"msg": str(exc)}}).encode()) from None
             except PaymentFailed as exc:
                 raise TryError(ErrorKind.NEXT, f"payment: {exc}") from None
             return staged.transcoder + fwd.route.path, {**headers, **staged.headers}, ssl, staged

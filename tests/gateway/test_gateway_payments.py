@@ -621,3 +621,13 @@ def test_a_live_runner_session_paid_through_the_remote_signer(
     finally:
         loop_thread.stop(srv)
         loop_thread.stop(signer_srv)
+
+
+def test_a_job_whose_units_cannot_be_counted_is_a_client_error(
+    shared: tuple[SharedChain, str], keystore: Path, orchs: Callable[..., StandInOrchestrator], make_gateway: GwFactory
+) -> None:
+    orch = orchs(on_chain=True, chain=shared[0], recipient_config=RECIPIENT, prices=dict(PRICES))
+    url, gw = make_gateway([orch], eth_keystore=keystore, eth_password="pass phrase", **_chain_fields(shared))
+    answer = httpx.post(f"{url}/upscale", data={"prompt": "x", "model_id": "m"},
+                        files={"image": ("a.png", b"\\x89PNG not really", "image/png")})  # fmt: skip
+    assert answer.status_code == 400 and "cannot read the image size" in answer.json()["detail"]["msg"] and orch.jobs == []
