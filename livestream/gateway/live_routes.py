@@ -6,6 +6,7 @@
     GET  /live/video-to-video/{stream}/status    last runner status + gateway_status (by stream id)
     GET  /live/{stream}/status                   the same, under the engine's route
     POST /live/{stream}/params                   the engine's params patch (merged, then sent whole)
+    POST /live/video-to-video/{stream}/whip      go-livepeer's WHIP path (+ Livepeer-Playback-URL)
 
 The stream's input is MPEG-TS published to the gateway's trickle channel `/ai/trickle/{stream}`,
 its output is read from `/ai/trickle/{stream}-out` (the start answer gives both URLs), or
@@ -21,11 +22,12 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote
 
 import aiohttp
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from ..live.auth_webhook import AuthRefused, AuthReply, AuthRequest
 from ..live.auth_webhook import call_auth_webhook as shared_auth_webhook
 from ..rtmp.protocol import split_rtmp_url
+from ..webrtc import routes as webrtc_routes
 from .config import GatewayConfig
 from .live import LiveError, LiveStreams
 
@@ -187,6 +189,17 @@ async def _options(request: web.Request) -> web.StreamResponse:
     return web.Response(status=204, headers=_CORS)
 
 
+async def _whip(request: web.Request) -> web.StreamResponse:
+    """go-livepeer's `POST /live/video-to-video/{stream}/whip`: the engine's WHIP resource, plus
+    `Livepeer-Playback-URL` (the stream's WHEP URL). PATCH and DELETE follow its relative Location."""
+    response = await webrtc_routes.whip_post(request)
+    base = _base(request, _live(request).config)
+    response.headers["Livepeer-Playback-URL"] = f"{base}/live/{quote(request.match_info['stream'])}/whep"
+    expose = response.headers.get(hdrs.ACCESS_CONTROL_EXPOSE_HEADERS, "")
+    response.headers[hdrs.ACCESS_CONTROL_EXPOSE_HEADERS] = ", ".join(filter(None, [expose, "Livepeer-Playback-URL"]))
+    return response
+
+
 def add_live_routes(app: web.Application) -> None:
     prefix = "/live/video-to-video/{stream}"
     app.router.add_post(prefix + "/start", _start)
@@ -196,3 +209,7 @@ def add_live_routes(app: web.Application) -> None:
     app.router.add_get(prefix + "/status", _status)
     app.router.add_get("/live/{stream}/status", _status)
     app.router.add_post("/live/{stream}/params", _params)
+    app.router.add_post(prefix + "/whip", _whip)
+    app.router.add_route("OPTIONS", prefix + "/whip", _options)
+    app.router.add_patch(prefix + "/{kind}/{id}", webrtc_routes.resource_patch)
+    app.router.add_delete(prefix + "/{kind}/{id}", webrtc_routes.resource_delete)
