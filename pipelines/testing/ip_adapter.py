@@ -117,8 +117,11 @@ def write_tiny_ip_adapter_faceid(out: Path) -> None:
 def write_tiny_face_embedding(out: Path) -> None:
     """`livestream models tiny --task face-embedding`: a random ArcFace-shaped ONNX model (input
     `(N, 3, 112, 112)`, output a 512-d embedding) at `models/buffalo_l/w600k_r50.onnx`, as
-    InsightFace's buffalo_l recognition model is laid out."""
+    InsightFace's buffalo_l recognition model is laid out, and beside it the pack's face
+    detector (`write_tiny_face_detector`)."""
     import torch
+
+    write_tiny_face_detector(Path(out) / "models" / "buffalo_l" / "det_10g.onnx")
 
     torch.manual_seed(14)
     model = torch.nn.Sequential(
@@ -136,6 +139,50 @@ def write_tiny_face_embedding(out: Path) -> None:
             input_names=["input.1"],
             output_names=["embedding"],
             dynamic_axes={"input.1": {0: "N"}},
+            opset_version=17,
+            dynamo=False,
+        )
+
+
+def write_tiny_face_detector(path: Path) -> None:
+    """A random SCRFD-shaped face detector ONNX at `path` (`det_10g.onnx` of InsightFace's
+    buffalo_l): input `(1, 3, H, W)`; nine outputs, the scores `(N, 1)`, box distances `(N, 4)`
+    and keypoint offsets `(N, 10)` of strides 8, 16 and 32 with two anchors a cell. Its score
+    bias is high, so it reports faces (where its random boxes say): the detection, decoding and
+    alignment code paths all run (at stride 32 only, so they are few)."""
+    import torch
+
+    class TinySCRFD(torch.nn.Module):  # type: ignore[misc]  # torch.nn is untyped here
+        def __init__(self) -> None:
+            super().__init__()
+            self.heads = torch.nn.ModuleList(torch.nn.Conv2d(3, 2 * (1 + 4 + 10), 1) for _ in (8, 16, 32))
+            for stride, head in zip((8, 16, 32), self.heads, strict=True):
+                torch.nn.init.normal_(head.weight, std=0.05)
+                torch.nn.init.constant_(head.bias, 0.5)
+                head.bias.data[[0, 15]] = 3.0 if stride == 32 else -3.0  # the two anchors' score logits
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            scores, boxes, points = [], [], []
+            for stride, head in zip((8, 16, 32), self.heads, strict=True):
+                y = head(torch.nn.functional.avg_pool2d(x, stride))  # (1, 30, H/s, W/s)
+                y = y.permute(0, 2, 3, 1).reshape(-1, 2, 15)  # cells x anchors
+                scores.append(torch.sigmoid(y[..., :1]).reshape(-1, 1))
+                boxes.append(torch.nn.functional.softplus(y[..., 1:5]).reshape(-1, 4))
+                points.append(y[..., 5:].reshape(-1, 10))
+            return (*scores, *boxes, *points)
+
+    torch.manual_seed(15)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    names = [f"{kind}_{s}" for kind in ("score", "bbox", "kps") for s in (8, 16, 32)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter is legacy
+        torch.onnx.export(
+            TinySCRFD().eval(),
+            (torch.zeros(1, 3, 64, 64),),
+            str(path),
+            input_names=["input.1"],
+            output_names=names,
+            dynamic_axes={"input.1": {2: "H", 3: "W"}, **{n: {0: "N"} for n in names}},
             opset_version=17,
             dynamo=False,
         )
