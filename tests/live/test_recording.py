@@ -218,6 +218,7 @@ def test_recordings_folder_that_cannot_be_made_is_a_clear_error(tmp_path: Path) 
 
     class NotStarted:
         stream_id = "cam"
+        ingest = None
 
         def attach_sink(self, sink: PacketSink) -> None:
             raise AssertionError("no sink is attached when the folder cannot be made")
