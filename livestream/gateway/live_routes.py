@@ -178,7 +178,11 @@ async def _status(request: web.Request) -> web.StreamResponse:
     key = request.match_info["stream"]
     stream = live.find(key)
     if stream is not None:
-        return web.json_response(stream.status(), headers=_CORS)
+        status = stream.status()
+        relay = request.app[LIVE_MEDIA_KEY].relays.get(stream.name)
+        if relay is not None:  # RTMP/WHIP in, WHEP/RTMP out: packets, viewers, outputs, ingest
+            status["gateway_status"]["media"] = relay.status()
+        return web.json_response(status, headers=_CORS)
     ended = live.ended.get(key)
     if ended is not None:
         return web.json_response(ended, headers=_CORS)

@@ -101,6 +101,10 @@ async def test_rtmp_in_whep_and_rtmp_out_survive_a_swap(tmp_path: Path) -> None:
                     if time.monotonic() > killed_at:
                         frames_after += 1
                 assert viewer.pc.connectionState == "connected"
+                async with http.get(f"{gw}/live/cam/status") as resp:
+                    media_status = (await resp.json())["gateway_status"]["media"]
+                assert media_status["whep"]["viewers"] == 1 and media_status["ingest"]["video_codec"] == "h264"
+                assert media_status["rtmp_outputs"][0]["connected"] and media_status["packets_out"] > 0
             finally:
                 await viewer.close()
             # The publisher ends: the stream ends, the RTMP output closes, the listener exits.
