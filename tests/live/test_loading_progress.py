@@ -53,7 +53,7 @@ async def test_status_shows_loading_stage_and_progress_until_online() -> None:
         url = f"rtmp://127.0.0.1:{app[RTMP_SERVER_KEY].port}/live/cam"
         publisher = await asyncio.create_subprocess_exec(
             FFMPEG, "-hide_banner", "-loglevel", "error", "-nostdin", "-re",
-            "-f", "lavfi", "-i", "testsrc2=size=64x64:rate=30:duration=4",
+            "-f", "lavfi", "-i", "testsrc2=size=64x64:rate=30:duration=2",
             "-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency", "-g", "30", "-pix_fmt", "yuv420p",
             "-threads", "1", "-f", "flv", url,
         )  # fmt: skip
