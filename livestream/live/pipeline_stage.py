@@ -410,7 +410,7 @@ class PipelineStage:
                 arrays = [resize_rgb(item.frame, width, height) for item in items]
             import torch  # imported by `_new` already, unless pass-through
 
-            batch = torch.from_numpy(np.stack(arrays))
+            batch = torch.from_numpy(arrays[0][np.newaxis] if len(arrays) == 1 else np.stack(arrays))  # one: no copy
             result = batch if pipeline.passthrough else pipeline.process(batch)
             if result.shape[0] != len(items):
                 raise RuntimeError(f"pipeline returned {result.shape[0]} frames for {len(items)}")
