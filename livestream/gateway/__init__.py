@@ -20,7 +20,8 @@
     live.py       live streams: the gateway hosts the trickle channels, starts runners as an
                   orchestrator does (or go-livepeer orchestrators and Live Runners, whose own
                   channels it relays over HTTP), relays input/output/params/events, fails over
-    live_routes.py  go-livepeer's live routes (start, update, status) and live auth webhook
+    live_routes.py  go-livepeer's live routes (start, update, status, WHIP) and the engine's params route
+    live_auth.py  the live auth webhook (the shape shared with the engine: livestream/live/auth_webhook.py)
     live_media.py RTMP ingest, WHEP playback, RTMP output at the gateway: the engine's RTMP server,
                   WebRTC hub and sinks, fed packet by packet (FLV ⇄ MPEG-TS, no decode)
     app.py        the aiohttp application

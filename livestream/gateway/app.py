@@ -20,8 +20,8 @@ from .backends import Discovery
 from .config import GatewayConfig
 from .jobs import AsyncJobs
 from .live import LiveStreams
-from .live_media import GatewayDirectory, LiveMedia, settings_for
-from .live_routes import LIVE_KEY, LIVE_MEDIA_KEY, add_live_routes
+from .live_media import LIVE_MEDIA_KEY, GatewayDirectory, LiveMedia, settings_for
+from .live_routes import LIVE_KEY, add_live_routes
 from .metrics import GatewayMetrics, LiveCollector
 from .payments import PaymentsCollector
 from .proxy import GatewayError, Proxy

@@ -42,7 +42,7 @@ import logging
 import secrets
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -231,11 +231,11 @@ class RemoteWriter:
             log.warning("live: channel %s failed: %s", self.url, exc)
 
 
-SegmentSource = Callable[[], AsyncIterator[AsyncIterator[bytes]]]
+SegmentSource = Callable[[], AsyncGenerator[AsyncIterator[bytes], None]]
 
 
 def local_source(channel: Channel) -> SegmentSource:
-    async def segments() -> AsyncIterator[AsyncIterator[bytes]]:
+    async def segments() -> AsyncGenerator[AsyncIterator[bytes], None]:
         async for segment in read_segments(channel, start=0):
             yield segment_chunks(segment)
 
@@ -245,7 +245,7 @@ def local_source(channel: Channel) -> SegmentSource:
 def remote_source(url: str, http: aiohttp.ClientSession) -> SegmentSource:
     """A channel elsewhere, from its first segment until it ends (a failed read ends it too)."""
 
-    async def segments() -> AsyncIterator[AsyncIterator[bytes]]:
+    async def segments() -> AsyncGenerator[AsyncIterator[bytes], None]:
         try:
             async with TrickleSubscriber(url, start_seq=0, session=http) as subscriber:
                 async for segment in subscriber:
@@ -629,20 +629,21 @@ class LiveStream:
             await self.finish("input ended")
 
     async def _relay_output(self, attempt: Attempt) -> None:
-        async for chunks in attempt.output():
-            wrote = False
-            try:
-                async for chunk in chunks:
-                    if not wrote:
-                        self.output.begin()
-                        wrote = True
-                        attempt.segments_out += 1
-                        self.segments_out += 1
-                    self.output.write(chunk)
-                    attempt.last_output = self.last_output = time.monotonic()
-            finally:
-                if wrote:
-                    self.output.end()
+        async with contextlib.aclosing(attempt.output()) as segments:  # a cancel closes its subscription
+            async for chunks in segments:
+                wrote = False
+                try:
+                    async for chunk in chunks:
+                        if not wrote:
+                            self.output.begin()
+                            wrote = True
+                            attempt.segments_out += 1
+                            self.segments_out += 1
+                        self.output.write(chunk)
+                        attempt.last_output = self.last_output = time.monotonic()
+                finally:
+                    if wrote:
+                        self.output.end()
         # The runner closed its output channel.
         if self.input_ended:
             await self.finish("input ended")
@@ -651,28 +652,29 @@ class LiveStream:
 
     async def _read_events(self, attempt: Attempt) -> None:
         storm = self.streams.config.live_error_storm
-        async for chunks in attempt.events():
-            data = b"".join([c async for c in chunks])
-            if not data:
-                continue
-            attempt.last_event = time.monotonic()
-            try:
-                message = json.loads(data)
-            except ValueError:
-                continue
-            event = message.get("event", message) if isinstance(message, dict) else None
-            if not isinstance(event, dict):
-                continue
-            kind = event.get("type")
-            if kind == "status":
-                self.last_status = event
-            if kind in ("error", "restart") or (kind == "status" and event.get("state") == "ERROR"):
-                now = time.monotonic()
-                attempt.errors.append(now)
-                while attempt.errors and now - attempt.errors[0] > 30.0:
-                    attempt.errors.popleft()
-                if storm and len(attempt.errors) >= storm:
-                    self._spawn_failover(attempt, f"{len(attempt.errors)} error/restart events in 30 s")
+        async with contextlib.aclosing(attempt.events()) as segments:  # a cancel closes its subscription
+            async for chunks in segments:
+                data = b"".join([c async for c in chunks])
+                if not data:
+                    continue
+                attempt.last_event = time.monotonic()
+                try:
+                    message = json.loads(data)
+                except ValueError:
+                    continue
+                event = message.get("event", message) if isinstance(message, dict) else None
+                if not isinstance(event, dict):
+                    continue
+                kind = event.get("type")
+                if kind == "status":
+                    self.last_status = event
+                if kind in ("error", "restart") or (kind == "status" and event.get("state") == "ERROR"):
+                    now = time.monotonic()
+                    attempt.errors.append(now)
+                    while attempt.errors and now - attempt.errors[0] > 30.0:
+                        attempt.errors.popleft()
+                    if storm and len(attempt.errors) >= storm:
+                        self._spawn_failover(attempt, f"{len(attempt.errors)} error/restart events in 30 s")
 
     async def _pay(self, attempt: Attempt) -> None:
         """Top up a paid live-runner session every `live_payment_interval` (payments.py); a

@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import av
+from aiohttp import web
 
 from pipelines.errors import InvalidRequestError
 
@@ -47,10 +48,10 @@ from ..webrtc.engine import WhepSink
 from ..webrtc.peers import Playback, Publisher, StreamNotFound, WebRTCHub
 from .config import GatewayConfig
 from .live import LiveError, LiveStream, LiveStreams, LocalWriter, read_segments, segment_chunks
-from .live_routes import apply_auth_reply, call_auth_webhook
+from .live_auth import apply_auth_reply, call_auth_webhook
 
-__all__ = ["GatewayDirectory", "LiveMedia", "RelayedStream", "RtmpCopyIngest", "WhipEncoder", "avc_parameter_sets",
-           "settings_for"]
+__all__ = ["LIVE_MEDIA_KEY", "GatewayDirectory", "LiveMedia", "RelayedStream", "RtmpCopyIngest", "WhipEncoder",
+           "avc_parameter_sets", "settings_for"]
 
 log = logging.getLogger(__name__)
 
@@ -512,3 +513,7 @@ class LiveMedia:
             except ValueError as exc:
                 log.warning("live %s: bad RTMP output URL: %s", stream, exc)
         return relay
+
+
+#: The app's `LiveMedia` (set by the gateway app's cleanup context).
+LIVE_MEDIA_KEY: web.AppKey[LiveMedia] = web.AppKey("gateway_live_media")

@@ -18,28 +18,24 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qs, quote
 
-import aiohttp
 from aiohttp import hdrs, web
 
-from ..live.auth_webhook import AuthRefused, AuthReply, AuthRequest
-from ..live.auth_webhook import call_auth_webhook as shared_auth_webhook
+from ..live.auth_webhook import AuthRequest
 from ..rtmp.protocol import split_rtmp_url
 from ..webrtc import routes as webrtc_routes
 from .config import GatewayConfig
 from .live import LiveError, LiveStreams
+from .live_auth import apply_auth_reply, call_auth_webhook
+from .live_media import LIVE_MEDIA_KEY
 
-if TYPE_CHECKING:
-    from .live_media import LiveMedia
-
-__all__ = ["LIVE_KEY", "LIVE_MEDIA_KEY", "add_live_routes", "apply_auth_reply", "call_auth_webhook"]
+__all__ = ["LIVE_KEY", "add_live_routes"]
 
 log = logging.getLogger(__name__)
 
 LIVE_KEY = web.AppKey("gateway_live", LiveStreams)
-LIVE_MEDIA_KEY: web.AppKey[LiveMedia] = web.AppKey("gateway_live_media")
 _CORS = {"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Methods": "POST, GET, OPTIONS",
          "Access-Control-Allow-Headers": "*"}  # fmt: skip
 _SOURCE_TYPES = {"webrtcsession": "whip", "rtmpconn": "rtmp"}
@@ -48,28 +44,6 @@ _SOURCE_TYPES = {"webrtcsession": "whip", "rtmpconn": "rtmp"}
 def _error(status: int, message: str) -> web.Response:
     """go-livepeer's error shape, `{"error": {"message"}}`."""
     return web.json_response({"error": {"message": message}}, status=status, headers=_CORS)
-
-
-async def call_auth_webhook(http: aiohttp.ClientSession, config: GatewayConfig, request: AuthRequest) -> AuthReply | None:
-    """`--live-auth-webhook` (go-livepeer's `-liveAIAuthWebhookUrl`, the shape shared with the
-    engine's RTMP auth: `live/auth_webhook.py`): None when refused, else its reply."""
-    assert config.live_auth_webhook
-    try:
-        return await shared_auth_webhook(http, config.live_auth_webhook, request, api_key=config.live_auth_api_key or "")
-    except AuthRefused as exc:
-        log.warning("live stream %s refused: %s", request.stream, exc)
-        return None
-
-
-def apply_auth_reply(reply: AuthReply, pipeline: str, params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """The reply's pipeline and params over the request's (`comfyui` params without `prompt`
-    are wrapped as `{prompt: ...}`, as go-livepeer does)."""
-    pipeline = reply.pipeline or pipeline
-    if reply.params is not None:
-        params = reply.params
-    if pipeline == "comfyui" and params and "prompt" not in params:
-        params = {"prompt": params}
-    return pipeline, params
 
 
 def _live(request: web.Request) -> LiveStreams:

@@ -24,7 +24,8 @@ import pytest
 from aiohttp import web
 
 from livestream.gateway import GatewayConfig, RunnerConfig, build_gateway_app
-from livestream.gateway.live_routes import LIVE_KEY, LIVE_MEDIA_KEY
+from livestream.gateway.live_media import LIVE_MEDIA_KEY
+from livestream.gateway.live_routes import LIVE_KEY
 from livestream.live.testsrc import read_number
 from livestream.webrtc.client import WhepClient, WhipClient
 from livestream.webrtc.testsrc import NumberedVideoTrack
