@@ -10,6 +10,7 @@ type and body schema the document declares.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -57,22 +58,16 @@ def fuzz_models(tmp_path_factory: pytest.TempPathFactory, tiny_t2i_dir: Path) ->
     return defaults
 
 
-@pytest.fixture(scope="module")
-def fuzz_server(tmp_path_factory: pytest.TempPathFactory, fuzz_models: dict[str, Path]) -> Iterator[str]:
-    defaults = fuzz_models
+@contextlib.contextmanager
+def _livestream(command: list[str], log: Path, env: dict[str, str]) -> Iterator[str]:
+    """`python -m livestream COMMAND --host 127.0.0.1 --port P` until `/health` answers; its URL.
+    Stopped at the end, and its log must hold no traceback."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    log = tmp_path_factory.mktemp("fuzz-log") / "serve.log"
-    args = [sys.executable, "-m", "livestream", "serve", "--host", "127.0.0.1", "--port", str(port)]
-    for task, folder in defaults.items():
-        args += ["--default-model", f"{task}={folder}"]
-    for limit in FUZZ_LIMITS:
-        args += ["--limit", limit]
-    args += ["--auth-token", TOKEN]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "MAX_LIVE_SESSIONS": "64"}
+    args = [sys.executable, "-m", "livestream", command[0], "--host", "127.0.0.1", "--port", str(port), *command[1:]]
     with log.open("wb") as out:
-        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **env})
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -89,6 +84,18 @@ def fuzz_server(tmp_path_factory: pytest.TempPathFactory, fuzz_models: dict[str,
         proc.wait(30)
         text = log.read_text()
         assert "Traceback" not in text, text[-4000:]
+
+
+@pytest.fixture(scope="module")
+def fuzz_server(tmp_path_factory: pytest.TempPathFactory, fuzz_models: dict[str, Path]) -> Iterator[str]:
+    command = ["serve", "--auth-token", TOKEN]
+    for task, folder in fuzz_models.items():
+        command += ["--default-model", f"{task}={folder}"]
+    for limit in FUZZ_LIMITS:
+        command += ["--limit", limit]
+    env = {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "MAX_LIVE_SESSIONS": "64"}
+    with _livestream(command, tmp_path_factory.mktemp("fuzz-log") / "serve.log", env) as url:
+        yield url
 
 
 def _is_busy(response: Any) -> bool:
@@ -183,30 +190,9 @@ def fuzz_gateway(fuzz_server: str, tmp_path_factory: pytest.TempPathFactory) -> 
     folder = tmp_path_factory.mktemp("fuzz-gateway")
     config = folder / "gateway.json"
     config.write_text(json.dumps({"runners": [{"url": fuzz_server, "token": TOKEN}]}))
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    args = [sys.executable, "-m", "livestream", "gateway", "--host", "127.0.0.1", "--port", str(port),
-            "--config", str(config), "--api-key", TOKEN]  # fmt: skip
-    log = folder / "gateway.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(url + "/health", timeout=1).read()
-                break
-            except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
-                time.sleep(0.1)
+    command = ["gateway", "--config", str(config), "--api-key", TOKEN]
+    with _livestream(command, folder / "gateway.log", {"HF_HUB_OFFLINE": "1"}) as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(30)
-        text = log.read_text()
-        assert "Traceback" not in text, text[-4000:]
 
 
 @pytest.mark.timeout(600)  # hundreds of requests: minutes on busy shared cores
