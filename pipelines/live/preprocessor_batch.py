@@ -4,9 +4,11 @@ Each stream's `begin` (`streamdiffusion._StreamSlot`) hands its depth and pose c
 over as `Deferred` calls instead of running the model itself (`defer`); the worker's tick then
 calls `run_deferred` with every job's list once all streams began, before any step. Calls on
 the same model with the same model-side settings (`_group_key`: the depth model and its
-`detect_resolution`; the pose model and its person detector and `person_threshold`) run as one
-model call on the stacked frames: frames of different sizes are resized to the model's input
-first (which each does anyway), and each result is resized back to its own frame. Per-stream
+`detect_resolution`; the pose model and its person detector and `person_threshold`; HED and
+line art, which run at a size set by the frame's, per frame size and their own settings) run as
+one model call on the stacked frames: for depth and pose, frames of different sizes are resized
+to the model's input first (which each does anyway), and each result is resized back to its own
+frame. Per-stream
 settings that do not touch the model (pose's `confidence_threshold`) apply per frame.
 
 When a batched call fails, each call of the group is run alone so that one bad frame costs
@@ -30,7 +32,7 @@ __all__ = ["BATCHED", "Deferred", "defer", "run_deferred"]
 log = logging.getLogger(__name__)
 
 #: Preprocessor names whose model calls batch across streams.
-BATCHED = frozenset({"depth", "depth_tensorrt", "openpose", "pose_tensorrt"})
+BATCHED = frozenset({"depth", "depth_tensorrt", "openpose", "pose_tensorrt", "hed", "lineart"})
 
 
 @dataclass(eq=False)
@@ -71,12 +73,19 @@ def _group_key(d: Deferred) -> tuple[Any, ...]:
     model = d.models[kind]
     if kind == "depth":
         return (kind, id(model), int(d.params.get("detect_resolution", 518)))
+    size = tuple(int(v) for v in d.image.shape[-2:])
+    if kind == "hed":  # runs at the frame's size: frames of one size batch
+        return (kind, id(model), size, bool(d.params.get("safe", True)))
+    if kind == "lineart":  # runs at a size set by the frame's: frames of one size batch
+        return (kind, id(model), size, bool(d.params.get("coarse", True)), int(d.params.get("detect_resolution", 512)))
     detector = d.models.get("person_detector")
     return (kind, id(model), id(detector), _clamp(d.params.get("person_threshold", 0.5), 0.0, 1.0))
 
 
 def _run_group(group: Sequence[Deferred]) -> list[torch.Tensor]:
     """The control images of calls that share `_group_key`, in one model call."""
+    import torch
+
     from .preprocessors import MODEL_BACKED, depth_batch
 
     first = group[0]
@@ -84,6 +93,11 @@ def _run_group(group: Sequence[Deferred]) -> list[torch.Tensor]:
     images = [d.image for d in group]
     if kind == "depth":
         return depth_batch(images, first.models[kind], int(first.params.get("detect_resolution", 518)))
+    if kind in ("hed", "lineart"):  # one frame size: stacked as they are
+        from .preprocessors import run
+
+        out = run(first.name, torch.cat(images), dict(first.params), {}, first.models)
+        return list(out.split(1))
     from .preprocessor_pose import pose_batch
 
     return pose_batch(

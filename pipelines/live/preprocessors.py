@@ -35,8 +35,9 @@ Served (`SERVED`):
   (true) and `detect_resolution` (512); `anime_style` is not served (its model is another
   network) and runs the same generator. Without the model: `standard_lineart` (`FALLBACK`).
 
-Depth and pose run batched across the streams of a worker tick (`preprocessor_batch`): one
-model call for every stream that uses the same model.
+Depth and pose (any frame sizes) and HED and line art (per frame size) run batched across the
+streams of a worker tick (`preprocessor_batch`): one model call for every stream that uses the
+same model with the same settings.
 
 Model-backed preprocessors (`MODEL_BACKED`: name -> auxiliary kind) get their model from
 `models[kind]`; `load_model(kind, ...)` loads one (on the session's thread); `model_kinds(name)`

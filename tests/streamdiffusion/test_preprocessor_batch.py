@@ -136,6 +136,33 @@ def test_two_sessions_depth_runs_once_per_worker_tick(tiny_sd_dir: Path, aux_dir
             p.close()
 
 
+@pytest.mark.parametrize("name", ["hed", "lineart"])
+def test_hed_and_lineart_batch_frames_of_one_size(aux_dirs: dict[str, Path], tmp_path: Path, name: str) -> None:
+    """They run at a size set by the frame's: frames of one size share a call, another size
+    has its own; each result equals the frame's alone."""
+    import torch
+
+    from pipelines.live.preprocessor_hed import write_hed_checkpoint
+    from pipelines.live.preprocessors import run
+
+    if name == "hed":
+        write_hed_checkpoint(tmp_path / "hed", widths=(4, 8, 8, 8, 8))
+        model = _load("hed", tmp_path / "hed")
+        counted, params = model, {"safe": False}
+    else:
+        model = _load("lineart", aux_dirs["lineart"])
+        counted, params = model.coarse, {"detect_resolution": 64}
+    gen = torch.Generator().manual_seed(5)
+    images = [torch.rand(1, 3, 48, 64, generator=gen), torch.rand(1, 3, 48, 64, generator=gen), torch.rand(1, 3, 64, 64, generator=gen)]
+    calls = _Calls(counted)
+    batched = _run_batched(name, images, [params] * 3, {name: model})
+    assert calls.count == 2 and [int(x.shape[0]) for x in calls.inputs] == [2, 1]
+    with torch.inference_mode():
+        alone = [run(name, image, params, {}, {name: model}) for image in images]
+    for b, a in zip(batched, alone, strict=True):
+        assert b.shape == a.shape and torch.allclose(b, a, atol=1e-5)
+
+
 def test_a_failing_batched_call_costs_only_its_stream(aux_dirs: dict[str, Path]) -> None:
     import torch
 
