@@ -84,7 +84,25 @@ def _sample(n: int) -> Sample:
 # --- live cycles ----------------------------------------------------------------------------------
 
 
-async def _trickle_cycle(engine: TestClient[Any, Any], http: aiohttp.ClientSession, base: str, i: int, segment: bytes) -> None:
+class Api:
+    """The engine's HTTP API through one plain `ClientSession`: aiohttp's `TestClient` keeps every
+    response it made until it closes, which a soak would measure as the engine's memory."""
+
+    def __init__(self, http: aiohttp.ClientSession, base: str) -> None:
+        self.http, self.base = http, base.rstrip("/")
+
+    async def call(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
+        async with self.http.request(method, self.base + path, **kwargs) as resp:
+            body = await resp.read()
+            try:
+                import json
+
+                return resp.status, json.loads(body)
+            except ValueError:
+                return resp.status, body.decode(errors="replace")
+
+
+async def _trickle_cycle(engine: Api, http: aiohttp.ClientSession, base: str, i: int, segment: bytes) -> None:
     from trickle import TricklePublisher
 
     mid = f"soak{i}"
@@ -94,15 +112,15 @@ async def _trickle_cycle(engine: TestClient[Any, Any], http: aiohttp.ClientSessi
     body = {"subscribe_url": f"{base}{mid}", "publish_url": f"{base}{mid}-out", "events_url": f"{base}{mid}-events",
             "model_id": "noop", "stream_id": mid}  # fmt: skip
     async with TricklePublisher(f"{base}{mid}", "video/mp2t", session=http) as pub:
-        resp = await engine.post("/live-video-to-video", json=body)
-        assert resp.status == 200, await resp.text()
+        status_code, answer = await engine.call("POST", "/live-video-to-video", json=body)
+        assert status_code == 200, answer
         async with pub.segment() as seg:
             await seg.write(segment)
         # The input closes (the publisher's DELETE) once the session has taken the segment.
         async with asyncio.timeout(30):
             while True:
-                status = await (await engine.get(f"/live/{mid}/status")).json()
-                if status.get("frames_in", 0) > 0 or status.get("state") in ("OFFLINE", "ERROR"):
+                _, status = await engine.call("GET", f"/live/{mid}/status")
+                if not isinstance(status, dict) or status.get("frames_in", 0) > 0 or status.get("state") in ("OFFLINE", "ERROR"):
                     break
                 await asyncio.sleep(0.02)
     await _wait_gone(engine, mid)
@@ -111,7 +129,7 @@ async def _trickle_cycle(engine: TestClient[Any, Any], http: aiohttp.ClientSessi
             pass
 
 
-async def _rtmp_cycle(engine: TestClient[Any, Any], rtmp_port: int, i: int, tags: list[bytes]) -> None:
+async def _rtmp_cycle(engine: Api, rtmp_port: int, i: int, tags: list[bytes]) -> None:
     from livestream.rtmp.protocol import ClientConnection, split_rtmp_url
 
     url = f"rtmp://127.0.0.1:{rtmp_port}/live/rtmp{i}"
@@ -141,20 +159,20 @@ async def _rtmp_cycle(engine: TestClient[Any, Any], rtmp_port: int, i: int, tags
     await _wait_gone(engine, f"rtmp{i}")
 
 
-async def _delete_cycle(engine: TestClient[Any, Any], i: int) -> None:
+async def _delete_cycle(engine: Api, i: int) -> None:
     mid = f"del{i}"
     body = {"subscribe_url": "http://127.0.0.1:9/in", "publish_url": "http://127.0.0.1:9/out", "model_id": "noop", "stream_id": mid}
-    resp = await engine.post("/live-video-to-video", json=body)
-    assert resp.status == 200, await resp.text()
-    resp = await engine.delete(f"/live/{mid}")
-    assert resp.status in (200, 404), await resp.text()
+    status_code, answer = await engine.call("POST", "/live-video-to-video", json=body)
+    assert status_code == 200, answer
+    status_code, answer = await engine.call("DELETE", f"/live/{mid}")
+    assert status_code in (200, 404), answer
     await _wait_gone(engine, mid)
 
 
-async def _wait_gone(engine: TestClient[Any, Any], stream: str) -> None:
+async def _wait_gone(engine: Api, stream: str) -> None:
     async with asyncio.timeout(30):
         while True:
-            listed = await (await engine.get("/live")).json()
+            _, listed = await engine.call("GET", "/live")
             if all(s["stream_id"] != stream or s.get("state") in ("OFFLINE", "ERROR") for s in listed["sessions"]):
                 return
             await asyncio.sleep(0.02)
@@ -207,7 +225,8 @@ async def run_live(cycles: int, sample_every: int) -> Series:
     base = str(orchestrator.make_url("/ai/trickle/"))
     app = build_app(Settings(host="127.0.0.1", port=0, rtmp_port=0, live_pipeline="noop", rtmp_idle_timeout=5.0))
     try:
-        async with TestClient(TestServer(app, host="127.0.0.1")) as engine, aiohttp.ClientSession() as http:
+        async with TestClient(TestServer(app, host="127.0.0.1")) as client, aiohttp.ClientSession() as http:
+            engine = Api(http, str(client.make_url("")))
             rtmp_port = app[RTMP_SERVER_KEY].port
             assert rtmp_port is not None
             start = time.perf_counter()
@@ -242,16 +261,16 @@ async def run_batch(requests: int, sample_every: int, models: Path) -> Series:
     series = Series("batch requests")
     app = build_app(Settings(host="127.0.0.1", port=0, model_dir=models))
     body = {"model_id": "tiny-text-to-image", "prompt": "a lighthouse", "width": 64, "height": 64, "num_inference_steps": 1, "seed": 1}
-    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
-        resp = await client.post("/text-to-image", json=body)  # loads the model
-        assert resp.status == 200, await resp.text()
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client, aiohttp.ClientSession() as http:
+        api = Api(http, str(client.make_url("")))
+        status_code, answer = await api.call("POST", "/text-to-image", json=body)  # loads the model
+        assert status_code == 200, answer
         start = time.perf_counter()
         series.take(0)
         for i in range(requests):
-            resp = await client.post("/text-to-image", json=body)
-            if resp.status != 200:
+            status_code, _ = await api.call("POST", "/text-to-image", json=body)
+            if status_code != 200:
                 series.failures += 1
-            await resp.read()
             if (i + 1) % sample_every == 0:
                 series.take(i + 1)
         series.seconds = time.perf_counter() - start
