@@ -8,7 +8,7 @@ HOST ?= 0.0.0.0
 PORT ?= 8000
 RTMP_PORT ?= 1935
 
-.PHONY: run test bench system-packages clean wheelhouse gpu-check
+.PHONY: run test bench system-packages clean wheelhouse gpu-check fuzz-long
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,11 @@ test: $(STAMP) $(SYSTEM_STAMP)
 
 bench: $(STAMP) $(SYSTEM_STAMP)
 	$(BIN)/python -m benchmarks
+
+# The protocol fuzz tests (tests/reliability) with FUZZ_EXAMPLES examples each instead of CI's few.
+FUZZ_EXAMPLES ?= 2000
+fuzz-long: $(STAMP) $(SYSTEM_STAMP)
+	LIVESTREAM_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest tests/reliability -k fuzz -q
 
 # The GPU check (issue 32, docs/benchmarks.md "gpu_check"): `make wheelhouse` here downloads
 # the wheels the GPU machine lacks into .whl/ (git-ignored, ~31 MB; carry it); `make gpu-check`
