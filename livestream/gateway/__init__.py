@@ -27,7 +27,23 @@
     app.py        the aiohttp application
 """
 
-from .app import GATEWAY_KEY, Gateway, build_gateway_app
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from .config import GatewayConfig, RunnerConfig
 
+if TYPE_CHECKING:
+    from .app import GATEWAY_KEY, Gateway, build_gateway_app
+
 __all__ = ["GATEWAY_KEY", "Gateway", "GatewayConfig", "RunnerConfig", "build_gateway_app"]
+
+
+def __getattr__(name: str) -> Any:
+    # The application (and through it web3/eth-account, seconds to import) loads on first use,
+    # so `livestream --help` or a start-up error of `livestream serve` does not pay for it.
+    if name in ("GATEWAY_KEY", "Gateway", "build_gateway_app"):
+        from . import app
+
+        return getattr(app, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
