@@ -619,7 +619,8 @@ def _add_rtmp_args(serve: argparse.ArgumentParser, env: Mapping[str, str]) -> No
         "--rtmp-auth-webhook",
         default=env_str(env, "RTMP_AUTH_WEBHOOK"),
         metavar="URL",
-        help='publish auth webhook, as go-livepeer\'s -authWebhookUrl: POST {"url": ...}, 2xx accepts (env RTMP_AUTH_WEBHOOK)',
+        help="publish auth webhook, the gateway's live auth webhook shape (go-livepeer's -liveAIAuthWebhookUrl, "
+        'plus the older {"url": ...}): 2xx accepts (env RTMP_AUTH_WEBHOOK; docs/gateway.md)',
     )
 
 

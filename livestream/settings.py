@@ -196,7 +196,8 @@ class Settings:
     rtmp_output: str | None = None
     #: Publish auth: secret key -> stream name. Empty (and no webhook): anyone may publish.
     stream_keys: Mapping[str, str] = field(default_factory=dict)
-    #: Publish auth webhook (go-livepeer's -authWebhookUrl): POST {"url": ...}; 2xx accepts.
+    #: Publish auth webhook: the live auth webhook shape shared with the gateway
+    #: (`live/auth_webhook.py`; go-livepeer's, plus the older `{"url": ...}`); 2xx accepts.
     auth_webhook_url: str | None = None
     #: Seconds without data before an RTMP publisher is cut off.
     rtmp_idle_timeout: float = 10.0
