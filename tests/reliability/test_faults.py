@@ -187,7 +187,7 @@ async def test_an_rtmp_push_target_that_refuses_or_black_holes_never_stalls_the_
         await hole.wait_closed()  # nothing listens on the port any more: connection refused
     try:
         async with _rtmp_engine(rtmp_output=f"rtmp://127.0.0.1:{hole_port}/live/{{stream}}") as (client, server):
-            rc, err = await run_ffmpeg(obs_like_args(source, f"rtmp://127.0.0.1:{server.port}/live/pushed"))
+            rc, err = await run_ffmpeg(obs_like_args(source, f"rtmp://127.0.0.1:{server.port}/live/pushed", realtime=False))
             assert rc == 0, err
             status = await _ended(client, "pushed")
             assert status["error"] is None and status["frames_out"] == 60, status

@@ -22,7 +22,7 @@ from livestream.rtmp.protocol import HANDSHAKE_SIZE, ServerConnection
 from livestream.webrtc.sdp import OfferError, check_offer, parse_sdpfrag
 from reliability_helpers import amf_values, chunk, fuzz_examples
 
-FUZZ = settings(max_examples=fuzz_examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=fuzz_examples(100), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 HANDSHAKE = bytes([3]) + bytes(HANDSHAKE_SIZE) + bytes(HANDSHAKE_SIZE)
 

