@@ -23,7 +23,6 @@ from .errors import json_error
 __all__ = ["RateLimiter", "rate_limit_middleware"]
 
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
 _UNCOUNTED = frozenset({"/health", "/healthz", "/metrics", "/hardware/info", "/hardware/stats"})
 
 
