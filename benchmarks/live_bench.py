@@ -484,8 +484,12 @@ async def engine_run(
 # --- the bare loop --------------------------------------------------------------------------
 
 
-def bare_loop(segments: list[bytes], *, rgb: bool) -> dict[str, Any]:
-    """PyAV demux + decode -> (RGB round trip) -> libx264 -> MPEG-TS in memory, video only."""
+def bare_loop(segments: list[bytes], *, rgb: bool, paced: bool = False) -> dict[str, Any]:
+    """PyAV demux + decode -> (RGB round trip) -> libx264 -> MPEG-TS in memory, video only.
+
+    `paced`: each frame waits for its time (frame n at n / FPS s), as at real-time input, where
+    every frame starts on caches the rest of the machine has used meanwhile (costlier per frame
+    on a shared machine); otherwise frames go through back to back."""
     cpu0, t0 = time.process_time(), time.perf_counter()
     frames = 0
     out = io.BytesIO()
@@ -497,6 +501,8 @@ def bare_loop(segments: list[bytes], *, rgb: bool) -> dict[str, Any]:
         vout.time_base = vout.codec_context.time_base = Fraction(1, 90_000)
         for packet in inp.demux(vin):
             for frame in packet.decode():
+                if paced and (wait := t0 + frames / FPS - time.perf_counter()) > 0:
+                    time.sleep(wait)
                 if rgb:
                     pts, tb = frame.pts, frame.time_base
                     frame = av.VideoFrame.from_ndarray(frame.to_ndarray(format="rgb24"), format="rgb24")
@@ -577,9 +583,13 @@ async def _bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                     if config.baseline is not None and not any(
                         b["round"] == r and b["variant"] == config.baseline for b in results["bare"]
                     ):
-                        bare = await asyncio.to_thread(bare_loop, bare_input.segments, rgb=config.baseline == "bare-rgb")
-                        results["bare"].append({"round": r, "variant": config.baseline, **bare})
-                        print(f"round {r + 1} {config.baseline}: {bare['cpu_ms_per_frame']:.2f} ms/frame", flush=True)
+                        for paced in (False, True):
+                            bare = await asyncio.to_thread(
+                                bare_loop, bare_input.segments, rgb=config.baseline == "bare-rgb", paced=paced
+                            )
+                            variant = f"{config.baseline}-paced" if paced else config.baseline
+                            results["bare"].append({"round": r, "variant": variant, **bare})
+                            print(f"round {r + 1} {variant}: {bare['cpu_ms_per_frame']:.2f} ms/frame", flush=True)
                     label = f"{config.name}-r{r + 1}"
                     sd = config.model_id == "streamdiffusion"
                     run = await engine_run(
@@ -614,7 +624,8 @@ def _fmt(value: float | None, digits: int = 0) -> str:
 
 def summarise(results: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     summary: dict[str, Any] = {}
-    bare = {v: _median([b["cpu_ms_per_frame"] for b in results["bare"] if b["variant"] == v]) for v in ("bare", "bare-rgb")}
+    variants = ("bare", "bare-rgb", "bare-paced", "bare-rgb-paced")
+    bare = {v: _median([b["cpu_ms_per_frame"] for b in results["bare"] if b["variant"] == v]) for v in variants}
     summary["bare_cpu_ms_per_frame"] = bare
     for name in args.configs:
         runs = [r for r in results["runs"] if r["config"] == name]
@@ -648,14 +659,16 @@ def summarise(results: dict[str, Any], args: argparse.Namespace) -> dict[str, An
         config = CONFIGS[name]
         s["baseline"] = config.baseline
         s["baseline_cpu_ms_per_frame"] = bare.get(config.baseline) if config.baseline else None
+        s["paced_baseline_cpu_ms_per_frame"] = bare.get(f"{config.baseline}-paced") if config.baseline else None
         # Each run against the bare loop of its own round (the load of this shared machine drifts).
-        ratios = []
-        for r in runs:
-            cpu = _get(r, "measured.engine_cpu_ms_per_frame")
-            base = next((b["cpu_ms_per_frame"] for b in results["bare"] if b["round"] == r["round"] and b["variant"] == config.baseline), None)
-            if cpu is not None and base:
-                ratios.append(cpu / base)
-        s["cpu_ratio"] = round(statistics.median(ratios), 2) if ratios else None
+        for key, variant in (("cpu_ratio", config.baseline), ("cpu_ratio_paced", f"{config.baseline}-paced")):
+            ratios = []
+            for r in runs:
+                cpu = _get(r, "measured.engine_cpu_ms_per_frame")
+                base = next((b["cpu_ms_per_frame"] for b in results["bare"] if b["round"] == r["round"] and b["variant"] == variant), None)
+                if cpu is not None and base:
+                    ratios.append(cpu / base)
+            s[key] = round(statistics.median(ratios), 2) if ratios else None
         summary[name] = s
     return summary
 
@@ -680,7 +693,10 @@ video (whose pts are kept).
 `POST /live-video-to-video` until its output channel closed, per output frame; baseline: this \
 process's CPU for PyAV demux+decode -> (RGB round trip) -> libx264 ({x264}) -> MPEG-TS in \
 memory, video only, one thread each; engine / bare is the median over rounds of each run's \
-ratio to the bare loop of its own round.
+ratio to the bare loop of its own round. The paced bare loop is the same loop given each frame at \
+its time (frame n at n/{fps} s), as the engine gets them at real-time input: on a shared machine \
+each frame then starts on caches other processes used meanwhile, which costs the loop itself more \
+per frame.
 - start-up: spawn of `livestream serve` -> /health IDLE (polled every 50 ms); spawn -> first \
 output frame of a stream started (and fed) as soon as /health said IDLE; POST -> first output \
 frame for that first stream and for the next one on the same process."""
@@ -694,8 +710,8 @@ def report(results: dict[str, Any], summary: dict[str, Any], args: argparse.Name
         f"{args.rounds} round(s), medians; {args.seconds} s streams of {WIDTH}x{HEIGHT} {FPS} fps H.264 (+ AAC) from ffmpeg.",
         "",
         "| run | frames out / in | dropped | delay p50 / p90 / p99 ms | audio out / in s | A/V offset ms (pts / beep) "
-        "| engine CPU ms/frame | bare loop ms/frame | engine / bare |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| engine CPU ms/frame | bare loop ms/frame | engine / bare | paced bare ms/frame | engine / paced bare |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name in args.configs:
         s = summary[name]
@@ -708,7 +724,7 @@ def report(results: dict[str, Any], summary: dict[str, Any], args: argparse.Name
             f"| {name} | {_fmt(s['frames_matched'])} / {_fmt(s['frames_in'])} | {_fmt(s['dropped'])} | "
             f"{_fmt(s['delay_p50_ms'])} / {_fmt(s['delay_p90_ms'])} / {_fmt(s['delay_p99_ms'])} | {audio} | {avo} | "
             f"{_fmt(s['engine_cpu_ms_per_frame'], 2)} | {_fmt(s['baseline_cpu_ms_per_frame'], 2)} ({s['baseline']}) | "
-            f"{_fmt(s['cpu_ratio'], 2)}x |"
+            f"{_fmt(s['cpu_ratio'], 2)}x | {_fmt(s['paced_baseline_cpu_ms_per_frame'], 2)} | {_fmt(s['cpu_ratio_paced'], 2) + 'x' if s.get('cpu_ratio_paced') is not None else '—'} |"
         )
     lines += [
         "",
@@ -734,6 +750,7 @@ def report(results: dict[str, Any], summary: dict[str, Any], args: argparse.Name
             checked=_fmt(first.get("content_checked")),
             reorder=_fmt(first.get("input_reorder_wait_p99_ms")),
             x264=", ".join(f"{k}={v}" for k, v in X264.items()),
+            fps=FPS,
         ),
     ]
     problems = [f"{n}: {e}" for n in args.configs for e in summary[n]["errors"]]

@@ -25,7 +25,8 @@ Writing a sink (the interface the RTMP push and WHEP viewers code against):
 
 Rules:
 - `put()` (or `put_batch()`: one frame's packets, video then the audio it released, with one
-  wake-up of the loop) is called from the encode thread and never blocks. A sink's queue holds at most
+  wake-up of the loop) is called from the thread that encodes (the encode thread; the decode
+  thread for a pass-through pipeline's frames), one at a time, and never blocks. A sink's queue holds at most
   `max_packets`; when it is full the sink drops packets until the next video keyframe (so a
   decoder downstream never sees a broken GOP) and counts them in `dropped`. A slow or dead
   sink therefore never stalls the encoder or the other sinks.

@@ -1,6 +1,6 @@
 """Trickle MPEG-TS output: the runner contract's `publish_url`, one segment per keyframe.
 
-A `QueuedSink` like every output, but what it queues is bytes: the encode thread muxes each
+A `QueuedSink` like every output, but what it queues is bytes: the encoding thread muxes each
 frame's packets (`livestream.media.ts_mux`, video then the audio that frame released) in `put`
 and queues them as one chunk, so the loop wakes once per frame and writes one chunk (no packet
 objects, muxing or per-packet awaits on the loop). The orchestrator reads a frame as soon as it
@@ -61,7 +61,7 @@ class TrickleSink(QueuedSink):
     # --- producer side (encode thread) ----------------------------------------------------
 
     def put_batch(self, packets: list[EncodedPacket]) -> None:
-        """Mux here (the encode thread is the only caller) and queue one chunk per call."""
+        """Mux here (the thread that encodes; one at a time) and queue one chunk per call."""
         with self._lock:
             if self._ended:
                 return

@@ -1,9 +1,11 @@
 """A session's one encode: processed frames and input audio to packets, fanned out to sinks.
 
-Runs in the session's encode thread. Video is encoded as it comes and never waits for audio;
-input audio (pushed by the ingest's thread) waits for the video instead: an audio packet is
-released right after the first video frame at or past its time (at most one audio frame
-early), so every output carries audio and video in step without holding a frame back.
+Runs in the session's encode thread, or (`encode_here`, a pass-through pipeline's frame while
+that thread is idle) on the decode thread, never both at once. Video is encoded as it comes
+and never waits for audio; input audio (pushed by the ingest's thread) waits for the video
+instead: an audio packet is released right after the first video frame at or past its time
+(at most one audio frame early), so every output carries audio and video in step without
+holding a frame back.
 
     ingest thread ──put_audio──▶ pending audio ─┐
     pipeline ──ProcessedFrame──▶ H264Encoder ───┴──▶ SinkFanout ──▶ sinks (trickle, RTMP, WHEP)

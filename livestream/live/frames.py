@@ -83,7 +83,8 @@ class FrameQueue:
         return self._closed
 
     def put(self, item: InputFrame) -> None:
-        """Add a frame (any thread). Never blocks; drops the oldest frames beyond the bounds."""
+        """Add a frame (any thread). Never waits (though `direct` may encode it on the calling
+        thread); drops the oldest frames beyond the bounds."""
         with self._lock:
             if self._closed:
                 return
