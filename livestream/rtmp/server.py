@@ -35,6 +35,7 @@ from pipelines.errors import InvalidRequestError
 
 from ..errors import SessionLimitError, StreamBusyError
 from ..ingest import Ingest, IngestError, InputStalled
+from ..live.client_limits import ClientSessions
 from ..live.auth_webhook import AuthReply
 from .auth import PublishRejected, authorize
 from .chunks import ChunkReader
@@ -104,6 +105,9 @@ class RtmpServer:
         self.accepted = 0
         self.rejected = 0
         self.protocol_errors = 0
+        #: `--limit sessions_per_client`: streams published from one address at once.
+        self.client_sessions = ClientSessions(settings.stream_limits.sessions_per_client)
+        self.live_streams: set[str] = set()
 
     async def __aenter__(self) -> RtmpServer:
         await self.start()
@@ -210,6 +214,7 @@ class _Connection:
             ingest.fail(failure)
         else:
             ingest.end()
+        self.server.live_streams.discard(self.stream or "")
         log.info("rtmp %s: stream %s ended (%s)", self.where, self.stream, reason)
 
     async def _read(self) -> bytes:
@@ -307,6 +312,8 @@ class _Connection:
         self.stream = name
         ingest = server.ingest_factory(name, self._stop_from_session)
         try:
+            client = self.where.rpartition(":")[0]
+            server.client_sessions.check("rtmp", client, server.live_streams.__contains__)
             await _preset(server.manager, name, replies)
             await server.manager.start_direct(name, ingest)
         except StreamBusyError as exc:
@@ -320,6 +327,8 @@ class _Connection:
             self.proto.reject_publish("NetStream.Publish.Rejected", str(exc))
             return False
         self.ingest = ingest
+        server.live_streams.add(name)
+        server.client_sessions.add("rtmp", client, name)
         server.accepted += 1
         self.proto.accept_publish()
         log.info("rtmp %s: publishing stream %s (app %r)", self.where, name, event.app)

@@ -19,7 +19,7 @@ from livestream.api.errors import error_middleware
 from livestream.app import build_app
 from livestream.errors import ConfigError
 from livestream.keys import SETTINGS_KEY
-from livestream.rtmp.chunks import MSG_SET_CHUNK_SIZE
+from livestream.rtmp.chunks import MSG_SET_CHUNK_SIZE, ProtocolError
 from livestream.rtmp.flv import avc_tag
 from livestream.settings import Settings, StreamLimits, parse_limits, parse_stream_limits
 from livestream.webrtc import PacketFanout, Playback, StreamNotFound, WebRTCHub
@@ -225,3 +225,25 @@ async def test_live_sessions_per_client(orchestrator: str) -> None:
         await client.delete("/live/c")
     finally:
         await client.close()
+
+
+async def test_rtmp_publishes_per_client(rtmp_engine_factory: EngineFactory) -> None:
+    client, server = await rtmp_engine_factory(stream_limits=StreamLimits(sessions_per_client=1), max_live_sessions=4)
+    base = f"rtmp://127.0.0.1:{server.port}/live"
+    first = RawPublisher(f"{base}/a")
+    await first.publish()
+    second = RawPublisher(f"{base}/b")
+    with pytest.raises(ProtocolError, match="Rejected.*sessions_per_client"):
+        await second.publish()
+    await second.close()
+    await first.close()  # `a` ends: this address may publish again
+    async with asyncio.timeout(20):
+        while True:
+            third = RawPublisher(f"{base}/c")
+            try:
+                await third.publish()
+                break
+            except ProtocolError:
+                await third.close()
+                await asyncio.sleep(0.1)
+    await third.close()
