@@ -295,9 +295,10 @@ class SessionManager:
         self._pushes[session.stream_id] = sink
         session.attach_sink(sink)
 
-    async def configure(self, stream: str, body: Mapping[str, Any]) -> dict[str, Any]:
+    async def configure(self, stream: str, body: Mapping[str, Any], *, trusted: bool = False) -> dict[str, Any]:
         """`POST /live/{stream}`: store params and `rtmp_output` for a direct stream; applied now
-        when it is live, else when it starts publishing. Raises `InvalidRequestError`."""
+        when it is live, else when it starts publishing. Raises `InvalidRequestError`. A client's
+        `rtmp_output` goes through the URL guard; `trusted` (the operator's auth webhook) skips it."""
         unknown = set(body) - {"params", "rtmp_output"}
         if unknown:
             raise InvalidRequestError(f"Unknown field(s) {sorted(unknown)}; expected params and/or rtmp_output.")
@@ -309,7 +310,7 @@ class SessionManager:
             not isinstance(rtmp_output, str) or (rtmp_output and not rtmp_output.startswith("rtmp://"))
         ):
             raise InvalidRequestError(f'`rtmp_output` must be an rtmp:// URL, "" or null, got {rtmp_output!r}.')
-        if rtmp_output:
+        if rtmp_output and not trusted:
             # A client names where the engine pushes: the URL guard decides (private and
             # loopback targets refused unless the operator allows them).
             try:
