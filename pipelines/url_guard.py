@@ -17,9 +17,12 @@ Trusted, and not guarded: URLs the operator configured (webhooks, `--rtmp-output
 trickle URLs of a runner-API start request (go-livepeer hands runners loopback and LAN
 addresses).
 
-Configuration: `configure(UrlPolicy(...))` (the CLI), else env `LIVESTREAM_URL_ALLOW_PRIVATE`
-(`1`/`true`: allow private and loopback targets) and `LIVESTREAM_URL_ALLOW_HOSTS`
-(comma-separated allow-list), read on each check.
+Callers: the style image fetch (`pipelines/live/streamdiffusion_features.py`, pinned connect) and
+a client's `rtmp_output` (`livestream/live/manager.py`, checked when set).
+
+Configuration: a `UrlPolicy` passed by the caller, else the operator's environment, read on each
+check: `LIVESTREAM_URL_ALLOW_PRIVATE` (`1`/`true`: allow private and loopback targets) and
+`LIVESTREAM_URL_ALLOW_HOSTS` (comma-separated allow-list). docs/operations.md, "Outbound URLs".
 """
 
 from __future__ import annotations
