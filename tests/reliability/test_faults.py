@@ -7,7 +7,8 @@ publisher that vanishes without a FIN, an RTMP push target that refuses and one 
 DNS failure for the publish-auth webhook and for a style image. Covered elsewhere, and counted in
 docs/benchmarks.md: a pipeline crash (tests/live/test_live_e2e.py), a pipeline stuck forever and a
 client gone mid-start (tests/live/test_no_leaks.py), client disconnect mid-upload and mid-job
-(tests/test_job_cancellation_e2e.py), mid-SSE (tests/llm/test_llm_route.py).
+(tests/test_job_cancellation_e2e.py), mid-SSE (tests/llm/test_llm_route.py), mid-WHEP and mid-WHIP
+(tests/webrtc/test_engine_webrtc.py).
 """
 
 from __future__ import annotations
