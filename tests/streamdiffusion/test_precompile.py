@@ -73,6 +73,8 @@ def test_a_failing_child_reports_why(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+# Third party: importing Inductor's CPU backend touches torch.jit.script_method (torch 2.13).
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
 def test_the_childs_inductor_compile_is_a_cache_hit_here(
     tiny_sd_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
