@@ -13,6 +13,7 @@ from aiohttp import web
 from .. import __version__
 from ..api.bodies import BodyLimits
 from ..api.errors import ApiError, error_middleware, json_error
+from ..api.rate_limit import RateLimiter, rate_limit_middleware
 from ..keys import SETTINGS_KEY
 from ..webrtc import WEBRTC_DIRECTORY_KEY, setup_webrtc
 from .auth import auth_middleware
@@ -145,6 +146,8 @@ def build_gateway_app(config: GatewayConfig, limits: BodyLimits | None = None) -
     middlewares: list[Any] = [error_middleware]
     if config.api_keys:
         middlewares.append(auth_middleware(config.api_keys))
+    if config.api_rate:  # after auth: only valid keys get a bucket
+        middlewares.append(rate_limit_middleware(RateLimiter(config.api_rate)))
     body_limits = limits or BodyLimits()
     app = web.Application(middlewares=middlewares, client_max_size=body_limits.multipart_bytes)
 

@@ -57,6 +57,8 @@ class GatewayConfig:
     state_dir: Path | None = None
     #: Bearer keys; empty means no auth.
     api_keys: tuple[str, ...] = ()
+    #: Requests per minute per API key (more: 429 with Retry-After); 0 = no limit.
+    api_rate: int = 0
     #: Seconds between two discovery rounds (`/health`, `/hardware/info`, `/openapi.json`).
     refresh_interval: float = 5.0
     #: Timeout of one discovery request to a runner, seconds.

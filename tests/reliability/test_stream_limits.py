@@ -247,3 +247,21 @@ async def test_rtmp_publishes_per_client(rtmp_engine_factory: EngineFactory) -> 
                 await third.close()
                 await asyncio.sleep(0.1)
     await third.close()
+
+
+async def test_gateway_request_rate_per_api_key() -> None:
+    from livestream.gateway.app import build_gateway_app
+    from livestream.gateway.config import GatewayConfig
+
+    app = build_gateway_app(GatewayConfig(host="127.0.0.1", port=0, api_keys=("key-one", "key-two"), api_rate=2))
+    client: TestClient[Any, Any] = TestClient(TestServer(app))
+    await client.start_server()
+    try:
+        one, two = ({"Authorization": f"Bearer {k}"} for k in ("key-one", "key-two"))
+        assert [(await client.get("/openapi.json", headers=one)).status for _ in range(2)] == [200, 200]
+        resp = await client.get("/openapi.json", headers=one)
+        assert resp.status == 429 and "2 per minute" in (await resp.json())["detail"]["msg"]
+        assert (await client.get("/openapi.json", headers=two)).status == 200  # a bucket per key
+        assert (await client.post("/text-to-image", headers={"Authorization": "Bearer nope"}, json={})).status == 401
+    finally:
+        await client.close()
