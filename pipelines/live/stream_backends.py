@@ -84,6 +84,12 @@ class CompiledBackend(TorchBackend):
             log.warning("compile backend: compiling %s for %s now (not compiled ahead)", what, key[1])
         if self.cuda_graphs:
             torch.compiler.cudagraph_mark_step_begin()
+        if not all(a.is_inference() for a in args):
+            # `prepare` compiles with inference tensors; a normal one (a slot's prompt
+            # embeddings, made outside inference mode) fails dynamo's dispatch-key guard and
+            # would recompile here, on the worker thread, stalling every stream.
+            with torch.inference_mode():
+                args = tuple(a if a.is_inference() else a.clone() for a in args)
         try:
             out = fn(*args)
         except Exception as exc:
