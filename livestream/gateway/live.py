@@ -55,7 +55,7 @@ from ..liverunner.client import DiscoveredRunner, LiveRunnerClient, LiveRunnerCl
 
 from .backends import Backend, Discovery, auth_headers
 from .config import GatewayConfig, RunnerConfig
-from .payments import PaymentFailed, live_payer
+from .payments import LiveSessionPayment, PaymentFailed, live_orchestrator_payer, live_payer
 from .selection import NoBackendError, Selector
 
 __all__ = ["LiveError", "LiveStream", "LiveStreams", "read_segments", "segment_chunks"]
@@ -272,6 +272,8 @@ class Attempt:
     session: ReservedSession | None = None
     #: An orchestrator's channels: the HTTP session pinned to its certificate (closed with the attempt).
     remote_http: aiohttp.ClientSession | None = None
+    #: An on-chain orchestrator's live payments (top-ups to `{transcoder}/payment`).
+    orchestrator_payer: LiveSessionPayment | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     last_output: float | None = None
     last_event: float = 0.0
@@ -426,12 +428,20 @@ class LiveStream:
         info = backend.info
         if info is None or backend.state != "up":
             raise LiveError(503, f"orchestrator unavailable: {backend.last_error or backend.state}")
-        if info.needs_payment:
-            raise LiveError(503, "on-chain orchestrators are not paid for live streams yet")
         ssl = await backend.link.job_ssl(info.transcoder)
         body = {"model_id": self.model_id, "params": self.params, "gateway_request_id": self.request_id,
                 "stream_id": self.stream_id}  # fmt: skip
         headers = {"Content-Type": "application/json", **info.job_headers(PIPELINE, self.model_id)}
+        payer = None
+        if info.needs_payment:  # on chain: the start carries the first 60 s (go-livepeer's initPixelsToPay)
+            payments = self.streams.discovery.payments
+            if payments is None:
+                raise LiveError(503, "on-chain orchestrator and no signer (--eth-keystore or --remote-signer-url)")
+            payer = live_orchestrator_payer(payments, backend.url, backend.link, self.model_id)
+            try:
+                headers.update(await payer.start_fetched(self.request_id, backend.url))
+            except PaymentFailed as exc:
+                raise LiveError(402, f"live payment: {exc}") from None
         async with self.streams.http.post(info.transcoder + "/" + PIPELINE, json=body, headers=headers, ssl=ssl,
                                           timeout=aiohttp.ClientTimeout(total=START_TIMEOUT)) as resp:  # fmt: skip
             if resp.status != 200:
@@ -447,6 +457,7 @@ class LiveStream:
             backend=backend, mid=str(urls.get("manifest_id") or secrets.token_hex(4)), started=time.monotonic(),
             input=RemoteWriter(publish, "video/MP2T", http), control=RemoteWriter(control, "application/json", http),
             output=remote_source(subscribe, http), events=remote_source(events, http), remote_http=http,
+            orchestrator_payer=payer,
         )  # fmt: skip
         attempt.last_event = attempt.started
         self._run_attempt(attempt)
@@ -496,7 +507,7 @@ class LiveStream:
             asyncio.create_task(self._keepalive(attempt), name=f"live-keepalive-{mid}"),
             asyncio.create_task(self._watch(attempt), name=f"live-watch-{mid}"),
         ]
-        if attempt.session is not None and attempt.session.payer is not None:
+        if (attempt.session is not None and attempt.session.payer is not None) or attempt.orchestrator_payer is not None:
             attempt.tasks.append(asyncio.create_task(self._pay(attempt), name=f"live-pay-{mid}"))
         log.info("live %s: started on %s (%s)", self.name, attempt.backend.url, mid)
 
@@ -506,17 +517,19 @@ class LiveStream:
         attempt.stopped = True
         attempt.backend.in_flight = max(0, attempt.backend.in_flight - 1)
         current = asyncio.current_task()
-        for task in attempt.tasks:
-            if task is not current:
-                task.cancel()
-        for task in attempt.tasks:
-            if task is not current:
-                with contextlib.suppress(BaseException):
-                    await task
-        await attempt.input.aclose()
-        await attempt.control.aclose()
-        if attempt.remote_http is not None:
-            await attempt.remote_http.close()
+        try:
+            for task in attempt.tasks:
+                if task is not current:
+                    task.cancel()
+            for task in attempt.tasks:
+                if task is not current:
+                    with contextlib.suppress(BaseException):
+                        await task
+            await attempt.input.aclose()
+            await attempt.control.aclose()
+        finally:  # even when the stop itself is cancelled (the gateway stopping)
+            if attempt.remote_http is not None:
+                await attempt.remote_http.close()
         if attempt.session is not None:
             try:
                 async with asyncio.timeout(START_TIMEOUT):
@@ -551,6 +564,9 @@ class LiveStream:
                 new = await self._start_attempt(exclude=(attempt.backend,))
             except LiveError as exc:
                 await self.finish(f"no runner to swap to: {exc.message}")
+                return
+            if self.ended is not None:  # the stream ended while the new runner started: stop it too
+                await self._stop_attempt(new)
                 return
             self.swap_times.append(now)
             self.swaps += 1
@@ -677,16 +693,34 @@ class LiveStream:
                         self._spawn_failover(attempt, f"{len(attempt.errors)} error/restart events in 30 s")
 
     async def _pay(self, attempt: Attempt) -> None:
-        """Top up a paid live-runner session every `live_payment_interval` (payments.py); a
-        failed top-up is logged, and the orchestrator's release shows in the watchdog."""
-        assert attempt.session is not None
+        """Top up a paid session every `live_payment_interval` (payments.py): a live runner's
+        through its client, an orchestrator's with `POST {transcoder}/payment` (go-livepeer's
+        `SendPayment`); a failed top-up is logged, and the orchestrator's release shows in the
+        watchdog."""
         while True:
             await asyncio.sleep(self.streams.config.live_payment_interval)
             try:
                 async with asyncio.timeout(START_TIMEOUT):
-                    await attempt.session.pay()
+                    if attempt.session is not None:
+                        await attempt.session.pay()
+                    else:
+                        await self._pay_orchestrator(attempt)
             except (LiveRunnerClientError, PaymentFailed, TimeoutError) as exc:
                 log.warning("live %s: payment to %s failed: %s", self.name, attempt.backend.url, exc)
+
+    async def _pay_orchestrator(self, attempt: Attempt) -> None:
+        payer, http, info = attempt.orchestrator_payer, attempt.remote_http, attempt.backend.info
+        assert payer is not None and http is not None and info is not None
+        headers = await payer.top_up()
+        try:
+            async with http.post(info.transcoder + "/payment", headers=headers, data=b"") as resp:
+                body = await resp.read()
+                if resp.status != 200:
+                    raise PaymentFailed(f"/payment answered {resp.status}: {body[:200].decode(errors='replace').strip()}")
+        except aiohttp.ClientError as exc:
+            raise PaymentFailed(f"/payment: {exc or type(exc).__name__}") from None
+        if body:
+            payer.refreshed(body)
 
     async def _keepalive(self, attempt: Attempt) -> None:
         interval = self.streams.config.live_keepalive_interval

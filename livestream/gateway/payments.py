@@ -41,7 +41,7 @@ import logging
 import math
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from email import policy
 from email.message import EmailMessage
@@ -76,6 +76,7 @@ __all__ = [
     "Staged",
     "UnitsError",
     "job_units",
+    "live_orchestrator_payer",
     "live_payer",
 ]
 
@@ -561,6 +562,18 @@ def live_payer(payments: Payments | None, runner_price: Any, http: aiohttp.Clien
     return LiveSessionPayment(payments, unit, http=http)
 
 
+def live_orchestrator_payer(payments: Payments, url: str, link: OrchestratorLink, model_id: str) -> LiveSessionPayment:
+    """The payer of a live stream on a go-livepeer orchestrator (`url`, its discovery address):
+    720p-pixel-seconds, its params fetched (and fetched again when they expire) by
+    GetOrchestrator with the live capability and the gateway's signed address."""
+
+    async def info() -> pb.OrchestratorInfo:
+        request = await payments.orchestrator_request(job_capabilities("live-video-to-video", model_id))
+        return (await link.get_info(request)).raw
+
+    return LiveSessionPayment(payments, "720p-pixel-seconds", refresh_info=info)
+
+
 #: Units per wall-clock second by a live runner's price unit (go-livepeer `NewLivePaymentProcessor`).
 LIVE_UNITS_PER_SECOND = {"720p-pixel-seconds": LIVE_PIXELS_PER_SECOND, "seconds": 1}
 
@@ -579,7 +592,8 @@ class LiveSessionPayment:
     """
 
     def __init__(self, payments: Payments, unit: str = "720p-pixel-seconds",
-                 clock: Callable[[], float] = time.monotonic, http: aiohttp.ClientSession | None = None) -> None:  # fmt: skip
+                 clock: Callable[[], float] = time.monotonic, http: aiohttp.ClientSession | None = None,
+                 refresh_info: Callable[[], Awaitable[pb.OrchestratorInfo]] | None = None) -> None:  # fmt: skip
         if unit not in LIVE_UNITS_PER_SECOND and unit != "fixed":
             raise ValueError(f"unknown live price unit {unit!r}")
         self.payments = payments
@@ -591,6 +605,9 @@ class LiveSessionPayment:
         self.last: float | None = None
         self.paid_seconds = 0.0
         self.http = http
+        #: How expired params are fetched again: a go-livepeer orchestrator's GetOrchestrator
+        #: (`live_orchestrator_payer`); None: a live runner's `/refresh-payment`.
+        self.refresh_info = refresh_info
         self._session: _Session | None = None
 
     async def payer_address(self) -> str:
@@ -634,6 +651,20 @@ class LiveSessionPayment:
         self.last = None
         self._use(info)
         return await self.top_up()
+
+    async def start_fetched(self, manifest_id: str, url: str) -> dict[str, str]:
+        """`start` with params fetched by `refresh_info` (a go-livepeer orchestrator's)."""
+        return await self.start(await self._fetch_info(), manifest_id, url)
+
+    async def _fetch_info(self) -> pb.OrchestratorInfo:
+        if self.refresh_info is None:
+            raise PaymentFailed("live payment: no way to fetch the orchestrator's params")
+        try:
+            return await self.refresh_info()
+        except PaymentFailed:
+            raise
+        except Exception as exc:  # the link's gRPC and TLS errors are many classes
+            raise PaymentFailed(f"GetOrchestrator for payment params: {exc or type(exc).__name__}") from None
 
     def refreshed(self, body: bytes) -> None:
         """The orchestrator's answer to a payment (`PaymentResult{info}`): its new params."""
@@ -742,10 +773,17 @@ class LiveSessionPayment:
         return {"Livepeer-Payment": remote.payment, "Livepeer-Segment": remote.seg_creds}
 
     async def _refresh(self) -> _Session:
-        """`POST {orchestrator}/refresh-payment {sender, manifest_id}`: new payment params."""
+        """New payment params: `refresh_info()`, else `POST {orchestrator}/refresh-payment
+        {sender, manifest_id}` (a live runner's orchestrator)."""
         import base64
         import binascii
 
+        if self.refresh_info is not None:
+            info = await self._fetch_info()
+            self.payments.spend[self.url].refreshes += 1
+            self._use(info)
+            assert self._session is not None
+            return self._session
         if self.http is None:
             raise PaymentFailed("live payment: params expired and no HTTP session to refresh them")
         url = self.url.rstrip("/") + "/refresh-payment"

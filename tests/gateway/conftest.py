@@ -52,8 +52,8 @@ def make_fleet(loop_thread: LoopThread) -> Iterator[FleetFactory]:
 def orchs(loop_thread: LoopThread) -> Iterator[Callable[..., StandInOrchestrator]]:
     started: list[StandInOrchestrator] = []
 
-    def factory(**fields: Any) -> StandInOrchestrator:
-        orch = StandInOrchestrator(**fields).start(loop_thread)
+    def factory(cls: type[StandInOrchestrator] = StandInOrchestrator, **fields: Any) -> StandInOrchestrator:
+        orch = cls(**fields).start(loop_thread)
         started.append(orch)
         return orch
 

@@ -410,6 +410,25 @@ class StandInOrchestrator:
     async def _paid(self, request: web.Request, pipeline: str, body: dict[str, Any]) -> web.Response | None:
         """On chain: the payment, the segment signature, the balance; the debit after the work
         is the caller's (`_debit`). A refusal as go-livepeer's plain-text answer."""
+        fields = body or _form(await request.read(), request.headers.get("Content-Type", ""))
+        model = fields.get("model") if pipeline == "llm" else fields.get("model_id")
+        received = self.receive_payment(request, f"{CAPABILITY_IDS[pipeline]}_{model or ''}")
+        if isinstance(received, web.Response):
+            return received
+        sender, manifest = received
+        price = self.pinned.get((sender, manifest), Price(0))
+        fee = Fraction(0)
+        if price.per_pixel > 0:
+            fee = orchestrator_units(pipeline, fields) * price.per_pixel
+            if self.balances.balance(sender, manifest) < fee:
+                return self._payment_refused(400, "Insufficient balance")
+        request[_DEBIT] = (sender, manifest, fee)
+        return None
+
+    def receive_payment(self, request: web.Request, manifest: str | None = None) -> tuple[bytes, str] | web.Response:
+        """On chain: the `Livepeer-Payment` and the segment signature checked and the tickets
+        credited to (sender, `manifest`; default the segment's manifest id), winners redeemed;
+        (sender, manifest), or the refusal as go-livepeer's plain-text answer."""
         assert self.recipient is not None and self.chain is not None
         client = self.chain.chain.client
         try:
@@ -422,9 +441,7 @@ class StandInOrchestrator:
         seg = pb.SegData.FromString(base64.b64decode(request.headers["Livepeer-Segment"]))
         if len(sender) != 20 or not verify_signature(sender, segment_credentials_hash(seg.manifestId.decode(), seg.seq), seg.sig):
             return self._payment_refused(403, "Could not verify segment creds: invalid segment signature")
-        fields = body or _form(await request.read(), request.headers.get("Content-Type", ""))
-        model = fields.get("model") if pipeline == "llm" else fields.get("model_id")
-        manifest = f"{CAPABILITY_IDS[pipeline]}_{model or ''}"
+        manifest = manifest if manifest is not None else seg.manifestId.decode()
         if (sender, manifest) not in self.pinned and payment.HasField("expected_price"):
             self.pinned[sender, manifest] = Price(payment.expected_price.pricePerUnit, payment.expected_price.pixelsPerUnit or 1)
         if batch is not None:
@@ -438,14 +455,7 @@ class StandInOrchestrator:
                 account = self.chain.chain.recipient_account
                 self.chain.call(lambda w=winner: client.redeem_winning_ticket(account, w))  # type: ignore[misc]
                 self.redeemed.append(winner)
-        price = self.pinned.get((sender, manifest), Price(0))
-        fee = Fraction(0)
-        if price.per_pixel > 0:
-            fee = orchestrator_units(pipeline, fields) * price.per_pixel
-            if self.balances.balance(sender, manifest) < fee:
-                return self._payment_refused(400, "Insufficient balance")
-        request[_DEBIT] = (sender, manifest, fee)
-        return None
+        return sender, manifest
 
     def _payment_refused(self, status: int, text: str) -> web.Response:
         self.payment_errors.append(text)

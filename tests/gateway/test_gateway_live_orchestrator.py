@@ -41,25 +41,45 @@ PIPELINE = "live-video-to-video"
 class LiveStandIn(StandInOrchestrator):
     """The stand-in with go-livepeer's `POST /live-video-to-video` (reference §4.2): credentials
     checked as for a job, four channels made on its own trickle server, its runner started on
-    them with the runner contract, the public URLs answered."""
+    them with the runner contract (none when `runner_url` is empty), the public URLs answered.
+    On chain, the start carries the first payment and `POST /payment` takes the top-ups, each
+    credited to (sender, the segment's manifest)."""
 
     runner_url: str = ""
     live_starts: list[dict[str, Any]] = field(default_factory=list)
+    live_payments: list[str] = field(default_factory=list)
 
     def app(self) -> web.Application:
         app = super().app()
         self.trickle = TrickleServer(TrickleServerConfig())
         self.trickle.setup(app, "/ai/trickle/")
         # Before the stand-in's `/{pipeline}` catch-all: resources match in the order added.
-        resource = app.router.add_resource("/" + PIPELINE)
-        resource.add_route("POST", self._live)
-        app.router._resources.insert(0, app.router._resources.pop())
+        for path, handler in (("/" + PIPELINE, self._live), ("/payment", self._payment)):
+            resource = app.router.add_resource(path)
+            resource.add_route("POST", handler)
+            app.router._resources.insert(0, app.router._resources.pop())
         return app
+
+    def _paid_live(self, request: web.Request) -> web.Response | None:
+        if self.recipient is not None:
+            received = self.receive_payment(request)
+            if isinstance(received, web.Response):
+                return received
+            self.live_payments.append(received[1])
+        return None
+
+    async def _payment(self, request: web.Request) -> web.Response:
+        """go-livepeer's `POST /payment` (a live session's top-up): empty body, the two payment
+        headers (no job `Authorization`, as go-livepeer's and the Python gateway's `SendPayment`)."""
+        return self._paid_live(request) or web.Response(status=200)
 
     async def _live(self, request: web.Request) -> web.Response:
         reason = self._check_credentials(request, PIPELINE)
         if reason is not None:
             return web.Response(status=403, text=reason + "\n")
+        refused = self._paid_live(request)
+        if refused is not None:
+            return refused
         body = await request.json()
         self.live_starts.append(body)
         mid = secrets.token_hex(6)
@@ -71,10 +91,11 @@ class LiveStandIn(StandInOrchestrator):
         start = {key: base + name for key, name in names.items()}
         start.update(model_id=body["model_id"], params=body.get("params") or {}, stream_id=body.get("stream_id", ""),
                      gateway_request_id=body.get("gateway_request_id", ""), manifest_id=mid)  # fmt: skip
-        async with aiohttp.ClientSession() as http:
-            async with http.post(self.runner_url + "/" + PIPELINE, json=start) as resp:
-                if resp.status != 200:
-                    return web.Response(status=500, text=await resp.text())
+        if self.runner_url:
+            async with aiohttp.ClientSession() as http:
+                async with http.post(self.runner_url + "/" + PIPELINE, json=start) as resp:
+                    if resp.status != 200:
+                        return web.Response(status=500, text=await resp.text())
         # The gateway's view: it publishes to the runner's input and subscribes to its output.
         return web.json_response({"publish_url": base + mid, "subscribe_url": base + f"{mid}-out",
                                   "control_url": base + f"{mid}-control", "events_url": base + f"{mid}-events",

@@ -584,6 +584,47 @@ def test_the_gateways_live_relay_pays_a_live_runner_session(
         loop_thread.stop(srv)
 
 
+def test_a_stream_on_an_on_chain_orchestrator_is_paid_per_second(
+    shared: tuple[SharedChain, str], keystore: Path, loop_thread: LoopThread, orchs: Callable[..., StandInOrchestrator],
+    make_gateway: GwFactory,
+) -> None:
+    """go-livepeer's live route on an on-chain orchestrator: the start request carries the first
+    60 s, then `POST /payment` tops up every `live_payment_interval`; the orchestrator validates
+    every ticket with part 1's recipient and credits (sender, the request's manifest)."""
+    from test_gateway_live_orchestrator import PIPELINE, LiveStandIn
+
+    chain = shared[0]
+    # stopped after the gateway (fixtures end in reverse order): no top-up meets a closed orchestrator
+    orch = orchs(LiveStandIn, models={PIPELINE: {"noop": True}}, on_chain=True, chain=chain, recipient_config=RECIPIENT,
+                 prices={PIPELINE: 3_000})  # fmt: skip
+    assert isinstance(orch, LiveStandIn)
+    url, gw = make_gateway([orch], eth_keystore=keystore, eth_password="pass phrase", live_payment_interval=0.2,
+                           live_start_timeout=60.0, **_chain_fields(shared))  # fmt: skip
+    form = {"source_id": "s1", "source_type": "rtmpconn", "query": "pipeline=noop"}
+    started = httpx.post(f"{url}/live/video-to-video/paid-o/start", data=form, timeout=30)
+    assert started.status_code == 200, started.text
+    deadline = time.monotonic() + 20
+    while len(orch.live_payments) < 4 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert len(orch.live_payments) >= 4 and len(set(orch.live_payments)) == 1  # one manifest: the stream's
+    assert orch.payment_errors == [] and orch.refusals == []
+    manifest = orch.live_payments[0]
+    spend = gw.discovery.payments.spend[orch.url]  # type: ignore[union-attr]
+
+    async def books() -> tuple[int, int, Any, Any, Any]:  # read on the loop: both ledgers at once
+        return (spend.payments, len(orch.live_payments), (spend.tickets, spend.ev_sent), (orch.tickets, orch.credited),
+                (orch.balances.balance(SENDER.address, manifest), spend.credit[manifest], spend.fees))  # fmt: skip
+
+    for _ in range(50):  # a moment with no top-up in flight
+        sent, received, gateway_side, orchestrator_side, (held, credit, fees) = loop_thread.call(books())
+        if sent == received:
+            break
+    assert sent == received and gateway_side == orchestrator_side  # every ticket arrived and was valid
+    # Nothing metered by the stand-in: it holds the tickets' EV, the gateway that minus the
+    # seconds it paid for (60 up front, then the time between top-ups), at the live price.
+    assert held - credit == fees and fees >= 60 * LIVE_PIXELS_PER_SECOND * 3_000 and spend.failures == 0
+
+
 def test_a_live_runner_session_paid_through_the_remote_signer(
     shared: tuple[SharedChain, str], loop_thread: LoopThread
 ) -> None:
