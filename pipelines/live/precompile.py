@@ -37,7 +37,7 @@ import multiprocessing
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -71,6 +71,9 @@ class PrecompileCancelled(PrecompileError):
 class PrecompileJob:
     """What the child builds and compiles; picklable (spawn)."""
 
+    #: The model builder, `build(params, model_dir=, device=)` -> models with a `backend`: a
+    #: module-level function (spawn pickles it by name), so this module imports no pipeline.
+    build: Callable[..., Any]
     params: StreamDiffusionParams
     model_dir: str | None
     device: str
@@ -180,11 +183,9 @@ def _child_main(conn: Connection, job: PrecompileJob) -> None:
     try:
         import torch
 
-        from .streamdiffusion import load_models
-
         torch.set_num_threads(job.threads)
         started = time.monotonic()
-        models = load_models(job.params, model_dir=None if job.model_dir is None else _path(job.model_dir), device=torch.device(job.device))
+        models = job.build(job.params, model_dir=None if job.model_dir is None else _path(job.model_dir), device=torch.device(job.device))
         prepare = getattr(models.backend, "prepare", None)
         if prepare is None:
             raise PrecompileError(f"the {getattr(models.backend, 'name', '?')} backend compiles nothing")

@@ -813,6 +813,7 @@ class StreamDiffusionPipeline:
         if not self._pool.precompile or getattr(backend, "compiler", None) != "inductor" or device is None:
             return None
         job = PrecompileJob(
+            build=load_models,
             params=params,
             model_dir=None if self.model_dir is None else str(self.model_dir),
             device=str(device),

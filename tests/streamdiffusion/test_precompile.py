@@ -25,7 +25,9 @@ DECODE_8 = (("decode", ((1, 4, 8, 8),)),)
 
 def _job(model: str, cache_dir: Path, shapes: Any = DECODE_8) -> PrecompileJob:
     params = StreamDiffusionParams(model_id=model, acceleration="compile", width=64, height=64)
-    return PrecompileJob(params=params, model_dir=None, device="cpu", shapes=shapes, cache_dir=str(cache_dir), threads=1)
+    from pipelines.live.streamdiffusion import load_models
+
+    return PrecompileJob(load_models, params=params, model_dir=None, device="cpu", shapes=shapes, cache_dir=str(cache_dir), threads=1)
 
 
 def _no_children() -> bool:
