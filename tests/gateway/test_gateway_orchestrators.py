@@ -98,10 +98,10 @@ def test_expired_auth_token_is_fetched_again(orchs: Callable[..., StandInOrchest
     url, gw = make_gateway([orch])
     assert httpx.post(f"{url}/text-to-image", json={"prompt": "x", "model_id": "m"}).status_code == 200
     time.sleep(1.1)  # the token expired: fetched again before the job, never sent expired
+    orch.token_lifetime = 1800  # the next token lives long: only the restart below can make it fail
     assert httpx.post(f"{url}/text-to-image", json={"prompt": "x", "model_id": "m"}).status_code == 200
     assert orch.grpc_calls >= 2 and orch.refusals == []
     # The orchestrator restarted: its new secret refuses the token (403), which is fetched again.
-    orch.token_lifetime = 1800
     orch.restart(new_secret=True)
     calls = orch.grpc_calls
     assert httpx.post(f"{url}/text-to-image", json={"prompt": "x", "model_id": "m"}).status_code == 200

@@ -53,7 +53,8 @@ def test_a_quick_stage_logs_at_debug_only(caplog: pytest.LogCaptureFixture) -> N
     progress = Progress("live cam: noop", interval=5.0)
     with progress.stage("load"):
         pass
-    assert caplog.records == []
+    # (a batch load an earlier test left running may log its own lines meanwhile)
+    assert [r for r in caplog.records if "live cam" in r.getMessage()] == []
     snapshot = progress.snapshot()
     assert snapshot is not None and snapshot["stage"] == "load"
 

@@ -103,7 +103,7 @@ async def test_view_page_plays_with_audio_and_comes_back_after_a_restart(engine)
             player = await browser.open(f"{base}/live/show")
             await player.wait_for("playerState.frames > 5 && playerState.status", timeout=30)
             await player.wait_for("document.getElementById('stats').textContent.includes('Engine latency')", timeout=10)
-            assert "Live" in await player.eval("document.getElementById('state').textContent")
+            await player.wait_for("document.getElementById('state').textContent.includes('Live')", timeout=10)
             assert await player.eval("document.getElementById('whep-url').value") == f"{base}/live/show/whep"
             assert await player.eval("document.getElementById('view-url').value") == f"{base}/live/show/view"
             about = await player.eval("document.getElementById('pipeline-about').textContent")
