@@ -923,11 +923,6 @@ class StreamDiffusionPipeline:
             reload.abandon(timeout=5.0)
 
     @property
-    def reloading(self) -> bool:
-        """True while a new model loads in the background."""
-        return self._reload is not None
-
-    @property
     def warnings(self) -> dict[str, str]:
         """`{field: why}` for what the current params run without (attribute reads only)."""
         p, m = self.params, self._models
