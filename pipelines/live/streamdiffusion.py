@@ -976,17 +976,7 @@ class StreamDiffusionPipeline:
             else:
                 log.info("ControlNet %s loaded (%d control channels)", key, int(model.config.conditioning_channels))
             worker.call(_register_controlnet, worker, key, model, why)
-        kinds = {kind for cn in params.controlnets if cn.enabled for kind in model_kinds(cn.preprocessor)}
-        for kind in sorted(kinds - m.aux.keys() - m.aux_errors.keys()):
-            model_id = self.aux.id(kind)
-            try:
-                aux = load_preprocessor_model(kind, model_id, model_dir=self.model_dir, device=m.device, dtype=m.dtype)
-                why = None
-                log.info("preprocessor model %s: %s loaded", kind, model_id)
-            except ModelLoadError as exc:
-                aux, why = None, f"the {kind} model {model_id} could not be loaded ({exc})"
-                log.warning("preprocessor model %s: %s", kind, why)
-            worker.call(_register_aux, worker, kind, aux, why)
+        self._load_aux({kind for cn in params.controlnets if cn.enabled for kind in model_kinds(cn.preprocessor)}, "preprocessor model")
 
     def _sync_aux(self, params: StreamDiffusionParams) -> None:
         """Load what the params' auxiliary parts need (session thread); a part that cannot
@@ -1009,24 +999,32 @@ class StreamDiffusionPipeline:
     def _sync_block_models(self, params: StreamDiffusionParams) -> None:
         """The auxiliary models the image blocks use (super-resolution, depth, ...), loaded on
         this thread and handed to the worker; one that cannot load is a warning."""
-        from .processing_blocks import enabled_processors, load_super_resolution
+        from .processing_blocks import enabled_processors
 
-        m, worker = self._models, self._worker
-        assert m is not None and worker is not None
         names = {p.type for block in (params.image_preprocessing, params.image_postprocessing) for p in enabled_processors(block)}
         kinds = {kind for n in names for kind in model_kinds(n)} | ({"super_resolution"} if "realesrgan_trt" in names else set())
+        self._load_aux(kinds, "processing block model")
+
+    def _load_aux(self, kinds: set[str], what: str) -> None:
+        """Load the auxiliary models of `kinds` the worker neither has nor has failed, on this
+        (the session's) thread, and hand each to the worker between two ticks; one that cannot
+        load is recorded with why. `what` names the user in the log (`preprocessor model`)."""
+        m, worker = self._models, self._worker
+        assert m is not None and worker is not None
         for kind in sorted(kinds - m.aux.keys() - m.aux_errors.keys()):
             model_id = self.aux.id(kind)
             try:
                 if kind == "super_resolution":
+                    from .processing_blocks import load_super_resolution
+
                     aux = load_super_resolution(model_id, model_dir=self.model_dir, device=m.device, dtype=m.dtype)
                 else:
                     aux = load_preprocessor_model(kind, model_id, model_dir=self.model_dir, device=m.device, dtype=m.dtype)
                 why = None
-                log.info("processing block model %s: %s loaded", kind, model_id)
+                log.info("%s %s: %s loaded", what, kind, model_id)
             except ModelLoadError as exc:
                 aux, why = None, f"the {kind} model {model_id} could not be loaded ({exc})"
-                log.warning("processing block model %s: %s", kind, why)
+                log.warning("%s %s: %s", what, kind, why)
             worker.call(_register_aux, worker, kind, aux, why)
 
     def _sync_ip(self, params: StreamDiffusionParams) -> None:
