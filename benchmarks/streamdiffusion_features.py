@@ -20,7 +20,6 @@ import json
 import os
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from benchmarks._streamdiffusion import add_row_options, fps_in_turns, loaded, tiny_params  # noqa: E402 (after the path)
 
 
 def _style(_url: str) -> Any:
@@ -64,15 +65,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from pipelines.live.streamdiffusion_params import StreamDiffusionParams
     from pipelines.testing import write_tiny_model
 
-    torch.set_num_threads(1)
     sd.fetch_style_image = _style  # type: ignore[assignment]
     report: dict[str, Any] = {"size": args.size}
     with tempfile.TemporaryDirectory() as tmp:
-        model, ip = Path(tmp) / "tiny", Path(tmp) / "ip"
-        write_tiny_model("streamdiffusion", model)
+        common = tiny_params(Path(tmp) / "tiny", args.size)
+        ip = Path(tmp) / "ip"
         write_tiny_model("ip-adapter", ip)
         os.environ["AUX_MODELS"] = f"ip_adapter={ip}"
-        common = {"model_id": str(model), "width": args.size, "height": args.size, "t_index_list": [20, 35]}
         ipa = {"ip_adapter": {"enabled": True, "scale": 1.0}, "ip_adapter_style_image_url": "style"}
 
         def cache(n: int) -> dict[str, Any]:
@@ -84,29 +83,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             **{f"cached attention, {n} frame{'s' if n > 1 else ''}": cache(n) for n in (1, 2, 3, 4)},
             "ip-adapter + cached attention 1": {**ipa, **cache(1)},
         }
-        pipes = {}
-        for label, extra in rows.items():
-            pipe = StreamDiffusionPipeline(device="cpu")
-            pipe.load(StreamDiffusionParams(**common, **extra))
-            assert not pipe.status()["warnings"], (label, pipe.status()["warnings"])
-            pipes[label] = pipe
-        frames = _moving(args.frames, args.size)
-        times = dict.fromkeys(rows, 0.0)
-        per_round = max(1, args.frames // args.rounds)
-        for r in range(args.rounds):
-            order = list(pipes.items())
-            for label, pipe in order[r % len(order) :] + order[: r % len(order)]:
-                chunk = frames[r * per_round : (r + 1) * per_round]
-                started = time.perf_counter()
-                for i in range(chunk.shape[0]):
-                    pipe.process(chunk[i : i + 1])
-                times[label] += time.perf_counter() - started
-        done = per_round * args.rounds
-        fps = {label: done / t for label, t in times.items()}
+        with loaded({label: StreamDiffusionParams(**common, **extra) for label, extra in rows.items()}) as pipes:
+            for label, pipe in pipes.items():
+                assert not pipe.status()["warnings"], (label, pipe.status()["warnings"])
+            fps, done = fps_in_turns(pipes, _moving(args.frames, args.size), args.rounds)
         report["fps"] = fps
         report["ratio_vs_off"] = {label: v / fps["off"] for label, v in fps.items()}
-        for p in pipes.values():
-            p.close()
         moving = _moving(args.consistency_frames, args.size)
         consistency: dict[str, float] = {}
         for sharpen in (1.0, 4.0):
@@ -127,9 +109,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="streamdiffusion_features", description=__doc__.split("\n\n")[0])
-    p.add_argument("--size", type=int, default=64)
-    p.add_argument("--frames", type=int, default=60, help="timed frames per row")
-    p.add_argument("--rounds", type=int, default=4)
+    add_row_options(p)
     p.add_argument("--consistency-frames", type=int, default=24)
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)

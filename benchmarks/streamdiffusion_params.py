@@ -29,6 +29,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks._streamdiffusion import add_row_options, fps_in_turns, loaded, tiny_params  # noqa: E402 (after the path)
+
 DATA = ROOT / "tests" / "streamdiffusion" / "data"
 FILES = ("sdturbo", "sd15", "sd15_v2v", "sdxl", "sdxl_faceid", "sdxl_v2v")
 OFF = {
@@ -68,22 +70,14 @@ def _frames(count: int, size: int) -> Any:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    import torch
-
-    from pipelines.live.streamdiffusion import StreamDiffusionPipeline
+    import pipelines.live.streamdiffusion as sd
     from pipelines.live.streamdiffusion_features import feature_warnings
     from pipelines.live.streamdiffusion_params import StreamDiffusionParams
-    from pipelines.testing import write_tiny_model
-
-    torch.set_num_threads(1)
-    import pipelines.live.streamdiffusion as sd
 
     sd.fetch_style_image = _offline  # type: ignore[assignment]  # no network: fail at once
     report: dict[str, Any] = {"validate_us": _validate(args.repeats)}
     with tempfile.TemporaryDirectory() as tmp:
-        model = Path(tmp) / "tiny"
-        write_tiny_model("streamdiffusion", model)
-        common = {"model_id": str(model), "width": args.size, "height": args.size, "t_index_list": [20, 35]}
+        common = tiny_params(Path(tmp) / "tiny", args.size)
         sd15 = json.loads((DATA / "sd15.json").read_text())
         sd15 = {**sd15, **common, "acceleration": "none"}
         rows = {
@@ -91,44 +85,24 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "new fields off": StreamDiffusionParams(**common, **OFF),
             "sd15 file (parts off, warned)": StreamDiffusionParams(**sd15),
         }
-        pipes = {}
-        for label, params in rows.items():
-            pipe = StreamDiffusionPipeline(device="cpu")
-            pipe.load(params)
-            pipes[label] = pipe
-        frames = _frames(args.frames, args.size)
-        times: dict[str, float] = dict.fromkeys(rows, 0.0)
-        per_round = max(1, args.frames // args.rounds)
-        for r in range(args.rounds):
-            order = list(pipes.items())
-            for label, pipe in order[r % len(order) :] + order[: r % len(order)]:  # rotate: no row always first
-                chunk = frames[r * per_round : (r + 1) * per_round]
+        with loaded(rows) as pipes:
+            fps, done = fps_in_turns(pipes, _frames(args.frames, args.size), args.rounds)
+            report["fps"] = fps
+            report["fps_ratio_vs_defaults"] = {label: v / fps["defaults"] for label, v in fps.items()}
+            pipe = pipes["sd15 file (parts off, warned)"]
+            same, new_prompt = [], []
+            for i in range(args.updates):
                 started = time.perf_counter()
-                for i in range(len(chunk)):
-                    pipe.process(chunk[i : i + 1])
-                times[label] += time.perf_counter() - started
-        done = per_round * args.rounds
-        fps = {label: done / t for label, t in times.items()}
-        report["fps"] = fps
-        report["fps_ratio_vs_defaults"] = {label: v / fps["defaults"] for label, v in fps.items()}
-        pipe = pipes["sd15 file (parts off, warned)"]
-        same, new_prompt = [], []
-        for i in range(args.updates):
-            p = pipe.params
-            assert p is not None
+                pipe.update_params(StreamDiffusionParams(**sd15))
+                same.append((time.perf_counter() - started) * 1000)
+                started = time.perf_counter()
+                pipe.update_params(StreamDiffusionParams(**{**sd15, "prompt": f"prompt {i}"}))
+                new_prompt.append((time.perf_counter() - started) * 1000)
+            report["update_ms"] = {"same file": statistics.median(same), "new prompt": statistics.median(new_prompt)}
             started = time.perf_counter()
-            pipe.update_params(StreamDiffusionParams(**sd15))
-            same.append((time.perf_counter() - started) * 1000)
-            started = time.perf_counter()
-            pipe.update_params(StreamDiffusionParams(**{**sd15, "prompt": f"prompt {i}"}))
-            new_prompt.append((time.perf_counter() - started) * 1000)
-        report["update_ms"] = {"same file": statistics.median(same), "new prompt": statistics.median(new_prompt)}
-        started = time.perf_counter()
-        for _ in range(args.repeats):
-            feature_warnings(pipe.params)  # type: ignore[arg-type]
-        report["warnings_us"] = (time.perf_counter() - started) / args.repeats * 1e6
-        for p in pipes.values():
-            p.close()
+            for _ in range(args.repeats):
+                feature_warnings(pipe.params)
+            report["warnings_us"] = (time.perf_counter() - started) / args.repeats * 1e6
     report["size"] = args.size
     report["frames"] = done
     return report
@@ -140,9 +114,7 @@ def _offline(url: str) -> Any:
 
 def main(argv: Sequence[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="streamdiffusion_params", description=__doc__.split("\n\n")[0])
-    p.add_argument("--size", type=int, default=64)
-    p.add_argument("--frames", type=int, default=60, help="timed frames per row")
-    p.add_argument("--rounds", type=int, default=4)
+    add_row_options(p)
     p.add_argument("--updates", type=int, default=10)
     p.add_argument("--repeats", type=int, default=500, help="validations per file")
     p.add_argument("--json", action="store_true")
