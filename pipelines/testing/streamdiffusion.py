@@ -56,8 +56,9 @@ def write_tiny_taesd(out: Path) -> None:
     taesd.save_pretrained(out, safe_serialization=True)
 
 
-def _tiny_unet() -> Any:
-    """The tiny sd-turbo-style UNet (seeded: every call gives the same weights)."""
+def _tiny_unet(**extra: Any) -> Any:
+    """The tiny sd-turbo-style UNet (seeded: every call gives the same weights); `extra`: more
+    UNet config (the SDXL additions of `_tiny_sdxl_unet`)."""
     import torch
 
     from .parts import sd_unet
@@ -70,7 +71,32 @@ def _tiny_unet() -> Any:
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
         attention_head_dim=(2, 4),
         use_linear_projection=True,
+        **extra,
     )
+
+
+def _tiny_sdxl_unet() -> Any:
+    """The tiny UNet with SDXL's conditioning: the pooled text embedding and 6 time ids."""
+    return _tiny_unet(
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        transformer_layers_per_block=(1, 1),
+        projection_class_embeddings_input_dim=6 * 8 + 32,  # 6 time ids x 8 + the pooled text (32)
+        cross_attention_dim=64,  # both encoders' hidden states, concatenated
+    )
+
+
+def _tiny_vae_and_scheduler() -> tuple[Any, Any]:
+    """The tiny SD VAE (factor 8, seeded) and sd-turbo's and sdxl-turbo's own scheduler config,
+    a trailing Euler (the live pipeline swaps in LCMScheduler's math)."""
+    import torch
+    from diffusers import EulerDiscreteScheduler
+
+    from .parts import SD_SCHEDULER, sd_vae
+
+    torch.manual_seed(1)
+    vae = sd_vae([32, 32, 32, 32], layers_per_block=1)
+    return vae, EulerDiscreteScheduler(**SD_SCHEDULER, timestep_spacing="trailing", prediction_type="epsilon")
 
 
 def write_tiny_controlnet(out: Path, *, conditioning_channels: int = 3, seed: int = 6, sdxl: bool = False) -> None:
@@ -97,10 +123,10 @@ def write_tiny_controlnet(out: Path, *, conditioning_channels: int = 3, seed: in
 def write_tiny_streamdiffusion(out: Path) -> None:
     """The sd-turbo architecture family, shrunk: see the module docstring."""
     import torch
-    from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline
+    from diffusers import StableDiffusionPipeline
     from transformers import CLIPTextModel
 
-    from .parts import SD_SCHEDULER, clip_text_config, save_sd_pipeline, sd_vae
+    from .parts import clip_text_config, save_sd_pipeline
 
     unet = _tiny_unet()
     # At random init the prompt barely moves the output (attention is nearly uniform over
@@ -114,34 +140,11 @@ def write_tiny_streamdiffusion(out: Path) -> None:
                 module.to_v.weight.mul_(6.0)
                 module.to_out[0].weight.mul_(6.0)
         unet.conv_out.weight.mul_(3.0)
-    torch.manual_seed(1)
-    vae = sd_vae([32, 32, 32, 32], layers_per_block=1)
+    vae, scheduler = _tiny_vae_and_scheduler()
     torch.manual_seed(2)
     text_encoder = CLIPTextModel(clip_text_config(hidden_act="gelu"))
-    # sd-turbo's own scheduler config (the live pipeline swaps in LCMScheduler's math).
-    scheduler = EulerDiscreteScheduler(**SD_SCHEDULER, timestep_spacing="trailing", prediction_type="epsilon")
     save_sd_pipeline(out, StableDiffusionPipeline, vae=vae, text_encoder=text_encoder, unet=unet, scheduler=scheduler)
     write_tiny_taesd(out / TAESD_SUBFOLDER)
-
-
-def _tiny_sdxl_unet() -> Any:
-    import torch
-
-    from .parts import sd_unet
-
-    torch.manual_seed(0)
-    return sd_unet(
-        sample_size=8,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        attention_head_dim=(2, 4),
-        use_linear_projection=True,
-        addition_embed_type="text_time",
-        addition_time_embed_dim=8,
-        transformer_layers_per_block=(1, 1),
-        projection_class_embeddings_input_dim=6 * 8 + 32,  # 6 time ids x 8 + the pooled text (32)
-        cross_attention_dim=64,  # both encoders' hidden states, concatenated
-    )
 
 
 def write_tiny_streamdiffusion_sdxl(out: Path) -> None:
@@ -150,16 +153,13 @@ def write_tiny_streamdiffusion_sdxl(out: Path) -> None:
     text encoders (the second with projection), an SD VAE of factor 8, sdxl-turbo's trailing
     Euler scheduler config, and a tiny VAE in `taesd/` (TAESDXL has TAESD's layout)."""
     import torch
-    from diffusers import EulerDiscreteScheduler
 
-    from .parts import SD_SCHEDULER, save_sdxl_pipeline, sd_vae
+    from .parts import save_sdxl_pipeline
 
     unet = _tiny_sdxl_unet()
     with torch.no_grad():
         unet.conv_out.weight.mul_(3.0)
-    torch.manual_seed(1)
-    vae = sd_vae([32, 32, 32, 32], layers_per_block=1)
-    scheduler = EulerDiscreteScheduler(**SD_SCHEDULER, timestep_spacing="trailing", prediction_type="epsilon")
+    vae, scheduler = _tiny_vae_and_scheduler()
     save_sdxl_pipeline(out, vae=vae, unet=unet, scheduler=scheduler)
     write_tiny_taesd(out / TAESD_SUBFOLDER)
 
