@@ -94,6 +94,17 @@ async def session_status(request: web.Request) -> web.Response:
     raise ApiError(404, f"No live stream {stream!r}.")
 
 
+async def _json_object(request: web.Request, message: str) -> dict[str, Any]:
+    """The request's body, a JSON object; anything else is a 400 with `message`."""
+    try:
+        body = await request.json()
+    except ValueError:
+        raise ApiError(400, message) from None
+    if not isinstance(body, dict):
+        raise ApiError(400, message)
+    return body
+
+
 @routes.post("/live/{stream}/params")
 async def patch_params(request: web.Request) -> web.Response:
     manager = _manager(request)
@@ -101,12 +112,7 @@ async def patch_params(request: web.Request) -> web.Response:
     session = manager.get(stream)
     if session is None:
         raise ApiError(404, f"No live stream {stream!r}.")
-    try:
-        patch = await request.json()
-    except ValueError:
-        raise ApiError(400, "The body must be a JSON object of params.") from None
-    if not isinstance(patch, dict):
-        raise ApiError(400, "The body must be a JSON object of params.")
+    patch = await _json_object(request, "The body must be a JSON object of params.")
     try:
         params = session.patch_params(patch)
     except ControlError as exc:
@@ -119,12 +125,7 @@ async def configure_stream(request: web.Request) -> web.Response:
     """Store a direct stream's `params` and/or `rtmp_output`; applied now if it is live."""
     manager = _manager(request)
     stream = request.match_info["stream"]
-    try:
-        body = await request.json()
-    except ValueError:
-        raise ApiError(400, 'The body must be a JSON object like {"params": {...}, "rtmp_output": "rtmp://..."}.') from None
-    if not isinstance(body, dict):
-        raise ApiError(400, 'The body must be a JSON object like {"params": {...}, "rtmp_output": "rtmp://..."}.')
+    body = await _json_object(request, 'The body must be a JSON object like {"params": {...}, "rtmp_output": "rtmp://..."}.')
     try:
         result = await manager.configure(stream, body)
     except InvalidRequestError as exc:

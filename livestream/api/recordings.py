@@ -18,7 +18,7 @@ from aiohttp import web
 
 from ..egress.recording import Recording, RecordingError
 from .errors import ApiError
-from .live_sessions import _manager
+from .live_sessions import _manager, _json_object
 
 __all__ = ["add_recording_routes"]
 
@@ -49,12 +49,10 @@ async def _wants_input(request: web.Request) -> bool:
         return True
     if not request.can_read_body:
         return False
-    try:
-        body = await request.json()
-    except ValueError:
-        raise ApiError(400, 'The body must be empty or a JSON object like {"input": true}.') from None
-    if not isinstance(body, dict) or set(body) - {"input"} or not isinstance(body.get("input", False), bool):
-        raise ApiError(400, 'The body must be empty or a JSON object like {"input": true}.')
+    message = 'The body must be empty or a JSON object like {"input": true}.'
+    body = await _json_object(request, message)
+    if set(body) - {"input"} or not isinstance(body.get("input", False), bool):
+        raise ApiError(400, message)
     return bool(body.get("input", False))
 
 

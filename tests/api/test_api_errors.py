@@ -451,3 +451,10 @@ async def test_multipart_part_header_with_invalid_bytes_is_400(client: TestClien
     )
     assert resp.status == 400, await resp.text()
     assert (await resp.json())["detail"]["msg"].startswith("Malformed multipart body")
+
+
+@pytest.mark.parametrize("body", [b"{not json", b"[1, 2]", b"\"params\""])
+async def test_live_stream_body_that_is_not_a_json_object_is_400(client: TestClient[Any, Any], body: bytes) -> None:
+    resp = await client.post("/live/cam", data=body, headers={"Content-Type": "application/json"})
+    assert resp.status == 400, await resp.text()
+    assert (await resp.json())["detail"]["msg"] == 'The body must be a JSON object like {"params": {...}, "rtmp_output": "rtmp://..."}.'
