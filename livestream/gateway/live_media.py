@@ -33,6 +33,7 @@ from ..egress import SinkFanout
 from ..errors import SessionLimitError, StreamBusyError
 from ..ingest import Ingest, IngestError
 from ..live.auth_webhook import AuthRequest
+from ..media.audio_encoder import AudioEncoder
 from ..media.audio_frames import aac_config_info, adts_to_raw
 from ..media.packets import OUTPUT_TIME_BASE, EncodedPacket
 from ..media.ts_demux import PesUnit, TsDemuxer
@@ -316,29 +317,38 @@ class RelayedStream:
 
 
 class WhipEncoder:
-    """A WHIP publisher's video into the stream's input. aiortc hands out decoded frames only,
-    so this is the one place the gateway encodes: once per stream, x264 zero latency (the
-    engine's `H264Encoder`) in a thread of its own; the queue keeps the newest 30 frames.
-    Audio is not relayed for WHIP publishers (the runner gets video only)."""
+    """A WHIP publisher's media into the stream's input. aiortc hands out decoded frames only,
+    so this is the one place the gateway encodes: once per stream, in a thread of its own, video
+    with x264 zero latency (the engine's `H264Encoder`) and audio to AAC (the engine's
+    `AudioEncoder`: MPEG-TS as the gateway writes it carries AAC, and the runner's output and the
+    RTMP outputs are AAC anyway). The queue keeps the newest `max_frames` frames of either kind."""
 
-    def __init__(self, relay: RelayedStream, *, max_frames: int = 30) -> None:
+    def __init__(self, relay: RelayedStream, *, max_frames: int = 90) -> None:
         self.relay = relay
         self.max_frames = max_frames
-        self._frames: deque[av.VideoFrame] = deque()
+        self._frames: deque[av.VideoFrame | av.AudioFrame] = deque()
         self._cond = threading.Condition()
         self._ended = False
         self._loop = asyncio.get_running_loop()
         self._encoder = H264Encoder(EncoderConfig())
+        self._audio = AudioEncoder()
         self.reason = ""
         self.dropped = 0
         self.done = run_in_thread(self._run, f"whip-encode-{relay.name[:16]}")
         self.done.add_done_callback(self._finished)
 
     def status(self) -> dict[str, Any]:
-        return {"frames": self._encoder.frames, "dropped": self.dropped, "queued": len(self._frames)}
+        return {"frames": self._encoder.frames, "audio_packets": self._audio.packets, "dropped": self.dropped,
+                "queued": len(self._frames)}  # fmt: skip
 
     # Publisher (the hub, on the loop)
     def put_video(self, frame: av.VideoFrame) -> None:
+        self._put(frame)
+
+    def put_audio(self, frame: av.AudioFrame) -> None:
+        self._put(frame)
+
+    def _put(self, frame: av.VideoFrame | av.AudioFrame) -> None:
         with self._cond:
             if self._ended:
                 return
@@ -347,9 +357,6 @@ class WhipEncoder:
                 self.dropped += 1
             self._frames.append(frame)
             self._cond.notify()
-
-    def put_audio(self, frame: av.AudioFrame) -> None:
-        """Not relayed (see the class docstring)."""
 
     def end(self, reason: str, *, failed: bool = False) -> None:
         self.reason = reason
@@ -368,10 +375,15 @@ class WhipEncoder:
                 break
             if frame.pts is None or frame.time_base is None:
                 continue
-            packets = self._encoder.encode(frame, round(frame.pts * frame.time_base * 90000))
+            if isinstance(frame, av.AudioFrame):
+                # The AAC encoder's priming packet is timed before 0: in MPEG-TS that wraps to
+                # 2^33 - 1920, which a runner would hold as 26 hours ahead of the video.
+                packets = [p for p in self._audio.encode(frame) if p.pts >= 0]
+            else:
+                packets = self._encoder.encode(frame, round(frame.pts * frame.time_base * 90000)) or []
             if packets:
                 self._deliver(packets)
-        self._deliver(self._encoder.flush())
+        self._deliver(self._encoder.flush() + [p for p in self._audio.flush() if p.pts >= 0])
 
     def _deliver(self, packets: list[EncodedPacket]) -> None:
         for packet in packets:
