@@ -128,6 +128,17 @@ def _error_text(body: bytes) -> str:
     return text
 
 
+def _json_object(path: str, body: bytes) -> dict[str, Any]:
+    """The JSON object the signer answered at `path`; anything else is a `RemoteSignerError`."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        raise RemoteSignerError(f"remote signer {path}: not JSON") from None
+    if not isinstance(data, dict):
+        raise RemoteSignerError(f"remote signer {path}: not a JSON object")
+    return data
+
+
 class RemoteSigner:
     """A client of one remote signer (`url`, with `headers` on every call, e.g. an API key).
 
@@ -164,12 +175,7 @@ class RemoteSigner:
                 status, body, _ = await self._post("/sign-orchestrator-info", None)
                 if status != 200:
                     raise RemoteSignerError(f"remote signer /sign-orchestrator-info answered {status}: {_error_text(body)}")
-                try:
-                    data = json.loads(body)
-                except ValueError:
-                    raise RemoteSignerError("remote signer /sign-orchestrator-info: not JSON") from None
-                if not isinstance(data, dict):
-                    raise RemoteSignerError("remote signer /sign-orchestrator-info: not a JSON object")
+                data = _json_object("/sign-orchestrator-info", body)
                 self._info_sig = (_hex(data.get("address"), "address", 20), _hex(data.get("signature"), "signature", 65))
             return self._info_sig
 
@@ -205,11 +211,8 @@ class RemoteSigner:
             raise NoTicketsNeeded(f"remote signer: no tickets needed: {_error_text(raw)}")
         if status != 200:
             raise RemoteSignerError(f"remote signer /generate-live-payment answered {status}: {_error_text(raw)}")
-        try:
-            data = json.loads(raw)
-        except ValueError:
-            raise RemoteSignerError("remote signer /generate-live-payment: not JSON") from None
-        if not isinstance(data, dict) or not isinstance(data.get("state"), dict):
+        data = _json_object("/generate-live-payment", raw)
+        if not isinstance(data.get("state"), dict):
             raise RemoteSignerError("remote signer /generate-live-payment: no state")
         payment = data.get("payment")
         seg_creds = data.get("segCreds", "")
