@@ -16,7 +16,7 @@ from aiortc.contrib.media import MediaPlayer
 
 from livestream.gateway.live_routes import LIVE_KEY
 from livestream.webrtc.client import WhepClient, WhipClient
-from live_helpers import FFMPEG, free_port, gateway_config, rtmp_listener, runner_procs, serving, until
+from gateway_live_helpers import FFMPEG, free_port, gateway_config, rtmp_listener, runner_procs, serving, until
 
 pytestmark = pytest.mark.timeout(120)
 
