@@ -112,6 +112,13 @@ def layer_weights(weight_type: str | None, scale: float, blocks: int, family: st
     def only(indices: Sequence[int], value: float = 1.0) -> list[float]:
         return [s * value if i in indices else 0.0 for i in range(blocks)]
 
+    def composed(out: list[float]) -> list[float]:
+        """`out` with the composition blocks set to their weights."""
+        for i, w in _COMPOSITION[fam]:
+            if i < blocks:
+                out[i] = s * w
+        return out
+
     if name == "linear":
         return [s] * blocks
     if name == "ease in":
@@ -130,19 +137,11 @@ def layer_weights(weight_type: str | None, scale: float, blocks: int, family: st
     if name == "style transfer":
         return only(_STYLE[fam])
     if name == "composition":
-        out = [0.0] * blocks
-        for i, w in _COMPOSITION[fam]:
-            if i < blocks:
-                out[i] = s * w
-        return out
+        return composed([0.0] * blocks)
     if name == "strong style transfer":
         return only(_STRONG_STYLE[fam])
     if name == "style and composition":
-        out = only(_STYLE[fam])
-        for i, w in _COMPOSITION[fam]:
-            if i < blocks:
-                out[i] = s * w
-        return out
+        return composed(only(_STYLE[fam]))
     if name == "style transfer precise":
         return only(_STYLE_PRECISE[fam])
     if name == "composition precise":
