@@ -4,19 +4,14 @@ as OBS's default) into the engine's `--rtmps-port`; the same stream keys apply a
 from __future__ import annotations
 
 import asyncio
-import datetime
-import ipaddress
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from rtmp_helpers import FFMPEG, RTMP_TEST_CONFIG, run_ffmpeg
+from tls_certs import self_signed_cert
 
 from livestream.app import build_app
 from livestream.cli import build_parser, settings_from_args
@@ -38,36 +33,9 @@ def _publish(url: str, frames: int, *options: str) -> list[str]:
     ]  # fmt: skip
 
 
-def _self_signed(folder: Path) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1/localhost and its key (PEM files)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return cert_path, key_path
-
-
 @pytest.fixture
 async def rtmps_engine(tmp_path: Path) -> AsyncIterator[tuple[TestClient[Any, Any], RtmpServer, RtmpServer]]:
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed_cert(tmp_path)
     settings = Settings(
         host="127.0.0.1", rtmp_port=0, rtmps_port=0, tls_cert=cert, tls_key=key, live_pipeline="noop",
         rtmp_idle_timeout=3.0, stream_keys={"s3cret": "cam"},
@@ -120,7 +88,7 @@ async def test_rtmps_refuses_a_wrong_key_and_a_plain_rtmp_client(
 
 
 def test_rtmps_port_follows_the_tls_flags(tmp_path: Path) -> None:
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed_cert(tmp_path)
     tls = ["--tls-cert", str(cert), "--tls-key", str(key)]
 
     def settings(*argv: str) -> Settings:

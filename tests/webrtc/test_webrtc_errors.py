@@ -4,7 +4,6 @@ helpers (ICE servers, host rewriting, trickle fragments); HTTPS for the camera p
 from __future__ import annotations
 
 import asyncio
-import datetime
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,6 +13,7 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 from aiortc import RTCPeerConnection
+from tls_certs import self_signed_cert
 
 from livestream.app import build_app
 from livestream.errors import ConfigError
@@ -180,37 +180,10 @@ def test_sdp_helpers() -> None:
         parse_ice_server("https://example.com")
 
 
-def _self_signed(tmp: Path) -> tuple[Path, Path]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = tmp / "cert.pem", tmp / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return cert_path, key_path
-
-
 async def test_tls_serves_the_camera_page(tmp_path: Path) -> None:
     from livestream.cli import _ssl_context, build_parser, settings_from_args
 
-    cert, key = _self_signed(tmp_path)
+    cert, key = self_signed_cert(tmp_path)
     args = build_parser({}).parse_args(["serve", "--tls-cert", str(cert), "--tls-key", str(key)])
     settings = settings_from_args(args)
     context = _ssl_context(settings)
