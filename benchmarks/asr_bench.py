@@ -29,7 +29,6 @@ minus the bare call's CPU. Real-time factor = CPU seconds of the bare call / sec
 from __future__ import annotations
 
 import asyncio
-import io
 import os
 import platform
 import statistics
@@ -37,7 +36,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 from ._common import free_port
@@ -52,25 +50,15 @@ THREADS = 1
 
 
 def _mp3(seconds: float, rate: int = 44100) -> bytes:
-    import av
     import numpy as np
+
+    from pipelines.testing.media_files import encode_audio
 
     t = np.arange(int(seconds * rate)) / rate
     # A chirp and a tremolo: not speech, but not a constant either.
     left = 0.3 * np.sin(2 * np.pi * (220 + 40 * t) * t) * (0.6 + 0.4 * np.sin(2 * np.pi * 3 * t))
     samples = np.asarray([left, 0.3 * np.sin(2 * np.pi * 330 * t)], dtype=np.float32)
-    buf = io.BytesIO()
-    with av.open(buf, "w", format="mp3") as container:
-        stream = container.add_stream("libmp3lame", rate=rate, layout="stereo")
-        size = stream.codec_context.frame_size or 1152
-        for start in range(0, samples.shape[1], size):
-            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples[:, start : start + size]), format="fltp", layout="stereo")
-            frame.sample_rate, frame.pts, frame.time_base = rate, start, Fraction(1, rate)
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
-    return buf.getvalue()
+    return encode_audio(samples, rate, "mp3", "libmp3lame")
 
 
 async def _wait_ok(url: str, proc: subprocess.Popen[bytes], timeout: float = 180.0) -> None:

@@ -14,12 +14,10 @@ import dataclasses
 import io
 import wave
 from collections.abc import Awaitable, Callable
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import av
 import numpy as np
 import pytest
 from aiohttp.test_utils import TestClient
@@ -29,6 +27,7 @@ from livestream.api import API_KEY
 from livestream.app import build_app
 from livestream.cli import main
 from livestream.settings import Settings
+from pipelines.testing.media_files import encode_audio, tone, video_with_audio
 
 Client = TestClient[Any, Any]
 ClientFactory = Callable[..., Awaitable[Client]]
@@ -51,63 +50,16 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 # --- media --------------------------------------------------------------------------------------
 
 
-def _encode(samples: np.ndarray, rate: int, fmt: str, codec: str) -> bytes:
-    layout = "mono" if samples.shape[0] == 1 else "stereo"
-    buf = io.BytesIO()
-    with av.open(buf, "w", format=fmt) as container:
-        stream = container.add_stream(codec, rate=rate, layout=layout)
-        size = stream.codec_context.frame_size or 1024
-        for start in range(0, samples.shape[1], size):
-            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples[:, start : start + size]), format="fltp", layout=layout)
-            frame.sample_rate, frame.pts, frame.time_base = rate, start, Fraction(1, rate)
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
-    return buf.getvalue()
-
-
-def stereo_tone(seconds: float, rate: int = 44100, amplitude: float = 0.3) -> np.ndarray:
-    t = np.arange(int(seconds * rate)) / rate
-    return np.asarray([amplitude * np.sin(2 * np.pi * 440 * t), amplitude * np.sin(2 * np.pi * 660 * t)], np.float32)
-
-
 def wav_44k_stereo(seconds: float, amplitude: float = 0.3) -> bytes:
-    return _encode(stereo_tone(seconds, amplitude=amplitude), 44100, "wav", "pcm_s16le")
+    return encode_audio(tone(seconds, 44100, 2, amplitude=amplitude), 44100)
 
 
 def mp3(seconds: float) -> bytes:
-    return _encode(stereo_tone(seconds), 44100, "mp3", "libmp3lame")
+    return encode_audio(tone(seconds, 44100, 2), 44100, "mp3", "libmp3lame")
 
 
 def webm_opus(seconds: float) -> bytes:
-    return _encode(stereo_tone(seconds, 48000), 48000, "webm", "libopus")
-
-
-def mp4_with_audio(seconds: float) -> bytes:
-    """A 64x64 H.264 (or MPEG-4) video with an AAC stereo track: the audio-to-text input is its audio."""
-    buf = io.BytesIO()
-    with av.open(buf, "w", format="mp4") as container:
-        try:
-            video = container.add_stream("libx264", rate=10)
-        except (av.FFmpegError, ValueError):
-            video = container.add_stream("mpeg4", rate=10)
-        video.width = video.height = 64
-        video.pix_fmt = "yuv420p"
-        audio = container.add_stream("aac", rate=48000, layout="stereo")
-        for i in range(int(seconds * 10)):
-            frame = av.VideoFrame.from_ndarray(np.full((64, 64, 3), i * 10 % 256, np.uint8), format="rgb24")
-            frame.pts, frame.time_base = i, Fraction(1, 10)
-            container.mux(video.encode(frame))
-        container.mux(video.encode(None))
-        samples = stereo_tone(seconds, 48000)
-        size = audio.codec_context.frame_size or 1024
-        for start in range(0, samples.shape[1], size):
-            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples[:, start : start + size]), format="fltp", layout="stereo")
-            frame.sample_rate, frame.pts, frame.time_base = 48000, start, Fraction(1, 48000)
-            container.mux(audio.encode(frame))
-        container.mux(audio.encode(None))
-    return buf.getvalue()
+    return encode_audio(tone(seconds, 48000, 2), 48000, "webm", "libopus")
 
 
 def png(size: tuple[int, int] = (120, 90)) -> bytes:
@@ -180,7 +132,7 @@ async def test_audio_to_text_runner_mode(aiohttp_client: ClientFactory, models: 
         assert check_chunks(await resp.json(), 2.0)
 
     # Other containers, a silent file, a video file (its audio track).
-    media = (("a.mp3", mp3(1.5)), ("a.webm", webm_opus(1.5)), ("s.wav", wav_44k_stereo(1.0, 0.0)), ("v.mp4", mp4_with_audio(1.5)))
+    media = (("a.mp3", mp3(1.5)), ("a.webm", webm_opus(1.5)), ("s.wav", wav_44k_stereo(1.0, 0.0)), ("v.mp4", video_with_audio(1.5)))
     for name, data in media:
         resp = await transcribe(data, name, metadata='{"duration": 1.5, "job": "x"}')
         assert resp.status == 200, (name, await resp.text())

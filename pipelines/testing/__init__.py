@@ -10,6 +10,7 @@ package; no runtime module does (`tests/test_import_graph.py` checks it).
     llm.py              a Llama-3-style chat model, tokenizer and chat template
     audio.py            Whisper (audio-to-text) and VITS/MMS-TTS (text-to-speech)
     vision.py           BLIP captioning (image-to-text) and SAM 2 (segment-anything-2)
+    media_files.py      not a model: tones and a small MP4 encoded with PyAV, for the audio tests and benchmarks
 """
 
 from .models import TINY_TASKS, write_tiny_model
