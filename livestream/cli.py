@@ -327,11 +327,9 @@ def _webrtc_settings(args: argparse.Namespace) -> _WebRTCSettings:
 
     for url in args.ice_server:
         parse_ice_server(url, args.ice_username, args.ice_credential)  # raises ConfigError
-    if (args.tls_cert is None) != (args.tls_key is None):
-        raise ConfigError("--tls-cert and --tls-key go together.")
-    for path in (args.tls_cert, args.tls_key):
-        if path is not None and not path.is_file():
-            raise ConfigError(f"TLS file {path} does not exist.")
+    from .tls import check_tls_files
+
+    check_tls_files(args.tls_cert, args.tls_key)
     return {
         "ice_servers": tuple(args.ice_server),
         "ice_username": args.ice_username,
@@ -344,14 +342,9 @@ def _webrtc_settings(args: argparse.Namespace) -> _WebRTCSettings:
 
 
 def _ssl_context(settings: Settings) -> ssl.SSLContext | None:
-    if settings.tls_cert is None or settings.tls_key is None:
-        return None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    try:
-        context.load_cert_chain(settings.tls_cert, settings.tls_key)
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"Cannot load --tls-cert/--tls-key: {exc}") from None
-    return context
+    from .tls import https_context
+
+    return https_context(settings.tls_cert, settings.tls_key)
 
 
 def _model_dir(env: Mapping[str, str]) -> Path | None:
@@ -700,15 +693,10 @@ class _RtmpsAndRecordingSettings(TypedDict):
 
 def _rtmps_and_recording_settings(args: argparse.Namespace) -> _RtmpsAndRecordingSettings:
     tls = args.tls_cert is not None and args.tls_key is not None
-    port = args.rtmps_port
-    if port is None:
-        port = 1936 if tls and args.rtmp_port != 0 and (args.rtmp_port is not None or not args.pipeline) else None
-    elif port == 0:
-        port = None
-    elif not 0 < port <= 65535:
-        raise ConfigError(f"--rtmps-port must be 1..65535 (or 0 for off), got {port}.")
-    elif not tls:
-        raise ConfigError(f"--rtmps-port {port} needs --tls-cert and --tls-key (env TLS_CERT, TLS_KEY).")
+    from .tls import resolve_rtmps_port
+
+    rtmp_on = args.rtmp_port != 0 and (args.rtmp_port is not None or not args.pipeline)
+    port = resolve_rtmps_port(args.rtmps_port, tls=tls, rtmp_on=rtmp_on)
     record = args.record
     if record is not None and record.exists() and not record.is_dir():
         raise ConfigError(f"--record {record}: not a folder; give the folder recordings go to.")

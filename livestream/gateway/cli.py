@@ -16,6 +16,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..settings import parse_stream_keys
+from ..tls import check_tls_files, https_context, resolve_rtmps_port
 from .config import (GatewayConfig, RunnerConfig, load_config_file, parse_min_runner_versions, parse_orchestrator_url,
                      parse_price_caps)
 
@@ -67,6 +68,10 @@ _FLAGS: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "live_auth_api_key": ("GATEWAY_LIVE_AUTH_API_KEY", str, "go-livepeer's -liveAIAuthApiKey (x-api-key and Authorization)"),
     "rtmp_port": ("GATEWAY_RTMP_PORT", int, "RTMP ingest port (rtmp://host:PORT/live/KEY), as livestream serve's; 0: any"),
     "rtmp_output": ("GATEWAY_RTMP_OUTPUT", str, "push every RTMP-published stream's output here ({stream} = its name)"),
+    "tls_cert": ("GATEWAY_TLS_CERT", Path, "serve HTTPS (and RTMPS) with this certificate (PEM), as livestream serve's"),
+    "tls_key": ("GATEWAY_TLS_KEY", Path, "private key of --tls-cert (PEM)"),
+    "rtmps_port": ("GATEWAY_RTMPS_PORT", int, "RTMPS ingest port, with --tls-cert/--tls-key, as livestream serve's; "
+                   "unset: 1936 when TLS is set and RTMP is on; 0: off"),
     "eth_keystore": ("GATEWAY_ETH_KEYSTORE", Path, "Ethereum keystore file: pay on-chain orchestrators with this key"),
     "eth_password": ("GATEWAY_ETH_PASSWORD", str, "passphrase of --eth-keystore (prefer the environment variable)"),
     "eth_rpc_url": ("GATEWAY_ETH_RPC_URL", str, "JSON-RPC URL of the chain the TicketBroker is on"),
@@ -175,6 +180,9 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = N
         value = flag if flag is not None else _env_bool(env, "GATEWAY_" + name.upper())
         if value is not None:
             values[name] = value
+    check_tls_files(values.get("tls_cert"), values.get("tls_key"))
+    tls = values.get("tls_cert") is not None
+    values["rtmps_port"] = resolve_rtmps_port(values.get("rtmps_port"), tls=tls, rtmp_on=values.get("rtmp_port") is not None)
     config = GatewayConfig(**values)
     if not (config.runners or config.orchestrators or config.orchestrator_list or config.live_runner_orchestrators):
         raise ConfigError("no backends: give --runner URL, --orchestrator URL or --orchestrator-list URL "
@@ -202,7 +210,8 @@ def _run(args: argparse.Namespace) -> int:
     from .app import build_gateway_app
 
     config = config_from_args(args)
-    log.info("gateway on %s:%d over %d runner(s) and %d orchestrator(s)", config.host, config.port,
-             len(config.runners), len(config.orchestrators))  # fmt: skip
-    web.run_app(build_gateway_app(config), host=config.host, port=config.port, print=None)
+    ssl_context = https_context(config.tls_cert, config.tls_key)
+    log.info("gateway on %s://%s:%d over %d runner(s) and %d orchestrator(s)", "https" if ssl_context else "http",
+             config.host, config.port, len(config.runners), len(config.orchestrators))  # fmt: skip
+    web.run_app(build_gateway_app(config), host=config.host, port=config.port, print=None, ssl_context=ssl_context)
     return 0

@@ -145,6 +145,12 @@ class GatewayConfig:
     rtmp_port: int | None = None
     stream_keys: dict[str, str] = field(default_factory=dict)
     rtmp_output: str | None = None
+    #: TLS, as `livestream serve`'s `--tls-cert`/`--tls-key` (PEM): HTTPS for every route, and
+    #: RTMPS ingest on `rtmps_port` (None: off; 0: any free port; the CLI resolves `--rtmps-port`
+    #: as serve does: 1936 when TLS is set and RTMP is on).
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    rtmps_port: int | None = None
     #: WebRTC (WHEP playback at the gateway): STUN/TURN URLs and host candidate addresses.
     ice_servers: tuple[str, ...] = ()
     webrtc_hosts: tuple[str, ...] = ()
@@ -238,7 +244,7 @@ def load_config_file(path: Path) -> dict[str, Any]:
         out["orchestrators"] = tuple(str(o).rstrip("/") for o in out["orchestrators"])
     if "api_keys" in out:
         out["api_keys"] = tuple(str(k) for k in out["api_keys"])
-    for key in ("storage_dir", "state_dir", "eth_keystore"):
+    for key in ("storage_dir", "state_dir", "eth_keystore", "tls_cert", "tls_key"):
         if key in out and out[key] is not None:
             out[key] = Path(out[key])
     if "min_runner_versions" in out:

@@ -30,7 +30,7 @@ from aiohttp import web
 from pipelines.errors import InvalidRequestError
 
 from ..egress import SinkFanout
-from ..errors import SessionLimitError, StreamBusyError
+from ..errors import ConfigError, SessionLimitError, StreamBusyError
 from ..ingest import Ingest, IngestError
 from ..live.auth_webhook import AuthRequest
 from ..media.audio_encoder import AudioEncoder
@@ -45,6 +45,7 @@ from ..rtmp.ingest import RtmpIngest
 from ..rtmp.push import RtmpPushSink, redact
 from ..rtmp.server import RtmpServer
 from ..settings import Settings
+from ..tls import https_context
 from ..webrtc.engine import WhepSink
 from ..webrtc.peers import Playback, Publisher, StreamNotFound, WebRTCHub
 from .config import GatewayConfig
@@ -65,7 +66,7 @@ def settings_for(config: GatewayConfig) -> Settings:
     return Settings(
         host=config.host, rtmp_port=config.rtmp_port, stream_keys=dict(config.stream_keys),
         ice_servers=tuple(config.ice_servers), webrtc_hosts=tuple(config.webrtc_hosts),
-        rtmp_output=config.rtmp_output,
+        rtmp_output=config.rtmp_output, tls_cert=config.tls_cert, tls_key=config.tls_key,
     )  # fmt: skip
 
 
@@ -437,6 +438,8 @@ class LiveMedia:
         self.settings = settings
         self.relays: dict[str, RelayedStream] = {}
         self.rtmp: RtmpServer | None = None
+        #: The RTMPS listener (`rtmps_port` with `tls_cert`/`tls_key`): the same server behind TLS.
+        self.rtmps: RtmpServer | None = None
 
     def trickle_base(self) -> str:
         """Where runners reach the gateway's channels for a stream started without an HTTP request."""
@@ -446,7 +449,8 @@ class LiveMedia:
                 base = self.config.public_url.rstrip("/") + "/ai/trickle/"
             else:
                 host = self.config.host if self.config.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
-                base = f"http://{host}:{self.config.port}/ai/trickle/"
+                scheme = "https" if self.config.tls_cert is not None else "http"
+                base = f"{scheme}://{host}:{self.config.port}/ai/trickle/"
         return base if base.endswith("/") else base + "/"
 
     @contextlib.asynccontextmanager
@@ -455,10 +459,18 @@ class LiveMedia:
             if self.config.rtmp_port is not None:
                 self.rtmp = RtmpServer(self, self.settings, port=self.config.rtmp_port, ingest_factory=RtmpCopyIngest)
                 await self.rtmp.start()
+            if self.config.rtmps_port is not None:
+                context = https_context(self.config.tls_cert, self.config.tls_key)
+                if context is None:
+                    raise ConfigError("--rtmps-port needs --tls-cert and --tls-key.")
+                self.rtmps = RtmpServer(self, self.settings, port=self.config.rtmps_port, ssl_context=context,
+                                        ingest_factory=RtmpCopyIngest)  # fmt: skip
+                await self.rtmps.start()
             yield self
         finally:
-            if self.rtmp is not None:
-                await self.rtmp.close()
+            for server in (self.rtmps, self.rtmp):
+                if server is not None:
+                    await server.close()
             for relay in list(self.relays.values()):
                 await relay.aclose()
             self.relays.clear()
