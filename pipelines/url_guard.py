@@ -3,8 +3,11 @@
 A style image URL (`ip_adapter_style_image_url`), an output URL given through the live API, a
 URL inside a WHIP or gateway request: the server connects where a client says, so a client
 could reach the server's own loopback services or its private network. Every such URL goes
-through `check_url` (or `guarded_fetch`, which also pins the connection to the checked
-address, so DNS cannot answer differently between the check and the connect):
+through `check_url`, and the connection goes to the address the check approved, not to a second
+DNS answer (DNS rebinding: a name that answers a public address to the check and a loopback one to
+the connect). `guarded_fetch` connects to the checked address itself (the Host header and TLS
+still use the name); a push client calls `checked_address` before each connect and connects to
+what it returns (the RTMP tcUrl keeps the name):
 
 - schemes: those the caller names (default http and https);
 - an allow-list when configured: only hosts on it (exact names, or `.example.com` for a
@@ -17,8 +20,9 @@ Trusted, and not guarded: URLs the operator configured (webhooks, `--rtmp-output
 trickle URLs of a runner-API start request (go-livepeer hands runners loopback and LAN
 addresses).
 
-Callers: the style image fetch (`pipelines/live/streamdiffusion_features.py`, pinned connect) and
-a client's `rtmp_output` (`livestream/live/manager.py`, checked when set).
+Callers: the style image fetch (`pipelines/live/streamdiffusion_features.py`, `guarded_fetch`) and
+a client's `rtmp_output` (`livestream/live/manager.py` checks it when set; `RtmpPushSink(guarded=True)`
+checks again and pins the address at each connect).
 
 Configuration: a `UrlPolicy` passed by the caller, else the operator's environment, read on each
 check: `LIVESTREAM_URL_ALLOW_PRIVATE` (`1`/`true`: allow private and loopback targets) and
@@ -27,6 +31,7 @@ check: `LIVESTREAM_URL_ALLOW_PRIVATE` (`1`/`true`: allow private and loopback ta
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import ipaddress
 import os
@@ -42,6 +47,7 @@ __all__ = [
     "UrlPolicy",
     "UrlRefusedError",
     "check_url",
+    "checked_address",
     "current_policy",
     "guarded_fetch",
 ]
@@ -114,7 +120,7 @@ def check_url(
         raise UrlRefusedError(f"URL scheme {parts.scheme!r} is not allowed (allowed: {', '.join(schemes)})")
     host = parts.hostname
     if not host:
-        raise UrlRefusedError(f"URL has no host: {url}")
+        raise UrlRefusedError("URL has no host")  # the URL itself is not quoted: it may hold a stream key
     if not policy.host_allowed(host):
         raise UrlRefusedError(f"host {host} is not on the allow-list")
     port = parts.port or (443 if parts.scheme.lower() in ("https", "wss", "rtmps") else 80)
@@ -132,6 +138,27 @@ def check_url(
                     "(an operator can allow such targets: LIVESTREAM_URL_ALLOW_PRIVATE=1)"
                 )
     return parts, addresses[0]
+
+
+async def checked_address(
+    url: str,
+    *,
+    schemes: Sequence[str] = ("http", "https"),
+    policy: UrlPolicy | None = None,
+    resolve: Resolver = _resolve,
+    timeout_s: float = 10.0,
+) -> str:
+    """`check_url` off the event loop (the resolver blocks), within `timeout_s`: the one address
+    the caller must connect to. Raises `UrlRefusedError`, also when the host does not resolve in
+    time (the message names the host, never the URL: a stream key is a secret)."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            # On a timeout the resolver's thread finishes on its own (getaddrinfo has its own limit).
+            _, address = await asyncio.to_thread(check_url, url, schemes=schemes, policy=policy, resolve=resolve)
+    except TimeoutError:
+        host = urllib.parse.urlsplit(url).hostname
+        raise UrlRefusedError(f"host {host} did not resolve in {timeout_s:g} s") from None
+    return address
 
 
 def _is_ip(host: str) -> bool:

@@ -36,6 +36,8 @@ class DirectPreset:
     params: dict[str, Any] = field(default_factory=dict)
     #: None: the `--rtmp-output` template; "": no push; else an rtmp:// URL.
     rtmp_output: str | None = None
+    #: `rtmp_output` came from a stream client (not the operator's webhook): the push is guarded.
+    rtmp_output_guarded: bool = False
 
 
 def valid_stream_name(name: str) -> bool:

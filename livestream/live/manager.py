@@ -18,7 +18,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, InvalidStateError
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import aiohttp
 
@@ -49,8 +49,13 @@ DEFAULT_LIVE_PIPELINE = "noop"
 #: Sessions in a row that end because the pipeline is broken before `/health` says ERROR.
 PIPELINE_FAILURES_FOR_ERROR = 3
 
-#: A push output for a URL: `factory(url, request_keyframe)`.
-SinkFactory = Callable[[str, Callable[[], None]], PacketSink]
+
+class SinkFactory(Protocol):
+    """A push output for a URL: `factory(url, request_keyframe, guarded=...)`; `guarded`: a
+    stream client gave the URL, so each connect goes through the URL guard to the checked address."""
+
+    def __call__(self, url: str, request_keyframe: Callable[[], None], /, *, guarded: bool = False) -> PacketSink: ...
+
 
 HealthState = Literal["LOADING", "OK", "ERROR", "IDLE"]
 
@@ -287,11 +292,13 @@ class SessionManager:
         return session
 
     def _attach_push(self, session: Session, url: str) -> None:
+        preset = self._presets.get(session.stream_id)
+        guarded = preset is not None and preset.rtmp_output == url and preset.rtmp_output_guarded
         scheme = url.split("://", 1)[0]
         factory = self.output_sinks.get(scheme)
         if factory is None:
             raise InvalidRequestError(f"No output protocol for {scheme}:// URLs; this engine pushes to {sorted(self.output_sinks)}.")
-        sink = factory(url, session.request_keyframe)
+        sink = factory(url, session.request_keyframe, guarded=guarded)
         self._pushes[session.stream_id] = sink
         session.attach_sink(sink)
 
@@ -337,6 +344,7 @@ class SessionManager:
         preset.params = merged
         if "rtmp_output" in body:
             preset.rtmp_output = rtmp_output
+            preset.rtmp_output_guarded = not trusted
         self._presets[stream] = preset
         url = self.direct_output(stream)
         if session is not None and "rtmp_output" in body:

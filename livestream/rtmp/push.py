@@ -6,6 +6,11 @@ in front of each IDR, AAC AudioSpecificConfig) and sends them over its own RTMP 
 connection (`protocol.ClientConnection`). When the destination refuses, drops or stalls, the
 error is an `error` event on the session and the sink reconnects after 1, 2, 4 ... 30 s,
 resuming at a fresh keyframe; the session and its other outputs never wait for it.
+
+A client-given URL (`guarded=True`) goes through the URL guard (`pipelines.url_guard`) before
+each connect, and the socket connects to the address the guard checked, not to a second DNS
+answer; the tcUrl keeps the host name. A refusal is an error event and a retry, like a refused
+connection.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
+
+from pipelines.url_guard import UrlRefusedError, checked_address
 
 from ..egress import EncodedPacket, QueuedSink
 from ..media.audio_frames import adts_to_raw
@@ -48,10 +55,13 @@ class RtmpPushSink(QueuedSink):
         min_backoff: float = 1.0,
         max_backoff: float = 30.0,
         max_packets: int = 512,
+        guarded: bool = False,
     ) -> None:
         super().__init__(name, max_packets=max_packets)
         split_rtmp_url(url)  # fail now on a bad URL
         self.url = url
+        #: A stream client gave the URL: each connect is checked and pinned (module docstring).
+        self.guarded = guarded
         self.request_keyframe = request_keyframe or (lambda: None)
         self.connect_timeout = connect_timeout
         self.send_timeout = send_timeout
@@ -79,7 +89,7 @@ class RtmpPushSink(QueuedSink):
             try:
                 await self._publish_once()
                 return
-            except (OSError, ProtocolError, TimeoutError, FlvError) as exc:
+            except (OSError, ProtocolError, TimeoutError, FlvError, UrlRefusedError) as exc:
                 self.connected = False
                 self.failures += 1
                 self.last_error = f"{type(exc).__name__}: {exc}"
@@ -92,6 +102,8 @@ class RtmpPushSink(QueuedSink):
     async def _publish_once(self) -> None:
         host, port, app, name, tc_url = split_rtmp_url(self.url)
         async with asyncio.timeout(self.connect_timeout):
+            if self.guarded:
+                host = await checked_address(self.url, schemes=("rtmp", "rtmps"), timeout_s=self.connect_timeout)
             reader, writer = await asyncio.open_connection(host, port)
         try:
             proto = ClientConnection(app, name, tc_url)
