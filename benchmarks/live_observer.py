@@ -23,9 +23,10 @@ as bytes off a trickle channel, the way a gateway reads it.
 from __future__ import annotations
 
 import io
+import logging
 import subprocess
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,8 @@ __all__ = [
     "percentile",
     "reorder_floor",
 ]
+
+log = logging.getLogger(__name__)
 
 TS_PACKET = 188
 CLOCK = 90_000
@@ -334,6 +337,18 @@ def reorder_floor(sent: dict[int, float]) -> dict[int, float]:
 # --- decoding (after the run) ----------------------------------------------------------------
 
 
+def _decoded(container: Any, stream: Any) -> Iterator[Any]:
+    """The decoded frames of `stream`; a packet that does not decode (a capture that starts
+    mid-stream) is skipped, with a debug log."""
+    for packet in container.demux(stream):
+        try:
+            decoded = packet.decode()
+        except av.error.InvalidDataError as exc:
+            log.debug("%s packet at pts %s does not decode, skipped: %s", stream.type, packet.pts, exc)
+            continue
+        yield from decoded
+
+
 def decode_video(data: bytes, size: int = 64) -> dict[int, np.ndarray]:
     """pts (stream time base, 90 kHz for MPEG-TS) -> a `size`x`size` luma thumbnail."""
     frames: dict[int, np.ndarray] = {}
@@ -342,16 +357,10 @@ def decode_video(data: bytes, size: int = 64) -> dict[int, np.ndarray]:
     with av.open(io.BytesIO(data), "r", format="mpegts") as container:
         if not container.streams.video:
             return frames
-        stream = container.streams.video[0]
-        for packet in container.demux(stream):
-            try:
-                decoded = packet.decode()
-            except av.error.InvalidDataError:
-                continue
-            for frame in decoded:
-                if frame.pts is not None:
-                    thumb = frame.reformat(width=size, height=size, format="gray").to_ndarray()
-                    frames[int(frame.pts)] = thumb.astype(np.float32)
+        for frame in _decoded(container, container.streams.video[0]):
+            if frame.pts is not None:
+                thumb = frame.reformat(width=size, height=size, format="gray").to_ndarray()
+                frames[int(frame.pts)] = thumb.astype(np.float32)
     return frames
 
 
@@ -396,25 +405,20 @@ def decode_audio(data: bytes) -> AudioTrack:
             return track
         stream = container.streams.audio[0]
         track.codec = stream.codec_context.name
-        for packet in container.demux(stream):
-            try:
-                decoded = packet.decode()
-            except av.error.InvalidDataError:
+        for frame in _decoded(container, stream):
+            rate = frame.sample_rate or 48000
+            track.sample_rate, track.channels = rate, len(frame.layout.channels)
+            track.frames += 1
+            track.duration += frame.samples / rate
+            if frame.pts is None or frame.time_base is None:
                 continue
-            for frame in decoded:
-                rate = frame.sample_rate or 48000
-                track.sample_rate, track.channels = rate, len(frame.layout.channels)
-                track.frames += 1
-                track.duration += frame.samples / rate
-                if frame.pts is None or frame.time_base is None:
-                    continue
-                start = float(frame.pts * frame.time_base)
-                if track.first_pts is None:
-                    track.first_pts = start
-                mono = frame.to_ndarray().astype(np.float32)
-                mono = mono.reshape(-1, frame.samples)[0] if frame.format.is_planar else mono.reshape(frame.samples, -1)[:, 0]
-                samples.append(mono)
-                times.append(start + np.arange(frame.samples, dtype=np.float64) / rate)
+            start = float(frame.pts * frame.time_base)
+            if track.first_pts is None:
+                track.first_pts = start
+            mono = frame.to_ndarray().astype(np.float32)
+            mono = mono.reshape(-1, frame.samples)[0] if frame.format.is_planar else mono.reshape(frame.samples, -1)[:, 0]
+            samples.append(mono)
+            times.append(start + np.arange(frame.samples, dtype=np.float64) / rate)
     if samples:
         track.samples = np.concatenate(samples)
         track.times = np.concatenate(times)
