@@ -7,11 +7,14 @@
     GET  /live/{stream}/status                   the same, under the engine's route
     POST /live/{stream}/params                   the engine's params patch (merged, then sent whole)
     POST /live/video-to-video/{stream}/whip      go-livepeer's WHIP path (+ Livepeer-Playback-URL)
+    POST /live/video-to-video/{stream}-out/whep  go-livepeer's WHEP path (also `{stream}-{id}-out`)
 
 The stream's input is MPEG-TS published to the gateway's trickle channel `/ai/trickle/{stream}`,
 its output is read from `/ai/trickle/{stream}-out` (the start answer gives both URLs), or
 played over WHEP at `/live/{stream}/whep`, or pushed to the start query's `rtmpOutput` (or the
-webhook's `rtmp_output_url`): live_media.py.
+webhook's `rtmp_output_url`): live_media.py. The query's `rtmpOutput` comes from the publisher, so
+it goes through the URL guard (`pipelines.url_guard`: refused here, and pinned at each connect);
+the webhook's is the operator's and is trusted.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from typing import Any
 from urllib.parse import parse_qs, quote
 
 from aiohttp import hdrs, web
+
+from pipelines.url_guard import UrlRefusedError, checked_address
 
 from ..live.auth_webhook import AuthRequest
 from ..rtmp.protocol import split_rtmp_url
@@ -82,6 +87,7 @@ async def _start(request: web.Request) -> web.StreamResponse:
         return _error(400, "Invalid model params")
     stream_id = query.get("streamId", "")
     rtmp_output = query.get("rtmpOutput", "")
+    guarded = bool(rtmp_output)  # the publisher's own query: guarded
     base = _base(request, config)
     urls = {
         "publish_url": f"{base}/ai/trickle/{quote(stream)}",
@@ -99,10 +105,15 @@ async def _start(request: web.Request) -> web.StreamResponse:
             return _error(403, "live auth webhook refused the stream")
         pipeline, params = apply_auth_reply(reply, pipeline, params)
         stream_id = reply.stream_id or stream_id
-        rtmp_output = reply.rtmp_output_url or rtmp_output
+        if reply.rtmp_output_url:
+            rtmp_output, guarded = reply.rtmp_output_url, False
     if rtmp_output:
         try:
             split_rtmp_url(rtmp_output)
+            if guarded:
+                await checked_address(rtmp_output, schemes=("rtmp", "rtmps"))
+        except UrlRefusedError as exc:
+            return _error(400, f"rtmpOutput refused: {exc}")
         except ValueError as exc:
             return _error(400, f"Invalid rtmpOutput: {exc}")
     trickle_base = config.live_trickle_url or f"{base}/ai/trickle/"
@@ -116,7 +127,7 @@ async def _start(request: web.Request) -> web.StreamResponse:
     if rtmp_output:
         relay = request.app[LIVE_MEDIA_KEY].relay(stream)
         if relay is not None:
-            relay.add_rtmp_output(rtmp_output)
+            relay.add_rtmp_output(rtmp_output, guarded=guarded)
     body: dict[str, Any] = {"stream": stream, "stream_id": started.stream_id, **urls,
                             "runner": started.figures()["runner"], "rtmp_output_url": rtmp_output or None}  # fmt: skip
     return web.json_response(body, headers=_CORS)
@@ -178,6 +189,37 @@ async def _whip(request: web.Request) -> web.StreamResponse:
     return response
 
 
+def _played_stream(live: LiveStreams, path: str) -> str:
+    """The stream go-livepeer's WHEP path names: `{stream}-out`, or `{stream}-{requestID}-out`
+    (go-livepeer's own form); a path naming no live stream is returned as it is (a 404 follows)."""
+    if not path.endswith("-out"):
+        return path
+    base = path.removesuffix("-out")
+    if live.get(base) is not None:
+        return base
+    named = [name for name in live.streams if base.startswith(name + "-")]
+    return max(named, key=len) if named else base
+
+
+async def _whep(request: web.Request) -> web.StreamResponse:
+    """go-livepeer's `POST /live/video-to-video/{stream}-out/whep`: the engine's WHEP route for the
+    stream (its relative Location keeps PATCH and DELETE under this path)."""
+    request.match_info["stream"] = _played_stream(_live(request), request.match_info["stream"])
+    return await webrtc_routes.whep_post(request)
+
+
+async def _resource_patch(request: web.Request) -> web.StreamResponse:
+    if request.match_info["kind"] == "whep":
+        request.match_info["stream"] = _played_stream(_live(request), request.match_info["stream"])
+    return await webrtc_routes.resource_patch(request)
+
+
+async def _resource_delete(request: web.Request) -> web.StreamResponse:
+    if request.match_info["kind"] == "whep":
+        request.match_info["stream"] = _played_stream(_live(request), request.match_info["stream"])
+    return await webrtc_routes.resource_delete(request)
+
+
 def add_live_routes(app: web.Application) -> None:
     prefix = "/live/video-to-video/{stream}"
     app.router.add_post(prefix + "/start", _start)
@@ -189,5 +231,7 @@ def add_live_routes(app: web.Application) -> None:
     app.router.add_post("/live/{stream}/params", _params)
     app.router.add_post(prefix + "/whip", _whip)
     app.router.add_route("OPTIONS", prefix + "/whip", _options)
-    app.router.add_patch(prefix + "/{kind}/{id}", webrtc_routes.resource_patch)
-    app.router.add_delete(prefix + "/{kind}/{id}", webrtc_routes.resource_delete)
+    app.router.add_post(prefix + "/whep", _whep)
+    app.router.add_route("OPTIONS", prefix + "/whep", _options)
+    app.router.add_patch(prefix + "/{kind}/{id}", _resource_patch)
+    app.router.add_delete(prefix + "/{kind}/{id}", _resource_delete)

@@ -1,20 +1,22 @@
 """WHIP audio through the gateway, with real parts: an aiortc publisher plays an ffmpeg-made file
 (test pattern and a 440 Hz sine) to the gateway's WHIP route; a noop runner process behind it;
 the stream's RTMP output (a real ffmpeg listener) and an aiortc WHEP viewer read the output back.
-The RTMP output has AAC audio lasting about as long as the input, and the viewer hears Opus."""
+The RTMP output has AAC audio lasting about as long as the input, and the viewer (on go-livepeer's
+`{stream}-out/whep` path) hears Opus."""
 
 from __future__ import annotations
 
 import asyncio
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import av
 import pytest
 from aiortc.contrib.media import MediaPlayer
 
-from livestream.gateway.live_routes import LIVE_KEY
+from livestream.gateway.live_routes import LIVE_KEY, _played_stream
 from livestream.webrtc.client import WhepClient, WhipClient
 from gateway_live_helpers import FFMPEG, free_port, gateway_config, rtmp_listener, runner_procs, serving, until
 
@@ -50,13 +52,21 @@ async def test_whip_audio_reaches_the_runner_and_comes_back(tmp_path: Path) -> N
                 stream = live.get("cam")
                 assert stream is not None
                 await until(lambda: stream.segments_out >= 1, what="first output segment")
-                viewer = await WhepClient.connect(http, f"{gw}/live/cam/whep", codec="H264", audio=True)
+                # Played on go-livepeer's WHEP path, `{stream}-out/whep`.
+                whep = f"{gw}/live/video-to-video/cam-out/whep"
+                viewer = await WhepClient.connect(http, whep, codec="H264", audio=True)
                 try:
+                    assert viewer.location is not None and viewer.location.startswith(whep + "/")
                     assert viewer.audio is not None
                     heard = await asyncio.wait_for(viewer.audio.recv(), 15)
                     assert isinstance(heard, av.AudioFrame) and heard.sample_rate == 48000
+                    async with http.delete(viewer.location) as resp:  # its resource, under that path
+                        assert resp.status == 200
                 finally:
-                    await viewer.close()
+                    await viewer.close(delete=False)
+                async with http.post(f"{gw}/live/video-to-video/nope-out/whep", data="v=0\r\n",
+                                     headers={"Content-Type": "application/sdp"}) as resp:  # fmt: skip
+                    assert resp.status in (400, 404)
                 async with http.get(f"{gw}/live/cam/status") as resp:
                     media = (await resp.json())["gateway_status"]["media"]
                 assert media["whip"]["audio_packets"] > 0
@@ -75,3 +85,18 @@ async def test_whip_audio_reaches_the_runner_and_comes_back(tmp_path: Path) -> N
     # About the input's length: what the gateway saw before the first keyframe, and the last
     # moments while the stream drains, may be cut.
     assert SECONDS - 2.5 <= samples / rate <= SECONDS + 1.0, samples / rate
+
+
+def test_go_livepeer_whep_paths_name_the_stream() -> None:
+    class Live:
+        streams = {"cam": object(), "cam-2": object()}
+
+        def get(self, name: str) -> object | None:
+            return self.streams.get(name)
+
+    live: Any = Live()
+    assert _played_stream(live, "cam-out") == "cam"
+    assert _played_stream(live, "cam-2-out") == "cam-2"  # a stream, not cam's request id 2
+    assert _played_stream(live, "cam-2-5b1f-out") == "cam-2"  # go-livepeer's {stream}-{requestID}-out
+    assert _played_stream(live, "cam-abc-out") == "cam"
+    assert _played_stream(live, "other-out") == "other" and _played_stream(live, "cam") == "cam"
