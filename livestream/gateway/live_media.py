@@ -243,8 +243,9 @@ class RelayedStream:
 
     # -- output: packets of the viewer channel ---------------------------------------------------
 
-    def add_rtmp_output(self, url: str) -> None:
-        sink = RtmpPushSink(url, name=f"rtmp-out-{len(self.rtmp_outputs)}")
+    def add_rtmp_output(self, url: str, *, guarded: bool = False) -> None:
+        """Push the output to `url`; `guarded`: a publisher gave it (URL guard at each connect)."""
+        sink = RtmpPushSink(url, name=f"rtmp-out-{len(self.rtmp_outputs)}", guarded=guarded)
         self.rtmp_outputs.append(sink)
         self.fanout.attach(sink)
         log.info("live %s: output pushed to %s", self.name, redact(url))

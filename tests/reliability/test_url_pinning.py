@@ -235,3 +235,22 @@ async def test_a_guarded_fetch_connects_to_the_address_the_guard_checked(monkeyp
     assert fetched.body == b"from 127.0.0.1" and dns.lookups == 1
     assert checked.hosts == [f"{NAME}:{checked.port}"]  # the Host header keeps the name
     assert other.hosts == []
+
+
+async def test_the_gateways_start_hook_guards_the_publishers_rtmp_output(monkeypatch: pytest.MonkeyPatch) -> None:
+    """go-livepeer's `/live/video-to-video/{stream}/start`: `rtmpOutput` in the publisher's query
+    goes through the URL guard (the push then pins the checked address, as above)."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from livestream.gateway.app import build_gateway_app
+    from livestream.gateway.config import GatewayConfig
+
+    monkeypatch.setenv("LIVESTREAM_URL_ALLOW_PRIVATE", "0")
+    FakeDns(monkeypatch, ["127.0.0.1"])
+    async with TestClient(TestServer(build_gateway_app(GatewayConfig(host="127.0.0.1", port=0)))) as client:
+        for target in (f"rtmp://{NAME}:1935/live/secret-key", "rtmp://169.254.169.254/live/secret-key"):
+            form = {"source_id": "s1", "source_type": "rtmpconn", "query": f"rtmpOutput={target}"}
+            resp = await client.post("/live/video-to-video/cam/start", data=form)
+            text = await resp.text()
+            assert resp.status == 400 and "rtmpOutput refused" in text and "loopback" in text, text
+            assert "secret-key" not in text
