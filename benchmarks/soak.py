@@ -6,8 +6,8 @@ One engine (`build_app`, real HTTP on loopback) runs `--cycles` live sessions on
 three kinds in turn: a noop session over trickle (go-livepeer's side played by a trickle server
 in the same process: start, one MPEG-TS segment, input closed), an RTMP publish (handshake,
 connect, publish, a few H.264 tags, unpublish), and a session started and stopped by `DELETE`
-before any input. Then `--batch` text-to-image requests on the tiny random-weight model (64x64,
-one step). Every `--sample` cycles (or requests) it records resident memory, open file
+before any input. Then `--batch` text-to-image requests on the tiny random-weight model (one
+step; nine 8x8 requests to one 64x64, `BATCH_SIZES`) from `--concurrency` clients (default 2). Every `--sample` cycles (or requests) it records resident memory, open file
 descriptors, threads and asyncio tasks; the report gives each one's least-squares slope per
 1,000 cycles (requests) after the first tenth (warm-up: caches, pools, the model load), and
 the first and last samples. `tests/reliability/test_soak.py` runs 50 of each in CI.
@@ -17,12 +17,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
+import gc
 import os
 import re
 import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +51,8 @@ class Series:
     samples: list[Sample] = field(default_factory=list)
     seconds: float = 0.0
     failures: int = 0
+    #: Findings printed under the table (object census, RSS after `malloc_trim`).
+    notes: list[str] = field(default_factory=list)
 
     def take(self, n: int) -> None:
         self.samples.append(_sample(n))
@@ -55,17 +60,47 @@ class Series:
     def slopes(self) -> dict[str, float]:
         """Least-squares slope per 1,000 units of each resource, after the first tenth."""
         pts = [s for s in self.samples if s.n >= (self.samples[-1].n // 10 if self.samples else 0)]
-        out: dict[str, float] = {}
-        for key in ("rss_mib", "fds", "threads", "tasks"):
-            xs = [float(s.n) for s in pts]
-            ys = [float(getattr(s, key)) for s in pts]
-            if len(xs) < 2:
-                out[key] = 0.0
-                continue
-            mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
-            den = sum((x - mx) ** 2 for x in xs)
-            out[key] = 1000 * sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / den if den else 0.0
-        return out
+        return {key: _slope(pts, key) for key in ("rss_mib", "fds", "threads", "tasks")}
+
+    def rss_thirds(self) -> tuple[float, float]:
+        """The RSS slope (MiB per 1,000) over the first and over the last third of the run: a leak
+        keeps its slope, an allocator that fills its arenas flattens."""
+        end = self.samples[-1].n if self.samples else 0
+        first = [s for s in self.samples if s.n <= end / 3]
+        last = [s for s in self.samples if s.n >= 2 * end / 3]
+        return _slope(first, "rss_mib"), _slope(last, "rss_mib")
+
+
+def _slope(pts: list[Sample], key: str) -> float:
+    xs = [float(s.n) for s in pts]
+    ys = [float(getattr(s, key)) for s in pts]
+    if len(xs) < 2:
+        return 0.0
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    den = sum((x - mx) ** 2 for x in xs)
+    return 1000 * sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / den if den else 0.0
+
+
+def _census() -> Counter[str]:
+    """Live objects the collector tracks, by type (PyAV containers and codec contexts, aiohttp
+    sessions, SSL contexts and threads are all tracked)."""
+    gc.collect()
+    return Counter(f"{type(o).__module__}.{type(o).__qualname__}" for o in gc.get_objects())
+
+
+def _grown(before: Counter[str], after: Counter[str], top: int = 8) -> str:
+    diff = sorted(((after[k] - before[k], k) for k in after.keys() | before.keys()), reverse=True)
+    grown = [f"{k} {d:+d}" for d, k in diff[:top] if d > 0]
+    return ", ".join(grown) or "none"
+
+
+def _malloc_trim() -> bool:
+    """glibc's `malloc_trim(0)`: hands the free pages of every arena back to the kernel."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    return bool(libc.malloc_trim(0))
 
 
 def _sample(n: int) -> Sample:
@@ -210,7 +245,7 @@ def _h264_tags() -> list[bytes]:
     return tags
 
 
-async def run_live(cycles: int, sample_every: int) -> Series:
+async def run_live(cycles: int, sample_every: int, *, census: bool = False) -> Series:
     from livestream.app import build_app
     from livestream.live.testsrc import make_ts_segments
     from livestream.protocols import RTMP_SERVER_KEY
@@ -231,7 +266,10 @@ async def run_live(cycles: int, sample_every: int) -> Series:
             assert rtmp_port is not None
             start = time.perf_counter()
             series.take(0)
+            counted: Counter[str] | None = None
             for i in range(cycles):
+                if census and i == cycles // 10:
+                    counted = _census()
                 kind = i % 3
                 try:
                     if kind == 0:
@@ -246,33 +284,73 @@ async def run_live(cycles: int, sample_every: int) -> Series:
                 if (i + 1) % sample_every == 0:
                     series.take(i + 1)
             series.seconds = time.perf_counter() - start
+            if counted is not None:
+                after = _census()
+                series.notes.append(
+                    f"objects tracked by gc at cycle {cycles // 10}: {sum(counted.values())}, at cycle {cycles}: "
+                    f"{sum(after.values())}; grown the most: {_grown(counted, after)}"
+                )
     finally:
         await orchestrator.close()
+    if census:
+        rss = _sample(cycles).rss_mib
+        gc.collect()
+        trimmed = _malloc_trim()
+        series.notes.append(
+            f"RSS after the run with the engine closed: {rss:.1f} MiB; after gc.collect() and malloc_trim(0) "
+            f"({'released pages' if trimmed else 'nothing released'}): {_sample(cycles).rss_mib:.1f} MiB "
+            f"(MALLOC_ARENA_MAX={os.environ.get('MALLOC_ARENA_MAX', 'unset')})"
+        )
     return series
 
 
 # --- batch ------------------------------------------------------------------------------------------
 
 
-async def run_batch(requests: int, sample_every: int, models: Path) -> Series:
+#: Sides of the batch requests' images, in turn: mostly 8x8 (a 4x4 latent: the whole request path,
+#: text encoder, UNet, VAE, PNG, for a fraction of the compute of 64x64), every tenth 64x64 so
+#: that larger tensors are in the mix too.
+BATCH_SIZES = (8, 8, 8, 8, 8, 8, 8, 8, 8, 64)
+
+
+async def run_batch(
+    requests: int, sample_every: int, models: Path, *, sizes: tuple[int, ...] = BATCH_SIZES, concurrency: int = 1
+) -> Series:
+    """`requests` text-to-image requests (one step, the sides in `sizes` in turn) from
+    `concurrency` clients at once; a sample every `sample_every` answers."""
     from livestream.app import build_app
     from livestream.settings import Settings
 
     series = Series("batch requests")
     app = build_app(Settings(host="127.0.0.1", port=0, model_dir=models))
-    body = {"model_id": "tiny-text-to-image", "prompt": "a lighthouse", "width": 64, "height": 64, "num_inference_steps": 1, "seed": 1}
+    bodies = [
+        {"model_id": "tiny-text-to-image", "prompt": "a lighthouse", "width": side, "height": side, "num_inference_steps": 1, "seed": 1}
+        for side in sizes
+    ]
     async with TestClient(TestServer(app, host="127.0.0.1")) as client, aiohttp.ClientSession() as http:
         api = Api(http, str(client.make_url("")))
-        status_code, answer = await api.call("POST", "/text-to-image", json=body)  # loads the model
+        status_code, answer = await api.call("POST", "/text-to-image", json=bodies[0])  # loads the model
         assert status_code == 200, answer
         start = time.perf_counter()
         series.take(0)
-        for i in range(requests):
-            status_code, _ = await api.call("POST", "/text-to-image", json=body)
-            if status_code != 200:
-                series.failures += 1
-            if (i + 1) % sample_every == 0:
-                series.take(i + 1)
+        sent = done = 0
+
+        async def client_loop() -> None:
+            nonlocal sent, done
+            while sent < requests:
+                body = bodies[sent % len(bodies)]
+                sent += 1
+                status_code, answer = await api.call("POST", "/text-to-image", json=body)
+                if status_code != 200:
+                    series.failures += 1
+                    print(f"request {sent} failed: {status_code} {answer!r:.200}", file=sys.stderr)
+                done += 1
+                if done % sample_every == 0:
+                    series.take(done)
+
+        async with asyncio.TaskGroup() as group:
+            for _ in range(concurrency):
+                group.create_task(client_loop())
         series.seconds = time.perf_counter() - start
     return series
 
@@ -293,6 +371,11 @@ def report(results: list[Series], load: tuple[float, float]) -> str:
             f"{a.fds} → {b.fds} | {sl['fds']:+.2f} | {a.threads} → {b.threads} | {sl['threads']:+.2f} | "
             f"{a.tasks} → {b.tasks} | {sl['tasks']:+.2f} |"
         )
+    lines.append("")
+    for s in results:
+        first, last = s.rss_thirds()
+        lines.append(f"- {s.name}: RSS slope {first:+.2f} MiB/1k over the first third, {last:+.2f} MiB/1k over the last third.")
+        lines.extend(f"- {s.name}: {note}." for note in s.notes)
     return "\n".join(lines) + "\n"
 
 
@@ -303,6 +386,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cycles", type=int, default=1000)
     parser.add_argument("--batch", type=int, default=10_000)
     parser.add_argument("--sample", type=int, default=50)
+    parser.add_argument("--concurrency", type=int, default=2, help="batch clients at once (default 2)")
     parser.add_argument("--no-docs", action="store_true", help="print only; do not update docs/benchmarks.md")
     args = parser.parse_args(argv or [])
     logging.basicConfig(level=logging.ERROR)
@@ -311,7 +395,7 @@ def main(argv: list[str] | None = None) -> None:
     load0 = os.getloadavg()[0]
     results = []
     if args.cycles:
-        results.append(asyncio.run(run_live(args.cycles, args.sample)))
+        results.append(asyncio.run(run_live(args.cycles, args.sample, census=True)))
         print(report(results, (load0, os.getloadavg()[0])), flush=True)
     if args.batch:
         import torch
@@ -321,7 +405,7 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(1)
         with tempfile.TemporaryDirectory() as tmp:
             write_tiny_model("text-to-image", Path(tmp) / "tiny-text-to-image")
-            results.append(asyncio.run(run_batch(args.batch, args.sample, Path(tmp))))
+            results.append(asyncio.run(run_batch(args.batch, args.sample, Path(tmp), concurrency=args.concurrency)))
     text = report(results, (load0, os.getloadavg()[0]))
     print(text)
     if args.no_docs:
