@@ -94,6 +94,13 @@ def _grown(before: Counter[str], after: Counter[str], top: int = 8) -> str:
     return ", ".join(grown) or "none"
 
 
+def _native(counts: Counter[str]) -> dict[str, int]:
+    """Objects that hold native memory: PyAV's (containers, codec contexts, frames), aiohttp
+    client sessions, SSL contexts, threads (and the rest of `threading`)."""
+    prefixes = {"PyAV": "av.", "ClientSession": "aiohttp.client.ClientSession", "SSLContext": "ssl.SSLContext", "threading objects": "threading."}
+    return {name: sum(n for k, n in counts.items() if k.startswith(prefix)) for name, prefix in prefixes.items()}
+
+
 def _malloc_trim() -> bool:
     """glibc's `malloc_trim(0)`: hands the free pages of every arena back to the kernel."""
     try:
@@ -290,6 +297,8 @@ async def run_live(cycles: int, sample_every: int, *, census: bool = False) -> S
                     f"objects tracked by gc at cycle {cycles // 10}: {sum(counted.values())}, at cycle {cycles}: "
                     f"{sum(after.values())}; grown the most: {_grown(counted, after)}"
                 )
+                was, now = _native(counted), _native(after)
+                series.notes.append("objects holding native memory, then → at the end: " + ", ".join(f"{k} {was[k]} → {now[k]}" for k in was))
     finally:
         await orchestrator.close()
     if census:
