@@ -22,7 +22,7 @@ from .config import GatewayConfig
 from .jobs import AsyncJobs
 from .live import LiveStreams
 from .live_media import LIVE_MEDIA_KEY, GatewayDirectory, LiveMedia, settings_for
-from .live_routes import LIVE_KEY, add_live_routes
+from .live_routes import LIVE_KEY, LIVE_PIPELINES_KEY, LivePipelines, add_live_routes
 from .metrics import GatewayMetrics, LiveCollector
 from .payments import PaymentsCollector
 from .proxy import GatewayError, Proxy
@@ -161,6 +161,7 @@ def build_gateway_app(config: GatewayConfig, limits: BodyLimits | None = None) -
                                on_swap=lambda s: gw.metrics.live_swaps.labels(s.name).inc(),
                                on_suspend=lambda b: gw.metrics.suspensions.labels(b.url).inc())  # fmt: skip
             app[LIVE_KEY] = live
+            app[LIVE_PIPELINES_KEY] = LivePipelines(live)
             media = app[LIVE_MEDIA_KEY] = directory.media = LiveMedia(live, config, settings)
             gw.metrics.registry.register(LiveCollector(live.streams))
             if gw.discovery.payments is not None:

@@ -5,6 +5,7 @@
     POST /live/video-to-video/{stream}/update    raw body → the control channel (params)
     GET  /live/video-to-video/{stream}/status    last runner status + gateway_status (by stream id)
     GET  /live/{stream}/status                   the same, under the engine's route
+    GET  /live/pipelines                         the runners' live pipelines and params schemas
     POST /live/{stream}/params                   the engine's params patch (merged, then sent whole)
     POST /live/video-to-video/{stream}/whip      go-livepeer's WHIP path (+ Livepeer-Playback-URL)
     POST /live/video-to-video/{stream}-out/whep  go-livepeer's WHEP path (also `{stream}-{id}-out`)
@@ -19,11 +20,14 @@ the webhook's is the operator's and is trusted.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import time
 from typing import Any
 from urllib.parse import parse_qs, quote
 
+import aiohttp
 from aiohttp import hdrs, web
 
 from pipelines.url_guard import UrlRefusedError, checked_address
@@ -31,12 +35,13 @@ from pipelines.url_guard import UrlRefusedError, checked_address
 from ..live.auth_webhook import AuthRequest
 from ..rtmp.protocol import split_rtmp_url
 from ..webrtc import routes as webrtc_routes
+from .backends import Backend, auth_headers
 from .config import GatewayConfig
 from .live import LiveError, LiveStreams
 from .live_auth import apply_auth_reply, call_auth_webhook
 from .live_media import LIVE_MEDIA_KEY
 
-__all__ = ["LIVE_KEY", "add_live_routes"]
+__all__ = ["LIVE_KEY", "LIVE_PIPELINES_KEY", "LivePipelines", "add_live_routes"]
 
 log = logging.getLogger(__name__)
 
@@ -220,8 +225,64 @@ async def _resource_delete(request: web.Request) -> web.StreamResponse:
     return await webrtc_routes.resource_delete(request)
 
 
+class LivePipelines:
+    """`GET /live/pipelines` at the gateway (the player page's param controls read it): the
+    union of the runners' own `/live/pipelines` lists, each runner's kept `ttl` seconds. A
+    pipeline several runners list is given as the runner serving a live stream of it lists it
+    (else the first runner's), so a viewer gets the schema of the pipeline the stream runs on."""
+
+    def __init__(self, live: LiveStreams, ttl: float = 30.0) -> None:
+        self.live = live
+        self.ttl = ttl
+        self._cache: dict[str, tuple[float, list[dict[str, Any]]]] = {}
+
+    async def listing(self) -> list[dict[str, Any]]:
+        live = self.live
+        runners = [b for b in live.discovery.up() if b.info is None]  # orchestrators list none
+        serving = {s.attempt.backend.url for s in live.streams.values() if s.attempt is not None}
+        runners.sort(key=lambda b: b.url not in serving)
+        lists = await asyncio.gather(*(self._runner_list(b) for b in runners))
+        merged: dict[str, dict[str, Any]] = {}
+        for items in lists:
+            for item in items:
+                name = item.get("name")
+                if isinstance(name, str) and name not in merged:
+                    merged[name] = item
+        return list(merged.values())
+
+    async def _runner_list(self, backend: Backend) -> list[dict[str, Any]]:
+        now = time.monotonic()
+        cached = self._cache.get(backend.url)
+        if cached is not None and now - cached[0] < self.ttl:
+            return cached[1]
+        items: list[dict[str, Any]] = []
+        try:
+            timeout = aiohttp.ClientTimeout(total=self.live.config.probe_timeout)
+            async with self.live.http.get(backend.url + "/live/pipelines", headers=auth_headers(backend.config),
+                                          timeout=timeout) as resp:  # fmt: skip
+                if resp.status == 200:
+                    body = await resp.json()
+                    found = body.get("pipelines") if isinstance(body, dict) else None
+                    items = [i for i in found if isinstance(i, dict)] if isinstance(found, list) else []
+                else:
+                    log.debug("runner %s: GET /live/pipelines answered %d", backend.url, resp.status)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:  # ai-runner has no such route
+            log.debug("runner %s: GET /live/pipelines failed: %r", backend.url, exc)
+        self._cache[backend.url] = (now, items)
+        return items
+
+
+#: The app's `LivePipelines` (set with `LIVE_KEY` by the gateway app's cleanup context).
+LIVE_PIPELINES_KEY = web.AppKey("gateway_live_pipelines", LivePipelines)
+
+
+async def _pipelines(request: web.Request) -> web.StreamResponse:
+    return web.json_response({"pipelines": await request.app[LIVE_PIPELINES_KEY].listing()}, headers=_CORS)
+
+
 def add_live_routes(app: web.Application) -> None:
     prefix = "/live/video-to-video/{stream}"
+    app.router.add_get("/live/pipelines", _pipelines)  # before the player page's /live/{stream}
     app.router.add_post(prefix + "/start", _start)
     app.router.add_post("/live/video-to-video/{prefix}/{stream}/start", _start)
     app.router.add_post(prefix + "/update", _update)

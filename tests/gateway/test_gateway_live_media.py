@@ -140,10 +140,30 @@ async def test_rtmp_in_whep_and_rtmp_out_survive_a_swap(tmp_path: Path) -> None:
                 finally:
                     await viewer.close()
                 # The engine's player page, served by the gateway, in headless Chromium.
+                # Its param controls come from the runners' schemas (the gateway's /live/pipelines)
+                # and a change goes through the gateway to the runner serving the stream.
                 if chromium_path() is not None:
                     async with Browser() as browser:
                         player = await browser.open(f"{gw}/live/cam2")
                         await player.wait_for("window.playerState && playerState.frames > 5", timeout=30)
+                        await player.wait_for("!!document.querySelector('#params input[name=width]')", timeout=15)
+                        await player.eval(
+                            "(() => { const i = document.querySelector('#params input[name=width]');"
+                            " i.value = '96'; i.dispatchEvent(new Event('change')); return true; })()"
+                        )
+                        cam2 = live.get("cam2")
+                        assert cam2 is not None and cam2.attempt is not None
+                        serving = cam2.attempt.backend.url
+                        widths: list[object] = []
+
+                        async def runner_width() -> None:
+                            async with http.get(f"{serving}/live/cam2/status") as resp:
+                                widths.append((await resp.json())["params"].get("width"))
+
+                        while widths[-1:] != [96]:
+                            await asyncio.wait_for(runner_width(), 5)
+                            assert len(widths) < 200, widths  # 10 s
+                            await asyncio.sleep(0.05)
                         await player.close()
             finally:
                 await whip.close()

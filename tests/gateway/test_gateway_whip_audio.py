@@ -67,6 +67,9 @@ async def test_whip_audio_reaches_the_runner_and_comes_back(tmp_path: Path) -> N
                 async with http.post(f"{gw}/live/video-to-video/nope-out/whep", data="v=0\r\n",
                                      headers={"Content-Type": "application/sdp"}) as resp:  # fmt: skip
                     assert resp.status in (400, 404)
+                async with http.get(f"{gw}/live/pipelines") as resp:  # the runner's, for the player page
+                    listed = {p["name"]: p for p in (await resp.json())["pipelines"]}
+                assert "width" in listed["noop"]["params_schema"]["properties"]
                 async with http.get(f"{gw}/live/cam/status") as resp:
                     media = (await resp.json())["gateway_status"]["media"]
                 assert media["whip"]["audio_packets"] > 0
