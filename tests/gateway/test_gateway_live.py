@@ -10,135 +10,40 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import socket
-import subprocess
-import sys
 import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 from aiohttp import web
+from gateway_live_helpers import Viewer, publish_segments, runner_procs, serve, start_stream, until
 
 from livestream.gateway import GatewayConfig, RunnerConfig, build_gateway_app
 from livestream.gateway.live_routes import LIVE_KEY
 from livestream.live.testsrc import decode_ts, make_ts_segments, read_number
-from trickle import TricklePublisher, TrickleSubscriber
 
 pytestmark = pytest.mark.timeout(90)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class RunnerProc:
-    proc: subprocess.Popen[bytes]
-    url: str
-    log: Path
-
-
-def start_runner(tmp: Path, name: str) -> RunnerProc:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("PIPELINE", "MODEL_ID", "AUTH_TOKEN")}
-    env.update(PIPELINE="live-video-to-video", MODEL_ID="noop", HOST="127.0.0.1", PORT=str(port),
-               HF_HUB_OFFLINE="1", MODEL_DIR=str(tmp), PYTHONUNBUFFERED="1")  # fmt: skip
-    log = tmp / f"{name}.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "livestream", "serve"], env=env, stdout=out, stderr=subprocess.STDOUT)
-    return RunnerProc(proc, f"http://127.0.0.1:{port}", log)
-
-
-async def wait_idle(http: aiohttp.ClientSession, runner: RunnerProc, timeout: float = 40) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert runner.proc.poll() is None, runner.log.read_text()[-3000:]
-        try:
-            async with http.get(runner.url + "/health") as resp:
-                if resp.status == 200 and (await resp.json())["status"] == "IDLE":
-                    return
-        except aiohttp.ClientError:
-            pass
-        await asyncio.sleep(0.2)
-    raise AssertionError(runner.log.read_text()[-3000:])
-
-
-async def serve(app: web.Application) -> tuple[str, web.AppRunner]:
-    runner = web.AppRunner(app, shutdown_timeout=0.5)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    server = site._server
-    assert isinstance(server, asyncio.Server)
-    return f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}", runner
-
-
-async def until(cond: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, f"{what} not met in time"
-        await asyncio.sleep(0.05)
-
-
-async def start_stream(http: aiohttp.ClientSession, gw: str, stream: str, query: str = "") -> dict[str, Any]:
-    form = aiohttp.FormData({"source_id": "s1", "source_type": "rtmpconn", "query": query})
-    async with http.post(f"{gw}/live/video-to-video/{stream}/start", data=form) as resp:
-        assert resp.status == 200, await resp.text()
-        body: dict[str, Any] = await resp.json()
-        return body
-
-
-@dataclass
-class Viewer:
-    segments: list[tuple[float, bytes]] = field(default_factory=list)
-
-    async def run(self, http: aiohttp.ClientSession, url: str) -> None:
-        async with TrickleSubscriber(url, start_seq=0, session=http) as sub:
-            async for segment in sub:
-                data = await segment.read()
-                if data:
-                    self.segments.append((time.monotonic(), data))
 
 
 async def test_failover_keeps_the_viewer_and_the_params(tmp_path: Path) -> None:
     # Made before any stream starts (encoding blocks this loop): outlasts the checks.
     segments = make_ts_segments(frames=30 * 24, width=128, height=128, audio=False)
-    runners = [start_runner(tmp_path, "r0"), start_runner(tmp_path, "r1")]
-    gw_runner: web.AppRunner | None = None
-    try:
-        async with aiohttp.ClientSession() as http:
-            await asyncio.gather(*(wait_idle(http, r) for r in runners))
-            config = GatewayConfig(runners=tuple(RunnerConfig(r.url) for r in runners), refresh_interval=60.0,
-                                   random_share=0.0, live_health_interval=0.5)  # fmt: skip
-            app = build_gateway_app(config)
-            gw, gw_runner = await serve(app)
+    async with runner_procs(tmp_path, 2) as runners, aiohttp.ClientSession() as http:
+        config = GatewayConfig(runners=tuple(RunnerConfig(r.url) for r in runners), refresh_interval=60.0,
+                               random_share=0.0, live_health_interval=0.5)  # fmt: skip
+        app = build_gateway_app(config)
+        gw, gw_runner = await serve(app)
+        try:
             live = app[LIVE_KEY]
             started = await start_stream(http, gw, "cam", 'params={"width": 128, "height": 128}')
             stream = live.get("cam")
             assert stream is not None and started["runner"] in [r.url for r in runners]
             viewer = Viewer()
             view_task = asyncio.create_task(viewer.run(http, started["subscribe_url"]))
-            swapped_at: list[float] = []
-
-            async def publish() -> None:
-                async with TricklePublisher(started["publish_url"], "video/mp2t", session=http) as pub:
-                    for i, seg in enumerate(segments):
-                        t0 = time.monotonic()
-                        async with pub.segment() as w:
-                            for k in range(0, len(seg), 8192):
-                                await w.write(seg[k:k + 8192])
-                                await asyncio.sleep(0.02)
-                        await asyncio.sleep(max(0.0, 1.0 - (time.monotonic() - t0)))
-
-            pub_task = asyncio.create_task(publish())
+            pub_task = asyncio.create_task(publish_segments(http, started["publish_url"], segments, chunk=8192))
             await until(lambda: len(viewer.segments) >= 2, what="first output")
             # An update before the swap: applied by the first runner.
             async with http.post(f"{gw}/live/video-to-video/cam/update", data=b'{"width": 96, "height": 96}') as resp:
@@ -151,7 +56,6 @@ async def test_failover_keeps_the_viewer_and_the_params(tmp_path: Path) -> None:
             killed_at = time.monotonic()
             victim.proc.send_signal(signal.SIGKILL)
             await until(lambda: stream.swaps == 1, timeout=10, what="swap")
-            swapped_at.append(time.monotonic())
             assert stream.attempt is not None and stream.attempt.backend.url == other.url
             count = len(viewer.segments)
             await until(lambda: len(viewer.segments) >= count + 1 and viewer.segments[-1][0] > killed_at, what="output resumed")
@@ -179,17 +83,8 @@ async def test_failover_keeps_the_viewer_and_the_params(tmp_path: Path) -> None:
             numbers = [read_number(f) for _, data in viewer.segments for f in decode_ts(data)[0]]
             assert numbers[0] <= 30 and max(numbers) > 120  # frames from before and after the swap
             assert victim.url in {b.url for b in live.discovery.backends if b.suspended}
-    finally:
-        if gw_runner is not None:
+        finally:
             await gw_runner.cleanup()
-        for r in runners:
-            if r.proc.poll() is None:
-                r.proc.send_signal(signal.SIGINT)
-        for r in runners:
-            try:
-                r.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                r.proc.kill()
 
 
 # --- swap limits against fake runners ------------------------------------------------------

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -21,22 +19,19 @@ from pathlib import Path
 import aiohttp
 import av
 import pytest
-from aiohttp import web
 
-from livestream.gateway import GatewayConfig, RunnerConfig, build_gateway_app
+from livestream.gateway import GatewayConfig, build_gateway_app
 from livestream.gateway.live_media import LIVE_MEDIA_KEY
 from livestream.gateway.live_routes import LIVE_KEY
 from livestream.live.testsrc import read_number
 from livestream.webrtc.client import WhepClient, WhipClient
 from livestream.webrtc.testsrc import NumberedVideoTrack
-from test_gateway_live import free_port, start_runner, until, wait_idle
+from gateway_live_helpers import FFMPEG, free_port, gateway_config, rtmp_listener, runner_procs, serve, serving, until
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 from webrtc.chromium import Browser, chromium_path  # noqa: E402
 
 pytestmark = pytest.mark.timeout(120)
-
-FFMPEG = shutil.which("ffmpeg") or "/usr/bin/ffmpeg"
 
 
 def publish_args(url: str, seconds: int) -> list[str]:
@@ -51,28 +46,16 @@ def publish_args(url: str, seconds: int) -> list[str]:
 
 
 async def test_rtmp_in_whep_and_rtmp_out_survive_a_swap(tmp_path: Path) -> None:
-    runners = [start_runner(tmp_path, "r0"), start_runner(tmp_path, "r1")]
-    out_port = free_port()
     out_file = tmp_path / "out.flv"
-    # The stream's RTMP output: a real ffmpeg listening for a publisher, copying to a file.
-    listener = subprocess.Popen(
-        [FFMPEG, "-hide_banner", "-loglevel", "error", "-nostdin", "-listen", "1", "-timeout", "60",
-         "-i", f"rtmp://127.0.0.1:{out_port}/live/out", "-c", "copy", "-f", "flv", str(out_file)],
-        stderr=subprocess.PIPE,
-    )  # fmt: skip
     publisher: asyncio.subprocess.Process | None = None
-    gw_runner: web.AppRunner | None = None
     try:
-        async with aiohttp.ClientSession() as http, contextlib.AsyncExitStack() as stack:
-            await asyncio.gather(*(wait_idle(http, r) for r in runners))
-            port = free_port()
-            config = GatewayConfig(
-                runners=tuple(RunnerConfig(r.url) for r in runners), refresh_interval=60.0, random_share=0.0,
-                live_health_interval=0.5, port=port, live_trickle_url=f"http://127.0.0.1:{port}/ai/trickle/",
-                rtmp_port=0, rtmp_output=f"rtmp://127.0.0.1:{out_port}/live/out",
-            )  # fmt: skip
-            app = build_gateway_app(config)
-            gw, gw_runner = await serve_on(app, port)
+        # The stream's RTMP output: a real ffmpeg listening for a publisher, copying to a file.
+        async with contextlib.AsyncExitStack() as stack:
+            runners = await stack.enter_async_context(runner_procs(tmp_path, 2))
+            listener = await stack.enter_async_context(rtmp_listener(out_file))
+            config = gateway_config(runners, free_port(), rtmp_port=0, rtmp_output=listener)
+            gw, app = await stack.enter_async_context(serving(config))
+            http = await stack.enter_async_context(aiohttp.ClientSession())
             media = app[LIVE_MEDIA_KEY]
             assert media.rtmp is not None
             publisher = await asyncio.create_subprocess_exec(
@@ -113,7 +96,6 @@ async def test_rtmp_in_whep_and_rtmp_out_survive_a_swap(tmp_path: Path) -> None:
             assert rc == 0, (await publisher.stderr.read()).decode() if publisher.stderr else rc
             await until(lambda: stream.ended is not None, timeout=20, what="stream end")
             assert stream.ended == "input ended" and stream.swaps == 1
-            await asyncio.to_thread(listener.wait, 20)
             # WHIP in (aiortc) on go-livepeer's path, WHEP out, on the runner left.
             source = NumberedVideoTrack(128, 128, fps=30)
             seen: list[dict[str, str]] = []
@@ -153,11 +135,11 @@ async def test_rtmp_in_whep_and_rtmp_out_survive_a_swap(tmp_path: Path) -> None:
                         )
                         cam2 = live.get("cam2")
                         assert cam2 is not None and cam2.attempt is not None
-                        serving = cam2.attempt.backend.url
+                        runner_url = cam2.attempt.backend.url
                         widths: list[object] = []
 
                         async def runner_width() -> None:
-                            async with http.get(f"{serving}/live/cam2/status") as resp:
+                            async with http.get(f"{runner_url}/live/cam2/status") as resp:
                                 widths.append((await resp.json())["params"].get("width"))
 
                         while widths[-1:] != [96]:
@@ -170,44 +152,22 @@ async def test_rtmp_in_whep_and_rtmp_out_survive_a_swap(tmp_path: Path) -> None:
             whip_stream = live.get("cam2")
             if whip_stream is not None:
                 await until(lambda: whip_stream.ended is not None, timeout=20, what="WHIP stream end")
-        with av.open(str(out_file)) as container:
-            video = [f for f in container.decode(video=0)]
-        assert len(video) >= 30 * 4 and (video[0].width, video[0].height) == (128, 128)
-        if chromium_path() is None:
-            pytest.skip("the player page in Chromium not checked: Debian's chromium is not installed")
     finally:
         if publisher is not None and publisher.returncode is None:
             publisher.kill()
             await publisher.wait()
-        if gw_runner is not None:
-            await gw_runner.cleanup()
-        if listener.poll() is None:
-            listener.kill()
-        listener.wait(5)
-        if listener.stderr is not None:
-            listener.stderr.close()
-        for r in runners:
-            if r.proc.poll() is None:
-                r.proc.send_signal(signal.SIGINT)
-        for r in runners:
-            try:
-                r.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                r.proc.kill()
-
-
-async def serve_on(app: web.Application, port: int) -> tuple[str, web.AppRunner]:
-    runner = web.AppRunner(app, shutdown_timeout=0.5)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    return f"http://127.0.0.1:{port}", runner
+    with av.open(str(out_file)) as container:
+        video = [f for f in container.decode(video=0)]
+    assert len(video) >= 30 * 4 and (video[0].width, video[0].height) == (128, 128)
+    if chromium_path() is None:
+        pytest.skip("the player page in Chromium not checked: Debian's chromium is not installed")
 
 
 async def test_playback_is_public_and_publishing_needs_a_key() -> None:
     """With `--api-key`, as the engine without `--protect-playback`: the player page, its script
     and WHEP are open; WHIP and the live routes need the key."""
     app = build_gateway_app(GatewayConfig(runners=(), refresh_interval=60.0, api_keys=("k",)))
-    gw, gw_runner = await serve_on(app, free_port())
+    gw, gw_runner = await serve(app)
     try:
         async with aiohttp.ClientSession() as http:
             async with http.get(f"{gw}/live/cam") as resp:

@@ -15,7 +15,6 @@ import asyncio
 import json
 import secrets
 import signal
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,8 +28,8 @@ from livestream.gateway import GatewayConfig, build_gateway_app
 from livestream.gateway.live_routes import LIVE_KEY
 from livestream.live.testsrc import decode_ts, make_ts_segments
 from standin_orchestrator import StandInOrchestrator
-from test_gateway_live import Viewer, serve, start_runner, start_stream, until, wait_idle
-from trickle import TricklePublisher, TrickleServer, TrickleServerConfig
+from gateway_live_helpers import Viewer, publish_segments, runner_procs, serve, start_stream, until
+from trickle import TrickleServer, TrickleServerConfig
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -104,13 +103,11 @@ class LiveStandIn(StandInOrchestrator):
 
 async def test_stream_on_orchestrators_with_failover(tmp_path: Path) -> None:
     segments = make_ts_segments(frames=30 * 24, width=128, height=128, audio=False)  # before the clock runs
-    runners = [start_runner(tmp_path, "r0"), start_runner(tmp_path, "r1")]
     loop = LoopThread()
     orchs: list[LiveStandIn] = []
     gw_runner: web.AppRunner | None = None
     try:
-        async with aiohttp.ClientSession() as http:
-            await asyncio.gather(*(wait_idle(http, r) for r in runners))
+        async with runner_procs(tmp_path, 2) as runners, aiohttp.ClientSession() as http:
             orchs = [LiveStandIn(models={PIPELINE: {"noop": True}}, runner_url=r.url).start(loop) for r in runners]
             # No health route on an orchestrator: a dead one is found by its missing output.
             config = GatewayConfig(runners=(), orchestrators=tuple(o.url for o in orchs), refresh_interval=60.0,
@@ -124,15 +121,7 @@ async def test_stream_on_orchestrators_with_failover(tmp_path: Path) -> None:
             assert stream is not None
             viewer = Viewer()
             view_task = asyncio.create_task(viewer.run(http, started["subscribe_url"]))
-
-            async def publish() -> None:
-                async with TricklePublisher(started["publish_url"], "video/mp2t", session=http) as pub:
-                    for seg in segments:  # about real time: one 1 s segment a second
-                        async with pub.segment() as w:
-                            await w.write(seg)
-                        await asyncio.sleep(1.0)
-
-            pub_task = asyncio.create_task(publish())
+            pub_task = asyncio.create_task(publish_segments(http, started["publish_url"], segments))
             await until(lambda: bool(viewer.segments), what="first output")
             assert decode_ts(viewer.segments[0][1])[0][0].shape == (96, 96, 3)
             async with http.post(f"{gw}/live/video-to-video/oc/update", data=json.dumps({"width": 64, "height": 64})) as resp:
@@ -152,17 +141,11 @@ async def test_stream_on_orchestrators_with_failover(tmp_path: Path) -> None:
             await until(lambda: stream.ended is not None, what="stream end")
             await asyncio.wait_for(view_task, 15)
             assert stream.ended == "input ended" and stream.swaps == 1
+            await gw_runner.cleanup()
+            gw_runner = None
     finally:
         if gw_runner is not None:
             await gw_runner.cleanup()
         for orch in orchs:
             orch.stop()
         loop.close()
-        for r in runners:
-            if r.proc.poll() is None:
-                r.proc.send_signal(signal.SIGINT)
-        for r in runners:
-            try:
-                r.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                r.proc.kill()

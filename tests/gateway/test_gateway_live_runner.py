@@ -25,8 +25,7 @@ from livestream.live import LIVE_CONFIG_KEY
 from livestream.live.testsrc import decode_ts, make_ts_segments
 from livestream.liverunner import LIVE_RUNNER_CONFIG_KEY, live_runner_config
 from livestream.settings import Settings
-from trickle import TricklePublisher
-from test_gateway_live import Viewer, serve, start_stream, until
+from gateway_live_helpers import Viewer, publish_segments, serve, start_stream, until
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "liverunner"))
 from liverunner_helpers import TEST_CONFIG, free_port  # noqa: E402
@@ -83,15 +82,7 @@ async def test_stream_on_a_live_runner(standin: StandinOrchestrator, live_runner
             session_id = stream.attempt.session.session_id
             viewer = Viewer()
             view_task = asyncio.create_task(viewer.run(http, started["subscribe_url"]))
-
-            async def publish() -> None:
-                async with TricklePublisher(started["publish_url"], "video/mp2t", session=http) as pub:
-                    for seg in segments:  # about real time: one 1 s segment a second
-                        async with pub.segment() as w:
-                            await w.write(seg)
-                        await asyncio.sleep(1.0)
-
-            pub_task = asyncio.create_task(publish())
+            pub_task = asyncio.create_task(publish_segments(http, started["publish_url"], segments))
             # The runner's output, relayed from the orchestrator's channel: the start params applied.
             await until(lambda: bool(viewer.segments), what="first output")
             assert decode_ts(viewer.segments[0][1])[0][0].shape == (96, 96, 3)
