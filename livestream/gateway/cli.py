@@ -86,6 +86,33 @@ _FLAGS: dict[str, tuple[str, Callable[[str], Any], str]] = {
 }
 
 
+
+def _urls(items: list[str]) -> tuple[str, ...]:
+    return tuple(i.rstrip("/") for i in items)
+
+
+#: Repeatable flags: field -> (flag, metavar, help, the items as the field's value). Each is
+#: also GATEWAY_{FIELD} in the environment, comma-separated.
+_LIST_FLAGS: dict[str, tuple[str, str, str, Callable[[list[str]], Any]]] = {
+    "runners": ("--runner", "URL", "a runner's base URL",
+                lambda items: tuple(RunnerConfig(url=u.rstrip("/")) for u in items)),
+    "orchestrators": ("--orchestrator", "URL", "a go-livepeer orchestrator, https://host:port", _urls),
+    "api_keys": ("--api-key", "KEY", "require this bearer key; default no auth", tuple),
+    "max_prices": ("--max-price", "PIPELINE[/MODEL]=PRICE", "price cap per unit; default none", parse_price_caps),
+    "stream_keys": ("--stream-key", "NAME=SECRET", "RTMP publish key of a stream, as livestream serve's", parse_stream_keys),
+    "ice_servers": ("--ice-server", "URL", "STUN/TURN URL for WHEP viewers", _urls),
+    "webrtc_hosts": ("--webrtc-host", "ADDR", "address offered as a WebRTC host candidate", _urls),
+    "live_runner_orchestrators": ("--live-runner-orchestrator", "URL",
+                                  "go-livepeer orchestrator with Live Runners, for live streams no runner takes", _urls),
+}  # fmt: skip
+
+#: On/off flags: field -> help. Also GATEWAY_{FIELD}=1 in the environment.
+_BOOL_FLAGS = {
+    "ignore_max_price_if_needed": "use over-cap runners when none is under the cap",
+    "store_media": "store images and audio too and answer with URLs",
+}
+
+
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
@@ -102,28 +129,13 @@ def add_gateway_parser(commands: Any, env: Mapping[str, str] | None = None) -> a
     )
     p.add_argument("--config", type=Path, default=env.get("GATEWAY_CONFIG") or None,
                    help="JSON file of GatewayConfig fields (env GATEWAY_CONFIG)")  # fmt: skip
-    p.add_argument("--runner", action="append", default=None, metavar="URL",
-                   help="a runner's base URL; repeatable (env GATEWAY_RUNNERS, comma-separated)")  # fmt: skip
-    p.add_argument("--orchestrator", action="append", default=None, metavar="URL",
-                   help="a go-livepeer orchestrator, https://host:port; repeatable (env GATEWAY_ORCHESTRATORS, comma-separated)")  # fmt: skip
-    p.add_argument("--api-key", action="append", default=None, metavar="KEY",
-                   help="require this bearer key; repeatable (env GATEWAY_API_KEYS, comma-separated); default no auth")  # fmt: skip
-    p.add_argument("--max-price", action="append", default=None, metavar="PIPELINE[/MODEL]=PRICE",
-                   help="price cap per unit; repeatable (env GATEWAY_MAX_PRICES, comma-separated); default none")  # fmt: skip
-    p.add_argument("--ignore-max-price-if-needed", action="store_true", default=None,
-                   help="use over-cap runners when none is under the cap (env GATEWAY_IGNORE_MAX_PRICE_IF_NEEDED=1)")  # fmt: skip
+    for name, (flag, metavar, text, _) in _LIST_FLAGS.items():
+        p.add_argument(flag, dest=name, action="append", default=None, metavar=metavar,
+                       help=f"{text}; repeatable (env GATEWAY_{name.upper()}, comma-separated)")  # fmt: skip
     p.add_argument("--ai-min-runner-version", default=None, metavar="JSON",
                    help='as go-livepeer\'s -aiMinRunnerVersion: [{"pipeline","model_id","minVersion"}] (env GATEWAY_AI_MIN_RUNNER_VERSION); default none')  # fmt: skip
-    p.add_argument("--store-media", action="store_true", default=None,
-                   help="store images and audio too and answer with URLs (env GATEWAY_STORE_MEDIA=1)")  # fmt: skip
-    p.add_argument("--stream-key", action="append", default=None, metavar="NAME=SECRET",
-                   help="RTMP publish key of a stream, as livestream serve's; repeatable (env GATEWAY_STREAM_KEYS, comma-separated)")  # fmt: skip
-    p.add_argument("--ice-server", action="append", default=None, metavar="URL",
-                   help="STUN/TURN URL for WHEP viewers; repeatable (env GATEWAY_ICE_SERVERS, comma-separated)")  # fmt: skip
-    p.add_argument("--webrtc-host", action="append", default=None, metavar="ADDR",
-                   help="address offered as a WebRTC host candidate; repeatable (env GATEWAY_WEBRTC_HOSTS, comma-separated)")  # fmt: skip
-    p.add_argument("--live-runner-orchestrator", action="append", default=None, metavar="URL",
-                   help="go-livepeer orchestrator with Live Runners, for live streams no runner takes; repeatable (env GATEWAY_LIVE_RUNNER_ORCHESTRATORS, comma-separated)")  # fmt: skip
+    for name, text in _BOOL_FLAGS.items():
+        p.add_argument(_flag(name), action="store_true", default=None, help=f"{text} (env GATEWAY_{name.upper()}=1)")
     for name, (var, parse, text) in _FLAGS.items():
         p.add_argument(_flag(name), type=parse, default=None, help=f"{text} (env {var}); default {_DEFAULTS[name]}")
     p.set_defaults(handler=_run, gateway_env=env)
@@ -153,29 +165,14 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = N
                 values[name] = parse(env[var])
             except ValueError:
                 raise ConfigError(f"{var}={env[var]!r}: not a valid value") from None
-    runners = args.runner or _env_list(env, "GATEWAY_RUNNERS")
-    if runners:
-        values["runners"] = tuple(RunnerConfig(url=u.rstrip("/")) for u in runners)
-    orchestrators = args.orchestrator or _env_list(env, "GATEWAY_ORCHESTRATORS")
-    if orchestrators:
-        values["orchestrators"] = tuple(o.rstrip("/") for o in orchestrators)
+    for name, (_, _, _, convert) in _LIST_FLAGS.items():
+        items = getattr(args, name) or _env_list(env, "GATEWAY_" + name.upper())
+        if items:
+            values[name] = convert(items)
     min_versions = args.ai_min_runner_version or env.get("GATEWAY_AI_MIN_RUNNER_VERSION")
     if min_versions:
         values["min_runner_versions"] = parse_min_runner_versions(min_versions)
-    keys = args.api_key or _env_list(env, "GATEWAY_API_KEYS")
-    if keys:
-        values["api_keys"] = tuple(keys)
-    stream_keys = args.stream_key or _env_list(env, "GATEWAY_STREAM_KEYS")
-    if stream_keys:
-        values["stream_keys"] = parse_stream_keys(stream_keys)
-    for name in ("ice_servers", "webrtc_hosts", "live_runner_orchestrators"):
-        items = getattr(args, name[:-1]) or _env_list(env, "GATEWAY_" + name.upper())
-        if items:
-            values[name] = tuple(i.rstrip("/") for i in items)
-    prices = args.max_price or _env_list(env, "GATEWAY_MAX_PRICES")
-    if prices:
-        values["max_prices"] = parse_price_caps(prices)
-    for name in ("ignore_max_price_if_needed", "store_media"):
+    for name in _BOOL_FLAGS:
         flag = getattr(args, name)
         value = flag if flag is not None else _env_bool(env, "GATEWAY_" + name.upper())
         if value is not None:
