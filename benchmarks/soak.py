@@ -297,6 +297,12 @@ async def run_live(cycles: int, sample_every: int, *, census: bool = False) -> S
                     f"objects tracked by gc at cycle {cycles // 10}: {sum(counted.values())}, at cycle {cycles}: "
                     f"{sum(after.values())}; grown the most: {_grown(counted, after)}"
                 )
+                idle = _sample(cycles).rss_mib
+                trimmed = _malloc_trim()
+                series.notes.append(
+                    f"RSS with the engine still up and idle: {idle:.1f} MiB; after malloc_trim(0) "
+                    f"({'released pages' if trimmed else 'nothing released'}): {_sample(cycles).rss_mib:.1f} MiB"
+                )
                 was, now = _native(counted), _native(after)
                 series.notes.append("objects holding native memory, then → at the end: " + ", ".join(f"{k} {was[k]} → {now[k]}" for k in was))
     finally:
