@@ -70,6 +70,12 @@ class LivePipeline(Protocol):
     self.progress.stage("compile", total=n) as stage: ... stage.advance()`); the session logs
     them and its status shows the current one as `loading`.
 
+    Optional: a `runs_inline: ClassVar[bool]` (False when absent), for a cheap CPU pipeline
+    whose `process` of one frame takes well under a frame interval and never blocks: while a
+    session is idle the engine calls it on the stream's decoder thread (no thread hops; the
+    frame still in that core's cache). A call that fails or takes longer than a third of a
+    frame at 30 fps sends the session's frames back to the pipeline thread.
+
     Optional: `UpdatesInBackground`, for a pipeline whose `update_params` starts a slow change
     (a model reload) and returns before it is done.
     """

@@ -19,8 +19,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import queue
+import statistics
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -42,6 +44,10 @@ from .stats import LatencyMeter
 __all__ = ["PipelineFailed", "PipelineStage", "ProcessedFrame"]
 
 log = logging.getLogger(__name__)
+
+#: Longest an inline pipeline call may typically take before inline calls stop for the session:
+#: a third of a frame at 30 fps, so that decoding never falls behind the input.
+INLINE_MAX_SECONDS = 0.011
 
 
 class PipelineFailed(Exception):
@@ -77,6 +83,9 @@ class _StageThread:
     def __init__(self, name: str) -> None:
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
+        #: Held while a job runs: a call on another thread (`PipelineStage.process_here`) takes
+        #: it without waiting, so the pipeline never runs on two threads at once.
+        self.busy = threading.Lock()
         #: Set as the thread's last act.
         self.exited: Future[None] = Future()
         self._stopped = False
@@ -125,7 +134,8 @@ class _StageThread:
             if not future.set_running_or_notify_cancel():
                 continue
             try:
-                result = fn(*args)
+                with self.busy:
+                    result = fn(*args)
             except BaseException as exc:  # handed to the awaiting task
                 future.set_exception(exc)
             else:
@@ -166,6 +176,11 @@ class PipelineStage:
         self.frames_failed = 0
         self.restart_count = 0
         self.last_restart_time: int | None = None
+        #: `process_here` may call a `runs_inline` pipeline (until an inline call fails or is slow).
+        self._inline = True
+        #: The last few inline calls' durations (s): one slow call on a loaded machine is not a
+        #: slow pipeline.
+        self._inline_took: deque[float] = deque(maxlen=8)
         #: How far a load is (`pipelines.progress`): log lines, and the status's `loading` field.
         self.progress = Progress(f"live {name}: {spec.name}")
 
@@ -376,17 +391,50 @@ class PipelineStage:
                 await self._restart(exc)
         return outputs
 
-    def passthrough(self, item: InputFrame) -> ProcessedFrame | None:
-        """Any thread: `item` as its output when the pipeline passes frames through unchanged at
-        their size (and has seen that size), so it can skip the loop; else None."""
+    def process_here(self, item: InputFrame, *, compute: bool = True) -> ProcessedFrame | None:
+        """The decoder's thread, while the session is idle: `item`'s output computed on the
+        calling thread (no hop to the pipeline thread and back), or None to leave it to
+        `process`. A pass-through pipeline at the frame's size gives the frame itself; with
+        `compute`, a pipeline that `runs_inline` (cheap, CPU, never blocks) is called here when
+        its thread is free and the size is warmed. An inline call that fails, or inline calls
+        that typically (median of the last few) take longer than `INLINE_MAX_SECONDS`, turn
+        inline calls off for the session (logged); a failed call's frame goes to `process`,
+        which handles the failure the usual way."""
         pipeline, frame = self._pipeline, item.frame
-        if pipeline is None or not pipeline.passthrough or self._stuck:
+        if pipeline is None or self._stuck:
             return None
         size = (frame.width, frame.height)
         if size != self.size or self._target_size(frame) != size:
             return None
-        self.latency.add(0.0)
-        return ProcessedFrame(frame, _output_pts(item), item.arrival)
+        if pipeline.passthrough:
+            self.latency.add(0.0)
+            return ProcessedFrame(frame, _output_pts(item), item.arrival)
+        if not (compute and self._inline and getattr(pipeline, "runs_inline", False)):
+            return None
+        if not self._thread.busy.acquire(blocking=False):
+            return None
+        try:
+            if self._pipeline is not pipeline or self._closed:
+                return None
+            started = time.monotonic()
+            (out,) = self._job(size, [item])
+        except Exception:
+            self._inline = False
+            log.exception("pipeline %s: an inline call failed; frames go to the pipeline thread from now on", self.spec.name)
+            return None
+        finally:
+            self._thread.busy.release()
+        took = self._inline_took
+        took.append(time.monotonic() - started)
+        if len(took) >= 3 and (typical := statistics.median(took)) > INLINE_MAX_SECONDS:
+            self._inline = False
+            log.warning(
+                "pipeline %s: inline calls take %.0f ms (> %.0f); frames go to the pipeline thread from now on",
+                self.spec.name,
+                typical * 1000,
+                INLINE_MAX_SECONDS * 1000,
+            )
+        return out
 
     def _job(self, size: tuple[int, int], items: list[InputFrame]) -> list[ProcessedFrame]:
         """Pipeline thread: resize, convert, process, convert back."""

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -77,6 +78,7 @@ class Session:
         self._on_pipeline_failure = on_pipeline_failure
         self._log = logging.LoggerAdapter(log, {"stream_id": self.stream_id})
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
         self._stop_requested = asyncio.Event()
         self._finished = asyncio.Event()
         self._closed = False
@@ -105,6 +107,7 @@ class Session:
 
     async def __aenter__(self) -> Session:
         loop = self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
         self._encode.start()
         self._queue = self.figures.queue = FrameQueue(
             loop, max_frames=self.config.max_queue_frames, max_lag=self.config.max_queue_lag, direct=self._direct
@@ -291,12 +294,14 @@ class Session:
         self._queue.put(InputFrame(frame, frame.pts, frame.time_base, time.monotonic() if arrival is None else arrival))
 
     def _direct(self, item: InputFrame) -> bool:
-        """Decode thread, while the queue is idle: a pass-through frame is encoded there and
-        then (no loop or thread hop); False leaves it to the queue (and `_process_frames`)."""
+        """Decode thread, while the queue is idle: a frame whose output needs no pipeline
+        thread (pass-through, or a cheap `runs_inline` pipeline) is computed and encoded there
+        and then (no loop or thread hop); False leaves it to the queue (and `_process_frames`).
+        On the loop's thread (a WHIP ingest) only a pass-through frame is taken."""
         encode = self._encode
         if encode.failure is not None or encode.stuck_for() > self.config.pipeline_call_timeout:
             return False
-        out = self._pipeline.passthrough(item)
+        out = self._pipeline.process_here(item, compute=threading.get_ident() != self._loop_thread)
         if out is None:
             return False
         encode.encode_here([out])

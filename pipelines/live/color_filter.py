@@ -74,6 +74,8 @@ class ColorFilterPipeline:
     params_model: ClassVar[type[LiveParams]] = ColorFilterParams
     max_batch: ClassVar[int] = 4
     passthrough: ClassVar[bool] = False
+    #: A 3x3 colour matrix per pixel: ~2-5 ms a 512x512 frame on one core.
+    runs_inline: ClassVar[bool] = True
 
     def __init__(self) -> None:
         self._matrix: torch.Tensor | None = None

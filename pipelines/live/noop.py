@@ -47,3 +47,4 @@ class RgbNoopPipeline(NoopPipeline):
 
     name: ClassVar[str] = "noop-rgb"
     passthrough: ClassVar[bool] = False
+    runs_inline: ClassVar[bool] = True
