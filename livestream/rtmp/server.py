@@ -136,8 +136,15 @@ class RtmpServer:
     async def close(self) -> None:
         """Stop accepting, end every connection, await their tasks. Idempotent."""
         if self._server is not None:
-            self._server.close()
-            self._server = None
+            # Stop accepting, and let a connection accepted in this loop iteration get its
+            # transport first: asyncio (3.11) drops, unclosed, a socket whose server closed
+            # between its accept and its transport's creation (one task step later).
+            server, self._server = self._server, None
+            loop = asyncio.get_running_loop()
+            for sock in server.sockets:
+                loop.remove_reader(sock.fileno())
+            await asyncio.sleep(0)
+            server.close()
         tasks = list(self._connections)
         for task in tasks:
             task.cancel()

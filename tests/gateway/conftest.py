@@ -3,8 +3,6 @@ orchestrators with a factory of gateways over them (and runners)."""
 
 from __future__ import annotations
 
-import gc
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -15,18 +13,6 @@ from gateway_fleet import FakeRunner, Fleet, FleetFactory, GwFactory, LoopThread
 from standin_orchestrator import StandInOrchestrator
 
 from livestream.gateway import GATEWAY_KEY, Gateway, GatewayConfig, RunnerConfig, build_gateway_app
-
-
-@pytest.fixture(autouse=True)
-def _collect_dropped_sockets() -> Iterator[None]:
-    """asyncio (3.11) drops, without closing, a socket accepted just as its server closes (see
-    `LoopThread._kill`), and these tests start and stop many servers: such sockets are collected
-    after each test here, quietly, instead of failing whichever later test the collector happens
-    to run in. (Known: the session note names it; a test that leaks on purpose would not show.)"""
-    yield
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ResourceWarning)
-        gc.collect()
 
 
 @pytest.fixture(scope="module")

@@ -35,6 +35,31 @@ def data_url(data: bytes, mime: str = "image/png") -> str:
     return f"data:{mime};base64,{base64.b64encode(data).decode()}"
 
 
+async def stop_accepting(runner: web.BaseRunner) -> None:
+    """Stop `runner`'s sites accepting, and let the connections already accepted get their
+    transports, before anything closes the servers.
+
+    Why: asyncio (3.11) accepts a connection in one loop iteration and makes its transport in a
+    task that runs in the next; a task step queued before that one which closes the server
+    (`runner.cleanup()`) makes the transport's `Server._attach` fail, and the accepted socket is
+    dropped without being closed (a ResourceWarning, and a request left hanging). Removing the
+    listening sockets' readers stops new accepts; one `sleep(0)` lets the pending accept tasks
+    (queued before this step's wake-up) attach, so the server's shutdown then closes them."""
+    loop = asyncio.get_running_loop()
+    for site in runner.sites:
+        server = site._server
+        if isinstance(server, asyncio.Server):
+            for sock in server.sockets:
+                loop.remove_reader(sock.fileno())
+    await asyncio.sleep(0)
+
+
+async def stop_runner(runner: web.AppRunner) -> None:
+    """`runner.cleanup()` after `stop_accepting`: every socket of it closed."""
+    await stop_accepting(runner)
+    await runner.cleanup()
+
+
 class LoopThread:
     """One asyncio loop in a daemon thread; `call` runs a coroutine on it and waits."""
 
@@ -61,27 +86,12 @@ class LoopThread:
         return self.call(self._serve(app, port))
 
     def stop(self, runner: web.AppRunner) -> None:
-        # As `kill`: a connection accepted while the server closes would otherwise be dropped
-        # open (a ResourceWarning that fails whichever later test the collector runs in).
-        self.call(self._kill(runner))
-
-    async def _kill(self, runner: web.AppRunner) -> None:
-        # Stop accepting first, and let the connections already accepted get their transports:
-        # asyncio (3.11) drops, without closing, a socket it accepted just before its server
-        # closed (its transport's `Server._attach` fails). Left open and unanswered, that socket
-        # would hold the request on it forever, where a dead process's sockets are all closed.
-        loop = asyncio.get_running_loop()
-        for site in runner.sites:
-            server = site._server
-            assert isinstance(server, asyncio.Server)
-            for sock in server.sockets:
-                loop.remove_reader(sock.fileno())
-        await asyncio.sleep(0)
-        await runner.cleanup()
+        """Stop `runner` (see `stop_runner`): no socket of it stays open."""
+        self.call(stop_runner(runner))
 
     def kill(self, runner: web.AppRunner) -> None:
         """Stop `runner` as a dying process would: no socket of it stays open."""
-        self.call(self._kill(runner))
+        self.call(stop_runner(runner))
 
     def close(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)

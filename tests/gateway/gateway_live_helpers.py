@@ -22,8 +22,13 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from gateway_fleet import stop_accepting, stop_runner
 from livestream.gateway import GatewayConfig, RunnerConfig, build_gateway_app
 from trickle import TricklePublisher, TrickleSubscriber
+
+__all__ = ["FFMPEG", "RunnerProc", "Viewer", "free_port", "gateway_config", "publish_segments", "rtmp_listener",
+           "runner_procs", "serve", "serving", "start_runner", "start_stream", "stop_accepting", "stop_runner",
+           "stop_runners", "until", "wait_idle"]  # fmt: skip
 
 FFMPEG = shutil.which("ffmpeg") or "/usr/bin/ffmpeg"
 
@@ -106,7 +111,8 @@ async def runner_procs(tmp: Path, count: int) -> AsyncIterator[list[RunnerProc]]
 
 
 async def serve(app: web.Application, port: int = 0, ssl_context: ssl.SSLContext | None = None) -> tuple[str, web.AppRunner]:
-    """`app` on loopback (`port` 0: any): its base URL and its runner (the caller cleans it up)."""
+    """`app` on loopback (`port` 0: any): its base URL and its runner (the caller stops it with
+    `stop_runner`)."""
     runner = web.AppRunner(app, shutdown_timeout=0.5)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", port, ssl_context=ssl_context)
@@ -136,7 +142,7 @@ async def serving(config: GatewayConfig, ssl_context: ssl.SSLContext | None = No
     try:
         yield gw, app
     finally:
-        await gw_runner.cleanup()
+        await stop_runner(gw_runner)
 
 
 # --- media in and out -----------------------------------------------------------------------

@@ -284,7 +284,7 @@ class StandInOrchestrator:
             self._grpc.stop(None).wait(5)
             self._grpc = None
         if self._http is not None and self._loop is not None:
-            self._loop.kill(self._http)  # no accepted socket left open (see LoopThread._kill)
+            self._loop.kill(self._http)  # no accepted socket left open (see gateway_fleet.stop_accepting)
             self._http = None
 
     def restart(self, *, new_certificate: bool = False, new_secret: bool = True) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from gateway_live_helpers import Viewer, publish_segments, runner_procs, serve, start_stream, until
+from gateway_live_helpers import Viewer, publish_segments, runner_procs, serve, start_stream, stop_runner, until
 
 from livestream.gateway import GatewayConfig, RunnerConfig, build_gateway_app
 from livestream.gateway.live_routes import LIVE_KEY
@@ -84,7 +84,7 @@ async def test_failover_keeps_the_viewer_and_the_params(tmp_path: Path) -> None:
             assert numbers[0] <= 30 and max(numbers) > 120  # frames from before and after the swap
             assert victim.url in {b.url for b in live.discovery.backends if b.suspended}
         finally:
-            await gw_runner.cleanup()
+            await stop_runner(gw_runner)
 
 
 # --- swap limits against fake runners ------------------------------------------------------
@@ -131,9 +131,9 @@ async def fake_fleet(n: int, **fields: Any) -> AsyncIterator[tuple[str, list[Fak
     try:
         yield gw, fakes, app
     finally:
-        await gw_srv.cleanup()
+        await stop_runner(gw_srv)
         for _, srv in servers:
-            await srv.cleanup()
+            await stop_runner(srv)
 
 
 async def test_swap_limits_and_old_runner_suspended() -> None:
@@ -225,4 +225,4 @@ async def test_auth_webhook_sets_pipeline_params_and_refuses() -> None:
                     assert resp.status == 400
                 assert calls[0][1] == "k" and calls[0][0]["type"] == "rtmp"
     finally:
-        await hook_srv.cleanup()
+        await stop_runner(hook_srv)

@@ -26,7 +26,8 @@ from livestream.gateway.live_routes import LIVE_KEY
 from livestream.live.testsrc import read_number
 from livestream.webrtc.client import WhepClient, WhipClient
 from livestream.webrtc.testsrc import NumberedVideoTrack
-from gateway_live_helpers import FFMPEG, free_port, gateway_config, rtmp_listener, runner_procs, serve, serving, until
+from gateway_live_helpers import (FFMPEG, free_port, gateway_config, rtmp_listener, runner_procs, serve, serving,
+                                  stop_runner, until)
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 from webrtc.chromium import Browser, chromium_path  # noqa: E402
@@ -184,4 +185,4 @@ async def test_playback_is_public_and_publishing_needs_a_key() -> None:
             async with http.post(f"{gw}/live/cam/whip", data="v=0\r\n", headers={**offer, "Authorization": "Bearer k"}) as resp:
                 assert resp.status == 400  # past the key: the offer itself is refused
     finally:
-        await gw_runner.cleanup()
+        await stop_runner(gw_runner)

@@ -28,7 +28,7 @@ from livestream.gateway import GatewayConfig, build_gateway_app
 from livestream.gateway.live_routes import LIVE_KEY
 from livestream.live.testsrc import decode_ts, make_ts_segments
 from standin_orchestrator import StandInOrchestrator
-from gateway_live_helpers import Viewer, publish_segments, runner_procs, serve, start_stream, until
+from gateway_live_helpers import Viewer, publish_segments, runner_procs, serve, start_stream, stop_runner, until
 from trickle import TrickleServer, TrickleServerConfig
 
 pytestmark = pytest.mark.timeout(120)
@@ -141,11 +141,11 @@ async def test_stream_on_orchestrators_with_failover(tmp_path: Path) -> None:
             await until(lambda: stream.ended is not None, what="stream end")
             await asyncio.wait_for(view_task, 15)
             assert stream.ended == "input ended" and stream.swaps == 1
-            await gw_runner.cleanup()
+            await stop_runner(gw_runner)
             gw_runner = None
     finally:
         if gw_runner is not None:
-            await gw_runner.cleanup()
+            await stop_runner(gw_runner)
         for orch in orchs:
             orch.stop()
         loop.close()

@@ -25,7 +25,7 @@ from livestream.live import LIVE_CONFIG_KEY
 from livestream.live.testsrc import decode_ts, make_ts_segments
 from livestream.liverunner import LIVE_RUNNER_CONFIG_KEY, live_runner_config
 from livestream.settings import Settings
-from gateway_live_helpers import Viewer, publish_segments, serve, start_stream, until
+from gateway_live_helpers import Viewer, publish_segments, serve, start_stream, stop_accepting, stop_runner, until
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "liverunner"))
 from liverunner_helpers import TEST_CONFIG, free_port  # noqa: E402
@@ -63,6 +63,7 @@ async def live_runner(standin: StandinOrchestrator) -> AsyncIterator[str]:
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
+        await stop_accepting(server.runner)
         await server.close()
 
 
@@ -100,4 +101,4 @@ async def test_stream_on_a_live_runner(standin: StandinOrchestrator, live_runner
             assert stream.ended == "input ended"
             await until(lambda: session_id in standin.released, what="session released")
     finally:
-        await gw_runner.cleanup()
+        await stop_runner(gw_runner)
