@@ -1,6 +1,6 @@
 """Soak: live session start/stop cycles and batch requests; resources must stay flat.
 
-    .venv/bin/python -m benchmarks soak [--cycles 1000] [--batch 10000]
+    .venv/bin/python -m benchmarks soak [--cycles 1000] [--batch 10000] [--concurrency 2] [--no-docs]
 
 One engine (`build_app`, real HTTP on loopback) runs `--cycles` live sessions one after another,
 three kinds in turn: a noop session over trickle (go-livepeer's side played by a trickle server
@@ -9,8 +9,11 @@ connect, publish, a few H.264 tags, unpublish), and a session started and stoppe
 before any input. Then `--batch` text-to-image requests on the tiny random-weight model (one
 step; nine 8x8 requests to one 64x64, `BATCH_SIZES`) from `--concurrency` clients (default 2). Every `--sample` cycles (or requests) it records resident memory, open file
 descriptors, threads and asyncio tasks; the report gives each one's least-squares slope per
-1,000 cycles (requests) after the first tenth (warm-up: caches, pools, the model load), and
-the first and last samples. `tests/reliability/test_soak.py` runs 50 of each in CI.
+1,000 cycles (requests) after the first tenth (warm-up: caches, pools, the model load), the
+first and last samples, and the RSS slope over the first and the last third (a leak keeps its
+slope, allocator growth flattens). The live run also counts the objects the garbage collector
+tracks, by type, at a tenth and at the end, and RSS before and after glibc's `malloc_trim(0)`
+(docs/benchmarks.md, "soak", reads them). `tests/reliability/test_soak.py` runs 50 of each in CI.
 """
 
 from __future__ import annotations
