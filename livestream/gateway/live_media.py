@@ -378,14 +378,12 @@ class WhipEncoder:
             if frame.pts is None or frame.time_base is None:
                 continue
             if isinstance(frame, av.AudioFrame):
-                # The AAC encoder's priming packet is timed before 0: in MPEG-TS that wraps to
-                # 2^33 - 1920, which a runner would hold as 26 hours ahead of the video.
-                packets = [p for p in self._audio.encode(frame) if p.pts >= 0]
+                packets = self._audio.encode(frame)  # (without the encoder's priming packet)
             else:
                 packets = self._encoder.encode(frame, round(frame.pts * frame.time_base * 90000)) or []
             if packets:
                 self._deliver(packets)
-        self._deliver(self._encoder.flush() + [p for p in self._audio.flush() if p.pts >= 0])
+        self._deliver(self._encoder.flush() + self._audio.flush())
 
     def _deliver(self, packets: list[EncodedPacket]) -> None:
         for packet in packets:

@@ -35,6 +35,10 @@ log = logging.getLogger(__name__)
 
 #: Audio items held while no video reaches their time; older ones are dropped beyond this.
 MAX_PENDING_AUDIO = 256
+#: An audio item timed this far (90 kHz) ahead of the video being encoded is off the stream's
+#: clock (a bad or wrapped timestamp; inputs keep audio within a second or so of video): it is
+#: dropped, or it would hold back every audio item behind it.
+MAX_AUDIO_LEAD = 5 * 90_000
 
 
 def _audio_span(item: EncodedPacket | av.AudioFrame) -> tuple[int, int] | None:
@@ -74,6 +78,7 @@ class EncodeStage:
         #: Why the encode thread stopped early (an exception escaped a codec), if it did.
         self.failure: str | None = None
         self.audio_dropped = 0
+        self._warned_off_clock = False
         self.frames_dropped = 0
         self.frames_out = 0
         self.first_output: float | None = None
@@ -231,14 +236,29 @@ class EncodeStage:
             self.last_output_time = time.time()
 
     def _release_audio(self, video_pts: int) -> list[EncodedPacket]:
-        """Audio up to the video's time (plus one audio frame), encoded."""
+        """Audio up to the video's time (plus one audio frame), encoded; an item far ahead of
+        the video (`MAX_AUDIO_LEAD`) is dropped."""
         items = []
+        off_clock = 0
         with self._lock:
             while self._pending:
                 span = _audio_span(self._pending[0])
+                if span is not None and span[0] > video_pts + MAX_AUDIO_LEAD:
+                    self._pending.popleft()
+                    off_clock += 1
+                    continue
                 if span is not None and span[0] > video_pts + span[1]:
                     break
                 items.append(self._pending.popleft())
+            self.audio_dropped += off_clock
+        if off_clock:
+            log.log(
+                logging.DEBUG if self._warned_off_clock else logging.WARNING,
+                "dropped %d audio item(s) timed over %d s ahead of the video",
+                off_clock,
+                MAX_AUDIO_LEAD // 90_000,
+            )
+            self._warned_off_clock = True
         out: list[EncodedPacket] = []
         for item in items:
             out += self.audio.encode(item)

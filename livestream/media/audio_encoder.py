@@ -67,6 +67,12 @@ class AudioEncoder:
             if packet.pts is None or packet.time_base is None:
                 continue
             pts = round(packet.pts * packet.time_base / OUTPUT_TIME_BASE)
+            if pts < 0:
+                # The encoder's priming packet, timed before the first frame: MPEG-TS would wrap
+                # it to 2^33 (26 hours ahead) and FLV to 2^32 ms. Its samples are the encoder's
+                # delay, not input audio.
+                self.dropped += 1
+                continue
             out.append(
                 EncodedPacket(
                     "audio",

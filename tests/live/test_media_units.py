@@ -87,6 +87,21 @@ def test_aac_encoder_times_packets_from_input() -> None:
     assert abs(packets[-1].pts + packets[-1].duration - packets[0].pts - 40 * 1024 * 90000 / 44100) < 2 * 1920
 
 
+def test_aac_encoder_never_times_a_packet_before_zero() -> None:
+    """A stream starting at 0 (WebRTC audio): the priming packet would be at -1920, which
+    MPEG-TS wraps to 26 hours ahead; it is dropped."""
+    from fractions import Fraction
+
+    audio = AudioEncoder()
+    packets: list[EncodedPacket] = []
+    for i in range(10):
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 960), np.float32), format="fltp", layout="mono")
+        frame.sample_rate, frame.pts, frame.time_base = 48000, i * 960, Fraction(1, 48000)
+        packets += audio.encode(frame)
+    packets += audio.flush()
+    assert packets and packets[0].pts == 0 and all(p.pts >= 0 for p in packets)
+
+
 def test_audio_frame_headers() -> None:
     raw = b"\x21\x00" * 10
     asc = bytes.fromhex("1190")  # AAC LC, 48 kHz, stereo
