@@ -29,10 +29,10 @@ from aiohttp import web
 
 from pipelines.errors import InvalidRequestError
 
+from ..api.errors import ApiError
 from ..egress import SinkFanout
 from ..errors import ConfigError, SessionLimitError, StreamBusyError
 from ..ingest import Ingest, IngestError
-from ..live.auth_webhook import AuthRequest
 from ..media.audio_encoder import AudioEncoder
 from ..media.audio_frames import aac_config_info, adts_to_raw
 from ..media.packets import OUTPUT_TIME_BASE, EncodedPacket
@@ -50,7 +50,7 @@ from ..webrtc.engine import WhepSink
 from ..webrtc.peers import Playback, Publisher, StreamNotFound, WebRTCHub
 from .config import GatewayConfig
 from .live import LiveError, LiveStream, LiveStreams, LocalWriter, read_segments, segment_chunks
-from .live_auth import apply_auth_reply, call_auth_webhook
+from .live_auth import StartRefused, StartSettings, start_settings
 
 __all__ = ["LIVE_MEDIA_KEY", "GatewayDirectory", "LiveMedia", "RelayedStream", "RtmpCopyIngest", "WhipEncoder",
            "avc_parameter_sets", "settings_for"]
@@ -416,7 +416,15 @@ class GatewayDirectory:
     async def publish(self, stream: str) -> Publisher:
         if self.media is None:
             raise SessionLimitError("The gateway is starting.")
-        relay = await self.media.begin(stream, "whip")
+        media = self.media
+        pending = media.whip_queries.get(stream)  # go-livepeer's WHIP path: its query and base URL
+        try:
+            if pending is not None:
+                relay = await media.begin(stream, "livepeer-whip", query=pending[0], base=pending[1])
+            else:
+                relay = await media.begin(stream, "whip")
+        except StartRefused as exc:
+            raise ApiError(exc.status, exc.message) from None
         relay.whip = WhipEncoder(relay)
         hub = self.hub
 
@@ -437,6 +445,9 @@ class LiveMedia:
         self.settings = settings
         self.relays: dict[str, RelayedStream] = {}
         self.rtmp: RtmpServer | None = None
+        #: A WHIP POST on go-livepeer's path being answered, by stream: its query string and the
+        #: gateway's base URL as the publisher reached it (`live_routes._whip` sets it, `begin` reads it).
+        self.whip_queries: dict[str, tuple[str, str]] = {}
         #: The RTMPS listener (`rtmps_port` with `tls_cert`/`tls_key`): the same server behind TLS.
         self.rtmps: RtmpServer | None = None
 
@@ -494,48 +505,53 @@ class LiveMedia:
         """An RTMP publish accepted by the server: the stream starts on a runner."""
         if not isinstance(ingest, RtmpCopyIngest):
             raise InvalidRequestError(f"the gateway cannot relay a {ingest.name} input")
-        relay = await self.begin(stream, "rtmp")
+        try:
+            relay = await self.begin(stream, "rtmp")
+        except StartRefused as exc:
+            raise InvalidRequestError(exc.message) from None
         relay.ingest = ingest
         relay.stop_input = ingest.stop
         ingest.on_packet = relay.put
         ingest.on_end = relay.end_input
         return relay.stream
 
-    async def begin(self, stream: str, source_type: str) -> RelayedStream:
-        """Start a directly published stream (RTMP, WHIP) on a runner; the live auth webhook,
-        when set, may refuse it or set its pipeline, params, stream id and RTMP output.
+    async def begin(self, stream: str, source_type: str, *, query: str = "", base: str = "") -> RelayedStream:
+        """Start a directly published stream (RTMP, WHIP) on a runner with the operator's
+        settings (`--live-pipeline`, the live params, `--rtmp-output`), over which the `query` of a
+        WHIP POST on go-livepeer's path and the live auth webhook's answer go: one code path with
+        the start hook (`live_auth.start_settings`). `base`: the gateway's URL as the publisher
+        reached it (the webhook's URLs).
 
-        Raises `StreamBusyError` (already live), `InvalidRequestError` (refused) or
-        `SessionLimitError` (no runner took it), as the engine's `start_direct` does."""
+        Raises `StreamBusyError` (already live), `StartRefused` (bad query, webhook refused) or
+        `SessionLimitError` (no runner took it)."""
         if self.live.get(stream) is not None:
             raise StreamBusyError(f"Stream {stream!r} is already being published.")
-        pipeline, params, stream_id = self.config.live_pipeline, dict(self.settings.live_params), stream
+        base = base or self.trickle_base().removesuffix("/ai/trickle/")
         output = self.config.rtmp_output.replace("{stream}", stream) if self.config.rtmp_output else ""
-        if self.config.live_auth_webhook:
-            base = self.trickle_base().removesuffix("/ai/trickle/")
-            reply = await call_auth_webhook(self.live.http, self.config, AuthRequest(
-                stream=stream, stream_key=stream, type=source_type, gateway_host=base.split("://", 1)[-1],
-                whep_url=f"{base}/live/{stream}/whep", status_url=f"{base}/live/{stream}/status",
-                update_url=f"{base}/live/video-to-video/{stream}/update",
-            ))  # fmt: skip
-            if reply is None:
-                raise InvalidRequestError("live auth webhook refused the stream")
-            pipeline, params = apply_auth_reply(reply, pipeline, params)
-            stream_id = reply.stream_id or stream_id
-            output = reply.rtmp_output_url or output
+        defaults = StartSettings(pipeline=self.config.live_pipeline, params=dict(self.settings.live_params),
+                                 stream_id=stream, rtmp_output=output)  # fmt: skip
+        chosen = await start_settings(self.live.http, self.config, stream=stream, source_type=source_type,
+                                      raw_query=query, base=base, defaults=defaults,
+                                      params_error="Invalid pipeline params")  # fmt: skip
         try:
-            await self.live.start(stream, stream_id=stream_id, model_id=pipeline, params=params,
-                                  trickle_base=self.trickle_base())  # fmt: skip
+            await self.start_stream(stream, chosen, self.trickle_base())
         except LiveError as exc:
             raise SessionLimitError(f"no runner took the stream: {exc.message}") from None
         relay = self.relay(stream)
         assert relay is not None
-        if output:
-            try:
-                relay.add_rtmp_output(output)
-            except ValueError as exc:
-                log.warning("live %s: bad RTMP output URL: %s", stream, exc)
         return relay
+
+    async def start_stream(self, stream: str, chosen: StartSettings, trickle_base: str) -> LiveStream:
+        """Start `stream` on a runner with `chosen` and push its output to the chosen RTMP
+        output; raises `LiveError` when no runner takes it."""
+        started = await self.live.start(stream, stream_id=chosen.stream_id, model_id=chosen.pipeline,
+                                        params=chosen.params, trickle_base=trickle_base,
+                                        orchestrator=chosen.orchestrator)  # fmt: skip
+        if chosen.rtmp_output:
+            relay = self.relay(stream)
+            if relay is not None:
+                relay.add_rtmp_output(chosen.rtmp_output, guarded=chosen.guarded)
+        return started
 
 
 #: The app's `LiveMedia` (set by the gateway app's cleanup context).

@@ -13,9 +13,10 @@
 The stream's input is MPEG-TS published to the gateway's trickle channel `/ai/trickle/{stream}`,
 its output is read from `/ai/trickle/{stream}-out` (the start answer gives both URLs), or
 played over WHEP at `/live/{stream}/whep`, or pushed to the start query's `rtmpOutput` (or the
-webhook's `rtmp_output_url`): live_media.py. The query's `rtmpOutput` comes from the publisher, so
-it goes through the URL guard (`pipelines.url_guard`: refused here, and pinned at each connect);
-the webhook's is the operator's and is trusted.
+webhook's `rtmp_output_url`): live_media.py. The start hook's query and the WHIP POST's query are
+read the same way, with the webhook over them (`live_auth.start_settings`); the query's
+`rtmpOutput` comes from the publisher, so it goes through the URL guard (refused here, and pinned
+at each connect); the webhook's is the operator's and is trusted.
 """
 
 from __future__ import annotations
@@ -30,15 +31,11 @@ from urllib.parse import parse_qs, quote
 import aiohttp
 from aiohttp import hdrs, web
 
-from pipelines.url_guard import UrlRefusedError, checked_address
-
-from ..live.auth_webhook import AuthRequest
-from ..rtmp.protocol import split_rtmp_url
 from ..webrtc import routes as webrtc_routes
 from .backends import Backend, auth_headers
 from .config import GatewayConfig
 from .live import LiveError, LiveStreams
-from .live_auth import apply_auth_reply, call_auth_webhook
+from .live_auth import StartRefused, start_settings
 from .live_media import LIVE_MEDIA_KEY
 
 __all__ = ["LIVE_KEY", "LIVE_PIPELINES_KEY", "LivePipelines", "add_live_routes"]
@@ -82,59 +79,27 @@ async def _start(request: web.Request) -> web.StreamResponse:
         return _error(400, "source_id and source_type are required")
     source_type = _SOURCE_TYPES.get(source_type, source_type)
     raw_query = str(form.get("query") or "")
-    query = {k: v[0] for k, v in parse_qs(raw_query).items()}
-    pipeline = query.get("pipeline", "")
-    try:
-        params = json.loads(query["params"]) if query.get("params") else {}
-        if not isinstance(params, dict):
-            raise ValueError("not an object")
-    except ValueError:
-        return _error(400, "Invalid model params")
-    stream_id = query.get("streamId", "")
-    rtmp_output = query.get("rtmpOutput", "")
-    guarded = bool(rtmp_output)  # the publisher's own query: guarded
     base = _base(request, config)
-    urls = {
-        "publish_url": f"{base}/ai/trickle/{quote(stream)}",
-        "subscribe_url": f"{base}/ai/trickle/{quote(stream)}-out",
-        "update_url": f"{base}/live/video-to-video/{quote(stream)}/update",
-        "status_url": f"{base}/live/video-to-video/{quote(stream_id or stream)}/status",
-    }
-    if config.live_auth_webhook:
-        reply = await call_auth_webhook(live.http, config, AuthRequest(
-            stream=stream, stream_key=query.get("streamKey", stream), type=source_type, query_params=raw_query,
-            gateway_host=request.host, whep_url=f"{base}/live/{quote(stream)}/whep",
-            status_url=urls["status_url"], update_url=urls["update_url"],
-        ))  # fmt: skip
-        if reply is None:
-            return _error(403, "live auth webhook refused the stream")
-        pipeline, params = apply_auth_reply(reply, pipeline, params)
-        stream_id = reply.stream_id or stream_id
-        if reply.rtmp_output_url:
-            rtmp_output, guarded = reply.rtmp_output_url, False
-    if rtmp_output:
-        try:
-            split_rtmp_url(rtmp_output)
-            if guarded:
-                await checked_address(rtmp_output, schemes=("rtmp", "rtmps"))
-        except UrlRefusedError as exc:
-            return _error(400, f"rtmpOutput refused: {exc}")
-        except ValueError as exc:
-            return _error(400, f"Invalid rtmpOutput: {exc}")
+    try:
+        chosen = await start_settings(live.http, config, stream=stream, source_type=source_type, raw_query=raw_query,
+                                      base=base, stream_key=parse_qs(raw_query).get("streamKey", [stream])[0])  # fmt: skip
+    except StartRefused as exc:
+        return _error(exc.status, exc.message)
     trickle_base = config.live_trickle_url or f"{base}/ai/trickle/"
     if not trickle_base.endswith("/"):
         trickle_base += "/"
     try:
-        started = await live.start(stream, stream_id=stream_id, model_id=pipeline, params=params,
-                                   trickle_base=trickle_base, orchestrator=query.get("orchestrator", ""))  # fmt: skip
+        started = await request.app[LIVE_MEDIA_KEY].start_stream(stream, chosen, trickle_base)
     except LiveError as exc:
         return _error(exc.status, exc.message)
-    if rtmp_output:
-        relay = request.app[LIVE_MEDIA_KEY].relay(stream)
-        if relay is not None:
-            relay.add_rtmp_output(rtmp_output, guarded=guarded)
-    body: dict[str, Any] = {"stream": stream, "stream_id": started.stream_id, **urls,
-                            "runner": started.figures()["runner"], "rtmp_output_url": rtmp_output or None}  # fmt: skip
+    body: dict[str, Any] = {
+        "stream": stream, "stream_id": started.stream_id,
+        "publish_url": f"{base}/ai/trickle/{quote(stream)}",
+        "subscribe_url": f"{base}/ai/trickle/{quote(stream)}-out",
+        "update_url": f"{base}/live/video-to-video/{quote(stream)}/update",
+        "status_url": f"{base}/live/video-to-video/{quote(started.stream_id)}/status",
+        "runner": started.figures()["runner"], "rtmp_output_url": chosen.rtmp_output or None,
+    }  # fmt: skip
     return web.json_response(body, headers=_CORS)
 
 
@@ -184,11 +149,22 @@ async def _options(request: web.Request) -> web.StreamResponse:
 
 
 async def _whip(request: web.Request) -> web.StreamResponse:
-    """go-livepeer's `POST /live/video-to-video/{stream}/whip`: the engine's WHIP resource, plus
-    `Livepeer-Playback-URL` (the stream's WHEP URL). PATCH and DELETE follow its relative Location."""
-    response = await webrtc_routes.whip_post(request)
+    """go-livepeer's `POST /live/video-to-video/{stream}/whip`: the engine's WHIP resource, with
+    the start hook's query keys (`pipeline`, `params`, `streamId`, `rtmpOutput`, `orchestrator`:
+    `LiveMedia.begin` reads them, the webhook answers over them, type `livepeer-whip` as
+    go-livepeer sends), plus `Livepeer-Playback-URL` (the stream's WHEP URL). PATCH and DELETE
+    follow its relative Location."""
+    stream = request.match_info["stream"]
+    media = request.app[LIVE_MEDIA_KEY]
+    if stream in media.whip_queries:
+        return _error(409, f"Another WHIP offer for {stream!r} is being answered.")
     base = _base(request, _live(request).config)
-    response.headers["Livepeer-Playback-URL"] = f"{base}/live/{quote(request.match_info['stream'])}/whep"
+    media.whip_queries[stream] = (request.query_string, base)
+    try:
+        response = await webrtc_routes.whip_post(request)
+    finally:
+        del media.whip_queries[stream]
+    response.headers["Livepeer-Playback-URL"] = f"{base}/live/{quote(stream)}/whep"
     expose = response.headers.get(hdrs.ACCESS_CONTROL_EXPOSE_HEADERS, "")
     response.headers[hdrs.ACCESS_CONTROL_EXPOSE_HEADERS] = ", ".join(filter(None, [expose, "Livepeer-Playback-URL"]))
     return response
