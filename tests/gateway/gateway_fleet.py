@@ -19,6 +19,7 @@ from aiohttp import web
 from PIL import Image
 
 from livestream.gateway import Gateway
+from server_close import stop_accepting, stop_runner  # noqa: F401  (re-exported for the gateway tests)
 
 from livestream.api.openapi import build_openapi
 
@@ -33,31 +34,6 @@ def png(size: tuple[int, int] = (32, 32), color: tuple[int, int, int] = (200, 30
 
 def data_url(data: bytes, mime: str = "image/png") -> str:
     return f"data:{mime};base64,{base64.b64encode(data).decode()}"
-
-
-async def stop_accepting(runner: web.BaseRunner) -> None:
-    """Stop `runner`'s sites accepting, and let the connections already accepted get their
-    transports, before anything closes the servers.
-
-    Why: asyncio (3.11) accepts a connection in one loop iteration and makes its transport in a
-    task that runs in the next; a task step queued before that one which closes the server
-    (`runner.cleanup()`) makes the transport's `Server._attach` fail, and the accepted socket is
-    dropped without being closed (a ResourceWarning, and a request left hanging). Removing the
-    listening sockets' readers stops new accepts; one `sleep(0)` lets the pending accept tasks
-    (queued before this step's wake-up) attach, so the server's shutdown then closes them."""
-    loop = asyncio.get_running_loop()
-    for site in runner.sites:
-        server = site._server
-        if isinstance(server, asyncio.Server):
-            for sock in server.sockets:
-                loop.remove_reader(sock.fileno())
-    await asyncio.sleep(0)
-
-
-async def stop_runner(runner: web.AppRunner) -> None:
-    """`runner.cleanup()` after `stop_accepting`: every socket of it closed."""
-    await stop_accepting(runner)
-    await runner.cleanup()
 
 
 class LoopThread:

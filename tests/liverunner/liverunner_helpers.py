@@ -14,6 +14,7 @@ from aiohttp.test_utils import TestServer
 from livestream.live import SessionConfig
 from livestream.liverunner import LIVE_RUNNER_KEY, LiveRunner
 from pipelines.live.noop import NoopPipeline
+from server_close import close_test_server
 
 TEST_CONFIG = SessionConfig(status_interval=0.25, input_timeout=5.0, stop_timeout=3.0, max_restarts=1, max_queue_lag=5.0)
 
@@ -44,7 +45,7 @@ class Engine:
         return self.app[LIVE_RUNNER_KEY]
 
     async def close(self) -> None:
-        await self.server.close()
+        await close_test_server(self.server)  # stop accepting, yield, close: no socket dropped
 
 
 EngineFactory = Callable[..., Awaitable[Engine]]

@@ -33,6 +33,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from trickle import TrickleServer, TrickleServerConfig
+from server_close import close_test_server
 
 SESSION_HEADERS = ("Livepeer-Runner-Route", "Livepeer-Session-Id", "Livepeer-Session-Token", "Livepeer-Session-Control")
 _CHANNEL_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -216,7 +217,7 @@ class StandinOrchestrator:
         for channel in self._orphans:
             channel.close()
         if self._server is not None:
-            await self._server.close()
+            await close_test_server(self._server)  # stop accepting, yield, close: no socket dropped
 
     def restart(self) -> None:
         """The orchestrator process restarted: registry, seeds and channels are gone. A dead process

@@ -26,6 +26,7 @@ from pipelines.registry import PipelineRegistry
 
 from liverunner_helpers import EngineFactory, free_port
 from liverunner_standin import StandinOrchestrator
+from server_close import close_test_server
 from test_liverunner_e2e import push_and_receive, ready_runners, start_stream, wait_for
 
 
@@ -108,7 +109,7 @@ async def batch_engine(standin: StandinOrchestrator, monkeypatch: pytest.MonkeyP
     try:
         yield server
     finally:
-        await server.close()
+        await close_test_server(server)
 
 
 async def test_single_shot_batch_app(standin: StandinOrchestrator, batch_engine: TestServer) -> None:
