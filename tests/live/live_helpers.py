@@ -7,11 +7,15 @@ import json
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any
 
 import aiohttp
+import av
 
+from livestream.egress import EncodedPacket, QueuedSink
 from livestream.live import SessionConfig
+from livestream.live.testsrc import draw_frame
 from trickle import TricklePublisher, TrickleSubscriber
 
 # A generous queue lag: these slow shared cores must not drop frames in tests that count them.
@@ -169,3 +173,32 @@ async def run_live_stream(
         await asyncio.gather(*readers)
     frames, _, _ = decode_ts(out.data)
     return frames, [e["event"] for e in events_of(events)]
+
+
+def numbered_frame(n: int, size: int = 64) -> av.VideoFrame:
+    """Frame `n` of a 30 fps stream (90 kHz pts), its number drawn in (`testsrc.read_number`)."""
+    frame = av.VideoFrame.from_ndarray(draw_frame(n, size, size), format="rgb24")
+    frame.pts, frame.time_base = n * 3000, Fraction(1, 90000)
+    return frame
+
+
+class CollectSink(QueuedSink):
+    """An output that keeps every packet; `slow` sleeps on each one (its queue overflows)."""
+
+    def __init__(self, name: str = "collect", *, slow: bool = False, max_packets: int = 4096) -> None:
+        super().__init__(name, max_packets=max_packets)
+        self.packets: list[EncodedPacket] = []
+        self.slow = slow
+        self.finished = False
+
+    async def consume(self) -> None:
+        while (packet := await self.get()) is not None:
+            if self.slow:
+                await asyncio.sleep(10)
+            self.packets.append(packet)
+        self.finished = True
+
+    def video_frames(self) -> list[av.VideoFrame]:
+        """The collected video, decoded."""
+        codec = av.CodecContext.create("h264", "r")
+        return [f for p in self.packets if p.kind == "video" for f in codec.decode(av.Packet(p.data))]

@@ -3,25 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-from fractions import Fraction
 from typing import Any
 
-import av
 import pytest
 
 from livestream.errors import StreamBusyError
-from livestream.live import SessionConfig, SessionManager
+from livestream.live import SessionManager
 from livestream.protocols import OUTPUT_SINKS
 from livestream.ingest import FrameTarget, Ingest, InputStalled
-from livestream.egress import EncodedPacket, QueuedSink
-from livestream.live.testsrc import draw_frame, read_number
+from livestream.live.testsrc import read_number
 from livestream.settings import Settings
 
+from live_helpers import TEST_CONFIG, CollectSink, numbered_frame
 
-
-TEST_CONFIG = SessionConfig(
-    status_interval=0.25, input_timeout=2.0, stop_timeout=3.0, max_restarts=1, max_queue_lag=5.0, max_queue_frames=256
-)
 
 
 class FakeIngest(Ingest):
@@ -37,10 +31,8 @@ class FakeIngest(Ingest):
         for n in range(self.frames):
             if self._stop.is_set():
                 return
-            frame = av.VideoFrame.from_ndarray(draw_frame(n, 64, 64), format="rgb24")
-            frame.pts, frame.time_base = n * 3000, Fraction(1, 90000)
             target.on_input()
-            target.put_video(frame)
+            target.put_video(numbered_frame(n))
             await asyncio.sleep(self.pace)
         if self.stall:
             await self._stop.wait()
@@ -53,30 +45,8 @@ class FakeIngest(Ingest):
         self._stop.set()
 
 
-class Collect(QueuedSink):
-    def __init__(self, name: str, *, slow: bool = False, max_packets: int = 256) -> None:
-        super().__init__(name, max_packets=max_packets)
-        self.packets: list[EncodedPacket] = []
-        self.slow = slow
-        self.finished = False
-
-    async def consume(self) -> None:
-        while (packet := await self.get()) is not None:
-            if self.slow:
-                await asyncio.sleep(10)
-            self.packets.append(packet)
-        self.finished = True
-
-
-def _numbers(packets: list[EncodedPacket]) -> list[int]:
-    codec = av.CodecContext.create("h264", "r")
-    out = []
-    for p in packets:
-        if p.kind != "video":
-            continue
-        for frame in codec.decode(av.Packet(p.data)):
-            out.append(read_number(frame.to_ndarray(format="rgb24")))
-    return out
+def _numbers(sink: CollectSink) -> list[int]:
+    return [read_number(f.to_ndarray(format="rgb24")) for f in sink.video_frames()]
 
 
 async def test_direct_session_fans_out_to_sinks_and_a_slow_one_never_stalls_the_rest() -> None:
@@ -84,7 +54,7 @@ async def test_direct_session_fans_out_to_sinks_and_a_slow_one_never_stalls_the_
     async with SessionManager(settings, config=TEST_CONFIG, output_sinks=OUTPUT_SINKS) as manager:
         ingest = FakeIngest(60, pace=0.005)
         session = await manager.start_direct("cam", ingest)
-        fast, slow = Collect("fast"), Collect("slow", slow=True, max_packets=8)
+        fast, slow = CollectSink("fast"), CollectSink("slow", slow=True, max_packets=8)
         session.attach_sink(fast)
         session.attach_sink(slow)
         with pytest.raises(StreamBusyError):
@@ -95,7 +65,7 @@ async def test_direct_session_fans_out_to_sinks_and_a_slow_one_never_stalls_the_
         assert status["end_reason"] == "input ended" and status["error"] is None
         assert status["ingest"]["kind"] == "fake"
         assert fast.finished
-        numbers = _numbers(fast.packets)
+        numbers = _numbers(fast)
         assert numbers == list(range(60))
         assert fast.packets[0].keyframe and fast.packets[0].codec == "h264"
         assert slow.dropped > 0  # dropped, not blocking

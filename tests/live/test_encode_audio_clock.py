@@ -9,23 +9,15 @@ from fractions import Fraction
 import av
 import numpy as np
 
-from livestream.egress import EncodedPacket, QueuedSink, SinkFanout
+from livestream.egress import SinkFanout
 from livestream.live.encode_stage import EncodeStage
 from livestream.live.pipeline_stage import ProcessedFrame
 from livestream.media.video_encoder import EncoderConfig
 
+from live_helpers import CollectSink
+
 RATE = 48_000
 SAMPLES = 1024
-
-
-class Collect(QueuedSink):
-    def __init__(self) -> None:
-        super().__init__("collect", max_packets=4096)
-        self.packets: list[EncodedPacket] = []
-
-    async def consume(self) -> None:
-        while (packet := await self.get()) is not None:
-            self.packets.append(packet)
 
 
 def _audio(n: int, pts: int) -> av.AudioFrame:
@@ -38,7 +30,7 @@ def _audio(n: int, pts: int) -> av.AudioFrame:
 async def test_an_audio_item_far_ahead_of_the_video_does_not_silence_the_rest() -> None:
     errors: list[str] = []
     fanout = SinkFanout(errors.append)
-    sink = Collect()
+    sink = CollectSink()
     fanout.attach(sink)  # starts the sink's task
     stage = EncodeStage(EncoderConfig(), fanout, name="clock", max_frames=128)
     stage.start()

@@ -7,18 +7,16 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from fractions import Fraction
 from typing import Any, ClassVar
 
-import av
-
-from livestream.egress import EncodedPacket, QueuedSink
 from livestream.ingest import FrameTarget, Ingest
 from livestream.live import SessionConfig, SessionManager
-from livestream.live.testsrc import draw_frame, read_number
+from livestream.live.testsrc import read_number
 from livestream.settings import Settings
 from pipelines.live import LivePipelineSpec, default_live_registry
 from pipelines.live.noop import NoopParams, RgbNoopPipeline
+
+from live_helpers import CollectSink, numbered_frame
 
 CONFIG = SessionConfig(status_interval=0.25, input_timeout=5.0, stop_timeout=5.0, max_restarts=1, max_queue_lag=5.0, max_queue_frames=256)
 FRAMES = 45
@@ -39,10 +37,8 @@ class ThreadIngest(Ingest):
             for n in range(self.frames):
                 if self._stop.is_set():
                     return
-                frame = av.VideoFrame.from_ndarray(draw_frame(n, 64, 64), format="rgb24")
-                frame.pts, frame.time_base = n * 3000, Fraction(1, 90000)
                 target.on_input()
-                target.put_video(frame)
+                target.put_video(numbered_frame(n))
                 time.sleep(1 / 30)
 
         thread = threading.Thread(target=produce, name=DECODER, daemon=True)
@@ -54,16 +50,6 @@ class ThreadIngest(Ingest):
 
     def abort(self) -> None:
         self._stop.set()
-
-
-class Collect(QueuedSink):
-    def __init__(self) -> None:
-        super().__init__("collect", max_packets=1024)
-        self.packets: list[EncodedPacket] = []
-
-    async def consume(self) -> None:
-        while (packet := await self.get()) is not None:
-            self.packets.append(packet)
 
 
 class Invert(RgbNoopPipeline):
@@ -100,15 +86,11 @@ async def _run(pipeline: type[Invert]) -> tuple[list[int], list[str], dict[str, 
     registry.register(LivePipelineSpec(pipeline.name, NoopParams, factory, "test"))
     async with SessionManager(Settings(live_pipeline=pipeline.name), registry=registry, config=CONFIG) as manager:
         session = await manager.start_direct("cam", ThreadIngest(FRAMES))
-        sink = Collect()
+        sink = CollectSink()
         session.attach_sink(sink)
         await asyncio.wait_for(session.wait_finished(), 60)
         status = session.status(for_api=True)
-    codec = av.CodecContext.create("h264", "r")
-    numbers = []
-    for packet in sink.packets:
-        if packet.kind == "video":
-            numbers += [read_number(255 - f.to_ndarray(format="rgb24")) for f in codec.decode(av.Packet(packet.data))]
+    numbers = [read_number(255 - f.to_ndarray(format="rgb24")) for f in sink.video_frames()]
     return numbers, made[0].threads, status
 
 

@@ -14,11 +14,9 @@ import os
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from fractions import Fraction
 from typing import Any
 
 import aiohttp
-import av
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
@@ -26,12 +24,11 @@ from livestream.app import build_app
 from livestream.ingest import FrameTarget, Ingest
 from livestream.live import LIVE_CONFIG_KEY, LIVE_REGISTRY_KEY, SessionConfig
 from livestream.live.session import Session, StartRequest
-from livestream.live.testsrc import draw_frame
 from livestream.settings import Settings
 from pipelines.live import LivePipelineSpec, default_live_registry
 from pipelines.live.noop import NoopParams, NoopPipeline
 
-from live_helpers import TEST_CONFIG, wait_for
+from live_helpers import TEST_CONFIG, numbered_frame, wait_for
 
 CONFIG = replace(TEST_CONFIG, pipeline_call_timeout=0.3, pipeline_load_timeout=0.5, stop_timeout=2.0)
 HANG_GUARD = 60.0
@@ -168,10 +165,8 @@ class Frames(Ingest):
         for n in range(self.count):
             if self._stop.is_set():
                 return
-            frame = av.VideoFrame.from_ndarray(draw_frame(n, 64, 64), format="rgb24")
-            frame.pts, frame.time_base = n * 3000, Fraction(1, 90000)
             target.on_input()
-            target.put_video(frame)
+            target.put_video(numbered_frame(n))
             await asyncio.sleep(0.01)
 
     def stop(self) -> None:
