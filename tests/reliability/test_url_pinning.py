@@ -22,10 +22,11 @@ from livestream.ingest import FrameTarget, Ingest
 from livestream.live import SessionConfig, SessionManager
 from livestream.live.testsrc import draw_frame
 from livestream.protocols import OUTPUT_SINKS
-from livestream.rtmp.protocol import PublishRequested, ServerConnection
 from livestream.rtmp.push import RtmpPushSink
 from livestream.settings import Settings
 from pipelines.url_guard import UrlPolicy, guarded_fetch
+
+from rtmp_destination import RtmpDestination
 
 NAME = "rebind.test"
 HANG_GUARD = 60.0
@@ -49,51 +50,6 @@ class FakeDns:
         monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
 
 
-class Destination:
-    """A loopback RTMP server on `host`: accepts every publish, counts connections."""
-
-    def __init__(self, host: str, port: int = 0) -> None:
-        self.host, self.port = host, port
-        self.connections = 0
-        self.tc_urls: list[str] = []
-        self.published = asyncio.Event()
-        self._server: asyncio.Server | None = None
-        self._handlers: set[asyncio.Task[None]] = set()
-
-    async def __aenter__(self) -> Destination:
-        self._server = await asyncio.start_server(self._accept, self.host, self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        for task in self._handlers:
-            task.cancel()
-        if self._handlers:
-            await asyncio.wait(self._handlers)
-        await self._server.wait_closed()
-
-    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        task = asyncio.create_task(self._serve(reader, writer))
-        self._handlers.add(task)
-        task.add_done_callback(self._handlers.discard)
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            proto = ServerConnection()
-            while data := await reader.read(65536):
-                for event in proto.feed(data):
-                    if isinstance(event, PublishRequested):
-                        self.tc_urls.append(event.tc_url)
-                        proto.accept_publish()
-                        self.published.set()
-                writer.write(proto.data_to_send())
-        finally:
-            writer.close()
-
-
 async def _pair(make: Callable[[str, int], Any]) -> tuple[Any, Any]:
     """Servers on 127.0.0.1 and 127.0.0.2 with the same port (a few tries: the port may be taken)."""
     for _ in range(5):
@@ -108,8 +64,8 @@ async def _pair(make: Callable[[str, int], Any]) -> tuple[Any, Any]:
 
 
 @pytest.fixture
-async def destinations() -> AsyncIterator[tuple[Destination, Destination]]:
-    checked, other = await _pair(Destination)
+async def destinations() -> AsyncIterator[tuple[RtmpDestination, RtmpDestination]]:
+    checked, other = await _pair(RtmpDestination)
     try:
         yield checked, other
     finally:
@@ -118,7 +74,7 @@ async def destinations() -> AsyncIterator[tuple[Destination, Destination]]:
 
 
 async def test_a_guarded_push_connects_to_the_address_the_guard_checked(
-    monkeypatch: pytest.MonkeyPatch, destinations: tuple[Destination, Destination]
+    monkeypatch: pytest.MonkeyPatch, destinations: tuple[RtmpDestination, RtmpDestination]
 ) -> None:
     checked, other = destinations
     dns = FakeDns(monkeypatch, ["127.0.0.1", "127.0.0.2"])  # loopback allowed here (tests' policy)
@@ -159,7 +115,7 @@ class Frames(Ingest):
 
 
 async def test_an_rtmp_output_that_rebinds_to_loopback_is_never_reached(
-    monkeypatch: pytest.MonkeyPatch, destinations: tuple[Destination, Destination]
+    monkeypatch: pytest.MonkeyPatch, destinations: tuple[RtmpDestination, RtmpDestination]
 ) -> None:
     """The live API's `rtmp_output` resolves to a public address when configured, to loopback when
     the push connects: the push is refused (an error on the session), loopback sees nothing."""
@@ -181,7 +137,7 @@ async def test_an_rtmp_output_that_rebinds_to_loopback_is_never_reached(
 
 
 async def test_an_rtmp_output_from_the_operators_webhook_is_not_guarded(
-    monkeypatch: pytest.MonkeyPatch, destinations: tuple[Destination, Destination]
+    monkeypatch: pytest.MonkeyPatch, destinations: tuple[RtmpDestination, RtmpDestination]
 ) -> None:
     """Trusted (the auth webhook's answer): the push connects by name, loopback included."""
     loopback, _ = destinations

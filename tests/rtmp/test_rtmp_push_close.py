@@ -12,63 +12,17 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from livestream.rtmp.protocol import PublishRequested, ServerConnection
 from livestream.rtmp.push import RtmpPushSink
+
+from rtmp_destination import RtmpDestination
 
 HANG_GUARD = 60.0
 LOGGER = "livestream.rtmp.push"
 
 
-class Destination:
-    """A loopback RTMP server: accepts every publish, or (`drop`) hangs up on connect."""
-
-    def __init__(self, *, drop: bool = False) -> None:
-        self.drop = drop
-        self.published = asyncio.Event()
-        self.port = 0
-        self._server: asyncio.Server | None = None
-        self._handlers: set[asyncio.Task[None]] = set()
-
-    async def __aenter__(self) -> Destination:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        assert self._server is not None
-        self._server.close()
-        for task in self._handlers:
-            task.cancel()
-        if self._handlers:
-            await asyncio.wait(self._handlers)
-        await self._server.wait_closed()
-
-    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.create_task(self._serve(reader, writer))
-        self._handlers.add(task)
-        task.add_done_callback(self._handlers.discard)
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            if self.drop:
-                return
-            proto = ServerConnection()
-            while data := await reader.read(65536):
-                for event in proto.feed(data):
-                    if isinstance(event, PublishRequested):
-                        proto.accept_publish()
-                        self.published.set()
-                writer.write(proto.data_to_send())
-        finally:
-            writer.close()
-
-    def url(self, stream: str = "out") -> str:
-        return f"rtmp://127.0.0.1:{self.port}/live/{stream}"
-
-
 @pytest.fixture
-async def destination() -> AsyncIterator[Destination]:
-    async with Destination() as dest:
+async def destination() -> AsyncIterator[RtmpDestination]:
+    async with RtmpDestination() as dest:
         yield dest
 
 
@@ -77,7 +31,7 @@ def _tasks() -> set[asyncio.Task[object]]:
 
 
 @pytest.mark.parametrize("how", ["aclose", "cancel"])
-async def test_a_sink_stopped_while_waiting_for_packets_leaves_no_task(destination: Destination, how: str) -> None:
+async def test_a_sink_stopped_while_waiting_for_packets_leaves_no_task(destination: RtmpDestination, how: str) -> None:
     before = _tasks()
     reports: list[str] = []
     sink = RtmpPushSink(destination.url(), min_backoff=30.0)
@@ -109,7 +63,7 @@ async def test_a_socket_close_that_raises_is_logged(
 
     monkeypatch.setattr(asyncio.StreamWriter, "wait_closed", close_fails)
     reports: list[str] = []
-    async with Destination(drop=True) as dest:
+    async with RtmpDestination(drop=True) as dest:
         sink = RtmpPushSink(dest.url(), min_backoff=30.0)
         with caplog.at_level(logging.DEBUG, logger=LOGGER):
             async with asyncio.timeout(HANG_GUARD):
@@ -128,7 +82,7 @@ async def test_an_unexpected_error_at_socket_close_is_a_warning(
         raise RuntimeError("not a socket error")
 
     monkeypatch.setattr(asyncio.StreamWriter, "wait_closed", close_fails)
-    async with Destination(drop=True) as dest:
+    async with RtmpDestination(drop=True) as dest:
         sink = RtmpPushSink(dest.url(), min_backoff=30.0)
         with caplog.at_level(logging.WARNING, logger=LOGGER):
             async with asyncio.timeout(HANG_GUARD):
