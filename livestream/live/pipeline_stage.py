@@ -451,15 +451,19 @@ class PipelineStage:
         same_size = (first.width, first.height) == size
         if pipeline.passthrough and same_size:
             frames = [item.frame for item in items]
+        elif pipeline.passthrough:  # resized only: no tensor (torch is not loaded for a pass-through
+            # pipeline, and importing it here, seconds on a loaded machine, stalled the output)
+            arrays = [resize_rgb(item.frame, width, height) for item in items]
+            frames = [av.VideoFrame.from_ndarray(np.ascontiguousarray(a), format="rgb24") for a in arrays]
         else:
             if same_size:
                 arrays = [item.frame.to_ndarray(format="rgb24") for item in items]
             else:
                 arrays = [resize_rgb(item.frame, width, height) for item in items]
-            import torch  # imported by `_new` already, unless pass-through
+            import torch  # imported by `_new` already
 
             batch = torch.from_numpy(arrays[0][np.newaxis] if len(arrays) == 1 else np.stack(arrays))  # one: no copy
-            result = batch if pipeline.passthrough else pipeline.process(batch)
+            result = pipeline.process(batch)
             if result.shape[0] != len(items):
                 raise RuntimeError(f"pipeline returned {result.shape[0]} frames for {len(items)}")
             out = result.detach().to("cpu").numpy()

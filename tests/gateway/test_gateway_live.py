@@ -50,7 +50,9 @@ async def test_failover_keeps_the_viewer_and_the_params(tmp_path: Path) -> None:
                 assert resp.status == 200
             await until(lambda: decode_ts(viewer.segments[-1][1])[0][-1].shape == (96, 96, 3), what="update applied")
             first = stream.attempt
-            assert first is not None
+            # No swap yet: a runner slow to apply the resize (it imported torch for it, seconds on a
+            # loaded machine) once went 10 s without output and was swapped out here.
+            assert first is not None and stream.swaps == 0, stream.swap_log
             victim = next(r for r in runners if r.url == first.backend.url)
             other = next(r for r in runners if r is not victim)
             killed_at = time.monotonic()
@@ -176,7 +178,9 @@ async def test_no_swap_once_input_is_gone_and_params_carried() -> None:
                 assert resp.status == 404
             # The first runner dies: the second starts with the merged params.
             first = stream.attempt
-            assert first is not None
+            # No swap yet: a runner slow to apply the resize (it imported torch for it, seconds on a
+            # loaded machine) once went 10 s without output and was swapped out here.
+            assert first is not None and stream.swaps == 0, stream.swap_log
             serving = [f for f in fakes if f.starts][0]
             serving.healthy = False
             await until(lambda: stream.swaps == 1, timeout=5, what="swap")
