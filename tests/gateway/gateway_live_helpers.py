@@ -39,10 +39,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def until(cond: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
+async def until(cond: Callable[[], bool], timeout: float = 20.0, what: str = "condition",
+                detail: Callable[[], str] | None = None) -> None:  # fmt: skip
+    """Wait for `cond`, `timeout` s at most; the failure names `what` (and `detail()`: figures)."""
     deadline = time.monotonic() + timeout
     while not cond():
-        assert time.monotonic() < deadline, f"{what} not met in time"
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"{what} not met in {timeout:g} s" + (f": {detail()}" if detail is not None else ""))
         await asyncio.sleep(0.05)
 
 

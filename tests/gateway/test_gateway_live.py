@@ -44,11 +44,17 @@ async def test_failover_keeps_the_viewer_and_the_params(tmp_path: Path) -> None:
             viewer = Viewer()
             view_task = asyncio.create_task(viewer.run(http, started["subscribe_url"]))
             pub_task = asyncio.create_task(publish_segments(http, started["publish_url"], segments, chunk=8192))
-            await until(lambda: len(viewer.segments) >= 2, what="first output")
+            # Should a wait run out, its message says where the stream stood and what the runners logged.
+            def figures() -> str:
+                logs = "".join(f"\n--- {r.log.name}:\n" + r.log.read_text()[-1500:] for r in runners)
+                return f"{json.dumps(stream.figures())}; viewer segments {len(viewer.segments)}{logs}"
+
+            await until(lambda: len(viewer.segments) >= 2, what="first output", detail=figures)
             # An update before the swap: applied by the first runner.
             async with http.post(f"{gw}/live/video-to-video/cam/update", data=b'{"width": 96, "height": 96}') as resp:
                 assert resp.status == 200
-            await until(lambda: decode_ts(viewer.segments[-1][1])[0][-1].shape == (96, 96, 3), what="update applied")
+            await until(lambda: decode_ts(viewer.segments[-1][1])[0][-1].shape == (96, 96, 3), what="update applied",
+                        detail=figures)  # fmt: skip
             first = stream.attempt
             # No swap yet: a runner slow to apply the resize (it imported torch for it, seconds on a
             # loaded machine) once went 10 s without output and was swapped out here.
