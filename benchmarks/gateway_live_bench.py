@@ -19,7 +19,10 @@ bytes' arrival is the hop. CPU: this process's CPU seconds per wall second while
 this process and without network: FLV tags → `RtmpCopyIngest` (Annex B) → `TsMuxer` → segments
 → `TsDemuxer` → packets with their keyframe flags, for N seconds of 30 fps H.264 + AAC. The
 baseline, measured in the same run on the same packets, is what the gateway would spend if it
-transcoded instead of copying: decode (PyAV) and re-encode (x264 superfast, zero latency).
+transcoded instead of copying: decode (PyAV) and re-encode (x264 superfast, zero latency). In
+the same run, a WHIP publisher's stream: the video decoded (aiortc hands out frames), then
+`WhipEncoder`'s work, x264 and AAC (from 20 ms stereo frames) muxed into MPEG-TS; RTP, SRTP and
+the Opus decode (aiortc's, per publisher) are not counted.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ import numpy as np
 from livestream.gateway import GatewayConfig, RunnerConfig, build_gateway_app
 from livestream.gateway.live_media import RtmpCopyIngest
 from livestream.live.testsrc import draw_frame
+from livestream.media.audio_encoder import AudioEncoder
 from livestream.media.packets import EncodedPacket
 from livestream.media.ts_demux import TsDemuxer
 from livestream.media.ts_mux import SEGMENT_START, TsMuxer
@@ -262,6 +266,47 @@ def _transcode(packets: list[av.Packet[Stream]]) -> float:
     return time.process_time() - start
 
 
+def _whip_path(packets: list[av.Packet[Stream]], seconds: int) -> tuple[dict[str, float], int]:
+    """CPU seconds of a WHIP publisher's stream at the gateway (`WhipEncoder`'s work, on this
+    thread): the publisher's video decoded (as aiortc's H.264 decoder does, with the same
+    libavcodec), then x264 (the engine's `H264Encoder`) and AAC (the engine's `AudioEncoder`) from
+    48 kHz stereo s16 frames of 20 ms (aiortc's Opus decoder hands out these), muxed into MPEG-TS.
+    Returns the CPU seconds of each part (decode, video, audio, mux) and the TS bytes."""
+    decoder = av.CodecContext.create("h264", "r")
+    frames = []
+    start = time.process_time()
+    for packet in packets:
+        frames.extend(decoder.decode(packet))
+    decode_cpu = time.process_time() - start
+    audio = []
+    for k in range(seconds * 50):
+        t = (np.arange(960) + k * 960) / 48000  # a 440 Hz tone (silence would flatter the AAC encoder)
+        tone = (8000 * np.sin(2 * np.pi * 440 * t)).astype(np.int16)
+        piece = av.AudioFrame.from_ndarray(np.repeat(tone, 2)[np.newaxis], format="s16", layout="stereo")
+        piece.sample_rate, piece.pts, piece.time_base = 48000, k * 960, Fraction(1, 48000)
+        audio.append(piece)
+    video_encoder, audio_encoder, muxer, size = H264Encoder(EncoderConfig()), AudioEncoder(), TsMuxer(), 0
+    items: list[tuple[float, av.VideoFrame | av.AudioFrame]] = [(float((f.pts or 0) / 1000), f) for f in frames]
+    items += [(k * 0.02, a) for k, a in enumerate(audio)]
+    items.sort(key=lambda item: item[0])
+    spent = {"video": 0.0, "audio": 0.0, "mux": 0.0}
+    for at, frame in items:
+        start = time.process_time()
+        if isinstance(frame, av.AudioFrame):
+            out = [p for p in audio_encoder.encode(frame) if p.pts >= 0]  # as WhipEncoder: no priming packet
+            spent["audio"] += time.process_time() - start
+        else:
+            out = video_encoder.encode(frame, round(at * 90000)) or []
+            spent["video"] += time.process_time() - start
+        start = time.process_time()
+        for encoded in out:
+            for piece_ts in muxer.mux(encoded):
+                if piece_ts is not SEGMENT_START:
+                    size += len(piece_ts)
+        spent["mux"] += time.process_time() - start
+    return {"decode": decode_cpu, **spent}, size
+
+
 def _media(seconds: int) -> None:
     tags, packets = _flv_tags(seconds)
     copy_cpu, out, keys = _copy_path(tags)
@@ -271,6 +316,12 @@ def _media(seconds: int) -> None:
           f" -> about {seconds / copy_cpu:.0f} streams per core")
     print(f"  transcode baseline (decode + x264): {transcode_cpu * 1000:.1f} ms CPU = {100 * transcode_cpu / seconds:.2f} % of a core"
           f" -> copy is {transcode_cpu / copy_cpu:.1f}x cheaper")
+    parts, ts_bytes = _whip_path(packets, seconds)
+    whip_cpu = sum(parts.values())
+    print(f"WHIP publish (the same video decoded, as aiortc does, then x264 + AAC + TS mux: {ts_bytes} TS bytes)")
+    print("  " + ", ".join(f"{name} {cpu * 1000:.1f} ms ({100 * cpu / seconds:.2f} %)" for name, cpu in parts.items()))
+    print(f"  total: {whip_cpu * 1000:.1f} ms CPU = {100 * whip_cpu / seconds:.2f} % of a core per stream"
+          f" -> about {seconds / whip_cpu:.0f} streams per core, {whip_cpu / copy_cpu:.1f}x the RTMP copy path")
     print(f"  load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
