@@ -70,6 +70,8 @@ _FLAGS: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "rtmp_output": ("GATEWAY_RTMP_OUTPUT", str, "push every RTMP-published stream's output here ({stream} = its name)"),
     "tls_cert": ("GATEWAY_TLS_CERT", Path, "serve HTTPS (and RTMPS) with this certificate (PEM), as livestream serve's"),
     "tls_key": ("GATEWAY_TLS_KEY", Path, "private key of --tls-cert (PEM)"),
+    "ice_username": ("GATEWAY_ICE_USERNAME", str, "TURN username for the --ice-server URLs, as livestream serve's"),
+    "ice_credential": ("GATEWAY_ICE_CREDENTIAL", str, "TURN credential for the --ice-server URLs (prefer the environment variable)"),
     "rtmps_port": ("GATEWAY_RTMPS_PORT", int, "RTMPS ingest port, with --tls-cert/--tls-key, as livestream serve's; "
                    "unset: 1936 when TLS is set and RTMP is on; 0: off"),
     "eth_keystore": ("GATEWAY_ETH_KEYSTORE", Path, "Ethereum keystore file: pay on-chain orchestrators with this key"),
@@ -198,6 +200,11 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = N
             raise ConfigError(str(exc)) from None
     if not 0.0 <= config.random_share <= 1.0:
         raise ConfigError("--random-share must be between 0 and 1")
+    if config.ice_servers:
+        from ..webrtc.ice import parse_ice_server  # aiortc: only when WebRTC is configured
+
+        for url in config.ice_servers:
+            parse_ice_server(url, config.ice_username, config.ice_credential)  # raises ConfigError, as serve's
     return config
 
 

@@ -153,6 +153,9 @@ class GatewayConfig:
     rtmps_port: int | None = None
     #: WebRTC (WHEP playback at the gateway): STUN/TURN URLs and host candidate addresses.
     ice_servers: tuple[str, ...] = ()
+    #: TURN credentials for `ice_servers` that carry none in the URL (serve's --ice-username/-credential).
+    ice_username: str | None = None
+    ice_credential: str | None = None
     webrtc_hosts: tuple[str, ...] = ()
     #: go-livepeer orchestrators with Live Runners (gateway/live.py): a live stream no runner of
     #: ours takes is reserved on one of their `live-video-to-video[/{model}]` apps (offchain).

@@ -65,7 +65,8 @@ def settings_for(config: GatewayConfig) -> Settings:
     """The engine settings the reused RTMP server and WebRTC routes read, from the gateway's."""
     return Settings(
         host=config.host, rtmp_port=config.rtmp_port, stream_keys=dict(config.stream_keys),
-        ice_servers=tuple(config.ice_servers), webrtc_hosts=tuple(config.webrtc_hosts),
+        ice_servers=tuple(config.ice_servers), ice_username=config.ice_username,
+        ice_credential=config.ice_credential, webrtc_hosts=tuple(config.webrtc_hosts),
         rtmp_output=config.rtmp_output, tls_cert=config.tls_cert, tls_key=config.tls_key,
     )  # fmt: skip
 

@@ -109,3 +109,19 @@ def test_orchestrators_from_flags_env_and_file(tmp_path: Path) -> None:
     assert config_from_args(build_parser({}).parse_args(["gateway", "--config", str(file)]), {}).orchestrators == ("http://o4:8935",)
     with pytest.raises(ConfigError, match="expected https://host:port"):
         config_from_args(build_parser({}).parse_args(["gateway", "--orchestrator", "https://o:8935/path"]), {})
+
+
+def test_turn_credentials_as_serve_s() -> None:
+    """`--ice-username`/`--ice-credential` (or GATEWAY_ICE_*) reach the WHEP viewers' ICE servers
+    as with `livestream serve`; a TURN server without them is refused at start."""
+    from livestream.gateway.live_media import settings_for
+    from livestream.webrtc import ice_config
+
+    def config(env: dict[str, str], *argv: str) -> GatewayConfig:
+        args = ["gateway", "--runner", "http://r:1", "--ice-server", "turn:turn.example:3478", *argv]
+        return config_from_args(build_parser({}).parse_args(args), env)
+
+    with pytest.raises(ConfigError, match="needs a username and a credential"):
+        config({})
+    (server,) = ice_config(settings_for(config({"GATEWAY_ICE_CREDENTIAL": "s3cret"}, "--ice-username", "viewer"))).servers
+    assert (server.urls, server.username, server.credential) == ("turn:turn.example:3478", "viewer", "s3cret")
