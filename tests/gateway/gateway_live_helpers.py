@@ -151,6 +151,30 @@ async def serving(config: GatewayConfig, ssl_context: ssl.SSLContext | None = No
 # --- media in and out -----------------------------------------------------------------------
 
 
+def obs_publish(url: str, seconds: int, *extra: str) -> list[str]:
+    """ffmpeg publishing like OBS: x264 zerolatency, 1 s keyframes, AAC, FLV to `url` (RTMP or
+    RTMPS); `extra` output options go before the URL."""
+    return [
+        FFMPEG, "-hide_banner", "-loglevel", "error", "-nostdin", "-re",
+        "-f", "lavfi", "-i", f"testsrc=size=128x128:rate=30:duration={seconds}",
+        "-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:duration={seconds}",
+        "-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency", "-g", "30", "-pix_fmt", "yuv420p",
+        "-threads", "1", "-c:a", "aac", *extra, "-f", "flv", url,
+    ]  # fmt: skip
+
+
+async def first_output(app: web.Application, name: str, how: str) -> Any:
+    """The gateway's stream `name`, once a publish (`how`) has started it and it has output."""
+    from livestream.gateway.live_routes import LIVE_KEY
+
+    live = app[LIVE_KEY]
+    await until(lambda: live.get(name) is not None, what=f"stream started by the {how} publish")
+    stream = live.get(name)
+    assert stream is not None
+    await until(lambda: stream.segments_out >= 1, what="first output segment")
+    return stream
+
+
 async def start_stream(http: aiohttp.ClientSession, gw: str, stream: str, query: str = "") -> dict[str, Any]:
     """go-livepeer's ingest hook: the stream starts on a runner; the answer (channel URLs)."""
     form = aiohttp.FormData({"source_id": "s1", "source_type": "rtmpconn", "query": query})

@@ -26,24 +26,13 @@ from livestream.gateway.live_routes import LIVE_KEY
 from livestream.live.testsrc import read_number
 from livestream.webrtc.client import WhepClient, WhipClient
 from livestream.webrtc.testsrc import NumberedVideoTrack
-from gateway_live_helpers import (FFMPEG, free_port, gateway_config, rtmp_listener, runner_procs, serve, serving,
-                                  stop_runner, until)
+from gateway_live_helpers import (first_output, free_port, gateway_config, obs_publish, rtmp_listener, runner_procs,
+                                  serve, serving, stop_runner, until)
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 from webrtc.chromium import Browser, chromium_path  # noqa: E402
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def publish_args(url: str, seconds: int) -> list[str]:
-    """ffmpeg publishing like OBS: x264 zerolatency, 1 s keyframes, AAC."""
-    return [
-        FFMPEG, "-hide_banner", "-loglevel", "error", "-nostdin", "-re",
-        "-f", "lavfi", "-i", f"testsrc=size=128x128:rate=30:duration={seconds}",
-        "-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:duration={seconds}",
-        "-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency", "-g", "30", "-pix_fmt", "yuv420p",
-        "-threads", "1", "-c:a", "aac", "-b:a", "96k", "-f", "flv", url,
-    ]  # fmt: skip
 
 
 async def test_rtmp_in_whep_and_rtmp_out_survive_a_swap(tmp_path: Path) -> None:
@@ -60,13 +49,10 @@ async def test_rtmp_in_whep_and_rtmp_out_survive_a_swap(tmp_path: Path) -> None:
             media = app[LIVE_MEDIA_KEY]
             assert media.rtmp is not None
             publisher = await asyncio.create_subprocess_exec(
-                *publish_args(f"rtmp://127.0.0.1:{media.rtmp.port}/live/cam", 10), stderr=asyncio.subprocess.PIPE
+                *obs_publish(f"rtmp://127.0.0.1:{media.rtmp.port}/live/cam", 10, "-b:a", "96k"), stderr=asyncio.subprocess.PIPE
             )
+            stream = await first_output(app, "cam", "RTMP")
             live = app[LIVE_KEY]
-            await until(lambda: live.get("cam") is not None, what="stream started by the RTMP publish")
-            stream = live.get("cam")
-            assert stream is not None
-            await until(lambda: stream.segments_out >= 1, what="first output segment")
             viewer = await WhepClient.connect(http, f"{gw}/live/cam/whep", codec="H264")
             try:
                 first = await asyncio.wait_for(viewer.video.recv(), 15)

@@ -18,21 +18,10 @@ from livestream.cli import build_parser
 from livestream.errors import ConfigError
 from livestream.gateway.cli import config_from_args
 from livestream.gateway.live_media import LIVE_MEDIA_KEY
-from livestream.gateway.live_routes import LIVE_KEY
 from livestream.webrtc.client import WhepClient
-from gateway_live_helpers import FFMPEG, free_port, gateway_config, runner_procs, serving, until
+from gateway_live_helpers import first_output, free_port, gateway_config, obs_publish, runner_procs, serving, until
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def rtmps_publish(url: str, seconds: int) -> list[str]:
-    return [
-        FFMPEG, "-hide_banner", "-loglevel", "error", "-nostdin", "-re",
-        "-f", "lavfi", "-i", f"testsrc=size=128x128:rate=30:duration={seconds}",
-        "-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:duration={seconds}",
-        "-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency", "-g", "30", "-pix_fmt", "yuv420p",
-        "-threads", "1", "-c:a", "aac", "-tls_verify", "0", "-f", "flv", url,
-    ]  # fmt: skip
 
 
 async def test_https_and_rtmps_at_the_gateway(tmp_path: Path) -> None:
@@ -58,14 +47,10 @@ async def test_https_and_rtmps_at_the_gateway(tmp_path: Path) -> None:
                     with pytest.raises(aiohttp.ClientConnectorCertificateError):
                         await untrusting.get(f"{gw}/health")
                 publisher = await asyncio.create_subprocess_exec(
-                    *rtmps_publish(f"rtmps://127.0.0.1:{media.rtmps.port}/live/cam", 8), stderr=asyncio.subprocess.PIPE
+                    *obs_publish(f"rtmps://127.0.0.1:{media.rtmps.port}/live/cam", 8, "-tls_verify", "0"), stderr=asyncio.subprocess.PIPE
                 )
                 try:
-                    live = app[LIVE_KEY]
-                    await until(lambda: live.get("cam") is not None, what="stream started by the RTMPS publish")
-                    stream = live.get("cam")
-                    assert stream is not None
-                    await until(lambda: stream.segments_out >= 1, what="first output segment")
+                    stream = await first_output(app, "cam", "RTMPS")
                     viewer = await WhepClient.connect(http, f"{gw}/live/cam/whep", codec="H264")
                     try:
                         frame = await asyncio.wait_for(viewer.video.recv(), 15)

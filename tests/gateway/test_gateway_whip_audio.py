@@ -16,9 +16,10 @@ import av
 import pytest
 from aiortc.contrib.media import MediaPlayer
 
-from livestream.gateway.live_routes import LIVE_KEY, _played_stream
+from livestream.gateway.live_routes import _played_stream
 from livestream.webrtc.client import WhepClient, WhipClient
-from gateway_live_helpers import FFMPEG, free_port, gateway_config, rtmp_listener, runner_procs, serving, until
+from gateway_live_helpers import (FFMPEG, first_output, free_port, gateway_config, rtmp_listener, runner_procs, serving,
+                                  until)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -47,11 +48,7 @@ async def test_whip_audio_reaches_the_runner_and_comes_back(tmp_path: Path) -> N
             assert player.video is not None and player.audio is not None
             whip = await WhipClient.connect(http, f"{gw}/live/cam/whip", player.video, audio=player.audio, codec="H264")
             try:
-                live = app[LIVE_KEY]
-                await until(lambda: live.get("cam") is not None, what="stream started by the WHIP publish")
-                stream = live.get("cam")
-                assert stream is not None
-                await until(lambda: stream.segments_out >= 1, what="first output segment")
+                stream = await first_output(app, "cam", "WHIP")
                 # Played on go-livepeer's WHEP path, `{stream}-out/whep`.
                 whep = f"{gw}/live/video-to-video/cam-out/whep"
                 viewer = await WhepClient.connect(http, whep, codec="H264", audio=True)
