@@ -41,8 +41,10 @@ def _mutate(segment: bytes, ops: list[tuple[str, int, int]]) -> bytes:
             break
         i = where % len(packets)
         pkt = packets[i]
+        if kind in ("flip", "pid", "sync") and len(pkt) < 5:
+            continue  # a packet an earlier "cut" left short has no payload or PID to change
         if kind == "flip":
-            pkt[4 + value % (_PACKET - 4)] ^= 0xFF
+            pkt[4 + value % (len(pkt) - 4)] ^= 0xFF
         elif kind == "pid":  # every packet of this one's PID moves to another PID
             old = ((pkt[1] & 0x1F) << 8) | pkt[2]
             new = (old + value + 1) & 0x1FFF
