@@ -7,12 +7,21 @@ never in a `conftest` a test imports: the conftest basenames collide.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from pipelines.testing import write_tiny_model
+
+# The suite's fuzz tests (hypothesis, schemathesis) draw the same examples on every run, so a CI
+# failure reproduces and CI does not fail at random; `make fuzz-long` (LIVESTREAM_FUZZ_EXAMPLES)
+# draws new ones to explore.
+hypothesis_settings.register_profile("repeatable", derandomize=True)
+if not os.environ.get("LIVESTREAM_FUZZ_EXAMPLES"):
+    hypothesis_settings.load_profile("repeatable")
 
 
 @pytest.fixture(scope="session", autouse=True)
