@@ -503,11 +503,12 @@ class LiveMedia:
             del self.relays[relay.name]
 
     async def start_direct(self, stream: str, ingest: Ingest) -> LiveStream:
-        """An RTMP publish accepted by the server: the stream starts on a runner."""
+        """An RTMP publish accepted by the server: the stream starts on a runner, with the start
+        keys of the publish URL's query (`rtmp://gw/live/KEY?pipeline=…&params=…`)."""
         if not isinstance(ingest, RtmpCopyIngest):
             raise InvalidRequestError(f"the gateway cannot relay a {ingest.name} input")
-        try:
-            relay = await self.begin(stream, "rtmp")
+        try:  # the publish URL's query carries go-livepeer's start keys, as through MediaMTX
+            relay = await self.begin(stream, "rtmp", query=ingest.query)
         except StartRefused as exc:
             raise InvalidRequestError(exc.message) from None
         relay.ingest = ingest
@@ -518,8 +519,9 @@ class LiveMedia:
 
     async def begin(self, stream: str, source_type: str, *, query: str = "", base: str = "") -> RelayedStream:
         """Start a directly published stream (RTMP, WHIP) on a runner with the operator's
-        settings (`--live-pipeline`, the live params, `--rtmp-output`), over which the `query` of a
-        WHIP POST on go-livepeer's path and the live auth webhook's answer go: one code path with
+        settings (`--live-pipeline`, the live params, `--rtmp-output`), over which the `query` (of a
+        WHIP POST on go-livepeer's path, or of the RTMP publish URL) and the live auth webhook's
+        answer go: one code path with
         the start hook (`live_auth.start_settings`). `base`: the gateway's URL as the publisher
         reached it (the webhook's URLs).
 

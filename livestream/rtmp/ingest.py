@@ -49,6 +49,9 @@ class RtmpIngest(Ingest):
         self, stream: str, *, on_stop: Callable[[], None] | None = None, max_bytes: int = 32 * 1024 * 1024
     ) -> None:
         self.stream = stream
+        #: The publish URL's query as the publisher sent it (`key=…&pipeline=…`; set by the
+        #: server): a gateway reads go-livepeer's start keys from it.
+        self.query = ""
         self._on_stop = on_stop
         self.max_bytes = max_bytes
         self._items: deque[_Item] = deque()

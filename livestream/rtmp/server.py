@@ -318,6 +318,7 @@ class _Connection:
             return False
         self.stream = name
         ingest = server.ingest_factory(name, self._stop_from_session)
+        ingest.query = event.name.partition("?")[2]
         try:
             client = self.where.rpartition(":")[0]
             server.client_sessions.check("rtmp", client, server.live_streams.__contains__)

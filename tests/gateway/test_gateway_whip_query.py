@@ -1,7 +1,7 @@
-"""go-livepeer's WHIP path takes the start hook's stream settings: its query (`pipeline`,
-`params`, `streamId`, `rtmpOutput`, `orchestrator`) and the live auth webhook's answer over it,
-through the same code as the start hook. Real parts: a noop runner process, an aiortc WHIP
-publisher, a real HTTP webhook."""
+"""go-livepeer's WHIP path, and an RTMP publish URL, take the start hook's stream settings: the
+query (`pipeline`, `params`, `streamId`, `rtmpOutput`, `orchestrator`) and the live auth webhook's
+answer over it, through the same code as the start hook. Real parts: a noop runner process, an
+aiortc WHIP publisher, ffmpeg publishing RTMP, a real HTTP webhook."""
 
 from __future__ import annotations
 
@@ -14,10 +14,14 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+import asyncio
+
+from livestream.gateway.live_media import LIVE_MEDIA_KEY
 from livestream.gateway.live_routes import LIVE_KEY
 from livestream.webrtc.client import WebRTCClientError, WhipClient
 from livestream.webrtc.testsrc import NumberedVideoTrack
-from gateway_live_helpers import free_port, gateway_config, runner_procs, serve, serving, stop_runner, until
+from gateway_live_helpers import (first_output, free_port, gateway_config, obs_publish, runner_procs, serve, serving,
+                                  stop_runner, until)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -93,3 +97,31 @@ async def test_whip_query_and_webhook_set_the_stream(tmp_path: Path, monkeypatch
                     await whip.close()
     finally:
         await stop_runner(hook_runner)
+
+
+async def test_an_rtmp_publish_query_sets_the_stream(tmp_path: Path) -> None:
+    """`rtmp://gateway/live/KEY?pipeline=…&params=…&streamId=…`, as MediaMTX hands go-livepeer
+    the query of a publish: the stream runs with them; bad params refuse the publish."""
+    async with runner_procs(tmp_path, 1) as runners:
+        config = gateway_config(runners, free_port(), rtmp_port=0)
+        async with serving(config) as (_gw, app):
+            rtmp = app[LIVE_MEDIA_KEY].rtmp
+            assert rtmp is not None
+            base = f"rtmp://127.0.0.1:{rtmp.port}/live"
+            refused = await asyncio.create_subprocess_exec(
+                *obs_publish(f"{base}/bad?params=%7Bnot-json", 2), stderr=asyncio.subprocess.PIPE
+            )
+            _, err = await asyncio.wait_for(refused.communicate(), 30)
+            assert refused.returncode != 0 and b"Invalid pipeline params" in err, err.decode()  # ffmpeg says why
+            assert app[LIVE_KEY].get("bad") is None
+            query = urlencode({"pipeline": "noop", "params": json.dumps({"width": 96}), "streamId": "sid-9"})
+            publisher = await asyncio.create_subprocess_exec(
+                *obs_publish(f"{base}/cam?{query}", 6), stderr=asyncio.subprocess.PIPE
+            )
+            try:
+                stream = await first_output(app, "cam", "RTMP")
+                assert (stream.stream_id, stream.model_id, stream.params) == ("sid-9", "noop", {"width": 96})
+            finally:
+                if publisher.returncode is None:
+                    publisher.kill()
+                await asyncio.wait_for(publisher.wait(), 10)
