@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import ctypes
 import gc
+import json
 import os
 import re
 import sys
@@ -140,8 +141,6 @@ class Api:
         async with self.http.request(method, self.base + path, **kwargs) as resp:
             body = await resp.read()
             try:
-                import json
-
                 return resp.status, json.loads(body)
             except ValueError:
                 return resp.status, body.decode(errors="replace")

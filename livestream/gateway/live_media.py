@@ -521,9 +521,8 @@ class LiveMedia:
         """Start a directly published stream (RTMP, WHIP) on a runner with the operator's
         settings (`--live-pipeline`, the live params, `--rtmp-output`), over which the `query` (of a
         WHIP POST on go-livepeer's path, or of the RTMP publish URL) and the live auth webhook's
-        answer go: one code path with
-        the start hook (`live_auth.start_settings`). `base`: the gateway's URL as the publisher
-        reached it (the webhook's URLs).
+        answer go: one code path with the start hook (`live_auth.start_settings`). `base`: the
+        gateway's URL as the publisher reached it (the webhook's URLs).
 
         Raises `StreamBusyError` (already live), `StartRefused` (bad query, webhook refused) or
         `SessionLimitError` (no runner took it)."""
