@@ -88,7 +88,6 @@ _FLAGS: dict[str, tuple[str, Callable[[str], Any], str]] = {
 }
 
 
-
 def _urls(items: list[str]) -> tuple[str, ...]:
     return tuple(i.rstrip("/") for i in items)
 
