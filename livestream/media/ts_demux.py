@@ -2,10 +2,15 @@
 
 Why by hand: libavformat's MPEG-TS demuxer hands a video PES on when the next one starts, and
 its H.264 parser then holds that access unit until it has seen the start of the next one, so
-every frame leaves the demuxer two frames late (66 ms at 30 fps). A video PES (whose length
-muxers leave open) is complete when the next PES of its stream starts, or its segment ends; it
-goes to the decoder then, one frame late, the least a TS reader can do. An audio PES with a
-length is complete at its last byte.
+every frame leaves the demuxer two frames late (66 ms at 30 fps). Here a PES goes on at its last
+byte:
+- a PES with a length (audio) is complete at its last byte;
+- a video PES, whose length muxers leave open, is complete at the TS packet that pads its end
+  with adaptation-field stuffing (a PES starts a packet, so its last packet is padded unless the
+  PES fills it exactly: ffmpeg's muxer, go-livepeer's segmenter and ours all pad that way), or
+  else when the next PES of its stream starts (one frame late), or when its segment ends.
+A muxer that pads in the middle of a PES (legal, seen nowhere yet) is caught at its next packet:
+that frame is lost, and from then on this demuxer waits for the next PES instead.
 
     demuxer = TsDemuxer()
     for unit in demuxer.feed(data):       # PesUnit: stream, pts/dts (90 kHz), payload
@@ -79,6 +84,10 @@ class TsDemuxer:
         #: Bytes of a packet with a bad sync byte (the input is not MPEG-TS, or damaged).
         self.bad_packets = 0
         self.dropped_pes = 0
+        #: Whether a padded packet ends an open-length PES (off once a muxer pads mid-PES).
+        self.padding_ends_pes = True
+        #: PID -> continuity counter of the padded packet that last ended an open PES.
+        self._ended_at: dict[int, int] = {}
 
     def feed(self, data: bytes) -> list[PesUnit]:
         buf = self._rest + data if self._rest else data
@@ -116,6 +125,7 @@ class TsDemuxer:
         if offset >= _PACKET:
             return
         payload = pkt[offset:]
+        padded = control & 0x02 and _stuffed(pkt)
         if pid == 0:
             if start:
                 self._pat(payload)
@@ -123,7 +133,7 @@ class TsDemuxer:
             if start:
                 self._pmt(payload)
         elif pid in self.streams:
-            self._pes(pid, start, cc, payload, out)
+            self._pes(pid, start, cc, payload, bool(padded), out)
 
     def _section(self, payload: bytes) -> bytes | None:
         pointer = payload[0]
@@ -165,8 +175,9 @@ class TsDemuxer:
             del self._building[pid]
         self.streams = streams
 
-    def _pes(self, pid: int, start: bool, cc: int, payload: bytes, out: list[PesUnit]) -> None:
+    def _pes(self, pid: int, start: bool, cc: int, payload: bytes, padded: bool, out: list[PesUnit]) -> None:
         unit = self._building.get(pid)
+        ended = self._ended_at.pop(pid, None)
         if start:
             if unit is not None:
                 if unit.size and unit.received < unit.size:
@@ -174,9 +185,13 @@ class TsDemuxer:
                     del self._building[pid]
                 else:
                     out.append(self._complete(pid))
-            self._begin(pid, cc, payload, out)
+            self._begin(pid, cc, payload, padded, out)
             return
         if unit is None:
+            if ended is not None and cc == (ended + 1) & 0x0F:
+                # The PES we ended at a padded packet goes on: this muxer pads mid-PES.
+                self.padding_ends_pes = False
+                self.dropped_pes += 1
             return  # the middle of a PES whose start we never saw
         if cc != (unit.cc + 1) & 0x0F:
             if cc == unit.cc:
@@ -185,9 +200,9 @@ class TsDemuxer:
             del self._building[pid]
             return
         unit.cc = cc
-        self._append(pid, unit, payload, out)
+        self._append(pid, unit, payload, padded, out)
 
-    def _begin(self, pid: int, cc: int, payload: bytes, out: list[PesUnit]) -> None:
+    def _begin(self, pid: int, cc: int, payload: bytes, padded: bool, out: list[PesUnit]) -> None:
         if len(payload) < 9 or payload[0:3] != b"\x00\x00\x01":
             return
         size = (payload[4] << 8) | payload[5]
@@ -197,19 +212,42 @@ class TsDemuxer:
         body = 9 + header
         unit = _Building(self.streams[pid], pts, dts, max(0, size - 3 - header) if size else 0, cc=cc)
         self._building[pid] = unit
-        self._append(pid, unit, payload[body:], out)
+        self._append(pid, unit, payload[body:], padded, out)
 
-    def _append(self, pid: int, unit: _Building, data: bytes, out: list[PesUnit]) -> None:
+    def _append(self, pid: int, unit: _Building, data: bytes, padded: bool, out: list[PesUnit]) -> None:
         if unit.size:
             data = data[: unit.size - unit.received]
         unit.parts.append(data)
         unit.received += len(data)
         if unit.size and unit.received >= unit.size:
             out.append(self._complete(pid))
+        elif not unit.size and padded and self.padding_ends_pes:
+            self._ended_at[pid] = unit.cc
+            out.append(self._complete(pid))
 
     def _complete(self, pid: int) -> PesUnit:
         unit = self._building.pop(pid)
         return PesUnit(unit.stream, unit.pts, unit.dts, b"".join(unit.parts))
+
+
+def _stuffed(pkt: bytes) -> bool:
+    """Whether a packet's adaptation field (present) ends in stuffing bytes: its payload is
+    short, which a muxer does only at the end of a PES."""
+    length, flags = pkt[4], pkt[5]
+    if length == 0 or flags == 0:
+        return True  # one stuffing byte; a field that says nothing, as padding
+    used = 1
+    if flags & 0x10:  # PCR
+        used += 6
+    if flags & 0x08:  # OPCR
+        used += 6
+    if flags & 0x04:  # splice countdown
+        used += 1
+    if flags & 0x02 and 5 + used < _PACKET:  # transport private data
+        used += 1 + pkt[5 + used]
+    if flags & 0x01 and 5 + used < _PACKET:  # adaptation field extension
+        used += 1 + pkt[5 + used]
+    return length > used
 
 
 def _private_codec(descriptors: bytes) -> str | None:
