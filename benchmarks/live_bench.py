@@ -650,6 +650,8 @@ def summarise(results: dict[str, Any], args: argparse.Namespace) -> dict[str, An
         for q in ("p50", "p90", "p99", "max"):
             s[f"delay_{q}_ms"] = med(f"measured.delay_ms.{q}")
         s["input_reorder_wait_p99_ms"] = med("measured.input_reorder_wait_ms.p99")
+        for q in ("p50", "p99"):
+            s[f"delay_over_floor_{q}_ms"] = med(f"measured.delay_over_floor_ms.{q}")
         for r in runs:
             m = r.get("measured") or {}
             odd = {k: m.get(k) for k in ("repeated", "unmatched", "out_of_order", "leftover_bytes", "ts_resyncs") if m.get(k)}
@@ -682,8 +684,11 @@ their pts (not its neighbours). dropped = input frames with no output frame.
 channel as it arrives, 188-byte TS packets) minus when the publisher wrote the input frame's \
 last byte (each frame's bytes sent at its dts, as a live encoder emits them). Same process, \
 one monotonic clock. It includes what the input itself imposes: a frame is shown after every \
-frame of lower pts, and B-frames come after the frames they follow (up to {reorder} ms, p99), \
-and a demuxer knows a video PES is complete only when the next one starts (one frame, 33 ms).
+frame of lower pts, and B-frames come after the frames they follow (up to {reorder} ms, p99).
+- beyond the input's floor: the same less that floor, per frame (how long after its own bytes \
+any decoder could at best show it). With B-frames what is left is the decoder's reorder buffer \
+(FFmpeg's H.264 decoder holds as many frames as the SPS's num_reorder_frames, 2 with x264's \
+default b-pyramid: 1-2 frames beyond the floor) and the engine; without B-frames, the engine.
 - audio out / in: sum of decoded audio frame durations, output vs input.
 - A/V offset: (first output audio pts - first output video pts) - (the same for the input). \
 beep shift: the input's audio beeps once a second; median of (output beep time - input beep \
@@ -709,9 +714,10 @@ def report(results: dict[str, Any], summary: dict[str, Any], args: argparse.Name
         f"{', '.join(f'{x:.1f}' for x in load[1])} after. Engine: {engine}. Command: `{command}`. "
         f"{args.rounds} round(s), medians; {args.seconds} s streams of {WIDTH}x{HEIGHT} {FPS} fps H.264 (+ AAC) from ffmpeg.",
         "",
-        "| run | frames out / in | dropped | delay p50 / p90 / p99 ms | audio out / in s | A/V offset ms (pts / beep) "
+        "| run | frames out / in | dropped | delay p50 / p90 / p99 ms | beyond the input's floor p50 / p99 ms "
+        "| audio out / in s | A/V offset ms (pts / beep) "
         "| engine CPU ms/frame | bare loop ms/frame | engine / bare | paced bare ms/frame | engine / paced bare |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name in args.configs:
         s = summary[name]
@@ -722,7 +728,8 @@ def report(results: dict[str, Any], summary: dict[str, Any], args: argparse.Name
         avo = f"{_fmt(s['av_offset_ms'])} / {_fmt(s['beep_shift_ms'])}{beeps}" if CONFIGS[name].audio else "—"
         lines.append(
             f"| {name} | {_fmt(s['frames_matched'])} / {_fmt(s['frames_in'])} | {_fmt(s['dropped'])} | "
-            f"{_fmt(s['delay_p50_ms'])} / {_fmt(s['delay_p90_ms'])} / {_fmt(s['delay_p99_ms'])} | {audio} | {avo} | "
+            f"{_fmt(s['delay_p50_ms'])} / {_fmt(s['delay_p90_ms'])} / {_fmt(s['delay_p99_ms'])} | "
+            f"{_fmt(s['delay_over_floor_p50_ms'])} / {_fmt(s['delay_over_floor_p99_ms'])} | {audio} | {avo} | "
             f"{_fmt(s['engine_cpu_ms_per_frame'], 2)} | {_fmt(s['baseline_cpu_ms_per_frame'], 2)} ({s['baseline']}) | "
             f"{_fmt(s['cpu_ratio'], 2)}x | {_fmt(s['paced_baseline_cpu_ms_per_frame'], 2)} | {_fmt(s['cpu_ratio_paced'], 2) + 'x' if s.get('cpu_ratio_paced') is not None else '—'} |"
         )

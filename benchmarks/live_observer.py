@@ -524,6 +524,7 @@ def analyse(raw: Raw, stream: Input, *, spawned: float) -> dict[str, Any]:
     match = match_frames(raw.sent, raw.timeline.video())
     delays = [match.matched[p] for p in sorted(match.matched)]
     floor = reorder_floor(raw.sent)
+    over_floor = [match.matched[p] - floor[p] for p in sorted(match.matched)]
     data = b"".join(raw.output)
     out_audio = decode_audio(data)
     out_video = decode_video(data)
@@ -557,6 +558,7 @@ def analyse(raw: Raw, stream: Input, *, spawned: float) -> dict[str, Any]:
         "delay_ms": {f"p{q}": _ms(percentile(delays, q)) for q in (50, 90, 99)} | {"max": _ms(max(delays, default=None))},
         "delay_first_frame_ms": _ms(delays[0]) if delays else None,
         "input_reorder_wait_ms": {f"p{q}": _ms(percentile(list(floor.values()), q)) for q in (50, 99)},
+        "delay_over_floor_ms": {f"p{q}": _ms(percentile(over_floor, q)) for q in (50, 99)},
         "delays_ms": [_ms(d) for d in delays],
         "post_ms": _ms(raw.post_seconds),
         "post_to_first_frame_ms": _ms(first - raw.t_post) if first is not None else None,
