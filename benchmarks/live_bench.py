@@ -109,7 +109,7 @@ CONFIGS = {
         RunConfig("noop", "noop", True, "bare"),
         RunConfig("noop-rgb", "noop-rgb", True, "bare-rgb"),
         RunConfig("noop-video", "noop", False, "bare"),
-        RunConfig("noop-no-bframes", "noop", True, "bare", bframes=False),
+        RunConfig("noop-no-bframes", "noop", True, "bare-no-bframes", bframes=False),
         RunConfig("streamdiffusion", "streamdiffusion", True, None),
     )
 }
@@ -565,8 +565,6 @@ async def _bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     }
     inputs = {key: inp.head(args.seconds) for key, inp in made.items()}
     startup = {key: inp.head(args.startup_seconds) for key, inp in made.items()}
-    # The bare loop decodes ffmpeg's default input (with audio when a run has it).
-    bare_input = inputs[max(inputs, key=lambda key: (key[1], key[0]))]
     model_dir: Path | None = None
     if any(c.model_id == "streamdiffusion" for c in configs):
         model_dir = workdir / "models"
@@ -584,8 +582,9 @@ async def _bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                         b["round"] == r and b["variant"] == config.baseline for b in results["bare"]
                     ):
                         for paced in (False, True):
+                            # The run's own input (the bare loop reads its video only).
                             bare = await asyncio.to_thread(
-                                bare_loop, bare_input.segments, rgb=config.baseline == "bare-rgb", paced=paced
+                                bare_loop, inputs[config.input_key].segments, rgb=config.baseline == "bare-rgb", paced=paced
                             )
                             variant = f"{config.baseline}-paced" if paced else config.baseline
                             results["bare"].append({"round": r, "variant": variant, **bare})
@@ -624,7 +623,7 @@ def _fmt(value: float | None, digits: int = 0) -> str:
 
 def summarise(results: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     summary: dict[str, Any] = {}
-    variants = ("bare", "bare-rgb", "bare-paced", "bare-rgb-paced")
+    variants = sorted({b["variant"] for b in results["bare"]})
     bare = {v: _median([b["cpu_ms_per_frame"] for b in results["bare"] if b["variant"] == v]) for v in variants}
     summary["bare_cpu_ms_per_frame"] = bare
     for name in args.configs:
