@@ -125,7 +125,6 @@ class TsDemuxer:
         if offset >= _PACKET:
             return
         payload = pkt[offset:]
-        padded = control & 0x02 and _stuffed(pkt)
         if pid == 0:
             if start:
                 self._pat(payload)
@@ -133,7 +132,7 @@ class TsDemuxer:
             if start:
                 self._pmt(payload)
         elif pid in self.streams:
-            self._pes(pid, start, cc, payload, bool(padded), out)
+            self._pes(pid, start, cc, payload, bool(control & 0x02) and _stuffed(pkt), out)
 
     def _section(self, payload: bytes) -> bytes | None:
         pointer = payload[0]
