@@ -37,6 +37,7 @@ from ..errors import SessionLimitError, StreamBusyError
 from ..ingest import Ingest, IngestError, InputStalled
 from ..live.client_limits import ClientSessions
 from ..live.auth_webhook import AuthReply
+from ..server_close import stop_accepting
 from .auth import PublishRejected, authorize
 from .chunks import ChunkReader
 from .flv import FlvError, parse_audio, parse_video
@@ -136,14 +137,8 @@ class RtmpServer:
     async def close(self) -> None:
         """Stop accepting, end every connection, await their tasks. Idempotent."""
         if self._server is not None:
-            # Stop accepting, and let a connection accepted in this loop iteration get its
-            # transport first: asyncio (3.11) drops, unclosed, a socket whose server closed
-            # between its accept and its transport's creation (one task step later).
             server, self._server = self._server, None
-            loop = asyncio.get_running_loop()
-            for sock in server.sockets:
-                loop.remove_reader(sock.fileno())
-            await asyncio.sleep(0)
+            await stop_accepting([server])
             server.close()
         tasks = list(self._connections)
         for task in tasks:
