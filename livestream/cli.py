@@ -25,6 +25,7 @@ from .settings import (
     WorkLimits,
     env_bool,
     env_int,
+    env_list,
     env_str,
     hardware_work_limits,
     parse_default_models,
@@ -117,14 +118,14 @@ def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParse
     serve.add_argument(
         "--cors-origin",
         action="append",
-        default=[o for o in (env_str(env, "CORS_ORIGINS", "") or "").split(",") if o],
+        default=env_list(env, "CORS_ORIGINS"),
         help="allow browser requests from this origin; repeatable, '*' for any (env CORS_ORIGINS, comma-separated); default off",
     )
     serve.add_argument(
         "--default-model",
         action="append",
         metavar="TASK=ID",
-        default=[i for i in (env_str(env, "DEFAULT_MODELS", "") or "").split(",") if i],
+        default=env_list(env, "DEFAULT_MODELS"),
         help="model used by TASK when a request has no model_id; repeatable (env DEFAULT_MODELS, comma-separated)",
     )
     serve.add_argument(
@@ -137,7 +138,7 @@ def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParse
         "--limit",
         action="append",
         metavar="NAME=VALUE",
-        default=[i for i in (env_str(env, "LIMITS", "") or "").split(",") if i],
+        default=env_list(env, "LIMITS"),
         help="the most work one batch request may ask for, e.g. steps=50 or pixels=1048576; repeatable "
         "(env LIMITS, comma-separated); names and defaults in docs/api.md",
     )
@@ -172,7 +173,7 @@ def build_parser(env: Mapping[str, str] | None = None) -> argparse.ArgumentParse
         "--aux-model",
         action="append",
         metavar="KIND=ID_OR_DIR",
-        default=[i for i in (env_str(env, "AUX_MODELS", "") or "").split(",") if i],
+        default=env_list(env, "AUX_MODELS"),
         help="load a live pipeline's auxiliary model (safety, depth, pose, hed, ip_adapter, faceid, super_resolution) "
         "from this Hugging Face id or folder; repeatable (env AUX_MODELS, comma-separated); default each kind's HF id",
     )
@@ -280,7 +281,7 @@ def _add_webrtc_args(serve: argparse.ArgumentParser, env: Mapping[str, str]) -> 
         "--ice-server",
         action="append",
         metavar="URL",
-        default=[u for u in (env_str(env, "ICE_SERVERS", "") or "").split(",") if u],
+        default=env_list(env, "ICE_SERVERS"),
         help="STUN/TURN server for WebRTC, e.g. stun:stun.example.com:3478 or turn:user:pass@turn.example.com:3478; "
         "repeatable (env ICE_SERVERS, comma-separated); default none (never an implicit public server)",
     )
@@ -292,7 +293,7 @@ def _add_webrtc_args(serve: argparse.ArgumentParser, env: Mapping[str, str]) -> 
         "--webrtc-host",
         action="append",
         metavar="ADDR",
-        default=[h for h in (env_str(env, "WEBRTC_HOSTS", "") or "").split(",") if h],
+        default=env_list(env, "WEBRTC_HOSTS"),
         help="address to offer as a WebRTC host candidate: a local one (e.g. 127.0.0.1) is gathered on, any other "
         "(the public IP of a 1:1 NAT) replaces the gathered addresses; repeatable (env WEBRTC_HOSTS); default: every interface",
     )
@@ -603,7 +604,7 @@ def _add_rtmp_args(serve: argparse.ArgumentParser, env: Mapping[str, str]) -> No
     rtmp.add_argument(
         "--stream-key",
         action="append",
-        default=[x for x in (env_str(env, "STREAM_KEYS") or "").split(",") if x.strip()],
+        default=env_list(env, "STREAM_KEYS"),
         metavar="NAME=SECRET",
         help="allow publishing stream NAME with key SECRET (repeatable; env STREAM_KEYS=a=s1,b=s2); "
         "with any, other keys are refused",

@@ -233,6 +233,11 @@ def env_str(env: Mapping[str, str], name: str, default: str | None = None) -> st
     return value if value not in (None, "") else default
 
 
+def env_list(env: Mapping[str, str], name: str) -> list[str]:
+    """`env[name]` as a comma-separated list: items stripped, empty ones dropped; [] when unset."""
+    return [item.strip() for item in (env.get(name) or "").split(",") if item.strip()]
+
+
 @overload
 def env_int(env: Mapping[str, str], name: str, default: int) -> int: ...
 

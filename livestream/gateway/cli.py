@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from ..settings import parse_stream_keys
+from ..settings import env_list, parse_stream_keys
 from ..tls import check_tls_files, https_context, resolve_rtmps_port
 from .config import (GatewayConfig, RunnerConfig, load_config_file, parse_min_runner_versions, parse_orchestrator_url,
                      parse_price_caps)
@@ -143,11 +143,6 @@ def add_gateway_parser(commands: Any, env: Mapping[str, str] | None = None) -> a
     return p
 
 
-def _env_list(env: Mapping[str, str], name: str) -> list[str] | None:
-    value = env.get(name)
-    return [v.strip() for v in value.split(",") if v.strip()] if value else None
-
-
 def _env_bool(env: Mapping[str, str], name: str) -> bool | None:
     value = env.get(name)
     return None if value is None else value.strip().lower() in ("1", "true", "yes", "on")
@@ -167,7 +162,7 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str] | None = N
             except ValueError:
                 raise ConfigError(f"{var}={env[var]!r}: not a valid value") from None
     for name, (_, _, _, convert) in _LIST_FLAGS.items():
-        items = getattr(args, name) or _env_list(env, "GATEWAY_" + name.upper())
+        items = getattr(args, name) or env_list(env, "GATEWAY_" + name.upper())
         if items:
             values[name] = convert(items)
     min_versions = args.ai_min_runner_version or env.get("GATEWAY_AI_MIN_RUNNER_VERSION")

@@ -75,6 +75,13 @@ def test_environment_names_follow_ai_runner() -> None:
     assert dict(settings.default_models) == {"llm": "my/llm", "upscale": "my/up"}
 
 
+def test_list_variables_take_spaces_and_empty_items() -> None:
+    env = {"CORS_ORIGINS": " http://a.example , ,http://b.example ", "DEFAULT_MODELS": "llm=my/llm, upscale=my/up,"}
+    settings = settings_from_args(build_parser(env).parse_args(["serve"]))
+    assert settings.cors_origins == ("http://a.example", "http://b.example")
+    assert dict(settings.default_models) == {"llm": "my/llm", "upscale": "my/up"}
+
+
 def test_flags_override_environment() -> None:
     args = build_parser({"PIPELINE": "llm", "MODEL_ID": "a", "PORT": "9000"}).parse_args(
         ["serve", "--pipeline", "text-to-image", "--model-id", "b", "--port", "8001"]
