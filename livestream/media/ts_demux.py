@@ -9,8 +9,10 @@ byte:
   with adaptation-field stuffing (a PES starts a packet, so its last packet is padded unless the
   PES fills it exactly: ffmpeg's muxer, go-livepeer's segmenter and ours all pad that way), or
   else when the next PES of its stream starts (one frame late), or when its segment ends.
-A muxer that pads in the middle of a PES (legal, seen nowhere yet) is caught at its next packet:
-that frame is lost, and from then on this demuxer waits for the next PES instead.
+A muxer may legally pad in the middle of a PES too (none seen yet), so the padding is trusted
+only once it has ended an open PES of the input (the first, a keyframe); until then, and for
+good once a padded packet is followed by more of its PES, a PES waits for the next one. A muxer that starts
+padding mid-PES after that is caught at the next packet: that one frame is lost.
 
     demuxer = TsDemuxer()
     for unit in demuxer.feed(data):       # PesUnit: stream, pts/dts (90 kHz), payload
@@ -29,6 +31,9 @@ from dataclasses import dataclass, field
 __all__ = ["AUDIO_STREAM_TYPES", "VIDEO_STREAM_TYPES", "PesUnit", "TsDemuxer", "TsError", "TsStream"]
 
 _PACKET = 188
+#: How many open PES must have ended padded before padding is taken to end one: the first PES
+#: (a keyframe, many packets) shows whether the muxer pads mid-PES, at one frame's wait.
+_TRUST_AFTER = 1
 #: PMT stream_type -> codec (ISO/IEC 13818-1 table 2-34; ATSC A/52 for AC-3).
 VIDEO_STREAM_TYPES = {0x1B: "h264", 0x24: "hevc"}
 AUDIO_STREAM_TYPES = {0x0F: "aac", 0x11: "aac_latm", 0x03: "mp3", 0x04: "mp3", 0x81: "ac3", 0x87: "eac3"}
@@ -65,6 +70,8 @@ class _Building:
     parts: list[bytes] = field(default_factory=list)
     received: int = 0
     cc: int = -1
+    #: Its last packet so far was padded.
+    padded: bool = False
 
 
 def _timestamp(b: bytes, at: int) -> int:
@@ -84,8 +91,11 @@ class TsDemuxer:
         #: Bytes of a packet with a bad sync byte (the input is not MPEG-TS, or damaged).
         self.bad_packets = 0
         self.dropped_pes = 0
-        #: Whether a padded packet ends an open-length PES (off once a muxer pads mid-PES).
-        self.padding_ends_pes = True
+        #: Whether a padded packet ends an open-length PES: once `_TRUST_AFTER` open PES ended
+        #: padded, and never after a padded packet was followed by more of its PES.
+        self.padding_ends_pes = False
+        self._padded_ends = 0
+        self._padding_refuted = False
         #: PID -> continuity counter of the padded packet that last ended an open PES.
         self._ended_at: dict[int, int] = {}
 
@@ -183,13 +193,15 @@ class TsDemuxer:
                     self.dropped_pes += 1  # cut short
                     del self._building[pid]
                 else:
+                    if not unit.size:
+                        self._learn(ended_padded=unit.padded)
                     out.append(self._complete(pid))
             self._begin(pid, cc, payload, padded, out)
             return
         if unit is None:
             if ended is not None and cc == (ended + 1) & 0x0F:
-                # The PES we ended at a padded packet goes on: this muxer pads mid-PES.
-                self.padding_ends_pes = False
+                # The PES we ended at a padded packet goes on: it went to the decoder cut short.
+                self._refute()
                 self.dropped_pes += 1
             return  # the middle of a PES whose start we never saw
         if cc != (unit.cc + 1) & 0x0F:
@@ -199,6 +211,8 @@ class TsDemuxer:
             del self._building[pid]
             return
         unit.cc = cc
+        if unit.padded:
+            self._refute()  # a padded packet, and the PES goes on
         self._append(pid, unit, payload, padded, out)
 
     def _begin(self, pid: int, cc: int, payload: bytes, padded: bool, out: list[PesUnit]) -> None:
@@ -218,11 +232,24 @@ class TsDemuxer:
             data = data[: unit.size - unit.received]
         unit.parts.append(data)
         unit.received += len(data)
+        unit.padded = padded
         if unit.size and unit.received >= unit.size:
             out.append(self._complete(pid))
         elif not unit.size and padded and self.padding_ends_pes:
             self._ended_at[pid] = unit.cc
             out.append(self._complete(pid))
+
+    def _learn(self, *, ended_padded: bool) -> None:
+        """An open PES ended at the next one's start: was its last packet padded?"""
+        if self._padding_refuted:
+            return
+        self._padded_ends += ended_padded
+        if self._padded_ends >= _TRUST_AFTER:
+            self.padding_ends_pes = True
+
+    def _refute(self) -> None:
+        self._padding_refuted = True
+        self.padding_ends_pes = False
 
     def _complete(self, pid: int) -> PesUnit:
         unit = self._building.pop(pid)
