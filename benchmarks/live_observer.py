@@ -522,9 +522,10 @@ def _ms(seconds: float | None) -> float | None:
 def analyse(raw: Raw, stream: Input, *, spawned: float) -> dict[str, Any]:
     """Numbers from one stream's bytes (after the engine has exited: PyAV decodes here)."""
     match = match_frames(raw.sent, raw.timeline.video())
-    delays = [match.matched[p] for p in sorted(match.matched)]
+    matched = sorted(match.matched)
+    delays = [match.matched[p] for p in matched]
     floor = reorder_floor(raw.sent)
-    over_floor = [match.matched[p] - floor[p] for p in sorted(match.matched)]
+    over_floor = [match.matched[p] - floor[p] for p in matched]
     data = b"".join(raw.output)
     out_audio = decode_audio(data)
     out_video = decode_video(data)
